@@ -1,0 +1,48 @@
+#define _GNU_SOURCE
+#include "CDevDBShims.h"
+#include <string.h>
+#include <sys/socket.h>
+
+int devdb_accept4_nonblock(int fd, struct sockaddr *addr, socklen_t *len) {
+    return accept4(fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+int devdb_socket_nonblock(int domain, int type, int protocol) {
+    return socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
+}
+
+long devdb_ssl_ctx_set_min_tls12(SSL_CTX *ctx) {
+    return SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+}
+
+long devdb_ssl_ctx_set_partial_write_modes(SSL_CTX *ctx) {
+    return SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                                     SSL_MODE_RELEASE_BUFFERS);
+}
+
+long devdb_bio_set_mem_eof_return(BIO *bio, long v) { return BIO_set_mem_eof_return(bio, v); }
+
+int devdb_ssl_set_sni(SSL *ssl, const char *name) { return (int)SSL_set_tlsext_host_name(ssl, name); }
+
+unsigned long devdb_ssl_op_no_renegotiation(void) { return SSL_OP_NO_RENEGOTIATION; }
+unsigned long devdb_ssl_op_no_compression(void) { return SSL_OP_NO_COMPRESSION; }
+
+static const unsigned char pg_alpn[] = {10, 'p', 'o', 's', 't', 'g', 'r', 'e', 's', 'q', 'l'};
+
+// As PostgreSQL 17 does: a client that offers ALPN must offer "postgresql".
+static int devdb_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                             const unsigned char *in, unsigned int inlen, void *arg) {
+    (void)ssl; (void)arg;
+    unsigned char *sel = NULL;
+    if (SSL_select_next_proto(&sel, outlen, pg_alpn, sizeof(pg_alpn), in, inlen) == OPENSSL_NPN_NEGOTIATED) {
+        *out = sel;
+        return SSL_TLSEXT_ERR_OK;
+    }
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+void devdb_ssl_ctx_use_postgresql_alpn(SSL_CTX *ctx) {
+    SSL_CTX_set_alpn_select_cb(ctx, devdb_alpn_select, NULL);
+}
+
+int devdb_ssl_offer_postgresql_alpn(SSL *ssl) { return SSL_set_alpn_protos(ssl, pg_alpn, sizeof(pg_alpn)); }

@@ -1,0 +1,26 @@
+/// A database name: one DNS label, `[a-z0-9-]{1,63}`, so `<name>.<db-domain>` is a valid
+/// hostname. Names are the route keys the API writes and the router reads.
+public struct DatabaseName: Hashable, Sendable, CustomStringConvertible {
+    public let value: String
+
+    public init?(_ raw: String) {
+        guard Self.isValid(raw) else { return nil }
+        self.value = raw
+    }
+
+    public var description: String { value }
+
+    public static func isValid(_ raw: String) -> Bool {
+        let bytes = raw.utf8
+        guard (1...63).contains(bytes.count) else { return false }
+        return bytes.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D }
+    }
+
+    /// Explains what is wrong with a rejected name, for error messages.
+    public static func problem(with raw: String) -> String? {
+        if raw.isEmpty { return "a name cannot be empty" }
+        if raw.utf8.count > 63 { return "a name has at most 63 characters" }
+        if !isValid(raw) { return "a name may use only lowercase letters a-z, digits 0-9 and '-'" }
+        return nil
+    }
+}

@@ -1,0 +1,200 @@
+import COpenSSL
+import CDevDBShims
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The last OpenSSL error as text (clears the queue).
+func opensslErrorText() -> String {
+    var text = ""
+    while true {
+        let code = ERR_get_error()
+        if code == 0 { break }
+        var buf = [CChar](repeating: 0, count: 256)
+        ERR_error_string_n(code, &buf, buf.count)
+        if !text.isEmpty { text += "; " }
+        text += String(cString: buf)
+    }
+    return text.isEmpty ? "unknown TLS error" : text
+}
+
+public struct TLSError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// A server or client SSL_CTX. Immutable once made: a certificate reload makes a new context
+/// and sessions already running keep a reference to the old one.
+public final class TLSContext: @unchecked Sendable {  // SSL_CTX is thread-safe once configured.
+    let ctx: OpaquePointer
+
+    /// A server context with the certificate chain and key (TLS 1.2+, ALPN `postgresql`).
+    public init(certificateChainFile: String, privateKeyFile: String) throws(TLSError) {
+        guard let ctx = SSL_CTX_new(TLS_server_method()) else { throw TLSError(description: opensslErrorText()) }
+        self.ctx = ctx
+        try configure()
+        guard SSL_CTX_use_certificate_chain_file(ctx, certificateChainFile) == 1 else {
+            throw TLSError(description: "cannot load certificate \(certificateChainFile): \(opensslErrorText())")
+        }
+        guard SSL_CTX_use_PrivateKey_file(ctx, privateKeyFile, SSL_FILETYPE_PEM) == 1 else {
+            throw TLSError(description: "cannot load private key \(privateKeyFile): \(opensslErrorText())")
+        }
+        guard SSL_CTX_check_private_key(ctx) == 1 else {
+            throw TLSError(description: "private key \(privateKeyFile) does not match certificate \(certificateChainFile)")
+        }
+        devdb_ssl_ctx_use_postgresql_alpn(ctx)
+    }
+
+    /// A client context for optional TLS to backends. Backends are addressed by the route,
+    /// inside the cluster; the certificate is verified when `caFile` is given.
+    public init(clientCAFile caFile: String?) throws(TLSError) {
+        guard let ctx = SSL_CTX_new(TLS_client_method()) else { throw TLSError(description: opensslErrorText()) }
+        self.ctx = ctx
+        try configure()
+        if let caFile {
+            guard SSL_CTX_load_verify_locations(ctx, caFile, nil) == 1 else {
+                throw TLSError(description: "cannot load CA file \(caFile): \(opensslErrorText())")
+            }
+            SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nil)
+        }
+    }
+
+    private func configure() throws(TLSError) {
+        guard devdb_ssl_ctx_set_min_tls12(ctx) == 1 else { throw TLSError(description: opensslErrorText()) }
+        _ = devdb_ssl_ctx_set_partial_write_modes(ctx)
+        SSL_CTX_set_options(ctx, UInt64(devdb_ssl_op_no_renegotiation() | devdb_ssl_op_no_compression()))
+    }
+
+    deinit { SSL_CTX_free(ctx) }
+}
+
+/// One TLS connection over a non-blocking socket. Confined to its connection's queue.
+///
+/// Bytes the router already read from the socket (the ClientHello it parsed) are handed to
+/// OpenSSL through a memory BIO; once those are used up the session reads the socket directly,
+/// so the steady state has no extra copy.
+public final class TLSSession {
+    private let ssl: OpaquePointer
+    private let context: TLSContext  // keeps the SSL_CTX alive
+    private let fd: Int32
+    private var readingFromMemory: Bool
+
+    public init(server context: TLSContext, fd: Int32, alreadyRead prefix: [UInt8]) throws(TLSError) {
+        guard let ssl = SSL_new(context.ctx) else { throw TLSError(description: opensslErrorText()) }
+        self.ssl = ssl
+        self.context = context
+        self.fd = fd
+        let wbio = BIO_new_socket(fd, BIO_NOCLOSE)
+        if prefix.isEmpty {
+            SSL_set_bio(ssl, BIO_new_socket(fd, BIO_NOCLOSE), wbio)
+            readingFromMemory = false
+        } else {
+            let rbio = BIO_new(BIO_s_mem())
+            _ = devdb_bio_set_mem_eof_return(rbio, -1)
+            _ = prefix.withUnsafeBytes { BIO_write(rbio, $0.baseAddress, Int32($0.count)) }
+            SSL_set_bio(ssl, rbio, wbio)
+            readingFromMemory = true
+        }
+        SSL_set_accept_state(ssl)
+    }
+
+    public init(client context: TLSContext, fd: Int32, serverName: String?) throws(TLSError) {
+        guard let ssl = SSL_new(context.ctx) else { throw TLSError(description: opensslErrorText()) }
+        self.ssl = ssl
+        self.context = context
+        self.fd = fd
+        readingFromMemory = false
+        let bio = BIO_new_socket(fd, BIO_NOCLOSE)
+        SSL_set_bio(ssl, bio, bio)
+        if let serverName, SocketAddress.parseIP(serverName) == nil { _ = devdb_ssl_set_sni(ssl, serverName) }
+        _ = devdb_ssl_offer_postgresql_alpn(ssl)
+        SSL_set_connect_state(ssl)
+    }
+
+    deinit { SSL_free(ssl) }
+
+    public enum HandshakeStatus: Equatable {
+        case done
+        case wantRead
+        case wantWrite
+        case failed(String)
+    }
+
+    public func handshake() -> HandshakeStatus {
+        while true {
+            ERR_clear_error()
+            let rc = SSL_do_handshake(ssl)
+            if rc == 1 { return .done }
+            let err = SSL_get_error(ssl, rc)
+            switch err {
+            case SSL_ERROR_WANT_READ:
+                if switchToSocketIfDrained() { continue }
+                return .wantRead
+            case SSL_ERROR_WANT_WRITE: return .wantWrite
+            case SSL_ERROR_ZERO_RETURN: return .failed("connection closed during TLS handshake")
+            case SSL_ERROR_SYSCALL: return .failed("connection closed during TLS handshake")
+            default: return .failed(opensslErrorText())
+            }
+        }
+    }
+
+    /// Once the memory BIO holding pre-read bytes is empty, read straight from the socket.
+    private func switchToSocketIfDrained() -> Bool {
+        guard readingFromMemory, let rbio = SSL_get_rbio(ssl), BIO_ctrl_pending(rbio) == 0 else { return false }
+        readingFromMemory = false
+        SSL_set0_rbio(ssl, BIO_new_socket(fd, BIO_NOCLOSE))
+        return true
+    }
+
+    public var serverName: String? {
+        guard let name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) else { return nil }
+        return String(cString: name)
+    }
+
+    public var negotiatedALPN: String? {
+        var data: UnsafePointer<UInt8>?
+        var len: UInt32 = 0
+        SSL_get0_alpn_selected(ssl, &data, &len)
+        guard let data, len > 0 else { return nil }
+        return String(decoding: UnsafeBufferPointer(start: data, count: Int(len)), as: UTF8.self)
+    }
+
+    /// Decrypted bytes buffered inside OpenSSL (not visible as socket readability).
+    public var hasBufferedPlaintext: Bool { SSL_pending(ssl) > 0 }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
+        while true {
+            ERR_clear_error()
+            let n = SSL_read(ssl, buffer.baseAddress, Int32(buffer.count))
+            if n > 0 { return .bytes(Int(n)) }
+            switch SSL_get_error(ssl, n) {
+            case SSL_ERROR_WANT_READ:
+                if switchToSocketIfDrained() { continue }
+                return .wouldBlock
+            case SSL_ERROR_WANT_WRITE: return .wantOpposite
+            case SSL_ERROR_ZERO_RETURN: return .eof
+            case SSL_ERROR_SYSCALL: return .eof
+            default: return .failed(opensslErrorText())
+            }
+        }
+    }
+
+    public func write(_ buffer: UnsafeRawBufferPointer) -> IOResult {
+        guard buffer.count > 0 else { return .bytes(0) }
+        ERR_clear_error()
+        let n = SSL_write(ssl, buffer.baseAddress, Int32(buffer.count))
+        if n > 0 { return .bytes(Int(n)) }
+        switch SSL_get_error(ssl, n) {
+        case SSL_ERROR_WANT_WRITE: return .wouldBlock
+        case SSL_ERROR_WANT_READ: return .wantOpposite
+        case SSL_ERROR_ZERO_RETURN, SSL_ERROR_SYSCALL: return .eof
+        default: return .failed(opensslErrorText())
+        }
+    }
+
+    /// Sends close_notify (best effort; the socket is non-blocking).
+    public func shutdown() {
+        ERR_clear_error()
+        _ = SSL_shutdown(ssl)
+        ERR_clear_error()
+    }
+}
