@@ -5,7 +5,7 @@ import CDevDBShims
 
 /// An IPv4 or IPv6 address and port.
 public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
-    public enum Host: Sendable, Equatable {
+    public enum Host: Sendable, Hashable {
         case v4([UInt8])
         case v6([UInt8])
     }

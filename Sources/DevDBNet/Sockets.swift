@@ -76,3 +76,22 @@ public enum Sockets {
         return rc == 0 ? SocketAddress(storage: storage) : nil
     }
 }
+
+extension Sockets {
+    /// Connects (blocking, bounded by `timeout` seconds), writes `bytes` and closes. Used to
+    /// forward cancel requests, which get no reply. Returns nil on success or the error text.
+    public static func sendOnce(to addresses: [SocketAddress], _ bytes: [UInt8], timeout: Double) -> String? {
+        var lastError = "no address"
+        for address in addresses {
+            let fd: Int32
+            do { fd = try startConnect(to: address) } catch { lastError = error.description; continue }
+            defer { SocketIO.close(fd) }
+            var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            guard poll(&pfd, 1, Int32(timeout * 1000)) == 1 else { lastError = "connect timed out"; continue }
+            if let e = SocketIO.connectResult(fd) { lastError = e.description; continue }
+            if SocketIO.writeSome(fd, bytes) == bytes.count { return nil }
+            lastError = "short write"
+        }
+        return lastError
+    }
+}

@@ -1,0 +1,87 @@
+import Synchronization
+
+/// The router's metrics, written as Prometheus text. All names and labels are here.
+/// Counters are atomics or label maps behind a mutex; both are safe from any queue.
+public final class RouterMetrics: Sendable {
+    public enum Outcome: String, Sendable, CaseIterable {
+        case routed, unknownRoute = "unknown_route", notReady = "not_ready", backendUnreachable = "backend_unreachable"
+        case malformed, oversized, timeout, tooManyHandshakes = "too_many_handshakes", tlsFailed = "tls_failed"
+        case noRoute = "no_route", routeConflict = "route_conflict", routeStoreUnavailable = "route_store_unavailable"
+        case backendRejected = "backend_rejected", shuttingDown = "shutting_down", clientClosed = "client_closed"
+        case cancelRequest = "cancel_request"
+    }
+
+    public enum CancelOutcome: String, Sendable, CaseIterable {
+        case forwarded, unknownKey = "unknown_key", rateLimited = "rate_limited", failed, routeMismatch = "route_mismatch"
+    }
+
+    // outcome/route -> count
+    private let connections = Mutex<[String: Int]>([:])
+    // reason -> count
+    private let tlsFailures = Mutex<[String: Int]>([:])
+    private let cancels = Mutex<[String: Int]>([:])
+    public let cacheHits = Atomic<Int>(0)
+    public let cacheMisses = Atomic<Int>(0)
+    public let redisErrors = Atomic<Int>(0)
+    public let bytesClientToBackend = Atomic<Int>(0)
+    public let bytesBackendToClient = Atomic<Int>(0)
+    public let activeConnections = Atomic<Int>(0)
+    public let activeSessions = Atomic<Int>(0)
+
+    /// Handshake duration histogram (accept to routed), seconds.
+    static let buckets: [Double] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+    private let handshake = Mutex<(counts: [Int], sum: Double, count: Int)>(([Int](repeating: 0, count: 13), 0, 0))
+
+    public init() {}
+
+    public func connection(_ outcome: Outcome, route: String?) {
+        let key = "outcome=\"\(outcome.rawValue)\",route=\"\(route ?? "")\""
+        connections.withLock { $0[key, default: 0] += 1 }
+    }
+
+    public func tlsFailure(_ reason: String) { tlsFailures.withLock { $0[reason, default: 0] += 1 } }
+    public func cancel(_ outcome: CancelOutcome) { cancels.withLock { $0[outcome.rawValue, default: 0] += 1 } }
+
+    public func observeHandshake(seconds: Double) {
+        handshake.withLock { h in
+            for (i, b) in Self.buckets.enumerated() where seconds <= b { h.counts[i] += 1 }
+            h.sum += seconds
+            h.count += 1
+        }
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    public func render(ready: Bool) -> String {
+        var out = ""
+        func header(_ name: String, _ type: String, _ help: String) {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+        }
+        header("devdb_router_connections_total", "counter", "Client connections by outcome and route.")
+        for (k, v) in connections.withLock({ $0 }).sorted(by: { $0.key < $1.key }) { out += "devdb_router_connections_total{\(k)} \(v)\n" }
+        header("devdb_router_active_connections", "gauge", "Client connections open now.")
+        out += "devdb_router_active_connections \(activeConnections.load(ordering: .relaxed))\n"
+        header("devdb_router_active_sessions", "gauge", "Routed sessions relaying now.")
+        out += "devdb_router_active_sessions \(activeSessions.load(ordering: .relaxed))\n"
+        header("devdb_router_handshake_duration_seconds", "histogram", "Time from accept to routed.")
+        let h = handshake.withLock { $0 }
+        for (i, b) in Self.buckets.enumerated() { out += "devdb_router_handshake_duration_seconds_bucket{le=\"\(b)\"} \(h.counts[i])\n" }
+        out += "devdb_router_handshake_duration_seconds_bucket{le=\"+Inf\"} \(h.count)\n"
+        out += "devdb_router_handshake_duration_seconds_sum \(h.sum)\n"
+        out += "devdb_router_handshake_duration_seconds_count \(h.count)\n"
+        header("devdb_router_route_cache_total", "counter", "Route lookups answered by the cache (hit) or Redis (miss).")
+        out += "devdb_router_route_cache_total{result=\"hit\"} \(cacheHits.load(ordering: .relaxed))\n"
+        out += "devdb_router_route_cache_total{result=\"miss\"} \(cacheMisses.load(ordering: .relaxed))\n"
+        header("devdb_router_redis_errors_total", "counter", "Failed Redis commands and subscriptions.")
+        out += "devdb_router_redis_errors_total \(redisErrors.load(ordering: .relaxed))\n"
+        header("devdb_router_bytes_relayed_total", "counter", "Bytes relayed by direction.")
+        out += "devdb_router_bytes_relayed_total{direction=\"client_to_backend\"} \(bytesClientToBackend.load(ordering: .relaxed))\n"
+        out += "devdb_router_bytes_relayed_total{direction=\"backend_to_client\"} \(bytesBackendToClient.load(ordering: .relaxed))\n"
+        header("devdb_router_tls_failures_total", "counter", "Failed TLS handshakes by reason.")
+        for (k, v) in tlsFailures.withLock({ $0 }).sorted(by: { $0.key < $1.key }) { out += "devdb_router_tls_failures_total{reason=\"\(k)\"} \(v)\n" }
+        header("devdb_router_cancels_total", "counter", "Cancel requests by outcome.")
+        for (k, v) in cancels.withLock({ $0 }).sorted(by: { $0.key < $1.key }) { out += "devdb_router_cancels_total{outcome=\"\(k)\"} \(v)\n" }
+        header("devdb_router_ready", "gauge", "1 while the router accepts connections.")
+        out += "devdb_router_ready \(ready ? 1 : 0)\n"
+        return out
+    }
+}
