@@ -17,9 +17,8 @@ public enum StartupPacket: Equatable, Sendable {
     public static func parse(_ bytes: [UInt8], maxLength: Int = defaultMaxLength) throws(WireError) -> ParseResult<StartupPacket> {
         guard bytes.count >= 4 else { return .needMore }
         let length = Int(readU32(bytes, at: 0))
-        guard length >= 8 else { throw .malformed("startup packet length \(length) is shorter than 8 bytes") }
-        guard length <= maxLength else { throw .oversized(length: length, limit: maxLength) }
-        // Only the code is needed to reject garbage early, before the whole packet has arrived.
+        // The code is checked before the length so that garbage (an HTTP request, say) is
+        // reported as garbage rather than as an oversized packet.
         if bytes.count >= 8 {
             let code = readU32(bytes, at: 4)
             let known = code == sslRequestCode || code == gssEncRequestCode || code == cancelRequestCode || code >> 16 == 3
@@ -30,6 +29,8 @@ public enum StartupPacket: Equatable, Sendable {
                 throw .malformed("unknown startup packet code \(code)")
             }
         }
+        guard length >= 8 else { throw .malformed("startup packet length \(length) is shorter than 8 bytes") }
+        guard length <= maxLength else { throw .oversized(length: length, limit: maxLength) }
         guard bytes.count >= length else { return .needMore }
         let code = readU32(bytes, at: 4)
         switch code {
