@@ -46,7 +46,9 @@ let package = Package(
 
         // Tests.
         .target(name: "DevDBTestSupport", dependencies: ["DevDBCore"], path: "Tests/DevDBTestSupport"),
-        .testTarget(name: "PostgresWireTests", dependencies: ["PostgresWire", "DevDBCore", "DevDBRouter"]),
+        .testTarget(name: "UnitTests",
+                    dependencies: ["PostgresWire", "DevDBCore", "DevDBNet", "DevDBRedis", "DevDBRouter"],
+                    resources: [.copy("Fixtures")]),
         .testTarget(name: "RouterIntegrationTests", dependencies: ["DevDBTestSupport", "DevDBCore"]),
     ],
     swiftLanguageModes: [.v6]

@@ -84,7 +84,14 @@ public final class CancelKeyRegistry: Sendable {
         let interval = max(1, ttl / 3)
         refreshTimer.schedule(deadline: .now() + .seconds(interval), repeating: .seconds(interval))
         refreshTimer.setEventHandler { [self] in refresh() }
-        refreshTimer.resume()
+        if !refreshStarted.exchange(true, ordering: .relaxed) { refreshTimer.resume() }
+    }
+    private let refreshStarted = Atomic<Bool>(false)
+
+    deinit {
+        // libdispatch traps when a source that was never resumed is released.
+        if !refreshStarted.load(ordering: .relaxed) { refreshTimer.resume() }
+        refreshTimer.cancel()
     }
     // Configured and resumed once, by startRefreshing(); DispatchSource is thread-safe.
     private nonisolated(unsafe) let refreshTimer: DispatchSourceTimer

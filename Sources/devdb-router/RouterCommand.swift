@@ -69,8 +69,12 @@ struct RouterCommand: ParsableCommand {
     @Option(name: .customLong("log-level"), help: "debug, info, warning or error.")
     var logLevel: String = "info"
 
-    static let environmentPrefix = "DEVDB_ROUTER_"
-    static let repeatable: Set<String> = ["listen", "db-domain", "proxy-protocol-from"]
+    static let environmentOptions = EnvironmentOptions(
+        prefix: "DEVDB_ROUTER_",
+        names: ["listen", "redis", "db-domain", "tls-cert", "tls-key", "backend-ca", "metrics-listen", "startup-timeout",
+                "max-handshakes-per-address", "drain-timeout", "proxy-protocol-from", "cancel-rate", "cancel-key-ttl",
+                "io-queues", "log-level"],
+        repeatable: ["listen", "db-domain", "proxy-protocol-from"])
 
     func validate() throws {
         if (tlsCert == nil) != (tlsKey == nil) {
@@ -131,31 +135,9 @@ struct RouterCommand: ParsableCommand {
         withExtendedLifetime((hup, stops)) { dispatchMain() }
     }
 
-    /// Adds options from DEVDB_ROUTER_* variables that the command line does not set.
-    static func argumentsWithEnvironment(_ args: [String], environment: [String: String]) -> [String] {
-        var out = args
-        let names = ["listen", "redis", "db-domain", "tls-cert", "tls-key", "backend-ca", "metrics-listen", "startup-timeout",
-                     "max-handshakes-per-address", "drain-timeout", "proxy-protocol-from", "cancel-rate", "cancel-key-ttl",
-                     "io-queues", "log-level"]
-        for name in names {
-            let variable = environmentPrefix + String(name.uppercased().map { $0 == "-" ? "_" : $0 })
-            guard let value = environment[variable], !value.isEmpty else { continue }
-            if args.contains(where: { $0 == "--\(name)" || $0.hasPrefix("--\(name)=") }) { continue }
-            let values = repeatable.contains(name) ? value.split(separator: ",").map { String($0.filter { $0 != " " }) } : [value]
-            for v in values { out += ["--\(name)", v] }
-        }
-        return out
-    }
-
     static func main() {
-        var environment: [String: String] = [:]
-        var p = environ
-        while let entry = p.pointee {
-            let s = String(cString: entry)
-            if let eq = s.firstIndex(of: "=") { environment[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
-            p += 1
-        }
-        let args = argumentsWithEnvironment(Array(CommandLine.arguments.dropFirst()), environment: environment)
+        let args = environmentOptions.merge(arguments: Array(CommandLine.arguments.dropFirst()),
+                                            environment: EnvironmentOptions.processEnvironment)
         do {
             var command = try parseAsRoot(args)
             try command.run()
