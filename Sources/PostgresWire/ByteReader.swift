@@ -45,7 +45,8 @@ struct ByteReader {
 
     mutating func skip(_ n: Int) -> Bool { take(n) != nil }
 
-    /// A NUL-terminated UTF-8 string; nil when there is no terminator before `end`.
+    /// A NUL-terminated string; nil when there is no terminator before `end`. Invalid UTF-8
+    /// is decoded with replacement characters (see `strictCString` where bytes must survive).
     mutating func cString() -> String? {
         var i = index
         while i < end, bytes[i] != 0 { i += 1 }
@@ -53,6 +54,19 @@ struct ByteReader {
         let s = String(decoding: bytes[index..<i], as: UTF8.self)
         index = i + 1
         return s
+    }
+
+    enum CStringResult { case ok(String), unterminated, invalidUTF8 }
+
+    /// A NUL-terminated string that must be valid UTF-8, so that encoding it again gives the
+    /// same bytes.
+    mutating func strictCString() -> CStringResult {
+        var i = index
+        while i < end, bytes[i] != 0 { i += 1 }
+        guard i < end else { return .unterminated }
+        guard let s = String(validating: bytes[index..<i], as: UTF8.self) else { return .invalidUTF8 }
+        index = i + 1
+        return .ok(s)
     }
 }
 

@@ -19,24 +19,28 @@ public struct StartupOptions: Equatable, Sendable {
                 current.append(byte); escape = false; inArgument = true
             } else if byte == UInt8(ascii: "\\") {
                 escape = true; inArgument = true
-            } else if byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D {
+            } else if Self.isSpace(byte) {
                 if inArgument { args.append(String(decoding: current, as: UTF8.self)); current.removeAll() }
                 inArgument = false
             } else {
                 current.append(byte); inArgument = true
             }
         }
-        if inArgument { args.append(String(decoding: current, as: UTF8.self)) }
+        // A lone trailing backslash escapes nothing and makes no argument.
+        if inArgument && !(escape && current.isEmpty) { args.append(String(decoding: current, as: UTF8.self)) }
         arguments = args
     }
+
+    /// The separators of PostgreSQL's pg_split_opts (C isspace).
+    static func isSpace(_ b: UInt8) -> Bool { b == 0x20 || (0x09...0x0D).contains(b) }
 
     /// Joins the arguments back, escaping whitespace and backslashes.
     public var text: String {
         arguments.map { arg in
             var out = ""
-            for ch in arg {
-                if ch == " " || ch == "\\" || ch == "\t" || ch == "\n" || ch == "\r" { out.append("\\") }
-                out.append(ch)
+            for ch in arg.unicodeScalars {
+                if ch == "\\" || (ch.isASCII && Self.isSpace(UInt8(ch.value))) { out.append("\\") }
+                out.unicodeScalars.append(ch)
             }
             return out
         }.joined(separator: " ")

@@ -107,12 +107,19 @@ public struct StartupMessage: Equatable, Sendable {
         var reader = ByteReader(packet, from: 8, to: length)
         var params: [(name: String, value: String)] = []
         while true {
-            guard let name = reader.cString() else {
-                throw .malformed("StartupMessage parameters are not NUL-terminated")
+            // Parameters are forwarded re-encoded, so they must decode without loss.
+            let name: String
+            switch reader.strictCString() {
+            case .ok(let s): name = s
+            case .unterminated: throw .malformed("StartupMessage parameters are not NUL-terminated")
+            case .invalidUTF8: throw .malformed("a StartupMessage parameter name is not valid UTF-8")
             }
             if name.isEmpty { break }
-            guard let value = reader.cString() else {
-                throw .malformed("StartupMessage parameter \"\(name)\" has no value")
+            let value: String
+            switch reader.strictCString() {
+            case .ok(let s): value = s
+            case .unterminated: throw .malformed("StartupMessage parameter \"\(name)\" has no value")
+            case .invalidUTF8: throw .malformed("StartupMessage parameter \"\(name)\" is not valid UTF-8")
             }
             if params.contains(where: { $0.name == name }) {
                 throw .malformed("StartupMessage repeats parameter \"\(name)\"")

@@ -52,6 +52,7 @@ import Testing
             ("unterminated", body(Array("user\0abc".utf8))),
             ("no value", body(Array("user\0".utf8))),
             ("trailing bytes", body(Array("user\0a\0\0zz".utf8))),
+            ("invalid UTF-8", body(Array("user\0k".utf8) + [0xD9] + Array("te\0\0".utf8))),
         ]
         for (name, packet) in cases {
             #expect(throws: WireError.self, "\(name)") { try StartupPacket.parse(packet) }
