@@ -11,9 +11,14 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "devdb-router", targets: ["devdb-router"]),
+        .executable(name: "devdb-api", targets: ["devdb-api"]),
+        .executable(name: "devdb", targets: ["devdb"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // The API only; never the router (scripts/check-router-no-nio).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
     ],
     targets: [
         // C libraries, reached through system-library targets.
@@ -27,6 +32,7 @@ let package = Package(
                        providers: [.apt(["libcurl4-openssl-dev"])]),
         // Macros and variadic/GNU functions Swift cannot import directly.
         .target(name: "CDevDBShims", dependencies: ["COpenSSL"]),
+        .target(name: "CCurlShims", dependencies: ["CCurl"]),
 
         // Pure modules: no I/O.
         .target(name: "DevDBCore"),
@@ -44,12 +50,29 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // Control plane: catalog in Redis, provisioners, API, CLI.
+        .target(name: "DevDBCatalog", dependencies: ["DevDBCore", "DevDBRedis", "COpenSSL"]),
+        .target(name: "DevDBProvisioning", dependencies: ["DevDBCore", "DevDBCatalog", "CCurl", "CCurlShims"]),
+        .target(name: "DevDBAPI", dependencies: [
+            "DevDBCore", "DevDBCatalog", "DevDBProvisioning",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], resources: [.copy("openapi.yaml")]),
+        .executableTarget(name: "devdb-api", dependencies: [
+            "DevDBAPI", "DevDBCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+        ]),
+        .executableTarget(name: "devdb", dependencies: [
+            "DevDBCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
         // Tests.
         .target(name: "DevDBTestSupport", dependencies: ["DevDBCore"], path: "Tests/DevDBTestSupport"),
         .testTarget(name: "UnitTests",
                     dependencies: ["PostgresWire", "DevDBCore", "DevDBNet", "DevDBRedis", "DevDBRouter"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "RouterIntegrationTests", dependencies: ["DevDBTestSupport", "DevDBCore"]),
+        .testTarget(name: "ControlPlaneTests", dependencies: ["DevDBTestSupport", "DevDBCore", "DevDBProvisioning"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -46,3 +46,4 @@ void devdb_ssl_ctx_use_postgresql_alpn(SSL_CTX *ctx) {
 }
 
 int devdb_ssl_offer_postgresql_alpn(SSL *ssl) { return SSL_set_alpn_protos(ssl, pg_alpn, sizeof(pg_alpn)); }
+

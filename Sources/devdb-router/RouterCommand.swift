@@ -1,5 +1,6 @@
 import ArgumentParser
 import Dispatch
+import DevDBCore
 import DevDBNet
 import DevDBRedis
 import DevDBRouter

@@ -20,3 +20,4 @@ unsigned long devdb_ssl_op_no_compression(void);
 void devdb_ssl_ctx_use_postgresql_alpn(SSL_CTX *ctx);
 /// Client side: offer ALPN "postgresql".
 int devdb_ssl_offer_postgresql_alpn(SSL *ssl);
+

@@ -1,0 +1,14 @@
+// Typed wrappers for libcurl's variadic calls and the FICLONE ioctl (control plane only).
+#pragma once
+
+#include <curl/curl.h>
+/// Typed wrappers for curl_easy_setopt / getinfo (variadic in C).
+CURLcode devdb_curl_set_string(CURL *h, CURLoption opt, const char *value);
+CURLcode devdb_curl_set_long(CURL *h, CURLoption opt, long value);
+CURLcode devdb_curl_set_pointer(CURL *h, CURLoption opt, void *value);
+CURLcode devdb_curl_set_write_function(CURL *h, size_t (*fn)(char *, size_t, size_t, void *));
+CURLcode devdb_curl_set_xferinfo_function(CURL *h, int (*fn)(void *, curl_off_t, curl_off_t, curl_off_t, curl_off_t));
+CURLcode devdb_curl_get_response_code(CURL *h, long *code);
+CURLcode devdb_curl_global_init(void);
+/// FICLONE: share all of src's blocks with dst (reflink). 0 or -1 with errno.
+int devdb_ficlone(int dst_fd, int src_fd);

@@ -1,0 +1,23 @@
+import DevDBProvisioning
+import DevDBRedis
+import Foundation
+
+public struct APIConfiguration: Sendable {
+    public var host = "0.0.0.0"
+    public var port = 5000
+    public var redis = RedisURL()
+    public var provisioner = "local"
+    public var dataDirectory = URL(fileURLWithPath: "/var/lib/devdb")
+    public var dbDomain = "db.devdb.localhost"
+    /// What clients are told to connect to: the router.
+    public var routerHost = "127.0.0.1"
+    public var routerPort = 5432
+    /// Plaintext admin token (from --admin-token-file or DEVDB_ADMIN_TOKEN); generated when nil.
+    public var adminToken: String?
+    public var portRange: ClosedRange<Int> = 16000...16999
+    public var s3 = S3Settings.fromEnvironment()
+    public var reapIntervalSeconds: Double = 30
+    public var postgresBin = "/usr/lib/postgresql/15/bin"
+
+    public init() {}
+}

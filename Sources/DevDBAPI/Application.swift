@@ -1,0 +1,250 @@
+import DevDBCatalog
+import DevDBCore
+import DevDBProvisioning
+import DevDBRedis
+import Foundation
+import Hummingbird
+import Logging
+
+/// Builds the API application; the `devdb-api` executable runs it.
+public func buildApplication(_ config: APIConfiguration, logger: Logger) throws -> some ApplicationProtocol {
+    let catalog = Catalog(redis: RedisClient(url: config.redis))
+    let provisioner: any Provisioner
+    switch config.provisioner {
+    case "local":
+        provisioner = try LocalProvisioner(dataDirectory: config.dataDirectory, catalog: catalog, fetcher: DumpFetcher(s3: config.s3),
+                                           portRange: config.portRange, postgresBin: config.postgresBin)
+    default:
+        throw APIError.badRequest("unknown provisioner \"\(config.provisioner)\"", hint: "use --provisioner local")
+    }
+    let plane = ControlPlane(config: config, catalog: catalog, provisioner: provisioner, logger: logger)
+    try installAdminToken(config: config, catalog: catalog, logger: logger)
+
+    let router = Router(context: BasicRequestContext.self)
+    router.addMiddleware { ErrorMappingMiddleware(logger: logger) }
+    addRoutes(router, plane: plane)
+    return Application(
+        router: router,
+        configuration: .init(address: .hostname(config.host, port: config.port), serverName: "devdb-api"),
+        services: [ProvisioningWorker(plane: plane), Reaper(plane: plane)],
+        logger: logger)
+}
+
+/// The admin token: the configured one, or a generated one written to `<data-dir>/admin-token`
+/// (mode 0600). Only its hash goes to Redis; it is never logged.
+func installAdminToken(config: APIConfiguration, catalog: Catalog, logger: Logger) throws {
+    var token = config.adminToken
+    let file = config.dataDirectory.appendingPathComponent("admin-token")
+    if token == nil {
+        if let existing = try? String(contentsOf: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !existing.isEmpty {
+            token = existing
+        } else {
+            let generated = "ddb_" + Catalog.randomHex(24)
+            FileManager.default.createFile(atPath: file.path, contents: Data((generated + "\n").utf8), attributes: [.posixPermissions: 0o600])
+            token = generated
+            logger.notice("generated an admin token", metadata: ["devdb.file": "\(file.path)"])
+        }
+    }
+    try catalog.storeToken(hash: Catalog.sha256Hex(token!), TokenRecord(id: "admin", user: "admin", admin: true))
+}
+
+/// Turns catalog and unexpected errors into the API's JSON errors at one boundary.
+struct ErrorMappingMiddleware<Context: RequestContext>: RouterMiddleware {
+    let logger: Logger
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let e as APIError {
+            throw e
+        } catch let e as HTTPError {
+            throw APIError(e.status, "http_error", e.body ?? "request failed")
+        } catch let e as CatalogError {
+            switch e {
+            case .conflict(let m): throw APIError.conflict(m)
+            case .notFound(let m): throw APIError(.notFound, "not_found", m)
+            case .unavailable(let m): throw APIError.unavailable(m)
+            case .corrupt(let m):
+                logger.error("catalog corrupt", metadata: ["devdb.error": "\(m)"])
+                throw APIError(.internalServerError, "internal", "the catalog has an unreadable entry", hint: "see the API log")
+            }
+        } catch {
+            logger.error("request failed", metadata: ["devdb.path": "\(request.uri.path)", "devdb.error": "\(error)"])
+            throw APIError(.internalServerError, "internal", "the request failed inside DevDB", hint: "see the API log")
+        }
+    }
+}
+
+struct Caller: Sendable {
+    let user: String
+    let admin: Bool
+}
+
+func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
+    let catalog = plane.catalog
+    let config = plane.config
+
+    @Sendable func caller(_ request: Request) async throws -> Caller {
+        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else { throw APIError.unauthorized }
+        let token = String(header.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
+        guard let record = try await catalog.run({ try $0.token(plaintext: token) }) else { throw APIError.unauthorized }
+        return Caller(user: record.user, admin: record.admin)
+    }
+    @Sendable func admin(_ request: Request) async throws -> Caller {
+        let c = try await caller(request)
+        guard c.admin else { throw APIError.forbidden }
+        return c
+    }
+    @Sendable func body<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T {
+        let buffer = try await request.body.collect(upTo: 1 << 20)
+        do { return try APIJSON.decoder.decode(T.self, from: Data(buffer.readableBytesView)) } catch {
+            throw APIError.badRequest("the request body is not valid JSON for this call: \(error)", hint: "see /openapi.yaml")
+        }
+    }
+    @Sendable func checkName(_ name: String, what: String) throws {
+        if let problem = DatabaseName.problem(with: name) { throw APIError.badRequest("invalid \(what) name \"\(name)\": \(problem)") }
+    }
+    /// A database the caller may see: their own, or any for admins. Others' are "not found".
+    @Sendable func visibleDatabase(_ name: String, _ c: Caller) async throws -> DatabaseRecord {
+        guard let d = try await catalog.run({ try $0.database(name) }), c.admin || d.owner == c.user else {
+            throw APIError.notFound("database \"\(name)\"", hint: "run \"devdb db list\" to see your databases")
+        }
+        return d
+    }
+
+    router.get("/healthz") { _, _ in "ok\n" }
+    router.get("/readyz") { _, _ -> Response in
+        do {
+            try await catalog.run { try $0.ping() }
+            return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
+        } catch {
+            return Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "redis unavailable\n")))
+        }
+    }
+    router.get("/openapi.yaml") { _, _ -> Response in
+        let url = Bundle.module.url(forResource: "openapi", withExtension: "yaml")!
+        var headers = HTTPFields()
+        headers[.contentType] = "application/yaml"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: try Data(contentsOf: url))))
+    }
+    router.get("/metrics") { _, _ -> Response in
+        var text = "# HELP devdb_api_databases Databases by state.\n# TYPE devdb_api_databases gauge\n"
+        let dbs = (try? await catalog.run { try $0.databases() }) ?? []
+        for state in ["provisioning", "restoring", "cloning", "starting", "ready", "failed", "deleting"] {
+            text += "devdb_api_databases{state=\"\(state)\"} \(dbs.filter { $0.state.rawValue == state }.count)\n"
+        }
+        text += "# HELP devdb_api_jobs_total Background jobs by outcome.\n# TYPE devdb_api_jobs_total counter\n"
+        for (k, v) in plane.counters.withLock({ $0 }).sorted(by: { $0.key < $1.key }) { text += "devdb_api_jobs_total{job=\"\(k)\"} \(v)\n" }
+        return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    // Projects (admins create and change; everyone may look).
+    router.post("/v1/projects") { request, _ -> Response in
+        _ = try await admin(request)
+        let b = try await body(CreateProjectBody.self, request)
+        try checkName(b.name, what: "project")
+        let p = try await plane.createProject(name: b.name, postgres: b.postgres ?? 15, dumpUrl: b.dumpUrl)
+        return try jsonResponse(ProjectView(p, generations: try await catalog.run { try $0.generations(b.name) }), status: .accepted)
+    }
+    router.get("/v1/projects") { request, _ -> Response in
+        _ = try await caller(request)
+        let projects = try await catalog.run { c in try c.projects().map { ($0, try c.generations($0.name)) } }
+        return try jsonResponse(ListBody(items: projects.map { ProjectView($0.0, generations: $0.1) }))
+    }
+    router.get("/v1/projects/:name") { request, context -> Response in
+        _ = try await caller(request)
+        let name = try context.parameters.require("name")
+        guard let p = try await catalog.run({ try $0.project(name) }) else { throw APIError.notFound("project \"\(name)\"") }
+        return try jsonResponse(ProjectView(p, generations: try await catalog.run { try $0.generations(name) }))
+    }
+    router.delete("/v1/projects/:name") { request, context -> Response in
+        _ = try await admin(request)
+        try await plane.deleteProject(try context.parameters.require("name"))
+        return Response(status: .noContent)
+    }
+    router.post("/v1/projects/:name/refresh") { request, context -> Response in
+        _ = try await admin(request)
+        let g = try await plane.refreshProject(try context.parameters.require("name"))
+        return try jsonResponse(GenerationView(g), status: .accepted)
+    }
+
+    // Databases (owned by the token's user).
+    router.post("/v1/databases") { request, _ -> Response in
+        let c = try await caller(request)
+        let b = try await body(CreateDatabaseBody.self, request)
+        guard let project = try await catalog.run({ try $0.project(b.project) }) else {
+            throw APIError.notFound("project \"\(b.project)\"", hint: "run \"devdb project list\"")
+        }
+        let name = b.name ?? generatedName(user: c.user, project: project.name)
+        try checkName(name, what: "database")
+        var expires: Date?
+        if let ttl = b.ttl {
+            guard let seconds = parseTTL(ttl) else { throw APIError.badRequest("invalid ttl \"\(ttl)\"", hint: "use a number and s, m, h or d, e.g. 8h") }
+            expires = Date().addingTimeInterval(seconds)
+        }
+        let record = DatabaseRecord(name: name, project: project.name, owner: c.user, user: LocalProvisioner.appUser,
+                                    password: Catalog.randomHex(16), database: LocalProvisioner.appDatabase, expiresAt: expires)
+        do { try await catalog.run { try $0.createDatabase(record) } } catch CatalogError.conflict {
+            throw APIError.conflict("database \"\(name)\" already exists", hint: "choose another name; names are unique in the installation")
+        }
+        plane.submit(.createDatabase(name))
+        return try jsonResponse(DatabaseView(record, config: config, secrets: true), status: .accepted)
+    }
+    router.get("/v1/databases") { request, _ -> Response in
+        let c = try await caller(request)
+        let q = request.uri.queryParameters
+        var dbs = try await catalog.run { try $0.databases(owner: c.admin ? nil : c.user) }
+        if let p = q.get("project") { dbs = dbs.filter { $0.project == p } }
+        if let o = q.get("owner") { dbs = dbs.filter { $0.owner == o } }
+        if let s = q.get("state") { dbs = dbs.filter { $0.state.rawValue == s } }
+        return try jsonResponse(ListBody(items: dbs.map { DatabaseView($0, config: config, secrets: false) }))
+    }
+    router.get("/v1/databases/:name") { request, context -> Response in
+        let c = try await caller(request)
+        let d = try await visibleDatabase(try context.parameters.require("name"), c)
+        return try jsonResponse(DatabaseView(d, config: config, secrets: true))
+    }
+    router.delete("/v1/databases/:name") { request, context -> Response in
+        let c = try await caller(request)
+        let d = try await visibleDatabase(try context.parameters.require("name"), c)
+        let updated = try await plane.update(d.name) { $0.state = .deleting }
+        plane.submit(.deleteDatabase(d.name))
+        return try jsonResponse(DatabaseView(updated ?? d, config: config, secrets: false), status: .accepted)
+    }
+    router.post("/v1/databases/:name/reset") { request, context -> Response in
+        let c = try await caller(request)
+        let d = try await visibleDatabase(try context.parameters.require("name"), c)
+        let b = (try? await body(ResetBody.self, request)) ?? ResetBody(latest: false)
+        guard d.state == .ready || d.state == .failed, d.backendPort != nil else {
+            throw APIError.conflict("database \"\(d.name)\" is \(d.state.rawValue)", hint: "wait until it is ready, then reset")
+        }
+        let updated = try await plane.update(d.name) { $0.state = .cloning; $0.phase = "resetting"; $0.reason = nil }
+        plane.submit(.resetDatabase(d.name, latest: b.latest ?? false))
+        return try jsonResponse(DatabaseView(updated ?? d, config: config, secrets: true), status: .accepted)
+    }
+
+    // Tokens (admins only).
+    router.post("/v1/tokens") { request, _ -> Response in
+        _ = try await admin(request)
+        let b = try await body(CreateTokenBody.self, request)
+        try checkName(b.user, what: "user")
+        let (token, record) = try await catalog.run { try $0.createToken(user: b.user, admin: b.admin ?? false) }
+        return try jsonResponse(TokenView(record, token: token), status: .created)
+    }
+    router.get("/v1/tokens") { request, _ -> Response in
+        _ = try await admin(request)
+        return try jsonResponse(ListBody(items: try await catalog.run { try $0.tokens() }.map { TokenView($0) }))
+    }
+    router.delete("/v1/tokens/:id") { request, context -> Response in
+        _ = try await admin(request)
+        let id = try context.parameters.require("id")
+        guard id != "admin" else { throw APIError.badRequest("the admin token is configured, not revoked", hint: "change --admin-token-file and restart") }
+        try await catalog.run { try $0.revokeToken(id: id) }
+        return Response(status: .noContent)
+    }
+}
+
+/// `<user>-<project>-<4 hex>`, cut to a DNS label.
+func generatedName(user: String, project: String) -> String {
+    let base = "\(user)-\(project)".lowercased().map { $0.isLetter || $0.isNumber ? $0 : "-" }
+    return String(String(base).prefix(57)) + "-" + Catalog.randomHex(2)
+}

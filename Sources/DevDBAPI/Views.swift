@@ -1,0 +1,96 @@
+import DevDBCatalog
+import Foundation
+
+/// A database as the API shows it. `password`, `uri` and `psql` only appear on show/create.
+struct DatabaseView: Encodable {
+    var name: String
+    var project: String
+    var owner: String
+    var state: String
+    var reason: String?
+    var phase: String?
+    var generation: Int?
+    var host: String
+    var hostaddr: String
+    var port: Int
+    var user: String
+    var password: String?
+    var database: String
+    var uri: String?
+    var psql: String?
+    var cloneMethod: String?
+    var createdAt: Date
+    var expiresAt: Date?
+
+    init(_ d: DatabaseRecord, config: APIConfiguration, secrets: Bool) {
+        name = d.name; project = d.project; owner = d.owner; state = d.state.rawValue; reason = d.reason; phase = d.phase
+        generation = d.generation
+        host = "\(d.name).\(config.dbDomain)"
+        hostaddr = config.routerHost
+        port = config.routerPort
+        user = d.user; database = d.database; cloneMethod = d.cloneMethod; createdAt = d.createdAt; expiresAt = d.expiresAt
+        if secrets {
+            password = d.password
+            // hostaddr lets libpq connect where the name does not resolve and still send it as SNI.
+            uri = "postgresql://\(d.user):\(d.password)@\(host):\(port)/\(d.database)?sslmode=require&hostaddr=\(hostaddr)"
+            psql = "psql \"host=\(host) hostaddr=\(hostaddr) port=\(port) user=\(d.user) password=\(d.password) dbname=\(d.database) sslmode=require\""
+        }
+    }
+}
+
+struct GenerationView: Encodable {
+    var number: Int
+    var state: String
+    var reason: String?
+    var phase: String?
+    var bytesFetched: Int64
+    var restoreSeconds: Double?
+    var createdAt: Date
+    init(_ g: Generation) {
+        number = g.number; state = g.state.rawValue; reason = g.reason; phase = g.phase; bytesFetched = g.bytesFetched
+        restoreSeconds = g.restoreSeconds; createdAt = g.createdAt
+    }
+}
+
+struct ProjectView: Encodable {
+    var name: String
+    var postgres: Int
+    var dumpUrl: String
+    var state: String
+    var reason: String?
+    var createdAt: Date
+    var generations: [GenerationView]
+    init(_ p: Project, generations: [Generation]) {
+        name = p.name; postgres = p.postgresMajor; dumpUrl = p.dumpUrl; state = p.state.rawValue; reason = p.reason
+        createdAt = p.createdAt; self.generations = generations.map(GenerationView.init)
+    }
+}
+
+struct TokenView: Encodable {
+    var id: String
+    var user: String
+    var admin: Bool
+    var createdAt: Date
+    /// Only when created.
+    var token: String?
+    init(_ t: TokenRecord, token: String? = nil) { id = t.id; user = t.user; admin = t.admin; createdAt = t.createdAt; self.token = token }
+}
+
+struct ListBody<T: Encodable>: Encodable { var items: [T] }
+
+struct CreateProjectBody: Decodable { var name: String; var postgres: Int?; var dumpUrl: String }
+struct CreateDatabaseBody: Decodable { var name: String?; var project: String; var ttl: String? }
+struct ResetBody: Decodable { var latest: Bool? }
+struct CreateTokenBody: Decodable { var user: String; var admin: Bool? }
+
+/// "8h", "30m", "2d", "90s" → seconds.
+func parseTTL(_ text: String) -> TimeInterval? {
+    guard let unit = text.last, let n = Double(text.dropLast()), n > 0 else { return nil }
+    switch unit {
+    case "s": return n
+    case "m": return n * 60
+    case "h": return n * 3600
+    case "d": return n * 86400
+    default: return nil
+    }
+}

@@ -1,0 +1,95 @@
+import Foundation
+
+/// A project: where its dump lives and which Postgres major it needs.
+public struct Project: Codable, Sendable, Equatable {
+    public enum State: String, Codable, Sendable { case seeding, ready, failed }
+    public var name: String
+    public var postgresMajor: Int
+    public var dumpUrl: String
+    public var state: State
+    public var reason: String?
+    public var createdAt: Date
+
+    public init(name: String, postgresMajor: Int, dumpUrl: String, state: State = .seeding, reason: String? = nil, createdAt: Date = Date()) {
+        self.name = name; self.postgresMajor = postgresMajor; self.dumpUrl = dumpUrl
+        self.state = state; self.reason = reason; self.createdAt = createdAt
+    }
+}
+
+/// A restored, stopped copy of a project's dump that databases are cloned from.
+public struct Generation: Codable, Sendable, Equatable {
+    public enum State: String, Codable, Sendable { case fetching, restoring, ready, failed }
+    public var project: String
+    public var number: Int
+    public var state: State
+    public var reason: String?
+    /// What the restore is doing now: fetching, initdb, restoring, analyzing, stopping.
+    public var phase: String?
+    public var bytesFetched: Int64
+    public var createdAt: Date
+    public var readyAt: Date?
+    public var restoreSeconds: Double?
+
+    public init(project: String, number: Int, state: State = .fetching, createdAt: Date = Date()) {
+        self.project = project; self.number = number; self.state = state
+        self.bytesFetched = 0; self.createdAt = createdAt
+    }
+}
+
+/// One engineer's database instance.
+public struct DatabaseRecord: Codable, Sendable, Equatable {
+    public enum State: String, Codable, Sendable {
+        case provisioning, restoring, cloning, starting, ready, failed, deleting
+    }
+    public var name: String
+    public var project: String
+    public var owner: String
+    public var state: State
+    public var reason: String?
+    public var phase: String?
+    public var generation: Int?
+    /// Where the instance listens (the router's backend), set once a port is allocated.
+    public var backendHost: String?
+    public var backendPort: Int?
+    public var user: String
+    public var password: String
+    public var database: String
+    /// `reflink` or `copy`: how the data directory was cloned.
+    public var cloneMethod: String?
+    public var createdAt: Date
+    public var expiresAt: Date?
+
+    public init(name: String, project: String, owner: String, user: String, password: String, database: String,
+                createdAt: Date = Date(), expiresAt: Date? = nil) {
+        self.name = name; self.project = project; self.owner = owner; self.state = .provisioning
+        self.user = user; self.password = password; self.database = database
+        self.createdAt = createdAt; self.expiresAt = expiresAt
+    }
+}
+
+/// An API token's record. The token itself is never stored, only its SHA-256.
+public struct TokenRecord: Codable, Sendable, Equatable {
+    public var id: String
+    public var user: String
+    public var admin: Bool
+    public var createdAt: Date
+    public init(id: String, user: String, admin: Bool, createdAt: Date = Date()) {
+        self.id = id; self.user = user; self.admin = admin; self.createdAt = createdAt
+    }
+}
+
+public enum CatalogJSON {
+    public static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.dateEncodingStrategy = .iso8601
+        e.outputFormatting = [.sortedKeys]
+        return e
+    }()
+    public static let decoder: JSONDecoder = {
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        d.dateDecodingStrategy = .iso8601
+        return d
+    }()
+}

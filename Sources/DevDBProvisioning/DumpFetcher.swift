@@ -1,0 +1,157 @@
+import CCurl
+import CCurlShims
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where dumps live in S3-compatible storage and how to sign for them.
+public struct S3Settings: Sendable {
+    /// `https://s3.example.com` for S3-compatible stores (path-style URLs); nil for AWS.
+    public var endpoint: String?
+    public var region: String
+    public var accessKeyID: String?
+    public var secretAccessKey: String?
+    public var sessionToken: String?
+
+    public init(endpoint: String? = nil, region: String = "us-east-1", accessKeyID: String? = nil,
+                secretAccessKey: String? = nil, sessionToken: String? = nil) {
+        self.endpoint = endpoint; self.region = region; self.accessKeyID = accessKeyID
+        self.secretAccessKey = secretAccessKey; self.sessionToken = sessionToken
+    }
+
+    /// The standard AWS variables: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
+    /// AWS_REGION / AWS_DEFAULT_REGION, and AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL.
+    public static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) -> S3Settings {
+        S3Settings(endpoint: env["AWS_ENDPOINT_URL_S3"] ?? env["AWS_ENDPOINT_URL"],
+                   region: env["AWS_REGION"] ?? env["AWS_DEFAULT_REGION"] ?? "us-east-1",
+                   accessKeyID: env["AWS_ACCESS_KEY_ID"], secretAccessKey: env["AWS_SECRET_ACCESS_KEY"],
+                   sessionToken: env["AWS_SESSION_TOKEN"])
+    }
+}
+
+public enum DumpError: Error, Equatable, CustomStringConvertible {
+    case unsupportedURL(String)
+    case notFound(String)
+    case denied(String, Int)
+    case transfer(String)
+    case notADump(String)
+    case missingCredentials
+
+    public var description: String {
+        switch self {
+        case .unsupportedURL(let u): return "dump URL \"\(u)\" is not supported: use file://, http://, https:// or s3://bucket/key"
+        case .notFound(let u): return "dump not found at \(u) (404): check the URL or upload the dump"
+        case .denied(let u, let code): return "access to the dump at \(u) was denied (\(code)): check the credentials and the bucket policy"
+        case .transfer(let why): return "fetching the dump failed: \(why)"
+        case .notADump(let u): return "\(u) is not a pg_dump archive: make it with pg_dump -Fc"
+        case .missingCredentials: return "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the API"
+        }
+    }
+}
+
+/// Streams a dump to a local file with libcurl: `file://`, `http(s)://`, and `s3://bucket/key`
+/// signed with SigV4 (CURLOPT_AWS_SIGV4).
+public struct DumpFetcher: Sendable {
+    public var s3: S3Settings
+
+    public init(s3: S3Settings) {
+        self.s3 = s3
+        _ = devdb_curl_global_init()
+    }
+
+    /// The HTTP(S) URL libcurl fetches for a dump URL, and whether to sign it.
+    public func resolve(_ url: String) throws(DumpError) -> (url: String, sign: Bool) {
+        if url.hasPrefix("file://") || url.hasPrefix("http://") || url.hasPrefix("https://") { return (url, false) }
+        guard url.hasPrefix("s3://") else { throw .unsupportedURL(url) }
+        let rest = url.dropFirst("s3://".count)
+        guard let slash = rest.firstIndex(of: "/"), slash != rest.startIndex, rest.index(after: slash) != rest.endIndex else {
+            throw .unsupportedURL(url)
+        }
+        let bucket = rest[..<slash], key = rest[rest.index(after: slash)...]
+        let encodedKey = key.split(separator: "/", omittingEmptySubsequences: false)
+            .map { $0.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "+"))) ?? String($0) }
+            .joined(separator: "/")
+        if let endpoint = s3.endpoint {
+            let base = endpoint.hasSuffix("/") ? String(endpoint.dropLast()) : endpoint
+            return ("\(base)/\(bucket)/\(encodedKey)", true)
+        }
+        return ("https://\(bucket).s3.\(s3.region).amazonaws.com/\(encodedKey)", true)
+    }
+
+    /// Fetches `url` to `destination`, calling `progress` with the bytes received so far.
+    /// Checks the PGDMP magic of a custom-format archive.
+    public func fetch(_ url: String, to destination: String, progress: @escaping @Sendable (Int64) -> Void) throws(DumpError) {
+        let (target, sign) = try resolve(url)
+        guard let file = fopen(destination, "wb") else { throw .transfer("cannot write \(destination)") }
+        var closed = false
+        defer { if !closed { fclose(file) } }
+        guard let curl = curl_easy_init() else { throw .transfer("cannot initialise libcurl") }
+        defer { curl_easy_cleanup(curl) }
+        var headers: UnsafeMutablePointer<curl_slist>?
+        defer { if let headers { curl_slist_free_all(headers) } }
+        _ = devdb_curl_set_string(curl, CURLOPT_URL, target)
+        _ = devdb_curl_set_long(curl, CURLOPT_FOLLOWLOCATION, 1)
+        _ = devdb_curl_set_long(curl, CURLOPT_CONNECTTIMEOUT, 20)
+        _ = devdb_curl_set_string(curl, CURLOPT_PROTOCOLS_STR, "file,http,https")
+        _ = devdb_curl_set_write_function(curl) { ptr, size, count, userdata in
+            fwrite(ptr, size, count, userdata!.assumingMemoryBound(to: FILE.self))
+        }
+        _ = devdb_curl_set_pointer(curl, CURLOPT_WRITEDATA, UnsafeMutableRawPointer(file))
+        let box = Unmanaged.passRetained(ProgressBox(progress)).toOpaque()
+        defer { Unmanaged<ProgressBox>.fromOpaque(box).release() }
+        _ = devdb_curl_set_xferinfo_function(curl) { data, _, now, _, _ in
+            Unmanaged<ProgressBox>.fromOpaque(data!).takeUnretainedValue().report(Int64(now))
+            return 0
+        }
+        _ = devdb_curl_set_pointer(curl, CURLOPT_XFERINFODATA, box)
+        if sign {
+            guard let id = s3.accessKeyID, let secret = s3.secretAccessKey else { throw .missingCredentials }
+            _ = devdb_curl_set_string(curl, CURLOPT_AWS_SIGV4, "aws:amz:\(s3.region):s3")
+            _ = devdb_curl_set_string(curl, CURLOPT_USERPWD, "\(id):\(secret)")
+            // S3 wants the payload hash; a GET has an empty body.
+            headers = curl_slist_append(headers, "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+            if let token = s3.sessionToken { headers = curl_slist_append(headers, "x-amz-security-token: \(token)") }
+            _ = devdb_curl_set_pointer(curl, CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(headers))
+        }
+        let rc = curl_easy_perform(curl)
+        fclose(file)
+        closed = true
+        var code: Int = 0
+        _ = devdb_curl_get_response_code(curl, &code)
+        if rc == CURLE_FILE_COULDNT_READ_FILE { throw .notFound(url) }
+        guard rc == CURLE_OK else { throw .transfer("\(String(cString: curl_easy_strerror(rc))) (\(url))") }
+        if !target.hasPrefix("file://") {
+            switch code {
+            case 200..<300: break
+            case 404: throw .notFound(url)
+            case 401, 403: throw .denied(url, code)
+            default: throw .transfer("HTTP \(code) from \(url)")
+            }
+        }
+        try Self.checkMagic(destination, url: url)
+    }
+
+    /// A custom-format pg_dump archive starts with "PGDMP".
+    public static func checkMagic(_ path: String, url: String) throws(DumpError) {
+        guard let f = fopen(path, "rb") else { throw .notADump(url) }
+        defer { fclose(f) }
+        var magic = [UInt8](repeating: 0, count: 5)
+        guard fread(&magic, 1, 5, f) == 5, magic == Array("PGDMP".utf8) else { throw .notADump(url) }
+    }
+}
+
+final class ProgressBox: Sendable {
+    private let last = Atomic<Int64>(-1)
+    private let sink: @Sendable (Int64) -> Void
+    init(_ sink: @escaping @Sendable (Int64) -> Void) { self.sink = sink }
+    func report(_ bytes: Int64) {
+        // libcurl calls this very often; pass on changes of at least 1 MiB.
+        let previous = last.load(ordering: .relaxed)
+        if previous < 0 || bytes - previous >= 1 << 20 {
+            last.store(bytes, ordering: .relaxed)
+            sink(bytes)
+        }
+    }
+}

@@ -1,0 +1,40 @@
+import DevDBCatalog
+
+/// Where an instance can be reached, as the route will name it.
+public struct InstanceInfo: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+    /// `reflink`, `copy` or (Kubernetes) `snapshot` / `restore`.
+    public var cloneMethod: String
+    public init(host: String, port: Int, cloneMethod: String) {
+        self.host = host; self.port = port; self.cloneMethod = cloneMethod
+    }
+}
+
+public struct RecoveryReport: Sendable {
+    /// Instances started again after a restart or reboot.
+    public var restarted: [String] = []
+    /// Instances found with no catalog entry; removed.
+    public var orphansRemoved: [String] = []
+    /// Catalog entries whose instance is gone.
+    public var missing: [String] = []
+    public init() {}
+}
+
+/// Makes generations and database instances. The local provisioner runs Postgres processes;
+/// a Kubernetes provisioner would make pods and volume snapshots behind the same calls.
+public protocol Provisioner: Sendable {
+    var kind: String { get }
+    /// Fetches the project's dump and restores it into `generation`, reporting phases and bytes.
+    func seed(project: Project, generation: Generation, progress: @escaping @Sendable (_ phase: String, _ bytes: Int64) -> Void) async throws
+    /// Makes the instance for `database` from a ready generation and starts it.
+    func create(database: DatabaseRecord, from generation: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo
+    /// Puts the instance back to `generation`, keeping its name, port and credentials.
+    func reset(database: DatabaseRecord, to generation: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo
+    /// Removes everything the instance had (process, files, port).
+    func delete(database: DatabaseRecord) async throws
+    func deleteGeneration(_ generation: Generation) async throws
+    /// After a restart: starts catalogued instances that are not running and removes instances
+    /// the catalog does not know.
+    func recover(databases: [DatabaseRecord]) async throws -> RecoveryReport
+}

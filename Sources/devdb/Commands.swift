@@ -1,0 +1,367 @@
+import ArgumentParser
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct DevDB: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "devdb",
+        abstract: "Your own data-filled PostgreSQL databases, made from a project's pg_dump.",
+        discussion: """
+            Start with "devdb config set-server URL" and "devdb login --token TOKEN", then
+            "devdb db create --project NAME --wait". Exit codes: 0 ok, 1 error, 2 usage, 3 API unreachable,
+            4 not authorized, 5 not found, 6 conflict, 7 ended in state failed (--wait).
+            """,
+        subcommands: [ConfigCommand.self, Login.self, ProjectCommand.self, DBCommand.self, TokenCommand.self])
+
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var async = command as? AsyncParsableCommand { try await async.run() } else { try command.run() }
+        } catch let e as CLIError {
+            standardError("error: \(e.description)")
+            Glibc.exit(e.code)
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+// MARK: config and login
+
+struct ConfigCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "config", abstract: "Show or change the saved settings.",
+                                                    subcommands: [SetServer.self, Show.self])
+
+    struct SetServer: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "set-server", abstract: "Save the API address, e.g. http://127.0.0.1:5000.")
+        @Argument var url: String
+        func validate() throws {
+            guard url.hasPrefix("http://") || url.hasPrefix("https://") else { throw ValidationError("the server must be an http:// or https:// URL") }
+        }
+        func run() throws {
+            var c = CLIConfig.load()
+            c.server = url
+            try c.save()
+            print("server set to \(url) in \(CLIConfig.path.path)")
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the saved settings (the token is masked).")
+        func run() throws {
+            let c = CLIConfig.load()
+            print("config  \(CLIConfig.path.path)")
+            print("server  \(c.server ?? "-")")
+            print("token   \(c.token.map { String($0.prefix(8)) + "…" } ?? "-")")
+        }
+    }
+}
+
+struct Login: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check a token against the API and save it.")
+    @Option(help: "An API token from your DevDB admin.") var token: String
+    @Option(help: "API address to save as well.") var server: String?
+
+    func run() async throws {
+        var c = CLIConfig.load()
+        guard let srv = server ?? ProcessInfo.processInfo.environment["DEVDB_SERVER"] ?? c.server else {
+            throw CLIError(description: "no DevDB server configured: pass --server or run \"devdb config set-server URL\"", code: Exit.failure)
+        }
+        _ = try await APIClient(server: srv, token: token).call("GET", "/v1/databases")
+        c.server = srv
+        c.token = token
+        try c.save()
+        print("logged in to \(srv); token saved in \(CLIConfig.path.path)")
+    }
+}
+
+// MARK: projects
+
+let projectColumns: [(title: String, key: String)] = [("name", "name"), ("postgres", "postgres"), ("state", "state"), ("dump", "dump_url")]
+
+struct ProjectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "project", abstract: "Projects: a dump and the generations restored from it.",
+                                                    subcommands: [Create.self, List.self, Show.self, Delete.self, Refresh.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a project from a pg_dump -Fc archive (admins).")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Project name (a-z, 0-9, -).") var name: String
+        @Option(help: ArgumentHelp("file://, http(s):// or s3://bucket/key of the dump.", valueName: "url")) var dump: String
+        @Option(help: "PostgreSQL major version.") var postgres = 15
+        @Flag(help: "Wait until the first restore is done.") var wait = false
+
+        func run() async throws {
+            let api = try global.client()
+            let (data, object) = try await api.call("POST", "/v1/projects", body: ["name": name, "dump_url": dump, "postgres": postgres])
+            if wait { try await waitForProject(api, name) ; return try await show(api, name, global.output) }
+            if global.output == .json { printJSON(data) } else { print("project \(object["name"] ?? name) created; restoring its dump (devdb project show \(name))") }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List projects.")
+        @OptionGroup var global: GlobalOptions
+        func run() async throws {
+            let (data, object) = try await global.client().call("GET", "/v1/projects")
+            if global.output == .json { return printJSON(data) }
+            printTable(object["items"] as? [JSONObject] ?? [], columns: projectColumns)
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a project and its generations.")
+        @OptionGroup var global: GlobalOptions
+        @Argument var name: String
+        func run() async throws { try await show(try global.client(), name, global.output) }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a project that has no databases (admins).")
+        @OptionGroup var global: GlobalOptions
+        @Argument var name: String
+        func run() async throws {
+            _ = try await global.client().call("DELETE", "/v1/projects/\(name)")
+            if global.output == .table { print("project \(name) deleted") } else { print("{}") }
+        }
+    }
+
+    struct Refresh: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Restore the dump again into a new generation; existing databases stay as they are (admins).")
+        @OptionGroup var global: GlobalOptions
+        @Argument var name: String
+        @Flag(help: "Wait until the new generation is ready.") var wait = false
+        func run() async throws {
+            let api = try global.client()
+            let (data, object) = try await api.call("POST", "/v1/projects/\(name)/refresh")
+            let number = object["number"] as? Int ?? 0
+            if wait {
+                try await waitForGeneration(api, name, number)
+                return try await show(api, name, global.output)
+            }
+            if global.output == .json { printJSON(data) } else { print("generation \(number) of \(name) is being restored") }
+        }
+    }
+
+    static func show(_ api: APIClient, _ name: String, _ output: OutputFormat) async throws {
+        let (data, object) = try await api.call("GET", "/v1/projects/\(name)")
+        if output == .json { return printJSON(data) }
+        printFields(object, ["name", "postgres", "dump_url", "state", "reason"])
+        print("")
+        printTable(object["generations"] as? [JSONObject] ?? [],
+                   columns: [("generation", "number"), ("state", "state"), ("phase", "phase"), ("bytes", "bytes_fetched"), ("restore_s", "restore_seconds"), ("reason", "reason")])
+    }
+}
+
+func show(_ api: APIClient, _ name: String, _ output: OutputFormat) async throws { try await ProjectCommand.show(api, name, output) }
+
+func waitForProject(_ api: APIClient, _ name: String) async throws {
+    var last = ""
+    while true {
+        let (_, p) = try await api.call("GET", "/v1/projects/\(name)")
+        let gens = p["generations"] as? [JSONObject] ?? []
+        let g = gens.last ?? [:]
+        let line = "\(describe(p["state"])): \(describe(g["phase"])) \(formatBytes(g["bytes_fetched"]))"
+        if line != last { standardError(line); last = line }
+        if p["state"] as? String == "ready" { return }
+        if p["state"] as? String == "failed" { throw CLIError(description: "project \(name) failed: \(describe(p["reason"]))", code: Exit.failedState) }
+        try await Task.sleep(for: .milliseconds(500))
+    }
+}
+
+func waitForGeneration(_ api: APIClient, _ name: String, _ number: Int) async throws {
+    while true {
+        let (_, p) = try await api.call("GET", "/v1/projects/\(name)")
+        guard let g = (p["generations"] as? [JSONObject] ?? []).first(where: { $0["number"] as? Int == number }) else {
+            throw CLIError(description: "generation \(number) of \(name) disappeared", code: Exit.failure)
+        }
+        if g["state"] as? String == "ready" { return }
+        if g["state"] as? String == "failed" { throw CLIError(description: "generation \(number) failed: \(describe(g["reason"]))", code: Exit.failedState) }
+        try await Task.sleep(for: .milliseconds(500))
+    }
+}
+
+func formatBytes(_ value: Any?) -> String {
+    guard let n = (value as? NSNumber)?.doubleValue, n > 0 else { return "" }
+    return n >= 1048576 ? String(format: "%.1f MiB", n / 1048576) : String(format: "%.0f KiB", n / 1024)
+}
+
+// MARK: databases
+
+struct DBCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "db", abstract: "Your databases.",
+                                                    subcommands: [Create.self, List.self, Show.self, Delete.self, Reset.self, Connect.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a database from a project's newest generation.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Name (a DNS label: a-z, 0-9, -); generated when left out.") var name: String?
+        @Option(help: "The project to copy.") var project: String
+        @Option(help: ArgumentHelp("Delete it after this long: 90m, 8h, 2d.", valueName: "duration")) var ttl: String?
+        @Flag(help: "Wait until it is ready and print how to connect.") var wait = false
+
+        func run() async throws {
+            let api = try global.client()
+            var body: JSONObject = ["project": project]
+            if let name { body["name"] = name }
+            if let ttl { body["ttl"] = ttl }
+            let (data, object) = try await api.call("POST", "/v1/databases", body: body)
+            let created = object["name"] as? String ?? name ?? ""
+            if wait {
+                try await waitForDatabase(api, created, until: "ready")
+                return try await DBCommand.show(api, created, global.output)
+            }
+            if global.output == .json { return printJSON(data) }
+            print("database \(created) is being created; \"devdb db show \(created)\" shows its state")
+            print("when it is ready, connect with:")
+            print("  \(describe(object["psql"]))")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List your databases (admins see everyone's).")
+        @OptionGroup var global: GlobalOptions
+        @Option var project: String?
+        @Option var owner: String?
+        @Option var state: String?
+        func run() async throws {
+            var q: [String: String] = [:]
+            if let project { q["project"] = project }
+            if let owner { q["owner"] = owner }
+            if let state { q["state"] = state }
+            let (data, object) = try await global.client().call("GET", "/v1/databases", query: q)
+            if global.output == .json { return printJSON(data) }
+            printTable(object["items"] as? [JSONObject] ?? [],
+                       columns: [("name", "name"), ("project", "project"), ("owner", "owner"), ("state", "state"), ("host", "host"), ("expires", "expires_at")])
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a database and how to connect to it.")
+        @OptionGroup var global: GlobalOptions
+        @Argument var name: String
+        func run() async throws { try await DBCommand.show(try global.client(), name, global.output) }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a database and everything it used.")
+        @OptionGroup var global: GlobalOptions
+        @Argument var name: String
+        @Flag(help: "Wait until it is gone.") var wait = false
+        func run() async throws {
+            let api = try global.client()
+            let (data, _) = try await api.call("DELETE", "/v1/databases/\(name)")
+            if wait {
+                while true {
+                    do { _ = try await api.call("GET", "/v1/databases/\(name)") } catch let e as CLIError where e.code == Exit.notFound { break }
+                    try await Task.sleep(for: .milliseconds(300))
+                }
+            }
+            if global.output == .json { printJSON(data) } else { print(wait ? "database \(name) deleted" : "database \(name) is being deleted") }
+        }
+    }
+
+    struct Reset: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Put a database back to its generation's data; name, port and password stay.")
+        @OptionGroup var global: GlobalOptions
+        @Argument var name: String
+        @Flag(help: "Move to the project's newest generation instead.") var latest = false
+        @Flag(help: "Wait until it is ready again.") var wait = false
+        func run() async throws {
+            let api = try global.client()
+            let (data, _) = try await api.call("POST", "/v1/databases/\(name)/reset", body: ["latest": latest])
+            if wait {
+                try await waitForDatabase(api, name, until: "ready")
+                return try await DBCommand.show(api, name, global.output)
+            }
+            if global.output == .json { printJSON(data) } else { print("database \(name) is being reset") }
+        }
+    }
+
+    struct Connect: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Run psql connected to a database.")
+        @OptionGroup var global: GlobalOptions
+        @Argument var name: String
+        @Argument(parsing: .captureForPassthrough, help: "Extra psql arguments, e.g. -c 'SELECT 1'.") var psqlArguments: [String] = []
+        func run() async throws {
+            let (_, d) = try await global.client().call("GET", "/v1/databases/\(name)")
+            guard d["state"] as? String == "ready" else {
+                throw CLIError(description: "database \(name) is \(describe(d["state"])); wait for it (devdb db show \(name))", code: Exit.failure)
+            }
+            let conninfo = "host=\(describe(d["host"])) hostaddr=\(describe(d["hostaddr"])) port=\(describe(d["port"])) user=\(describe(d["user"])) dbname=\(describe(d["database"])) sslmode=require"
+            setenv("PGPASSWORD", describe(d["password"]), 1)
+            let args = ["psql", conninfo] + psqlArguments
+            var cargs = args.map { strdup($0) } + [nil]
+            execvp("psql", &cargs)
+            throw CLIError(description: "cannot run psql: \(String(cString: strerror(errno))) (install postgresql-client)", code: Exit.failure)
+        }
+    }
+
+    static func show(_ api: APIClient, _ name: String, _ output: OutputFormat) async throws {
+        let (data, object) = try await api.call("GET", "/v1/databases/\(name)")
+        if output == .json { return printJSON(data) }
+        printFields(object, ["name", "project", "owner", "state", "phase", "reason", "generation", "host", "hostaddr", "port", "user",
+                             "password", "database", "clone_method", "expires_at", "uri"])
+        if object["state"] as? String == "ready" {
+            print("\nconnect with:\n  \(describe(object["psql"]))")
+        }
+    }
+}
+
+/// Polls until the database reaches `state`, printing each change of state or phase.
+func waitForDatabase(_ api: APIClient, _ name: String, until state: String) async throws {
+    var last = ""
+    while true {
+        let (_, d) = try await api.call("GET", "/v1/databases/\(name)")
+        let now = describe(d["state"]) + (d["phase"] is String ? " (\(describe(d["phase"])))" : "")
+        if now != last { standardError("\(name): \(now)"); last = now }
+        if d["state"] as? String == state { return }
+        if d["state"] as? String == "failed" {
+            throw CLIError(description: "database \(name) failed: \(describe(d["reason"]))", code: Exit.failedState)
+        }
+        try await Task.sleep(for: .milliseconds(300))
+    }
+}
+
+// MARK: tokens
+
+struct TokenCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "token", abstract: "API tokens (admins).",
+                                                    subcommands: [Create.self, List.self, Revoke.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Make a token for a user; it is shown once.")
+        @OptionGroup var global: GlobalOptions
+        @Option var user: String
+        @Flag(help: "Give the token admin rights.") var admin = false
+        func run() async throws {
+            let (data, object) = try await global.client().call("POST", "/v1/tokens", body: ["user": user, "admin": admin])
+            if global.output == .json { return printJSON(data) }
+            print("token for \(user) (id \(describe(object["id"]))); it is shown only now:")
+            print(describe(object["token"]))
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List tokens (never their values).")
+        @OptionGroup var global: GlobalOptions
+        func run() async throws {
+            let (data, object) = try await global.client().call("GET", "/v1/tokens")
+            if global.output == .json { return printJSON(data) }
+            printTable(object["items"] as? [JSONObject] ?? [], columns: [("id", "id"), ("user", "user"), ("admin", "admin"), ("created", "created_at")])
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke a token by id.")
+        @OptionGroup var global: GlobalOptions
+        @Argument var id: String
+        func run() async throws {
+            _ = try await global.client().call("DELETE", "/v1/tokens/\(id)")
+            print("token \(id) revoked")
+        }
+    }
+}
