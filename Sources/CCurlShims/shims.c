@@ -17,3 +17,7 @@ CURLcode devdb_curl_set_xferinfo_function(CURL *h, int (*fn)(void *, curl_off_t,
 CURLcode devdb_curl_get_response_code(CURL *h, long *code) { return curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, code); }
 CURLcode devdb_curl_global_init(void) { return curl_global_init(CURL_GLOBAL_DEFAULT); }
 int devdb_ficlone(int dst_fd, int src_fd) { return ioctl(dst_fd, FICLONE, src_fd); }
+
+int devdb_spawn_close_from(posix_spawn_file_actions_t *actions, int lowfd) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, lowfd);
+}

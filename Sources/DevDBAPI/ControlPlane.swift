@@ -296,7 +296,10 @@ struct ProvisioningWorker: Service {
     let plane: ControlPlane
 
     func run() async throws {
-        try await plane.recover()
+        do { try await plane.recover() } catch {
+            // Keep serving: what could not be recovered shows up as failed databases.
+            plane.logger.error("recovery after start failed", metadata: ["devdb.error": "\(error)"])
+        }
         await withDiscardingTaskGroup { group in
             for await job in plane.jobs.cancelOnGracefulShutdown() {
                 group.addTask {
@@ -317,9 +320,9 @@ struct Reaper: Service {
     let plane: ControlPlane
 
     func run() async throws {
-        while !Task.isShuttingDownGracefully {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
             await plane.reapExpired()
-            try? await Task.sleep(for: .seconds(plane.config.reapIntervalSeconds))
+            do { try await Task.sleep(for: .seconds(plane.config.reapIntervalSeconds)) } catch { return }
         }
     }
 }

@@ -12,3 +12,7 @@ CURLcode devdb_curl_get_response_code(CURL *h, long *code);
 CURLcode devdb_curl_global_init(void);
 /// FICLONE: share all of src's blocks with dst (reflink). 0 or -1 with errno.
 int devdb_ficlone(int dst_fd, int src_fd);
+
+#include <spawn.h>
+/// Children must not inherit the API's sockets (a postmaster would hold the API's port).
+int devdb_spawn_close_from(posix_spawn_file_actions_t *actions, int lowfd);
