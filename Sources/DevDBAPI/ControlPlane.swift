@@ -322,7 +322,9 @@ struct Reaper: Service {
     func run() async throws {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             await plane.reapExpired()
-            do { try await Task.sleep(for: .seconds(plane.config.reapIntervalSeconds)) } catch { return }
+            do {
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(plane.config.reapIntervalSeconds)) }
+            } catch { return }
         }
     }
 }

@@ -1,0 +1,193 @@
+import DevDBTestSupport
+import Foundation
+import Testing
+
+extension ControlPlaneEndToEnd {
+    @Suite struct Lifecycle {
+        @Test func twoUsersDatabasesAreIsolatedResettableAndDeletable() throws {
+            let f = try ControlPlaneFixture.get()
+            try f.shopProject()
+            let kate = try f.token(for: "kate"), bob = try f.token(for: "bob")
+            let k = try f.json(["db", "create", "kate-pg", "--project", "shop", "--wait"], token: kate)
+            let b = try f.json(["db", "create", "bob-pg", "--project", "shop", "--wait"], token: bob)
+            #expect(k["state"] as? String == "ready")
+            #expect(k["owner"] as? String == "kate")
+            #expect(k["host"] as? String == "kate-pg.\(ControlPlaneFixture.domain)")
+            for key in ["name", "project", "owner", "state", "host", "port", "user", "password", "database", "uri"] {
+                #expect(k[key] != nil, "db show JSON lacks \(key)")
+            }
+            let kateLine = try #require(k["psql"] as? String), bobLine = try #require(b["psql"] as? String)
+
+            // The printed line works as printed, through the router, with the dump's data.
+            #expect(try f.runPsqlLine(kateLine, "SELECT count(*) FROM orders").stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "2000")
+            // A write in one is invisible in the other.
+            #expect(try f.runPsqlLine(kateLine, "DELETE FROM orders WHERE id <= 1500").status == 0)
+            #expect(try f.runPsqlLine(kateLine, "SELECT count(*) FROM orders").stdout.hasPrefix("500"))
+            #expect(try f.runPsqlLine(bobLine, "SELECT count(*) FROM orders").stdout.hasPrefix("2000"))
+
+            // Reset brings the data back behind the same connection line.
+            let reset = try f.devdb(["db", "reset", "kate-pg", "--wait"], token: kate)
+            #expect(reset.status == 0, "\(reset.output)")
+            #expect(try f.runPsqlLine(kateLine, "SELECT count(*) FROM orders").stdout.hasPrefix("2000"))
+            let afterReset = try f.json(["db", "show", "kate-pg"], token: kate)
+            #expect(afterReset["password"] as? String == k["password"] as? String)
+            #expect(afterReset["port"] as? Int == k["port"] as? Int)
+
+            // The second database did not restore again: one generation, restored once.
+            let project = try f.json(["project", "show", "shop"])
+            #expect((project["generations"] as? [Any])?.count == 1)
+            #expect(f.api.log.components(separatedBy: "generation ready").count - 1 <= 1)
+            #expect(["copy", "reflink"].contains(afterReset["clone_method"] as? String ?? ""))
+
+            // Delete frees the port, the files and the route.
+            let portOwners = try f.redis.cli(["HGETALL", "devdb:local:ports"]).stdout
+            #expect(portOwners.contains("bob-pg"))
+            let del = try f.devdb(["db", "delete", "bob-pg", "--wait"], token: bob)
+            #expect(del.status == 0, "\(del.output)")
+            #expect(!(try f.redis.cli(["HGETALL", "devdb:local:ports"]).stdout.contains("bob-pg")))
+            #expect(!FileManager.default.fileExists(atPath: f.dataDirectory.appendingPathComponent("instances/bob-pg").path))
+            #expect(try f.redis.cli(["EXISTS", "devdb:route:bob-pg"]).stdout.hasPrefix("0"))
+            let gone = try f.runPsqlLine(bobLine, "SELECT 1")
+            #expect(gone.stderr.contains("database \"bob-pg\" does not exist in DevDB"), "\(gone.output)")
+            #expect(try f.devdb(["db", "show", "bob-pg"], token: bob).status == 5)
+        }
+
+        @Test func authenticationAndOwnership() throws {
+            let f = try ControlPlaneFixture.get()
+            try f.shopProject()
+            let noToken = try run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "\(f.server)/v1/databases"], check: false)
+            #expect(noToken.stdout == "401")
+            let badToken = try f.devdb(["db", "list"], token: "ddb_wrong")
+            #expect(badToken.status == 4)
+            #expect(badToken.stderr.contains("missing or invalid API token"))
+            let alice = try f.token(for: "alice"), mallory = try f.token(for: "mallory")
+            #expect(try f.devdb(["db", "create", "alice-db", "--project", "shop", "--wait"], token: alice).status == 0)
+            // Another user's database is not visible, not listable, not deletable.
+            #expect(try f.devdb(["db", "show", "alice-db"], token: mallory).status == 5)
+            #expect(try f.devdb(["db", "delete", "alice-db"], token: mallory).status == 5)
+            #expect(!(try f.devdb(["db", "list"], token: mallory).stdout.contains("alice-db")))
+            #expect(try f.devdb(["db", "list"], token: alice).stdout.contains("alice-db"))
+            // Users cannot manage projects or tokens.
+            #expect(try f.devdb(["project", "create", "x", "--dump", "file:///x.dump"], token: mallory).status == 4)
+            #expect(try f.devdb(["token", "list"], token: mallory).status == 4)
+            // Revoked tokens stop working.
+            let tokens = try f.json(["token", "list"])["items"] as! [[String: Any]]
+            let malloryID = try #require(tokens.first { $0["user"] as? String == "mallory" }?["id"] as? String)
+            #expect(try f.devdb(["token", "revoke", malloryID]).status == 0)
+            #expect(try f.devdb(["db", "list"], token: mallory).status == 4)
+            // The owner is the token's user, whatever the body says.
+            let body = #"{"project":"shop","name":"sneaky","owner":"alice"}"#
+            _ = try run(["curl", "-s", "-X", "POST", "-H", "Authorization: Bearer \(try f.token(for: "eve"))", "-H", "Content-Type: application/json",
+                         "-d", body, "\(f.server)/v1/databases"], check: false)
+            #expect(try f.json(["db", "show", "sneaky"])["owner"] as? String == "eve")
+        }
+
+        @Test func concurrentCreatesOfOneNameHaveExactlyOneWinner() throws {
+            let f = try ControlPlaneFixture.get()
+            try f.shopProject()
+            let body = #"{"project":"shop","name":"race-db"}"#
+            let argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "Authorization: Bearer \(f.adminToken)",
+                        "-H", "Content-Type: application/json", "-d", body, "\(f.server)/v1/databases"]
+            let out = Pipe(), out2 = Pipe(), out3 = Pipe()
+            let ps = try [out, out2, out3].map { try spawn(argv, stdout: $0) }
+            ps.forEach { $0.waitUntilExit() }
+            let codes = [out, out2, out3].map { String(decoding: $0.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }.sorted()
+            #expect(codes == ["202", "409", "409"])
+        }
+
+        @Test func badNamesAndInputsGetClearErrors() throws {
+            let f = try ControlPlaneFixture.get()
+            try f.shopProject()
+            let bad = try f.devdb(["db", "create", "Kate_PG", "--project", "shop"])
+            #expect(bad.status == 1)
+            #expect(bad.stderr.contains("lowercase letters"))
+            #expect(try f.devdb(["db", "create", "x1", "--project", "nope"]).stderr.contains("project \"nope\" does not exist"))
+            #expect(try f.devdb(["db", "create", "x2", "--project", "shop", "--ttl", "soon"]).stderr.contains("invalid ttl"))
+            #expect(try f.devdb(["project", "create", "ftp", "--dump", "ftp://host/x.dump"]).stderr.contains("not supported"))
+            let unreachable = try run([try TestPaths.binary("devdb"), "db", "list", "--server", "http://127.0.0.1:\(freePort())", "--token", "x"], check: false)
+            #expect(unreachable.status == 3)
+            #expect(unreachable.stderr.contains("cannot reach the DevDB API"))
+        }
+
+        @Test func dumpsThatCannotBeUsedFailWithAReason() throws {
+            let f = try ControlPlaneFixture.get()
+            let cases: [(String, String, String)] = [
+                ("missing-file", "file://\(f.dumps.path)/nope.dump", "dump not found"),
+                ("http-404", "http://127.0.0.1:\(f.httpPort)/nope.dump", "dump not found"),
+                ("not-a-dump", "http://127.0.0.1:\(f.httpPort)/notes.txt", "is not a pg_dump archive"),
+                ("s3-denied", "s3://locked/shop.dump", "denied (403)"),
+                ("s3-missing", "s3://bucket/missing.dump", "dump not found"),
+            ]
+            for (name, url, reason) in cases {
+                let r = try f.devdb(["project", "create", name, "--dump", url, "--wait"])
+                #expect(r.status == 7, "\(name): \(r.output)")
+                let p = try f.json(["project", "show", name])
+                #expect(p["state"] as? String == "failed")
+                #expect((p["reason"] as? String ?? "").contains(reason), "\(name): \(p["reason"] ?? "")")
+            }
+            // A database of a failed project fails too, saying why.
+            let d = try f.devdb(["db", "create", "from-failed", "--project", "not-a-dump", "--wait"])
+            #expect(d.status == 7)
+            #expect(d.stderr.contains("is not a pg_dump archive"))
+        }
+
+        @Test func s3DumpsAreFetchedWithSigV4() throws {
+            let f = try ControlPlaneFixture.get()
+            let r = try f.devdb(["project", "create", "from-s3", "--dump", "s3://bucket/shop.dump", "--wait"])
+            #expect(r.status == 0, "\(r.output)")
+            let d = try f.json(["db", "create", "s3-copy", "--project", "from-s3", "--wait"])
+            #expect(try f.runPsqlLine(d["psql"] as! String, "SELECT count(*) FROM customers").stdout.hasPrefix("500"))
+        }
+
+        @Test func refreshMakesANewGenerationAndResetLatestMovesToIt() throws {
+            let f = try ControlPlaneFixture.get()
+            try f.shopProject()
+            let before = try f.json(["db", "create", "gen-pin", "--project", "shop", "--wait"])
+            let oldGeneration = before["generation"] as? Int
+            let refresh = try f.devdb(["project", "refresh", "shop", "--wait"])
+            #expect(refresh.status == 0, "\(refresh.output)")
+            // The database stays on its generation until reset --latest.
+            #expect(try f.json(["db", "show", "gen-pin"])["generation"] as? Int == oldGeneration)
+            let moved = try f.devdb(["db", "reset", "gen-pin", "--latest", "--wait"])
+            #expect(moved.status == 0, "\(moved.output)")
+            let after = try f.json(["db", "show", "gen-pin"])
+            #expect((after["generation"] as? Int ?? 0) > (oldGeneration ?? 0))
+            #expect(try f.runPsqlLine(after["psql"] as! String, "SELECT count(*) FROM orders").stdout.hasPrefix("2000"))
+        }
+
+        @Test func expiredDatabasesAreReaped() throws {
+            let f = try ControlPlaneFixture.get()
+            try f.shopProject()
+            #expect(try f.devdb(["db", "create", "short-ttl", "--project", "shop", "--ttl", "3s", "--wait"]).status == 0)
+            try waitUntil(timeout: 60, "reaped") { (try? f.devdb(["db", "show", "short-ttl"]).status) == 5 }
+            #expect(try f.redis.cli(["EXISTS", "devdb:route:short-ttl"]).stdout.hasPrefix("0"))
+        }
+
+        @Test func apiRestartKeepsEverythingAndRemovesOrphans() throws {
+            let f = try ControlPlaneFixture.get()
+            try f.shopProject()
+            let user = try f.token(for: "restarter")
+            let d = try f.json(["db", "create", "survivor", "--project", "shop", "--wait"], token: user)
+            try f.restartAPI()
+            // An instance directory the catalog does not know, as a crash could leave.
+            let orphan = f.dataDirectory.appendingPathComponent("instances/orphan-db")
+            try FileManager.default.createDirectory(at: orphan, withIntermediateDirectories: true)
+            try f.restartAPI()
+            let after = try f.json(["db", "show", "survivor"], token: user)
+            #expect(after["state"] as? String == "ready")
+            #expect(after["password"] as? String == d["password"] as? String)
+            #expect(try f.runPsqlLine(d["psql"] as! String, "SELECT count(*) FROM orders").stdout.hasPrefix("2000"))
+            try waitUntil("orphan removed") { !FileManager.default.fileExists(atPath: orphan.path) }
+            #expect(f.api.log.contains("orphan-db"))
+        }
+
+        @Test func openAPIDocumentIsServedAndMatchesDocs() throws {
+            let f = try ControlPlaneFixture.get()
+            let served = try run(["curl", "-sf", "\(f.server)/openapi.yaml"]).stdout
+            let docs = try String(contentsOf: TestPaths.repositoryRoot.appendingPathComponent("docs/openapi.yaml"), encoding: .utf8)
+            #expect(served == docs)
+            for path in ["/v1/projects", "/v1/databases/{name}/reset", "/v1/tokens/{id}"] { #expect(served.contains(path)) }
+            #expect(try run(["curl", "-sf", "\(f.server)/metrics"]).stdout.contains("devdb_api_databases{state=\"ready\"}"))
+        }
+    }
+}
