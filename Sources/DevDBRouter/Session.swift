@@ -577,6 +577,10 @@ final class Session: @unchecked Sendable {
                     dst.watchWritable(on: queue) { [self] in legWritable(dst) }
                     return
                 }
+                // A short plaintext read drained the socket: skip the read that would only say
+                // EAGAIN (the read source fires again when more arrives). TLS may hold more
+                // decrypted bytes than the socket shows, so it reads on.
+                if n < lane.scratch.count && src.tls == nil { return }
             case .wouldBlock:
                 src.watchReadable(on: queue) { [self] in
                     src === client ? clientReadable() : backendReadable()

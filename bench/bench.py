@@ -1,0 +1,422 @@
+#!/usr/bin/env python3
+"""DevDB benchmark harness: the router against a direct connection, PgBouncer (session mode)
+and HAProxy (TCP mode), plus provisioning timings, all in one run on this machine.
+
+Run through bench/run. Writes bench/results/<stamp>.json and .md (every figure with its ratio to
+direct) and prints the Markdown table.
+"""
+import argparse, asyncio, datetime, json, os, platform, shutil, signal, socket, statistics, struct, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PGBIN = "/usr/lib/postgresql/15/bin"
+AS_PG = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"] if os.getuid() == 0 else []
+DOMAIN = "db.bench.test"
+procs = []
+
+
+def sh(cmd, check=True, env=None, timeout=600, capture=True):
+    e = dict(os.environ)
+    e.update(env or {})
+    r = subprocess.run(cmd, env=e, timeout=timeout, capture_output=capture, text=True)
+    if check and r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {r.stderr}{r.stdout}")
+    return r
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def spawn(cmd, log, env=None):
+    e = dict(os.environ)
+    e.update(env or {})
+    p = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=e, start_new_session=True)
+    procs.append(p)
+    return p
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Setup:
+    def __init__(self, work, quick):
+        self.work = work
+        self.quick = quick
+        os.chmod(work, 0o755)
+        if os.getuid() == 0:
+            shutil.chown(work, "postgres", "postgres")
+        # PostgreSQL 15
+        self.pg_port = free_port()
+        data = f"{work}/pg"
+        sh(AS_PG + [f"{PGBIN}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync"])
+        spawn(AS_PG + [f"{PGBIN}/postgres", "-D", data, "-p", str(self.pg_port), "-c", "listen_addresses=127.0.0.1",
+                       "-c", f"unix_socket_directories={work}", "-c", "max_connections=300", "-c", "shared_buffers=256MB",
+                       "-c", "fsync=off", "-c", "synchronous_commit=off"], f"{work}/postgres.log")
+        wait_port(self.pg_port)
+        time.sleep(0.5)
+        # Redis and the route
+        self.redis_port = free_port()
+        spawn(["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], f"{work}/redis.log")
+        wait_port(self.redis_port)
+        sh(["redis-cli", "-p", str(self.redis_port), "HSET", "devdb:route:bench", "host", "127.0.0.1", "port", str(self.pg_port), "state", "ready"])
+        # TLS material
+        for args in (["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{work}/ca.key", "-out", f"{work}/ca.crt", "-days", "2", "-subj", "/CN=bench CA"],
+                     ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{work}/tls.key", "-out", f"{work}/tls.csr", "-subj", f"/CN=*.{DOMAIN}"]):
+            sh(["openssl"] + args)
+        open(f"{work}/ext", "w").write(f"subjectAltName=DNS:*.{DOMAIN}\n")
+        sh(["openssl", "x509", "-req", "-in", f"{work}/tls.csr", "-CA", f"{work}/ca.crt", "-CAkey", f"{work}/ca.key", "-CAcreateserial",
+            "-out", f"{work}/tls.crt", "-days", "2", "-extfile", f"{work}/ext"])
+        # The router (release build)
+        self.router_port = free_port()
+        self.router = spawn([f"{ROOT}/.build/release/devdb-router", "--listen", f"127.0.0.1:{self.router_port}",
+                             "--redis", f"redis://127.0.0.1:{self.redis_port}/0", "--db-domain", DOMAIN,
+                             "--tls-cert", f"{work}/tls.crt", "--tls-key", f"{work}/tls.key", "--metrics-listen", "off",
+                             "--max-handshakes-per-address", "100000", "--log-level", "warning"], f"{work}/router.log")
+        wait_port(self.router_port)
+        # PgBouncer, session mode
+        self.bouncer_port = free_port()
+        open(f"{work}/userlist.txt", "w").write('"postgres" ""\n')
+        open(f"{work}/pgbouncer.ini", "w").write(f"""[databases]
+postgres = host=127.0.0.1 port={self.pg_port} dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.bouncer_port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {work}/userlist.txt
+pool_mode = session
+max_client_conn = 20000
+default_pool_size = 250
+max_db_connections = 250
+logfile = {work}/pgbouncer.log
+pidfile = {work}/pgbouncer.pid
+ignore_startup_parameters = extra_float_digits,options
+""")
+        if os.getuid() == 0:
+            for f in ("pgbouncer.ini", "userlist.txt"):
+                shutil.chown(f"{work}/{f}", "postgres", "postgres")
+        self.bouncer = spawn(AS_PG + ["pgbouncer", f"{work}/pgbouncer.ini"], f"{work}/pgbouncer.out")
+        wait_port(self.bouncer_port)
+        # HAProxy, TCP mode
+        self.haproxy_port = free_port()
+        open(f"{work}/haproxy.cfg", "w").write(f"""global
+    maxconn 9000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+frontend pg
+    bind 127.0.0.1:{self.haproxy_port}
+    default_backend pg
+backend pg
+    server pg1 127.0.0.1:{self.pg_port}
+""")
+        self.haproxy = spawn(["haproxy", "-f", f"{work}/haproxy.cfg", "-db"], f"{work}/haproxy.log")
+        wait_port(self.haproxy_port)
+
+    def paths(self):
+        """Connection environments for libpq tools, per path."""
+        base = {"PGUSER": "postgres", "PGDATABASE": "postgres", "PGSSLMODE": "disable", "PGHOST": "127.0.0.1"}
+        return {
+            "direct": dict(base, PGPORT=str(self.pg_port)),
+            "router_plain": dict(base, PGPORT=str(self.router_port), PGOPTIONS="-c devdb.route=bench"),
+            "router_tls": dict(base, PGPORT=str(self.router_port), PGHOST=f"bench.{DOMAIN}", PGHOSTADDR="127.0.0.1", PGSSLMODE="require"),
+            "pgbouncer": dict(base, PGPORT=str(self.bouncer_port)),
+            "haproxy": dict(base, PGPORT=str(self.haproxy_port)),
+        }
+
+
+def pgbench_tps(env, clients, seconds, connect=False):
+    cmd = [f"{PGBIN}/pgbench", "-n", "-S", "-c", str(clients), "-j", "2", "-T", str(seconds)] + (["-C"] if connect else [])
+    out = sh(cmd, env=env, timeout=seconds + 120).stdout
+    for line in out.splitlines():
+        if line.startswith("tps = "):
+            return float(line.split()[2])
+    raise SystemExit("no tps in pgbench output:\n" + out)
+
+
+def latency(env, seconds, work):
+    script = f"{work}/select1.sql"
+    open(script, "w").write("SELECT 1;\n")
+    prefix = f"{work}/lat-{time.time_ns()}"
+    sh([f"{PGBIN}/pgbench", "-n", "-c", "1", "-j", "1", "-T", str(seconds), "-f", script, "-l", f"--log-prefix={prefix}"], env=env,
+       timeout=seconds + 60)
+    values = []
+    for name in os.listdir(work):
+        if name.startswith(os.path.basename(prefix)):
+            for line in open(f"{work}/{name}"):
+                values.append(int(line.split()[2]))
+    values.sort()
+    return values[len(values) // 2], values[int(len(values) * 0.99)]
+
+
+def copy_out_seconds(env, rows):
+    start = time.time()
+    sh(["psql", "-X", "-q", "-c", f"\\copy (SELECT i, repeat('x', 200) FROM generate_series(1, {rows}) i) TO '/dev/null'"], env=env, timeout=1200)
+    return time.time() - start
+
+
+def copy_in_seconds(env, path):
+    sh(["psql", "-X", "-q", "-c", "DROP TABLE IF EXISTS bench_copy; CREATE UNLOGGED TABLE bench_copy(i int, t text)"], env=env)
+    start = time.time()
+    sh(["psql", "-X", "-q", "-c", f"\\copy bench_copy FROM '{path}'"], env=env, timeout=1200)
+    return time.time() - start
+
+
+async def fake_backend(port, ready):
+    """An idle PostgreSQL stand-in for the memory test: answers any startup with
+    AuthenticationOk, BackendKeyData and ReadyForQuery, then holds the connection."""
+    async def handle(reader, writer):
+        try:
+            n = struct.unpack("!I", await reader.readexactly(4))[0]
+            await reader.readexactly(n - 4)
+            params = b"".join(b"S" + struct.pack("!I", 4 + len(k) + len(v) + 2) + k + b"\0" + v + b"\0" for k, v in (
+                (b"server_version", b"15.18"), (b"server_encoding", b"UTF8"), (b"client_encoding", b"UTF8"),
+                (b"DateStyle", b"ISO, MDY"), (b"integer_datetimes", b"on"), (b"standard_conforming_strings", b"on")))
+            writer.write(b"R\0\0\0\x08\0\0\0\0" + params + b"K\0\0\0\x0c" + os.urandom(8) + b"Z\0\0\0\x05I")
+            await writer.drain()
+            await reader.read()  # until the client goes
+        except Exception:
+            pass
+        writer.close()
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=4096)
+    ready.set()
+    async with server:
+        await server.serve_forever()
+
+
+async def hold_idle(port, count, options):
+    """Opens `count` sessions (startup through ReadyForQuery) and keeps them."""
+    params = b"user\0postgres\0database\0postgres\0" + (b"options\0" + options.encode() + b"\0" if options else b"") + b"\0"
+    startup = struct.pack("!II", len(params) + 8, 196608) + params
+    conns = []
+    sem = asyncio.Semaphore(200)
+
+    async def one():
+        async with sem:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(startup)
+            await w.drain()
+            buf = b""
+            while not buf.endswith(b"Z\0\0\0\x05I"):
+                chunk = await r.read(1024)
+                if not chunk:
+                    raise RuntimeError("closed during startup")
+                buf += chunk
+            conns.append(w)
+    await asyncio.gather(*(one() for _ in range(count)))
+    return conns
+
+
+def idle_memory(setup, counts, work):
+    """Resident memory per idle session, router vs PgBouncer, against an idle stand-in backend."""
+    port = free_port()
+    sh(["redis-cli", "-p", str(setup.redis_port), "HSET", "devdb:route:idle", "host", "127.0.0.1", "port", str(port), "state", "ready"])
+    bouncer_port = free_port()
+    ini = open(f"{work}/pgbouncer.ini").read().replace(f"port={setup.pg_port} dbname=postgres", f"port={port} dbname=postgres") \
+        .replace(f"listen_port = {setup.bouncer_port}", f"listen_port = {bouncer_port}") \
+        .replace("pgbouncer.pid", "pgbouncer-idle.pid").replace("pgbouncer.log", "pgbouncer-idle.log") \
+        .replace("default_pool_size = 250", "default_pool_size = 20000").replace("max_db_connections = 250", "max_db_connections = 20000")
+    open(f"{work}/pgbouncer-idle.ini", "w").write(ini)
+    if os.getuid() == 0:
+        shutil.chown(f"{work}/pgbouncer-idle.ini", "postgres", "postgres")
+    results = {}
+
+    async def main():
+        ready = asyncio.Event()
+        server = asyncio.create_task(fake_backend(port, ready))
+        await ready.wait()
+        for count in counts:
+            for name in ("router", "pgbouncer"):
+                if name == "router":
+                    proc = spawn([f"{ROOT}/.build/release/devdb-router", "--listen", f"127.0.0.1:{free_port_holder[0]}",
+                                  "--redis", f"redis://127.0.0.1:{setup.redis_port}/0", "--metrics-listen", "off",
+                                  "--max-handshakes-per-address", "100000", "--log-level", "warning"], f"{work}/router-idle.log")
+                    target, options = free_port_holder[0], "-c devdb.route=idle"
+                else:
+                    proc = spawn(AS_PG + ["pgbouncer", f"{work}/pgbouncer-idle.ini"], f"{work}/pgbouncer-idle.out")
+                    target, options = bouncer_port, ""
+                await asyncio.sleep(0.5)
+                wait_port(target)
+                # Warm up (caches, first allocations), then measure the growth for `count` sessions.
+                warm = await hold_idle(target, 50, options)
+                await asyncio.sleep(0.3)
+                before = rss_kib(proc.pid)
+                conns = await hold_idle(target, count, options)
+                await asyncio.sleep(1.0)
+                after = rss_kib(proc.pid)
+                results.setdefault(str(count), {})[name] = round((after - before) * 1024 / count)
+                for w in conns + warm:
+                    w.close()
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                free_port_holder[0] = free_port()
+        server.cancel()
+
+    free_port_holder = [free_port()]
+    asyncio.run(main())
+    return results
+
+
+def provisioning(work, scale):
+    """Time to a ready database from a dump (restore) and from a generation (clone), and reset,
+    through the real API and CLI (debug builds) on this machine's disk."""
+    api_port, redis_port = free_port(), free_port()
+    spawn(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""], f"{work}/redis-prov.log")
+    wait_port(redis_port)
+    data = f"{work}/devdb-data"
+    os.makedirs(data, exist_ok=True)
+    dump = f"{work}/shop-{scale}.dump"
+    sh([f"{ROOT}/scripts/make-sample-dump", dump, str(scale)], timeout=3600)
+    size = os.path.getsize(dump)
+    spawn([f"{ROOT}/.build/debug/devdb-api", "--listen", f"127.0.0.1:{api_port}", "--redis", f"redis://127.0.0.1:{redis_port}/0",
+           "--data-dir", data, "--port-range", "18000-18099"], f"{work}/api.log")
+    wait_port(api_port)
+    time.sleep(0.5)
+    env = {"DEVDB_SERVER": f"http://127.0.0.1:{api_port}", "DEVDB_TOKEN": open(f"{data}/admin-token").read().strip(),
+           "XDG_CONFIG_HOME": f"{work}/cli"}
+    cli = f"{ROOT}/.build/debug/devdb"
+    t = time.time()
+    sh([cli, "project", "create", "shop", "--dump", f"file://{dump}", "--wait"], env=env, timeout=3600)
+    sh([cli, "db", "create", "first", "--project", "shop", "--wait"], env=env, timeout=3600)
+    restore = time.time() - t
+    t = time.time()
+    sh([cli, "db", "create", "second", "--project", "shop", "--wait"], env=env, timeout=3600)
+    clone = time.time() - t
+    method = json.loads(sh([cli, "db", "show", "second", "-o", "json"], env=env).stdout)["clone_method"]
+    t = time.time()
+    sh([cli, "db", "reset", "second", "--wait"], env=env, timeout=3600)
+    reset = time.time() - t
+    for name in ("first", "second"):
+        sh([cli, "db", "delete", name, "--wait"], env=env, check=False)
+    du = int(sh(["du", "-sb", f"{data}/generations"]).stdout.split()[0])
+    return {"dump_bytes": size, "restored_bytes": du, "restore_to_ready_s": round(restore, 2), "clone_to_ready_s": round(clone, 2),
+            "reset_s": round(reset, 2), "clone_method": method}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="about two minutes: shorter runs, 8 clients, 1k idle, small datasets")
+    args = ap.parse_args()
+    quick = args.quick
+    secs = 8 if quick else 30
+    work = tempfile.mkdtemp(prefix="devdb-bench-")
+    results = {"mode": "quick" if quick else "full", "started": datetime.datetime.utcnow().isoformat() + "Z",
+               "machine": {"cores": os.cpu_count(), "kernel": platform.release(),
+                           "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)},
+               "versions": {
+                   "postgres": sh([f"{PGBIN}/postgres", "--version"]).stdout.strip(),
+                   "pgbouncer": sh(["pgbouncer", "--version"]).stdout.splitlines()[0],
+                   "haproxy": sh(["haproxy", "-v"]).stdout.splitlines()[0],
+                   "swift": sh(["swift", "--version"]).stdout.splitlines()[0] if shutil.which("swift") else "",
+               },
+               "settings": {"pgbench": f"-S -j 2 -T {secs}", "scale": 10 if quick else 50, "router": "release build, 2 I/O queues",
+                            "postgres": "fsync=off, shared_buffers=256MB, trust auth on loopback"}}
+    try:
+        s = Setup(work, quick)
+        paths = s.paths()
+        sh([f"{PGBIN}/pgbench", "-i", "-q", "-s", str(results["settings"]["scale"])], env=paths["direct"], timeout=1800)
+        rows = []
+
+        def record(scenario, path, value, unit, direct, higher_better=True):
+            ratio = (value / direct if higher_better else direct / value) if direct and value else None
+            rows.append({"scenario": scenario, "path": path, "value": round(value, 2), "unit": unit,
+                         "ratio_to_direct": round(ratio, 3) if ratio else None})
+
+        for clients in ([8] if quick else [8, 32]):
+            base = None
+            for name, env in paths.items():
+                tps = pgbench_tps(env, clients, secs)
+                base = base or tps
+                record(f"select-only TPS, {clients} clients", name, tps, "tps", base)
+        base = None
+        for name, env in paths.items():
+            tps = pgbench_tps(env, 8, max(5, secs // 2), connect=True)
+            base = base or tps
+            record("connection setup TPS (-C), 8 clients", name, tps, "tps", base)
+        base = None
+        for name in ("direct", "router_plain", "router_tls", "pgbouncer", "haproxy"):
+            p50, p99 = latency(paths[name], max(5, secs // 2), work)
+            if base is None:
+                base = (p50, p99)
+            record("SELECT 1 latency p50", name, p50, "µs", base[0], higher_better=False)
+            record("SELECT 1 latency p99", name, p99, "µs", base[1], higher_better=False)
+            if name != "direct":
+                rows[-1]["added_us"] = p99 - base[1]
+                rows[-2]["added_us"] = p50 - base[0]
+        copy_rows = 500_000 if quick else 5_000_000  # ~100 MB / ~1 GB of COPY text
+        copy_file = f"{work}/copy.tsv"
+        sh(["psql", "-X", "-q", "-c", f"\\copy (SELECT i, repeat('x', 200) FROM generate_series(1, {copy_rows}) i) TO '{copy_file}'"], env=paths["direct"])
+        mb = os.path.getsize(copy_file) / 2**20
+        base_out = base_in = None
+        for name, env in paths.items():
+            out_s = copy_out_seconds(env, copy_rows)
+            in_s = copy_in_seconds(env, copy_file)
+            base_out, base_in = base_out or out_s, base_in or in_s
+            record(f"COPY out {mb:.0f} MiB", name, mb / out_s, "MiB/s", mb / base_out)
+            record(f"COPY in {mb:.0f} MiB", name, mb / in_s, "MiB/s", mb / base_in)
+        os.unlink(copy_file)
+        results["rows"] = rows
+        results["idle_bytes_per_connection"] = idle_memory(s, [1000] if quick else [1000, 5000, 9000], work)
+        results["provisioning"] = [provisioning(work, 1 if quick else 30)]
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except Exception:
+                pass
+        subprocess.run(["pkill", "-u", "postgres", "-f", work], capture_output=True)
+        if os.environ.get("DEVDB_BENCH_KEEP"):
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    write_report(results)
+
+
+def write_report(r):
+    out = os.path.join(ROOT, "bench", "results")
+    os.makedirs(out, exist_ok=True)
+    stamp = datetime.datetime.utcnow().strftime("%Y%m%dT%H%M%SZ")
+    json.dump(r, open(f"{out}/{stamp}-{r['mode']}.json", "w"), indent=2)
+    lines = [f"Run {r['started']} ({r['mode']}); {r['machine']['cores']} cores, {r['machine']['memory_gib']} GiB, kernel {r['machine']['kernel']}",
+             f"Versions: {r['versions']['postgres']}; {r['versions']['pgbouncer']}; {r['versions']['haproxy']}; {r['versions']['swift']}",
+             f"Settings: pgbench {r['settings']['pgbench']}, scale {r['settings']['scale']}; {r['settings']['postgres']}; router {r['settings']['router']}",
+             "", "| scenario | path | value | ratio to direct |", "|---|---|---|---|"]
+    for row in r["rows"]:
+        extra = f" (+{row['added_us']} µs)" if "added_us" in row else ""
+        lines.append(f"| {row['scenario']} | {row['path']} | {row['value']} {row['unit']}{extra} | {row['ratio_to_direct']} |")
+    lines += ["", "| idle sessions | router bytes/session | PgBouncer bytes/session |", "|---|---|---|"]
+    for count, v in r["idle_bytes_per_connection"].items():
+        lines.append(f"| {count} | {v.get('router')} | {v.get('pgbouncer')} |")
+    lines += ["", "| dump | restored | restore→ready | clone→ready | reset | clone method |", "|---|---|---|---|---|---|"]
+    for p in r["provisioning"]:
+        lines.append(f"| {p['dump_bytes'] / 2**20:.1f} MiB | {p['restored_bytes'] / 2**20:.0f} MiB | {p['restore_to_ready_s']} s | "
+                     f"{p['clone_to_ready_s']} s | {p['reset_s']} s | {p['clone_method']} |")
+    text = "\n".join(lines) + "\n"
+    open(f"{out}/{stamp}-{r['mode']}.md", "w").write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
