@@ -518,6 +518,7 @@ final class Session: @unchecked Sendable {
         inbound = []
         startupToForward = []
         guard leg.send(first) else { return backendBroke("write failed") }
+        rewriter = BackendStartupRewriter(hidesChannelBinding: leg.tls != nil)
         phase = .relaying
         routed = true
         releaseHandshakeSlot()
@@ -547,9 +548,7 @@ final class Session: @unchecked Sendable {
                 src.pauseReading()
                 queue.async { [self] in
                     guard phase == .relaying else { return }
-                    src.watchReadable(on: queue) { [self] in
-                        src === client ? clientReadable() : backendReadable()
-                    }
+                    resumeReading(src)
                     pump(from: src, to: dst, backendToClient: backendToClient)
                 }
                 return
@@ -580,11 +579,12 @@ final class Session: @unchecked Sendable {
                 // A short plaintext read drained the socket: skip the read that would only say
                 // EAGAIN (the read source fires again when more arrives). TLS may hold more
                 // decrypted bytes than the socket shows, so it reads on.
-                if n < lane.scratch.count && src.tls == nil { return }
-            case .wouldBlock:
-                src.watchReadable(on: queue) { [self] in
-                    src === client ? clientReadable() : backendReadable()
+                if n < lane.scratch.count && src.tls == nil {
+                    resumeReading(src)  // it may have been paused by backpressure
+                    return
                 }
+            case .wouldBlock:
+                resumeReading(src)
                 return
             case .wantOpposite:
                 src.watchWritable(on: queue) { [self] in legWritable(src) }
@@ -601,6 +601,11 @@ final class Session: @unchecked Sendable {
                 return finish(nil)
             }
         }
+    }
+
+    /// Read notifications on (a no-op when they already are).
+    private func resumeReading(_ leg: Leg) {
+        leg.watchReadable(on: queue) { [self] in leg === client ? clientReadable() : backendReadable() }
     }
 
     /// `leg` became writable: flush what it owes, then let its peer send again.

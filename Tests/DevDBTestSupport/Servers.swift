@@ -25,8 +25,8 @@ public final class RedisServer: @unchecked Sendable {
     }
 
     /// Writes a route by the router contract and announces it.
-    public func setRoute(_ name: String, host: String = "127.0.0.1", port: Int, state: String = "ready") throws {
-        try cli(["HSET", "devdb:route:\(name)", "host", host, "port", String(port), "state", state])
+    public func setRoute(_ name: String, host: String = "127.0.0.1", port: Int, state: String = "ready", tls: Bool = false) throws {
+        try cli(["HSET", "devdb:route:\(name)", "host", host, "port", String(port), "state", state, "tls", tls ? "true" : "false"])
         try cli(["PUBLISH", "devdb:routes", name])
     }
 
@@ -46,7 +46,8 @@ public final class PostgresServer: @unchecked Sendable {
     public let password: String
     public let process: ServerProcess
 
-    public init(directory: URL, name: String, password: String? = nil) throws {
+    /// With `tls`, the server also accepts TLS (ssl=on) with that certificate.
+    public init(directory: URL, name: String, password: String? = nil, tls: TestCertificates? = nil) throws {
         port = freePort()
         dataDirectory = directory.appendingPathComponent("pgdata-\(name)")
         self.password = password ?? "pw-\(UUID().uuidString.prefix(12))"
@@ -57,12 +58,25 @@ public final class PostgresServer: @unchecked Sendable {
         try run(asPostgres + ["\(TestPaths.postgresBin)/initdb", "-D", dataDirectory.path, "-U", "postgres",
                               "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile=\(pwfile.path)", "-E", "UTF8",
                               "--no-sync"], timeout: 120)
-        process = try ServerProcess(name: "postgres-\(name)", argv: [
+        var tlsArgs: [String] = []
+        if let tls {
+            // Postgres wants its key owned by itself and not readable by others.
+            let cert = dataDirectory.appendingPathComponent("server.crt").path, key = dataDirectory.appendingPathComponent("server.key").path
+            try FileManager.default.copyItem(atPath: tls.certificate, toPath: cert)
+            try FileManager.default.copyItem(atPath: tls.key, toPath: key)
+            try run(["chmod", "600", key])
+            if getuid() == 0 { try run(["chown", "postgres:postgres", cert, key]) }
+            tlsArgs = ["-c", "ssl=on", "-c", "ssl_cert_file=\(cert)", "-c", "ssl_key_file=\(key)"]
+        }
+        process = try ServerProcess(name: "postgres-\(name)", argv: tlsArgs.isEmpty ? [
             "\(TestPaths.postgresBin)/postgres", "-D", dataDirectory.path, "-p", String(port),
             "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=\(directory.path)",
             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
             "-c", "max_connections=200", "-c", "shared_buffers=32MB",
-        ], logDirectory: directory, asPostgresUser: true)
+        ] : ["\(TestPaths.postgresBin)/postgres", "-D", dataDirectory.path, "-p", String(port),
+             "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=\(directory.path)",
+             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "max_connections=200", "-c", "shared_buffers=32MB"] + tlsArgs,
+            logDirectory: directory, asPostgresUser: true)
         try waitUntil(timeout: 30, "postgres \(name) on \(port)") {
             (try? run(["pg_isready", "-h", "127.0.0.1", "-p", String(port)], check: false).status) == 0
         }

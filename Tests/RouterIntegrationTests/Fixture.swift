@@ -24,13 +24,14 @@ final class RouterFixture: @unchecked Sendable {
     private init() throws {
         directory = try TestPaths.makeTemporaryDirectory("devdb-router-tests")
         redis = try RedisServer(directory: directory)
+        certs = try TestCertificates(directory: directory, domain: Self.domain)
         alpha = try PostgresServer(directory: directory, name: "alpha")
         // Both clusters share one password so one PGPASSWORD serves every route in a test.
-        beta = try PostgresServer(directory: directory, name: "beta", password: alpha.password)
+        // beta also speaks TLS, for routes that ask the router to encrypt the backend leg.
+        beta = try PostgresServer(directory: directory, name: "beta", password: alpha.password, tls: certs)
         for (pg, name) in [(alpha, "alpha"), (beta, "beta")] {
             try pg.psql("CREATE TABLE devdb_marker(name text); INSERT INTO devdb_marker VALUES ('\(name)')")
         }
-        certs = try TestCertificates(directory: directory, domain: Self.domain)
         try redis.setRoute("alpha", port: alpha.port)
         try redis.setRoute("beta", port: beta.port)
         router = try RouterProcess(directory: directory, redis: redis, domain: Self.domain, tls: certs,

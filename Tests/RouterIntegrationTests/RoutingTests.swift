@@ -148,6 +148,20 @@ extension RouterEndToEnd {
             }
         }
 
+        @Test func routesWithTLSEncryptTheBackendLeg() throws {
+            let f = try RouterFixture.get()
+            try f.redis.setRoute("beta-tls", port: f.beta.port, tls: true)
+            let sql = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+            let encrypted = try psql(f.plain("beta-tls"), sql, password: f.password)
+            #expect(encrypted.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "t", "\(encrypted.output)")
+            let plain = try psql(f.plain("beta"), sql, password: f.password)
+            #expect(plain.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "f", "\(plain.output)")
+            // A backend without TLS refuses such a route with a readable error.
+            try f.redis.setRoute("alpha-tls", port: f.alpha.port, tls: true)
+            let refused = try psql(f.plain("alpha-tls"), "SELECT 1", password: f.password)
+            #expect(refused.stderr.contains("does not accept TLS"), "\(refused.output)")
+        }
+
         @Test func bulkTransferBothWaysIsIntact() throws {
             let f = try RouterFixture.get()
             // About 40 MB each way through the TLS leg: exercises backpressure and partial writes.
