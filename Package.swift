@@ -72,7 +72,7 @@ let package = Package(
                     dependencies: ["PostgresWire", "DevDBCore", "DevDBNet", "DevDBRedis", "DevDBRouter"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "RouterIntegrationTests", dependencies: ["DevDBTestSupport", "DevDBCore"]),
-        .testTarget(name: "ControlPlaneTests", dependencies: ["DevDBTestSupport", "DevDBCore"],
+        .testTarget(name: "ControlPlaneTests", dependencies: ["DevDBTestSupport", "DevDBCore", "DevDBProvisioning"],
                     resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v6]

@@ -190,7 +190,7 @@ public final class LocalProvisioner: Provisioner {
 
     /// Copies a stopped data directory, with reflinks when the filesystem supports them.
     /// Returns `reflink` or `copy`.
-    static func cloneDirectory(from source: String, to destination: String) async throws -> String {
+    public static func cloneDirectory(from source: String, to destination: String) async throws -> String {
         let reflink = await supportsReflink(near: source, destinationDir: (destination as NSString).deletingLastPathComponent)
         try await Subprocess.check(["cp", "-a"] + (reflink ? ["--reflink=always"] : []) + [source, destination], what: "cloning the data directory")
         return reflink ? "reflink" : "copy"
