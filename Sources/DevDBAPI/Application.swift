@@ -45,6 +45,8 @@ func installAdminToken(config: APIConfiguration, catalog: Catalog, logger: Logge
             logger.notice("generated an admin token", metadata: ["devdb.file": "\(file.path)"])
         }
     }
+    // A changed admin token replaces the old one: the old hash must stop working.
+    try? catalog.revokeToken(id: "admin")
     try catalog.storeToken(hash: Catalog.sha256Hex(token!), TokenRecord(id: "admin", user: "admin", admin: true))
 }
 

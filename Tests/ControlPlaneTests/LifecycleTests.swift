@@ -75,6 +75,8 @@ extension ControlPlaneEndToEnd {
             let malloryID = try #require(tokens.first { $0["user"] as? String == "mallory" }?["id"] as? String)
             #expect(try f.devdb(["token", "revoke", malloryID]).status == 0)
             #expect(try f.devdb(["db", "list"], token: mallory).status == 4)
+            // The configured admin token cannot be revoked through the API.
+            #expect(try f.devdb(["token", "revoke", "admin"]).status == 1)
             // The owner is the token's user, whatever the body says.
             let body = #"{"project":"shop","name":"sneaky","owner":"alice"}"#
             _ = try run(["curl", "-s", "-X", "POST", "-H", "Authorization: Bearer \(try f.token(for: "eve"))", "-H", "Content-Type: application/json",
