@@ -67,6 +67,10 @@ public final class CancelKeyRegistry: Sendable {
         queue.async { [self] in _ = try? redis.command(["DEL", key]) }
     }
 
+    /// Waits until queued Redis writes (registrations, deletions) are done; used before exit so
+    /// ended sessions leave no keys behind.
+    public func flush() { queue.sync {} }
+
     /// Extends the TTL of every live key; called every third of the TTL.
     public func refresh() {
         let keys = local.withLock { Array($0.keys) }

@@ -153,6 +153,7 @@ public final class Router: Sendable {
         if open == 0 || monotonicSeconds() >= deadline {
             if open > 0 { ctx.log.warning("drain timeout; closing remaining connections", ["open_connections": String(open)]) }
             ctx.resolver.stop()
+            ctx.cancelKeys.flush()
             done()
             return
         }

@@ -39,6 +39,10 @@ extension RouterEndToEnd {
             p.waitUntilExit()
             #expect(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).contains("finished"))
             #expect(router.process.waitForExit(timeout: 10) == 0)
+            // The drained session's cancel key went with it (it would otherwise live out its TTL).
+            try waitUntil(timeout: 3, "no cancel keys left") {
+                ((try? f.redis.cli(["--scan", "--pattern", "devdb:cancel:*"]).stdout) ?? "x").trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
+            }
         }
 
         @Test func sighupReloadsTheCertificateWithoutDroppingSessions() throws {

@@ -134,7 +134,12 @@ extension RouterEndToEnd {
             defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
             var keys: [String] = []
             try waitUntil("cancel key stored in Redis") {
-                keys = ((try? f.redis.cli(["--scan", "--pattern", "devdb:cancel:*"]).stdout) ?? "").split(separator: "\n").map(String.init)
+                // This session's key: the one whose backend pid is the sleeping backend's.
+                let sleeping = ((try? f.alpha.psql("SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(3)'").stdout) ?? "")
+                    .trimmingCharacters(in: .whitespacesAndNewlines)
+                guard !sleeping.isEmpty else { return false }
+                let all = ((try? f.redis.cli(["--scan", "--pattern", "devdb:cancel:*"]).stdout) ?? "").split(separator: "\n").map(String.init)
+                keys = all.filter { ((try? f.redis.cli(["HGET", $0, "pid"]).stdout) ?? "").trimmingCharacters(in: .whitespacesAndNewlines) == sleeping }
                 return !keys.isEmpty
             }
             let fields = try f.redis.cli(["HGETALL", keys[0]]).stdout
