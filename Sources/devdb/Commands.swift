@@ -158,29 +158,31 @@ struct ProjectCommand: ParsableCommand {
 
 func show(_ api: APIClient, _ name: String, _ output: OutputFormat) async throws { try await ProjectCommand.show(api, name, output) }
 
+/// Runs `step` every `milliseconds` until it reports done (or throws).
+func poll(milliseconds: Int = 300, _ step: () async throws -> Bool) async throws {
+    while try await !step() { try await Task.sleep(for: .milliseconds(milliseconds)) }
+}
+
 func waitForProject(_ api: APIClient, _ name: String) async throws {
     var last = ""
-    while true {
+    try await poll(milliseconds: 500) {
         let (_, p) = try await api.call("GET", "/v1/projects/\(name)")
-        let gens = p["generations"] as? [JSONObject] ?? []
-        let g = gens.last ?? [:]
+        let g = (p["generations"] as? [JSONObject] ?? []).last ?? [:]
         let line = "\(describe(p["state"])): \(describe(g["phase"])) \(formatBytes(g["bytes_fetched"]))"
         if line != last { standardError(line); last = line }
-        if p["state"] as? String == "ready" { return }
         if p["state"] as? String == "failed" { throw CLIError(description: "project \(name) failed: \(describe(p["reason"]))", code: Exit.failedState) }
-        try await Task.sleep(for: .milliseconds(500))
+        return p["state"] as? String == "ready"
     }
 }
 
 func waitForGeneration(_ api: APIClient, _ name: String, _ number: Int) async throws {
-    while true {
+    try await poll(milliseconds: 500) {
         let (_, p) = try await api.call("GET", "/v1/projects/\(name)")
         guard let g = (p["generations"] as? [JSONObject] ?? []).first(where: { $0["number"] as? Int == number }) else {
             throw CLIError(description: "generation \(number) of \(name) disappeared", code: Exit.failure)
         }
-        if g["state"] as? String == "ready" { return }
         if g["state"] as? String == "failed" { throw CLIError(description: "generation \(number) failed: \(describe(g["reason"]))", code: Exit.failedState) }
-        try await Task.sleep(for: .milliseconds(500))
+        return g["state"] as? String == "ready"
     }
 }
 
@@ -255,9 +257,9 @@ struct DBCommand: ParsableCommand {
             let api = try global.client()
             let (data, _) = try await api.call("DELETE", "/v1/databases/\(name)")
             if wait {
-                while true {
-                    do { _ = try await api.call("GET", "/v1/databases/\(name)") } catch let e as CLIError where e.code == Exit.notFound { break }
-                    try await Task.sleep(for: .milliseconds(300))
+                try await poll {
+                    do { _ = try await api.call("GET", "/v1/databases/\(name)") } catch let e as CLIError where e.code == Exit.notFound { return true }
+                    return false
                 }
             }
             if global.output == .json { printJSON(data) } else { print(wait ? "database \(name) deleted" : "database \(name) is being deleted") }
@@ -314,15 +316,14 @@ struct DBCommand: ParsableCommand {
 /// Polls until the database reaches `state`, printing each change of state or phase.
 func waitForDatabase(_ api: APIClient, _ name: String, until state: String) async throws {
     var last = ""
-    while true {
+    try await poll {
         let (_, d) = try await api.call("GET", "/v1/databases/\(name)")
         let now = describe(d["state"]) + (d["phase"] is String ? " (\(describe(d["phase"])))" : "")
         if now != last { standardError("\(name): \(now)"); last = now }
-        if d["state"] as? String == state { return }
         if d["state"] as? String == "failed" {
             throw CLIError(description: "database \(name) failed: \(describe(d["reason"]))", code: Exit.failedState)
         }
-        try await Task.sleep(for: .milliseconds(300))
+        return d["state"] as? String == state
     }
 }
 
