@@ -112,7 +112,7 @@ public final class LocalProvisioner: Provisioner {
     // MARK: instances
 
     public func create(database d: DatabaseRecord, from g: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
-        let port = try await catalog.run { try $0.allocatePort(in: self.portRange, for: d.name) }
+        let port = try await leaseFreePort(for: d.name)
         do {
             return try await cloneAndStart(d, from: g, port: port, phase: phase)
         } catch {
@@ -120,6 +120,39 @@ public final class LocalProvisioner: Provisioner {
             _ = try? await catalog.run { try $0.releasePort(port) }
             throw error
         }
+    }
+
+    /// Leases a port that nothing else on the machine listens on (a lease in Redis alone does not
+    /// know about other programs); busy ports are skipped.
+    func leaseFreePort(for name: String) async throws -> Int {
+        var busy: [Int] = []
+        func releaseBusy() async {
+            for p in busy { _ = try? await catalog.run { try $0.releasePort(p) } }
+        }
+        while true {
+            let port: Int
+            do { port = try await catalog.run { try $0.allocatePort(in: self.portRange, for: name) } } catch {
+                await releaseBusy()
+                throw error
+            }
+            if Self.isFree(port) {
+                await releaseBusy()
+                return port
+            }
+            busy.append(port)
+        }
+    }
+
+    static func isFree(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = UInt16(port).bigEndian
+        return withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        } == 0
     }
 
     public func reset(database d: DatabaseRecord, to g: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {

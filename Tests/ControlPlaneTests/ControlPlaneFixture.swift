@@ -32,6 +32,7 @@ final class ControlPlaneFixture: @unchecked Sendable {
 
     private init() throws {
         directory = try TestPaths.makeTemporaryDirectory("devdb-control-plane")
+        try killLeftoversWhenTestsEnd(under: directory)
         redis = try RedisServer(directory: directory)
         certs = try TestCertificates(directory: directory, domain: Self.domain)
         router = try RouterProcess(directory: directory, redis: redis, domain: Self.domain, tls: certs)

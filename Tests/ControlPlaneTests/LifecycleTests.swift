@@ -183,6 +183,32 @@ extension ControlPlaneEndToEnd {
             #expect(f.api.log.contains("orphan-db"))
         }
 
+        @Test func portsOtherProgramsUseAreSkipped() throws {
+            let f = try ControlPlaneFixture.get()
+            try f.shopProject()
+            let leased = Set(try f.redis.cli(["HKEYS", "devdb:local:ports"]).stdout.split(separator: "\n").compactMap { Int($0) })
+            let unleased = f.portRange.filter { !leased.contains($0) }
+            let expected = try #require(unleased.last)
+            // Something else listens on every other free port of the range.
+            let blockers = unleased.dropLast().compactMap { port -> Int32? in
+                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                var addr = sockaddr_in()
+                addr.sin_family = sa_family_t(AF_INET)
+                addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+                addr.sin_port = UInt16(port).bigEndian
+                let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+                guard ok, listen(fd, 1) == 0 else { close(fd); return nil }
+                return fd
+            }
+            defer { blockers.forEach { close($0) } }
+            let d = try f.json(["db", "create", "port-skipper", "--project", "shop", "--wait"])
+            #expect(d["state"] as? String == "ready")
+            #expect(try f.redis.cli(["HGET", "devdb:local:ports", String(expected)]).stdout.contains("port-skipper"))
+            // The skipped ports were not kept.
+            #expect(try f.redis.cli(["HLEN", "devdb:local:ports"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines) == String(leased.count + 1))
+            #expect(try f.devdb(["db", "delete", "port-skipper", "--wait"]).status == 0)
+        }
+
         @Test func openAPIDocumentIsServedAndMatchesDocs() throws {
             let f = try ControlPlaneFixture.get()
             let served = try run(["curl", "-sf", "\(f.server)/openapi.yaml"]).stdout

@@ -250,3 +250,10 @@ public func isListening(_ port: Int) -> Bool {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     } == 0
 }
+
+/// Kills every process whose command line mentions `directory` once the test process has
+/// exited: daemons the code under test started (pg_ctl's postmasters) must not outlive the tests.
+public func killLeftoversWhenTestsEnd(under directory: URL) throws {
+    let script = "while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done; pkill -KILL -f '\(directory.path)'"
+    _ = try spawn(["setsid", "sh", "-c", script])
+}
