@@ -52,7 +52,7 @@ let package = Package(
 
         // Control plane: catalog in Redis, provisioners, API, CLI.
         .target(name: "DevDBCatalog", dependencies: ["DevDBCore", "DevDBRedis", "COpenSSL"]),
-        .target(name: "DevDBProvisioning", dependencies: ["DevDBCore", "DevDBCatalog", "CCurl", "CCurlShims"]),
+        .target(name: "DevDBProvisioning", dependencies: ["DevDBCore", "DevDBCatalog", "DevDBNet", "CCurl", "CCurlShims"]),
         .target(name: "DevDBAPI", dependencies: [
             "DevDBCore", "DevDBCatalog", "DevDBProvisioning",
             .product(name: "Hummingbird", package: "hummingbird"),

@@ -1,4 +1,5 @@
 import DevDBCatalog
+import DevDBNet
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -143,16 +144,11 @@ public final class LocalProvisioner: Provisioner {
         }
     }
 
+    /// True when nothing listens on 127.0.0.1:`port` (we can bind it ourselves).
     static func isFree(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = UInt16(port).bigEndian
-        return withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        } == 0
+        guard let fd = try? Sockets.listen(on: SocketAddress(host: .v4([127, 0, 0, 1]), port: UInt16(port)), backlog: 1) else { return false }
+        SocketIO.close(fd)
+        return true
     }
 
     public func reset(database d: DatabaseRecord, to g: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
