@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "devdb-router", targets: ["devdb-router"]),
         .executable(name: "devdb-api", targets: ["devdb-api"]),
         .executable(name: "devdb", targets: ["devdb"]),
+        .executable(name: "devdb-fetch-dump", targets: ["devdb-fetch-dump"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -59,8 +60,12 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], resources: [.copy("openapi.yaml")]),
         .executableTarget(name: "devdb-api", dependencies: [
-            "DevDBAPI", "DevDBCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "DevDBAPI", "DevDBCore", "DevDBProvisioning", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Hummingbird", package: "hummingbird"),
+        ]),
+        // The restore Job's first step in a cluster: fetch a dump (file, http(s), s3 SigV4) and check it.
+        .executableTarget(name: "devdb-fetch-dump", dependencies: [
+            "DevDBProvisioning", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "devdb", dependencies: [
             "DevDBCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -18,6 +18,13 @@ public struct APIConfiguration: Sendable {
     public var s3 = S3Settings.fromEnvironment()
     public var reapIntervalSeconds: Double = 30
     public var postgresBin = "/usr/lib/postgresql/15/bin"
+    /// Seconds between reconciles of the catalog with what runs.
+    public var reconcileIntervalSeconds: Double = 60
+    // Kubernetes provisioner.
+    public var kubeconfig: String?
+    public var kubeContext: String?
+    public var namespace: String?
+    public var kubernetes = KubernetesSettings()
 
     public init() {}
 }

@@ -14,8 +14,16 @@ public func buildApplication(_ config: APIConfiguration, logger: Logger) throws 
     case "local":
         provisioner = try LocalProvisioner(dataDirectory: config.dataDirectory, catalog: catalog, fetcher: DumpFetcher(s3: config.s3),
                                            portRange: config.portRange, postgresBin: config.postgresBin)
+    case "kubernetes":
+        let connection = try KubeConnection.resolve(kubeconfig: config.kubeconfig, context: config.kubeContext, namespace: config.namespace)
+        logger.info("kubernetes provisioner", metadata: ["devdb.k8s.server": "\(connection.server)", "devdb.k8s.namespace": "\(connection.namespace)",
+                                                         "devdb.k8s.credentials": "\(connection.source)",
+                                                         "devdb.k8s.snapshot_class": "\(config.kubernetes.snapshotClass ?? "(none: restore per database)")"])
+        provisioner = KubernetesProvisioner(client: KubeClient(connection: connection), settings: config.kubernetes) { name in
+            try await catalog.run { try $0.project(name) }
+        }
     default:
-        throw APIError.badRequest("unknown provisioner \"\(config.provisioner)\"", hint: "use --provisioner local")
+        throw APIError.badRequest("unknown provisioner \"\(config.provisioner)\"", hint: "use --provisioner local or kubernetes")
     }
     let plane = ControlPlane(config: config, catalog: catalog, provisioner: provisioner, logger: logger)
     try installAdminToken(config: config, catalog: catalog, logger: logger)
@@ -216,7 +224,7 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
         let c = try await caller(request)
         let d = try await visibleDatabase(try context.parameters.require("name"), c)
         let b = (try? await body(ResetBody.self, request)) ?? ResetBody(latest: false)
-        guard d.state == .ready || d.state == .failed, d.backendPort != nil else {
+        guard d.state == .ready || d.state == .failed || d.state == .unavailable, d.backendPort != nil else {
             throw APIError.conflict("database \"\(d.name)\" is \(d.state.rawValue)", hint: "wait until it is ready, then reset")
         }
         let updated = try await plane.update(d.name) { $0.state = .cloning; $0.phase = "resetting"; $0.reason = nil }

@@ -182,6 +182,7 @@ final class ControlPlane: Sendable {
             let ready = try await update(name) {
                 $0.state = .ready; $0.phase = nil; $0.reason = nil
                 $0.backendHost = info.host; $0.backendPort = info.port; $0.cloneMethod = info.cloneMethod; $0.generation = g.number
+                $0.note = info.note
             }
             guard ready != nil else {
                 // Deleted while it was being made: take the instance down again.
@@ -217,7 +218,9 @@ final class ControlPlane: Sendable {
             let info = try await provisioner.reset(database: d, to: target) { phase in
                 self.updateNow(name) { $0.phase = phase }
             }
-            _ = try await update(name) { $0.state = .ready; $0.phase = nil; $0.generation = target.number; $0.cloneMethod = info.cloneMethod }
+            _ = try await update(name) {
+                $0.state = .ready; $0.phase = nil; $0.reason = nil; $0.generation = target.number; $0.cloneMethod = info.cloneMethod; $0.note = info.note
+            }
             try await catalog.run { try $0.setRoute(name, RouteRecord(host: info.host, port: info.port, state: .ready)) }
             count("reset_ok")
             await collectGenerations(d.project)
@@ -245,22 +248,54 @@ final class ControlPlane: Sendable {
 
     // MARK: startup and housekeeping
 
-    /// After a restart: brings instances back, removes orphans, and resumes interrupted work.
-    func recover() async throws {
+    /// Compares the catalog with what runs: removes instances and generations nobody knows,
+    /// marks catalogued instances that are gone or unhealthy, and brings back ones that recovered.
+    /// Runs after a start and then every reconcile interval.
+    @discardableResult
+    func reconcile() async throws -> ([DatabaseRecord], RecoveryReport) {
         let databases = try await catalog.run { try $0.databases() }
-        let report = try await provisioner.recover(databases: databases)
+        var generations: [Generation] = []
+        for p in try await catalog.run({ try $0.projects() }) { generations += try await catalog.run { try $0.generations(p.name) } }
+        let report = try await provisioner.recover(databases: databases, generations: generations)
         if !report.orphansRemoved.isEmpty {
             logger.warning("removed instances with no catalog entry", metadata: ["devdb.instances": "\(report.orphansRemoved.joined(separator: ","))"])
         }
         if !report.restarted.isEmpty {
             logger.info("restarted instances", metadata: ["devdb.instances": "\(report.restarted.joined(separator: ","))"])
         }
+        // Only instances nothing else is working on: create, reset and delete move the state away
+        // from ready first, and each change below applies only if it is still ready/unavailable.
+        let settled: @Sendable (DatabaseRecord) -> Bool = { $0.state == .ready || $0.state == .unavailable }
         for name in report.missing {
-            _ = try? await update(name) { $0.state = .failed; $0.reason = "its instance is gone; run \"devdb db reset \(name)\" or delete it" }
+            guard let d = try? await update(name, { if settled($0) { $0.state = .failed; $0.reason = "its instance is gone; run \"devdb db reset \(name)\" or delete it" } }),
+                  d.state == .failed else { continue }
+            try? await catalog.run { try $0.setRoute(name, RouteRecord(host: d.backendHost ?? "0.0.0.0", port: d.backendPort ?? 1, state: .stopped)) }
         }
+        for (name, why) in report.unhealthy {
+            guard let d = try? await update(name, { if settled($0) { $0.state = .unavailable; $0.reason = why } }),
+                  d.state == .unavailable, let host = d.backendHost, let port = d.backendPort else { continue }
+            try? await catalog.run { try $0.setRoute(name, RouteRecord(host: host, port: port, state: .starting)) }
+        }
+        for name in report.healthy {
+            guard let before = try? await catalog.run({ try $0.database(name) }), before.state == .unavailable,
+                  let d = try? await update(name, { if $0.state == .unavailable { $0.state = .ready; $0.reason = nil } }),
+                  d.state == .ready, let host = d.backendHost, let port = d.backendPort else { continue }
+            try? await catalog.run { try $0.setRoute(name, RouteRecord(host: host, port: port, state: .ready)) }
+        }
+        for var g in report.missingGenerations {
+            g.state = .failed
+            g.reason = "its snapshot is gone; the next database restores a new generation"
+            try? await catalog.run { [g] in try $0.updateGeneration(g) }
+        }
+        return (databases, report)
+    }
+
+    /// After a restart: reconciles, and resumes interrupted work.
+    func recover() async throws {
+        let (databases, _) = try await reconcile()
         for d in databases {
             switch d.state {
-            case .provisioning, .restoring, .cloning:
+            case .provisioning, .restoring, .cloning, .starting:
                 if let port = d.backendPort { _ = try? await catalog.run { try $0.releasePort(port) } }
                 submit(.createDatabase(d.name))
             case .deleting: submit(.deleteDatabase(d.name))
@@ -315,13 +350,20 @@ struct ProvisioningWorker: Service {
     }
 }
 
-/// Deletes databases past their TTL.
+/// Deletes databases past their TTL and reconciles the catalog with what runs.
 struct Reaper: Service {
     let plane: ControlPlane
 
     func run() async throws {
+        var lastReconcile = Date()
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             await plane.reapExpired()
+            if Date().timeIntervalSince(lastReconcile) >= plane.config.reconcileIntervalSeconds {
+                lastReconcile = Date()
+                do { try await plane.reconcile() } catch {
+                    plane.logger.warning("reconcile failed", metadata: ["devdb.error": "\(error)"])
+                }
+            }
             do {
                 try await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(plane.config.reapIntervalSeconds)) }
             } catch { return }

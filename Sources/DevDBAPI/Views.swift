@@ -11,7 +11,8 @@ struct DatabaseView: Encodable {
     var phase: String?
     var generation: Int?
     var host: String
-    var hostaddr: String
+    /// Where the router is when the name does not resolve (one machine); nil with wildcard DNS.
+    var hostaddr: String?
     var port: Int
     var user: String
     var password: String?
@@ -19,6 +20,7 @@ struct DatabaseView: Encodable {
     var uri: String?
     var psql: String?
     var cloneMethod: String?
+    var note: String?
     var createdAt: Date
     var expiresAt: Date?
 
@@ -26,14 +28,14 @@ struct DatabaseView: Encodable {
         name = d.name; project = d.project; owner = d.owner; state = d.state.rawValue; reason = d.reason; phase = d.phase
         generation = d.generation
         host = "\(d.name).\(config.dbDomain)"
-        hostaddr = config.routerHost
+        hostaddr = config.routerHost.isEmpty ? nil : config.routerHost
         port = config.routerPort
-        user = d.user; database = d.database; cloneMethod = d.cloneMethod; createdAt = d.createdAt; expiresAt = d.expiresAt
+        user = d.user; database = d.database; cloneMethod = d.cloneMethod; note = d.note; createdAt = d.createdAt; expiresAt = d.expiresAt
         if secrets {
             password = d.password
             // hostaddr lets libpq connect where the name does not resolve and still send it as SNI.
-            uri = "postgresql://\(d.user):\(d.password)@\(host):\(port)/\(d.database)?sslmode=require&hostaddr=\(hostaddr)"
-            psql = "psql \"host=\(host) hostaddr=\(hostaddr) port=\(port) user=\(d.user) password=\(d.password) dbname=\(d.database) sslmode=require\""
+            uri = "postgresql://\(d.user):\(d.password)@\(host):\(port)/\(d.database)?sslmode=require" + (hostaddr.map { "&hostaddr=\($0)" } ?? "")
+            psql = "psql \"host=\(host)" + (hostaddr.map { " hostaddr=\($0)" } ?? "") + " port=\(port) user=\(d.user) password=\(d.password) dbname=\(d.database) sslmode=require\""
         }
     }
 }

@@ -40,6 +40,9 @@ public struct Generation: Codable, Sendable, Equatable {
 public struct DatabaseRecord: Codable, Sendable, Equatable {
     public enum State: String, Codable, Sendable {
         case provisioning, restoring, cloning, starting, ready, failed, deleting
+        /// Made and once ready, but the platform reports it is not serving now (reason says why);
+        /// the reconcile loop moves it back to ready when it is.
+        case unavailable
     }
     public var name: String
     public var project: String
@@ -54,8 +57,10 @@ public struct DatabaseRecord: Codable, Sendable, Equatable {
     public var user: String
     public var password: String
     public var database: String
-    /// `reflink` or `copy`: how the data directory was cloned.
+    /// How the instance was made: `reflink` or `copy` (local), `snapshot` or `restore` (Kubernetes).
     public var cloneMethod: String?
+    /// Something the user should know about how it was made, e.g. that it restored without a snapshot.
+    public var note: String?
     public var createdAt: Date
     public var expiresAt: Date?
 

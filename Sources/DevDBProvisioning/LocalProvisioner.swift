@@ -113,6 +113,7 @@ public final class LocalProvisioner: Provisioner {
     // MARK: instances
 
     public func create(database d: DatabaseRecord, from g: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
+        try? await stopAndRemove(d.name)  // what an attempt interrupted by a restart left
         let port = try await leaseFreePort(for: d.name)
         do {
             return try await cloneAndStart(d, from: g, port: port, phase: phase)
@@ -236,7 +237,7 @@ public final class LocalProvisioner: Provisioner {
 
     // MARK: recovery
 
-    public func recover(databases: [DatabaseRecord]) async throws -> RecoveryReport {
+    public func recover(databases: [DatabaseRecord], generations: [Generation]) async throws -> RecoveryReport {
         var report = RecoveryReport()
         let known = Set(databases.map(\.name))
         let present = (try? FileManager.default.contentsOfDirectory(atPath: dataDirectory.appendingPathComponent("instances").path)) ?? []
@@ -244,7 +245,7 @@ public final class LocalProvisioner: Provisioner {
             try? await stopAndRemove(name)
             report.orphansRemoved.append(name)
         }
-        for d in databases where d.state == .ready || d.state == .starting {
+        for d in databases where d.state == .ready || d.state == .unavailable {
             guard let port = d.backendPort, FileManager.default.fileExists(atPath: "\(instanceDir(d.name))/pgdata/PG_VERSION") else {
                 report.missing.append(d.name)
                 continue
@@ -256,6 +257,7 @@ public final class LocalProvisioner: Provisioner {
                 try await start(d.name, port: port)
                 report.restarted.append(d.name)
             }
+            report.healthy.append(d.name)
         }
         return report
     }

@@ -6,8 +6,10 @@ public struct InstanceInfo: Sendable, Equatable {
     public var port: Int
     /// `reflink`, `copy` or (Kubernetes) `snapshot` / `restore`.
     public var cloneMethod: String
-    public init(host: String, port: Int, cloneMethod: String) {
-        self.host = host; self.port = port; self.cloneMethod = cloneMethod
+    /// Something the user should know about how the instance was made (shown by `devdb db show`).
+    public var note: String?
+    public init(host: String, port: Int, cloneMethod: String, note: String? = nil) {
+        self.host = host; self.port = port; self.cloneMethod = cloneMethod; self.note = note
     }
 }
 
@@ -18,11 +20,17 @@ public struct RecoveryReport: Sendable {
     public var orphansRemoved: [String] = []
     /// Catalog entries whose instance is gone.
     public var missing: [String] = []
+    /// Ready databases whose instance runs and answers.
+    public var healthy: [String] = []
+    /// Databases whose instance exists but is not ready, with the reason the platform gives.
+    public var unhealthy: [String: String] = [:]
+    /// Ready generations whose snapshot is gone.
+    public var missingGenerations: [Generation] = []
     public init() {}
 }
 
 /// Makes generations and database instances. The local provisioner runs Postgres processes;
-/// a Kubernetes provisioner would make pods and volume snapshots behind the same calls.
+/// the Kubernetes provisioner makes pods, volumes and CSI snapshots behind the same calls.
 public protocol Provisioner: Sendable {
     var kind: String { get }
     /// Fetches the project's dump and restores it into `generation`, reporting phases and bytes.
@@ -34,7 +42,7 @@ public protocol Provisioner: Sendable {
     /// Removes everything the instance had (process, files, port).
     func delete(database: DatabaseRecord) async throws
     func deleteGeneration(_ generation: Generation) async throws
-    /// After a restart: starts catalogued instances that are not running and removes instances
-    /// the catalog does not know.
-    func recover(databases: [DatabaseRecord]) async throws -> RecoveryReport
+    /// After a restart and then periodically (reconcile): starts or checks catalogued instances
+    /// and removes instances and generations the catalog does not know.
+    func recover(databases: [DatabaseRecord], generations: [Generation]) async throws -> RecoveryReport
 }

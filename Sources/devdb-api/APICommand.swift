@@ -2,6 +2,7 @@ import ArgumentParser
 import DevDBAPI
 import DevDBRedis
 import DevDBCore
+import DevDBProvisioning
 import Foundation
 import Hummingbird
 import Logging
@@ -20,7 +21,9 @@ struct APICommand: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("Address to serve HTTP on.", valueName: "host:port")) var listen = "0.0.0.0:5000"
     @Option(help: ArgumentHelp("Redis holding the catalog and routes.", valueName: "url")) var redis = "redis://127.0.0.1:6379/0"
-    @Option(help: "Where databases run: local (Postgres processes on this machine).") var provisioner = "local"
+    @Option(help: "Where databases run: local (Postgres processes on this machine) or kubernetes (pods in a namespace).") var provisioner = "local"
+    @Option(name: .customLong("redis-password-file"), help: ArgumentHelp("File holding Redis's password (instead of one in --redis).", valueName: "path"))
+    var redisPasswordFile: String?
     @Option(name: .customLong("data-dir"), help: ArgumentHelp("Directory for generations and instances (local provisioner).", valueName: "path"))
     var dataDir = "/var/lib/devdb"
     @Option(name: .customLong("db-domain"), help: "Domain databases are named under: NAME.<db-domain>.") var dbDomain = "db.devdb.localhost"
@@ -30,11 +33,40 @@ struct APICommand: AsyncParsableCommand {
     @Option(name: .customLong("port-range"), help: ArgumentHelp("Ports for local instances.", valueName: "first-last")) var portRange = "16000-16999"
     @Option(name: .customLong("reap-interval"), help: "Seconds between checks for expired databases.") var reapInterval: Double = 30
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel = "info"
+    @Option(name: .customLong("reconcile-interval"), help: "Seconds between reconciles of the catalog with the instances that run.") var reconcileInterval: Double = 60
+
+    // Kubernetes provisioner.
+    @Option(help: ArgumentHelp("kubernetes: kubeconfig to use outside a cluster (default: KUBECONFIG, then the pod's service account, then ~/.kube/config).", valueName: "path"))
+    var kubeconfig: String?
+    @Option(name: .customLong("kube-context"), help: "kubernetes: kubeconfig context (default: its current-context).") var kubeContext: String?
+    @Option(help: "kubernetes: namespace for databases (default: the pod's own namespace, or the context's).") var namespace: String?
+    @Option(help: "kubernetes: name prefix and app.kubernetes.io/instance label of every object (the Helm release's full name).") var instance = "devdb"
+    @Option(name: .customLong("postgres-image"), help: "kubernetes: image databases and restores run (PostgreSQL 15).") var postgresImage = "postgres:15-bookworm"
+    @Option(name: .customLong("tools-image"), help: "kubernetes: DevDB's image; the restore Job fetches the dump with its devdb-fetch-dump.") var toolsImage = "ghcr.io/devdb/devdb:latest"
+    @Option(name: .customLong("image-pull-policy"), help: "kubernetes: Always, IfNotPresent or Never.") var imagePullPolicy = "IfNotPresent"
+    @Option(name: .customLong("storage-class"), help: "kubernetes: StorageClass of database volumes (default: the cluster's default).") var storageClass: String?
+    @Option(name: .customLong("snapshot-class"), help: "kubernetes: VolumeSnapshotClass for generations; empty: no snapshots, each database restores the dump.") var snapshotClass: String?
+    @Option(name: .customLong("volume-size"), help: "kubernetes: size of each database volume.") var volumeSize = "10Gi"
+    @Option(name: .customLong("db-cpu-request")) var dbCPURequest = "100m"
+    @Option(name: .customLong("db-memory-request")) var dbMemoryRequest = "256Mi"
+    @Option(name: .customLong("db-cpu-limit")) var dbCPULimit = "1"
+    @Option(name: .customLong("db-memory-limit")) var dbMemoryLimit = "1Gi"
+    @Option(name: .customLong("s3-secret"), help: "kubernetes: Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the restore Job's s3:// fetch.") var s3Secret: String?
+    @Option(name: .customLong("restore-jobs"), help: "pg_restore -j for restores.") var restoreJobs = 2
+    @Option(name: .customLong("cluster-domain"), help: "kubernetes: the cluster's DNS domain (routes name <service>.<namespace>.svc.<domain>).") var clusterDomain = "cluster.local"
+    @Option(name: .customLong("bind-timeout"), help: "kubernetes: seconds a volume may stay Pending.") var bindTimeout: Double = 300
+    @Option(name: .customLong("ready-timeout"), help: "kubernetes: seconds for a database pod to become ready.") var readyTimeout: Double = 300
+    @Option(name: .customLong("restore-timeout"), help: "kubernetes: seconds for a restore Job.") var restoreTimeout: Double = 3600
+    @Option(name: .customLong("snapshot-timeout"), help: "kubernetes: seconds for a VolumeSnapshot to become readyToUse.") var snapshotTimeout: Double = 900
+    @Option(name: .customLong("poll-interval"), help: "kubernetes: seconds between status checks.") var pollInterval: Double = 2
 
     static let environmentOptions = EnvironmentOptions(
         prefix: "DEVDB_API_",
-        names: ["listen", "redis", "provisioner", "data-dir", "db-domain", "router-host", "router-port", "admin-token-file",
-                "port-range", "reap-interval", "log-level"],
+        names: ["listen", "redis", "redis-password-file", "provisioner", "data-dir", "db-domain", "router-host", "router-port", "admin-token-file",
+                "port-range", "reap-interval", "log-level", "reconcile-interval", "kubeconfig", "kube-context", "namespace", "instance",
+                "postgres-image", "tools-image", "image-pull-policy", "storage-class", "snapshot-class", "volume-size",
+                "db-cpu-request", "db-memory-request", "db-cpu-limit", "db-memory-limit", "s3-secret", "restore-jobs", "cluster-domain",
+                "bind-timeout", "ready-timeout", "restore-timeout", "snapshot-timeout", "poll-interval"],
         repeatable: [])
 
     func makeConfiguration() throws -> APIConfiguration {
@@ -45,10 +77,43 @@ struct APICommand: AsyncParsableCommand {
         c.host = String(listen[..<colon])
         c.port = port
         do { c.redis = try RedisURL(parsing: redis) } catch { throw ValidationError(error.description) }
-        guard provisioner == "local" else {
-            throw ValidationError("--provisioner \(provisioner) is not available in this build; use local")
+        if let redisPasswordFile {
+            guard let p = try? String(contentsOfFile: redisPasswordFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) else {
+                throw ValidationError("cannot read the Redis password from \(redisPasswordFile)")
+            }
+            c.redis.password = p
+        }
+        guard ["local", "kubernetes"].contains(provisioner) else {
+            throw ValidationError("--provisioner must be local or kubernetes, not \"\(provisioner)\"")
         }
         c.provisioner = provisioner
+        c.reconcileIntervalSeconds = reconcileInterval
+        c.kubeconfig = kubeconfig
+        c.kubeContext = kubeContext
+        c.namespace = namespace
+        var k = KubernetesSettings()
+        guard DatabaseName.isValid(instance), instance.count <= 30, instance.first!.isLetter else {
+            throw ValidationError("--instance must be a DNS label of at most 30 characters starting with a letter, not \"\(instance)\"")
+        }
+        guard ["Always", "IfNotPresent", "Never"].contains(imagePullPolicy) else {
+            throw ValidationError("--image-pull-policy must be Always, IfNotPresent or Never")
+        }
+        guard restoreJobs >= 1 else { throw ValidationError("--restore-jobs must be at least 1") }
+        k.instance = instance
+        k.postgresImage = postgresImage
+        k.toolsImage = toolsImage
+        k.imagePullPolicy = imagePullPolicy
+        k.storageClass = storageClass.flatMap { $0.isEmpty ? nil : $0 }
+        k.snapshotClass = snapshotClass.flatMap { $0.isEmpty ? nil : $0 }
+        k.volumeSize = volumeSize
+        (k.cpuRequest, k.memoryRequest, k.cpuLimit, k.memoryLimit) = (dbCPURequest, dbMemoryRequest, dbCPULimit, dbMemoryLimit)
+        k.s3SecretName = s3Secret.flatMap { $0.isEmpty ? nil : $0 }
+        k.s3Region = c.s3.region
+        k.s3Endpoint = c.s3.endpoint
+        k.restoreJobs = restoreJobs
+        k.clusterDomain = clusterDomain
+        (k.bindTimeout, k.readyTimeout, k.restoreTimeout, k.snapshotTimeout, k.pollInterval) = (bindTimeout, readyTimeout, restoreTimeout, snapshotTimeout, pollInterval)
+        c.kubernetes = k
         c.dataDirectory = URL(fileURLWithPath: dataDir)
         c.dbDomain = dbDomain.lowercased()
         c.routerHost = routerHost

@@ -293,7 +293,8 @@ struct DBCommand: ParsableCommand {
             guard d["state"] as? String == "ready" else {
                 throw CLIError(description: "database \(name) is \(describe(d["state"])); wait for it (devdb db show \(name))", code: Exit.failure)
             }
-            let conninfo = "host=\(describe(d["host"])) hostaddr=\(describe(d["hostaddr"])) port=\(describe(d["port"])) user=\(describe(d["user"])) dbname=\(describe(d["database"])) sslmode=require"
+            let hostaddr = (d["hostaddr"] as? String).map { " hostaddr=\($0)" } ?? ""
+            let conninfo = "host=\(describe(d["host"]))\(hostaddr) port=\(describe(d["port"])) user=\(describe(d["user"])) dbname=\(describe(d["database"])) sslmode=require"
             setenv("PGPASSWORD", describe(d["password"]), 1)
             let args = ["psql", conninfo] + psqlArguments
             var cargs = args.map { strdup($0) } + [nil]
@@ -306,7 +307,7 @@ struct DBCommand: ParsableCommand {
         let (data, object) = try await api.call("GET", "/v1/databases/\(name)")
         if output == .json { return printJSON(data) }
         printFields(object, ["name", "project", "owner", "state", "phase", "reason", "generation", "host", "hostaddr", "port", "user",
-                             "password", "database", "clone_method", "expires_at", "uri"])
+                             "password", "database", "clone_method", "note", "expires_at", "uri"])
         if object["state"] as? String == "ready" {
             print("\nconnect with:\n  \(describe(object["psql"]))")
         }

@@ -1,0 +1,150 @@
+import CCurl
+import CCurlShims
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum KubeError: Error, CustomStringConvertible, Equatable {
+    /// The API server answered with an error status (a `Status` object's reason and message).
+    case status(code: Int, reason: String, message: String, request: String)
+    /// The request did not get an answer: connection, TLS verification, timeout.
+    case transport(String)
+
+    public var description: String {
+        switch self {
+        case .status(let code, let reason, let message, let request):
+            if code == 403 {
+                return "the Kubernetes API refused \(request) (403 Forbidden): \(message). The API's service account needs the Role in charts/devdb/templates/rbac.yaml"
+            }
+            if code == 401 {
+                return "the Kubernetes API did not accept DevDB's credentials (401) for \(request): check the service-account token or kubeconfig user"
+            }
+            return "Kubernetes API \(request): \(code) \(reason): \(message)"
+        case .transport(let why): return why
+        }
+    }
+
+    public var code: Int? { if case .status(let c, _, _, _) = self { return c }; return nil }
+}
+
+/// A small Kubernetes REST client over libcurl: JSON in, JSON out, TLS always verified.
+public struct KubeClient: Sendable {
+    public let connection: KubeConnection
+    /// Seconds for one request.
+    public var timeout: Int = 30
+
+    public init(connection: KubeConnection) {
+        self.connection = connection
+        _ = devdb_curl_global_init()
+    }
+
+    public var namespace: String { connection.namespace }
+
+    public func get(_ path: String) async throws -> JSONValue { try await request("GET", path) }
+    /// GET that answers nil for 404.
+    public func getIfPresent(_ path: String) async throws -> JSONValue? {
+        do { return try await request("GET", path) } catch let e as KubeError where e.code == 404 { return nil }
+    }
+    public func list(_ path: String, labelSelector: String) async throws -> [JSONValue] {
+        let q = labelSelector.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed.subtracting(CharacterSet(charactersIn: "&=+,"))) ?? labelSelector
+        return try await request("GET", "\(path)?labelSelector=\(q)")["items"].array
+    }
+    @discardableResult
+    public func create(_ path: String, _ body: JSONValue) async throws -> JSONValue { try await request("POST", path, body: body) }
+    /// DELETE with background propagation (owned objects go too); nil when already gone.
+    @discardableResult
+    public func delete(_ path: String) async throws -> JSONValue? {
+        let options: JSONValue = ["apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"]
+        do { return try await request("DELETE", path, body: options) } catch let e as KubeError where e.code == 404 { return nil }
+    }
+
+    public func request(_ method: String, _ path: String, body: JSONValue? = nil) async throws -> JSONValue {
+        let connection = self.connection, timeout = self.timeout
+        let (code, data) = try await withCheckedThrowingContinuation { (cont: CheckedContinuation<(Int, Data), any Error>) in
+            DispatchQueue.global().async {
+                do { cont.resume(returning: try Self.perform(method, connection.server + path, body: body?.encoded(), connection: connection, timeout: timeout)) }
+                catch { cont.resume(throwing: error) }
+            }
+        }
+        let json = (try? JSONValue.decode(data)) ?? .null
+        guard (200..<300).contains(code) else {
+            let plainPath = path.split(separator: "?").first.map(String.init) ?? path
+            throw KubeError.status(code: code, reason: json["reason"].string ?? "HTTP \(code)",
+                                   message: json["message"].string ?? String(decoding: data.prefix(300), as: UTF8.self),
+                                   request: "\(method) \(plainPath)")
+        }
+        return json
+    }
+
+    final class Sink { var data = Data() }
+
+    static func perform(_ method: String, _ url: String, body: Data?, connection: KubeConnection, timeout: Int) throws -> (Int, Data) {
+        guard let curl = curl_easy_init() else { throw KubeError.transport("cannot initialise libcurl") }
+        defer { curl_easy_cleanup(curl) }
+        var headers: UnsafeMutablePointer<curl_slist>?
+        defer { if let headers { curl_slist_free_all(headers) } }
+        _ = devdb_curl_set_string(curl, CURLOPT_URL, url)
+        _ = devdb_curl_set_string(curl, CURLOPT_CUSTOMREQUEST, method)
+        _ = devdb_curl_set_string(curl, CURLOPT_PROTOCOLS_STR, "https")
+        _ = devdb_curl_set_long(curl, CURLOPT_SSL_VERIFYPEER, 1)
+        _ = devdb_curl_set_long(curl, CURLOPT_SSL_VERIFYHOST, 2)
+        _ = devdb_curl_set_long(curl, CURLOPT_CONNECTTIMEOUT, 10)
+        _ = devdb_curl_set_long(curl, CURLOPT_TIMEOUT, timeout)
+        _ = devdb_curl_set_long(curl, CURLOPT_NOSIGNAL, 1)
+        headers = curl_slist_append(headers, "Accept: application/json")
+        var blobs: [Data] = []  // kept alive until the transfer is done
+        defer { _ = blobs }
+        func setBlob(_ option: CURLoption, _ data: Data) {
+            blobs.append(data)
+            data.withUnsafeBytes { raw in
+                var blob = curl_blob(data: UnsafeMutableRawPointer(mutating: raw.baseAddress), len: raw.count, flags: 1 /* CURL_BLOB_COPY */)
+                _ = devdb_curl_set_pointer(curl, option, &blob)
+            }
+        }
+        if let ca = connection.caPEM { setBlob(CURLOPT_CAINFO_BLOB, ca) }
+        switch connection.credential {
+        case .token(let t):
+            headers = curl_slist_append(headers, "Authorization: Bearer \(t)")
+        case .tokenFile(let path):
+            guard let t = try? String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) else {
+                throw KubeError.transport("cannot read the service-account token at \(path)")
+            }
+            headers = curl_slist_append(headers, "Authorization: Bearer \(t)")
+        case .clientCertificate(let cert, let key):
+            _ = devdb_curl_set_string(curl, CURLOPT_SSLCERTTYPE, "PEM")
+            setBlob(CURLOPT_SSLCERT_BLOB, cert)
+            _ = devdb_curl_set_string(curl, CURLOPT_SSLKEYTYPE, "PEM")
+            setBlob(CURLOPT_SSLKEY_BLOB, key)
+        case .none: break
+        }
+        if let body {
+            headers = curl_slist_append(headers, "Content-Type: application/json")
+            _ = devdb_curl_set_long(curl, CURLOPT_POSTFIELDSIZE, body.count)
+            body.withUnsafeBytes { raw in
+                _ = devdb_curl_set_pointer(curl, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: raw.baseAddress!))
+            }
+        }
+        _ = devdb_curl_set_pointer(curl, CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(headers))
+        let sink = Sink()
+        let box = Unmanaged.passRetained(sink).toOpaque()
+        defer { Unmanaged<Sink>.fromOpaque(box).release() }
+        _ = devdb_curl_set_write_function(curl) { ptr, size, count, userdata in
+            let n = size * count
+            Unmanaged<Sink>.fromOpaque(userdata!).takeUnretainedValue().data.append(UnsafeRawPointer(ptr!).assumingMemoryBound(to: UInt8.self), count: n)
+            return n
+        }
+        _ = devdb_curl_set_pointer(curl, CURLOPT_WRITEDATA, box)
+        let rc = curl_easy_perform(curl)
+        guard rc == CURLE_OK else {
+            let why = String(cString: curl_easy_strerror(rc))
+            if rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_SSL_CONNECT_ERROR {
+                throw KubeError.transport("TLS to the Kubernetes API at \(connection.server) failed (\(why)); check the CA in \(connection.source)")
+            }
+            throw KubeError.transport("cannot reach the Kubernetes API at \(connection.server) (\(why)); from \(connection.source)")
+        }
+        var code = 0
+        _ = devdb_curl_get_response_code(curl, &code)
+        return (code, sink.data)
+    }
+}

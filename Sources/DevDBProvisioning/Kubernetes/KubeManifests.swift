@@ -1,0 +1,281 @@
+import DevDBCatalog
+import Foundation
+import COpenSSL
+
+/// Settings of the Kubernetes provisioner (the chart passes them as devdb-api flags).
+public struct KubernetesSettings: Sendable {
+    /// Prefix of every object name and the `app.kubernetes.io/instance` label: the release's full name.
+    public var instance = "devdb"
+    /// Image the databases and the restore's Postgres step run (Debian's PostgreSQL 15 tools inside).
+    public var postgresImage = "postgres:15-bookworm"
+    /// DevDB's own image: the restore Job's fetch step runs `devdb-fetch-dump` from it.
+    public var toolsImage = "ghcr.io/devdb/devdb:latest"
+    public var imagePullPolicy = "IfNotPresent"
+    /// nil: the cluster's default StorageClass.
+    public var storageClass: String?
+    /// nil or empty: no CSI snapshots; every database restores the dump itself.
+    public var snapshotClass: String?
+    public var volumeSize = "10Gi"
+    public var cpuRequest = "100m", memoryRequest = "256Mi", cpuLimit = "1", memoryLimit = "1Gi"
+    /// Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN) for s3:// dumps.
+    public var s3SecretName: String?
+    public var s3Region: String?
+    public var s3Endpoint: String?
+    public var restoreJobs = 2
+    public var clusterDomain = "cluster.local"
+    /// Seconds: a PVC that is not Bound by then fails the step.
+    public var bindTimeout: Double = 300
+    /// Seconds for a pod to become ready, a restore Job to finish, a snapshot to be readyToUse.
+    public var readyTimeout: Double = 300
+    public var restoreTimeout: Double = 3600
+    public var snapshotTimeout: Double = 900
+    public var pollInterval: Double = 2
+
+    public init() {}
+}
+
+/// Names and labels of the objects DevDB makes. Every object name is a DNS-1035 label of at most
+/// 63 characters, so it is valid for Services too.
+public enum KubeNames {
+    public static let managedBy = "devdb-api"
+    public static let projectLabel = "devdb.io/project"
+    public static let databaseLabel = "devdb.io/database"
+    public static let ownerLabel = "devdb.io/owner"
+    public static let generationLabel = "devdb.io/generation"
+
+    /// `<instance>-<kind>-<name>`, shortened with a hash when it would be too long or end badly.
+    public static func object(_ instance: String, _ kind: String, _ name: String) -> String {
+        let full = "\(instance)-\(kind)-\(name)"
+        if full.count <= 63 && full.last != "-" { return full }
+        let hash = shortHash(full)
+        var head = String(full.prefix(63 - 9))
+        while head.last == "-" { head.removeLast() }
+        return "\(head)-\(hash)"
+    }
+
+    /// A label value: at most 63 of `[A-Za-z0-9._-]`, starting and ending alphanumeric.
+    public static func labelValue(_ raw: String) -> String {
+        var s = String(raw.map { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") ? $0 : "_" })
+        if s.count > 63 { s = String(s.prefix(54)) + "-" + shortHash(raw) }
+        while let f = s.first, !(f.isLetter || f.isNumber) { s.removeFirst() }
+        while let l = s.last, !(l.isLetter || l.isNumber) { s.removeLast() }
+        return s
+    }
+
+    static func shortHash(_ s: String) -> String {
+        var digest = [UInt8](repeating: 0, count: 32)
+        let bytes = Array(s.utf8)
+        _ = SHA256(bytes, bytes.count, &digest)
+        return digest.prefix(4).map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+/// Builds the manifests the provisioner sends. Pure: the tests compare them field by field.
+public struct KubeManifests: Sendable {
+    public let settings: KubernetesSettings
+    public let namespace: String
+
+    public init(settings: KubernetesSettings, namespace: String) {
+        self.settings = settings; self.namespace = namespace
+    }
+
+    public static let dataMount = "/var/lib/postgresql/data"
+    public static let pgdata = "/var/lib/postgresql/data/pgdata"
+    static let postgresUID = 999
+
+    // MARK: names
+
+    public func databaseObject(_ name: String) -> String { KubeNames.object(settings.instance, "db", name) }
+    public func generationObject(_ g: Generation) -> String { KubeNames.object(settings.instance, "gen", "\(g.project)-\(g.number)") }
+    /// The restore Job of a volume: `<volume>-restore`, shortened with a hash when too long.
+    public func restoreJob(_ volume: String) -> String {
+        if volume.count + 8 <= 63 { return "\(volume)-restore" }
+        return "\(volume.prefix(45))-\(KubeNames.shortHash(volume))-restore"
+    }
+    public func serviceHost(_ name: String) -> String { "\(databaseObject(name)).\(namespace).svc.\(settings.clusterDomain)" }
+
+    // MARK: labels
+
+    func baseLabels(component: String) -> [String: String] {
+        ["app.kubernetes.io/name": "devdb", "app.kubernetes.io/instance": settings.instance,
+         "app.kubernetes.io/component": component, "app.kubernetes.io/managed-by": KubeNames.managedBy,
+         "app.kubernetes.io/part-of": "devdb"]
+    }
+    public func databaseLabels(_ d: DatabaseRecord) -> [String: String] {
+        baseLabels(component: "database").merging([
+            KubeNames.projectLabel: KubeNames.labelValue(d.project), KubeNames.databaseLabel: KubeNames.labelValue(d.name),
+            KubeNames.ownerLabel: KubeNames.labelValue(d.owner)]) { $1 }
+    }
+    /// What the Deployment selects and the Service targets.
+    public func databaseSelector(_ name: String) -> [String: String] {
+        ["app.kubernetes.io/instance": settings.instance, "app.kubernetes.io/component": "database",
+         KubeNames.databaseLabel: KubeNames.labelValue(name)]
+    }
+    public func generationLabels(_ g: Generation) -> [String: String] {
+        baseLabels(component: "generation").merging([
+            KubeNames.projectLabel: KubeNames.labelValue(g.project), KubeNames.generationLabel: String(g.number)]) { $1 }
+    }
+    /// Selects everything this installation manages.
+    public var managedSelector: String {
+        "app.kubernetes.io/managed-by=\(KubeNames.managedBy),app.kubernetes.io/instance=\(settings.instance)"
+    }
+
+    func metadata(_ name: String, _ labels: [String: String], owner: JSONValue? = nil) -> JSONValue {
+        var m: JSONValue = ["name": .string(name), "namespace": .string(namespace), "labels": JSONValue(labels)]
+        if let owner {
+            m["ownerReferences"] = [[
+                "apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner.at("metadata.name"),
+                "uid": owner.at("metadata.uid"), "blockOwnerDeletion": true,
+            ]]
+        }
+        return m
+    }
+
+    // MARK: objects
+
+    /// The database's credentials; it owns the database's other objects, so deleting it cascades.
+    public func secret(_ d: DatabaseRecord) -> JSONValue {
+        ["apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+         "metadata": metadata(databaseObject(d.name), databaseLabels(d)),
+         "stringData": ["username": .string(d.user), "password": .string(d.password), "database": .string(d.database)]]
+    }
+
+    public func volumeClaim(name: String, labels: [String: String], snapshot: String?, owner: JSONValue?) -> JSONValue {
+        var spec: JSONValue = ["accessModes": ["ReadWriteOnce"], "resources": ["requests": ["storage": .string(settings.volumeSize)]]]
+        if let sc = settings.storageClass, !sc.isEmpty { spec["storageClassName"] = .string(sc) }
+        if let snapshot {
+            spec["dataSource"] = ["apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": .string(snapshot)]
+        }
+        return ["apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata(name, labels, owner: owner), "spec": spec]
+    }
+
+    public func volumeSnapshot(name: String, labels: [String: String], claim: String) -> JSONValue {
+        ["apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot", "metadata": metadata(name, labels),
+         "spec": ["volumeSnapshotClassName": .string(settings.snapshotClass ?? ""), "source": ["persistentVolumeClaimName": .string(claim)]]]
+    }
+
+    var podSecurityContext: JSONValue {
+        ["runAsNonRoot": true, "runAsUser": JSONValue(Self.postgresUID), "runAsGroup": JSONValue(Self.postgresUID),
+         "fsGroup": JSONValue(Self.postgresUID), "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": ["type": "RuntimeDefault"]]
+    }
+    var containerSecurityContext: JSONValue {
+        ["allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": ["drop": ["ALL"]]]
+    }
+    var resources: JSONValue {
+        ["requests": ["cpu": .string(settings.cpuRequest), "memory": .string(settings.memoryRequest)],
+         "limits": ["cpu": .string(settings.cpuLimit), "memory": .string(settings.memoryLimit)]]
+    }
+    var scratchVolumes: [JSONValue] {
+        [["name": "tmp", "emptyDir": [:]], ["name": "run", "emptyDir": [:]]]
+    }
+    var scratchMounts: [JSONValue] {
+        [["name": "tmp", "mountPath": "/tmp"], ["name": "run", "mountPath": "/var/run/postgresql"]]
+    }
+    func postgresContainer(name: String, script: String, extraMounts: [JSONValue] = []) -> JSONValue {
+        ["name": .string(name), "image": .string(settings.postgresImage), "imagePullPolicy": .string(settings.imagePullPolicy),
+         "command": ["/bin/sh", "-ec", .string(script)],
+         "env": [["name": "PGDATA", "value": .string(Self.pgdata)]],
+         "securityContext": containerSecurityContext, "resources": resources,
+         "terminationMessagePolicy": "FallbackToLogsOnError",
+         "volumeMounts": .array([["name": "data", "mountPath": .string(Self.dataMount)]] + scratchMounts + extraMounts)]
+    }
+
+    /// The restore: fetch the dump onto the volume (DevDB's image), then initdb, pg_restore -j,
+    /// ANALYZE and a clean shutdown (the Postgres image). Owned by the volume it fills.
+    public func restoreJob(name: String, claim: String, labels: [String: String], project: Project, owner: JSONValue?) -> JSONValue {
+        var fetchEnv: [JSONValue] = []
+        if let s3 = settings.s3SecretName, !s3.isEmpty {
+            for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+                fetchEnv.append(["name": .string(key), "valueFrom": ["secretKeyRef": ["name": .string(s3), "key": .string(key), "optional": .bool(key == "AWS_SESSION_TOKEN")]]])
+            }
+        }
+        if let r = settings.s3Region { fetchEnv.append(["name": "AWS_REGION", "value": .string(r)]) }
+        if let e = settings.s3Endpoint { fetchEnv.append(["name": "AWS_ENDPOINT_URL_S3", "value": .string(e)]) }
+        let fetch: JSONValue = [
+            "name": "fetch", "image": .string(settings.toolsImage), "imagePullPolicy": .string(settings.imagePullPolicy),
+            "command": ["devdb-fetch-dump", "--url", .string(project.dumpUrl), "--out", .string("\(Self.dataMount)/devdb-restore.dump")],
+            "env": .array(fetchEnv), "securityContext": containerSecurityContext, "resources": resources,
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "volumeMounts": [["name": "data", "mountPath": .string(Self.dataMount)], ["name": "tmp", "mountPath": "/tmp"]],
+        ]
+        let restore = postgresContainer(name: "restore", script: Self.restoreScript(jobs: settings.restoreJobs))
+        return ["apiVersion": "batch/v1", "kind": "Job", "metadata": metadata(name, labels, owner: owner),
+                "spec": [
+                    "backoffLimit": 0,
+                    "activeDeadlineSeconds": JSONValue(Int(settings.restoreTimeout)),
+                    "template": [
+                        "metadata": ["labels": JSONValue(labels)],
+                        "spec": [
+                            "restartPolicy": "Never", "automountServiceAccountToken": false, "enableServiceLinks": false,
+                            "securityContext": podSecurityContext,
+                            "initContainers": [fetch], "containers": [restore],
+                            "volumes": .array([["name": "data", "persistentVolumeClaim": ["claimName": .string(claim)]]] + scratchVolumes),
+                        ],
+                    ],
+                ]]
+    }
+
+    public static func restoreScript(jobs: Int) -> String {
+        """
+        rm -rf "$PGDATA"
+        initdb -D "$PGDATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8
+        printf 'local all postgres trust\\nhost all all 0.0.0.0/0 scram-sha-256\\nhost all all ::/0 scram-sha-256\\n' > "$PGDATA/pg_hba.conf"
+        pg_ctl -D "$PGDATA" -w -t 300 -o "-c listen_addresses='' -k /tmp -c fsync=off -c full_page_writes=off -c maintenance_work_mem=256MB -c max_wal_size=4GB" start
+        psql -X -v ON_ERROR_STOP=1 -h /tmp -U postgres -d postgres -c 'CREATE ROLE \(LocalProvisioner.appUser) LOGIN' -c 'CREATE DATABASE \(LocalProvisioner.appDatabase) OWNER \(LocalProvisioner.appUser)'
+        pg_restore -h /tmp -U postgres -d \(LocalProvisioner.appDatabase) --no-owner --no-privileges --role=\(LocalProvisioner.appUser) -j \(jobs) "\(dataMount)/devdb-restore.dump"
+        psql -X -v ON_ERROR_STOP=1 -h /tmp -U postgres -d \(LocalProvisioner.appDatabase) -c ANALYZE
+        pg_ctl -D "$PGDATA" -m fast -w stop
+        rm -f "\(dataMount)/devdb-restore.dump"
+        sync
+        """
+    }
+
+    /// Sets the database's own password from the mounted Secret (never from env or argv), then
+    /// runs Postgres in the foreground.
+    public static let setPasswordScript = """
+        chmod 0700 "$PGDATA"
+        rm -f "$PGDATA/postmaster.pid"
+        pg_ctl -D "$PGDATA" -w -t 300 -o "-c listen_addresses='' -k /tmp" start
+        printf '%s\\n' '\\set pw `cat /etc/devdb/credentials/password`' 'ALTER ROLE \(LocalProvisioner.appUser) PASSWORD :'"'"'pw'"'"';' | psql -X -q -v ON_ERROR_STOP=1 -h /tmp -U postgres -d postgres
+        pg_ctl -D "$PGDATA" -m fast -w stop
+        """
+
+    public func deployment(_ d: DatabaseRecord, owner: JSONValue) -> JSONValue {
+        let name = databaseObject(d.name)
+        let podLabels = databaseLabels(d)
+        let credentials: JSONValue = ["name": "credentials", "mountPath": "/etc/devdb/credentials", "readOnly": true]
+        let setPassword = postgresContainer(name: "set-password", script: Self.setPasswordScript, extraMounts: [credentials])
+        var postgres = postgresContainer(name: "postgres", script: """
+            exec postgres -D "$PGDATA" -c listen_addresses='*' -c password_encryption=scram-sha-256 -k /var/run/postgresql
+            """)
+        postgres["ports"] = [["name": "postgres", "containerPort": 5432, "protocol": "TCP"]]
+        postgres["readinessProbe"] = [
+            "exec": ["command": ["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-U", .string(LocalProvisioner.appUser), "-d", .string(LocalProvisioner.appDatabase)]],
+            "initialDelaySeconds": 2, "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3]
+        postgres["livenessProbe"] = ["tcpSocket": ["port": "postgres"], "initialDelaySeconds": 30, "periodSeconds": 20, "failureThreshold": 6]
+        return ["apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata(name, podLabels, owner: owner),
+                "spec": [
+                    "replicas": 1, "strategy": ["type": "Recreate"],
+                    "selector": ["matchLabels": JSONValue(databaseSelector(d.name))],
+                    "template": [
+                        "metadata": ["labels": JSONValue(podLabels)],
+                        "spec": [
+                            "automountServiceAccountToken": false, "enableServiceLinks": false,
+                            "securityContext": podSecurityContext, "terminationGracePeriodSeconds": 30,
+                            "initContainers": [setPassword], "containers": [postgres],
+                            "volumes": .array([
+                                ["name": "data", "persistentVolumeClaim": ["claimName": .string(name)]],
+                                ["name": "credentials", "secret": ["secretName": .string(name), "defaultMode": 0o440,
+                                                                   "items": [["key": "password", "path": "password"]]]],
+                            ] + scratchVolumes),
+                        ],
+                    ],
+                ]]
+    }
+
+    public func service(_ d: DatabaseRecord, owner: JSONValue) -> JSONValue {
+        ["apiVersion": "v1", "kind": "Service", "metadata": metadata(databaseObject(d.name), databaseLabels(d), owner: owner),
+         "spec": ["type": "ClusterIP", "selector": JSONValue(databaseSelector(d.name)),
+                  "ports": [["name": "postgres", "port": 5432, "targetPort": "postgres", "protocol": "TCP"]]]]
+    }
+}

@@ -1,0 +1,371 @@
+import DevDBCatalog
+import Foundation
+
+/// Databases as pods in one namespace, made through the Kubernetes REST API:
+///
+/// - a generation is a PVC filled by a restore Job, then a CSI `VolumeSnapshot` of it (the PVC
+///   and Job go once the snapshot is readyToUse);
+/// - a database is a Secret (its credentials; it owns the rest), a PVC whose `dataSource` is the
+///   generation's snapshot, a one-replica `Recreate` Deployment and a ClusterIP Service, which the
+///   route names by its cluster DNS name;
+/// - without a snapshot class every database's PVC is filled by its own restore Job instead.
+public final class KubernetesProvisioner: Provisioner {
+    public let kind = "kubernetes"
+    public let client: KubeClient
+    public let settings: KubernetesSettings
+    public let manifests: KubeManifests
+
+    /// The project a database belongs to (the per-database restore needs its dump URL).
+    let projectLookup: @Sendable (String) async throws -> Project?
+
+    public init(client: KubeClient, settings: KubernetesSettings, projectLookup: @escaping @Sendable (String) async throws -> Project?) {
+        self.client = client
+        self.settings = settings
+        self.projectLookup = projectLookup
+        self.manifests = KubeManifests(settings: settings, namespace: client.namespace)
+    }
+
+    var snapshots: Bool { !(settings.snapshotClass ?? "").isEmpty }
+    var ns: String { client.namespace }
+
+    // MARK: REST paths
+
+    enum Resource: String, CaseIterable {
+        case secrets, persistentvolumeclaims, services, pods, deployments, jobs, volumesnapshots
+        var base: String {
+            switch self {
+            case .secrets, .persistentvolumeclaims, .services, .pods: return "/api/v1"
+            case .deployments: return "/apis/apps/v1"
+            case .jobs: return "/apis/batch/v1"
+            case .volumesnapshots: return "/apis/snapshot.storage.k8s.io/v1"
+            }
+        }
+    }
+    func path(_ r: Resource, _ name: String? = nil) -> String {
+        "\(r.base)/namespaces/\(ns)/\(r.rawValue)" + (name.map { "/\($0)" } ?? "")
+    }
+    /// The kinds DevDB creates, in the order it removes leftovers.
+    static let owned: [Resource] = [.deployments, .jobs, .services, .persistentvolumeclaims, .volumesnapshots, .secrets]
+
+    func sleep() async throws { try await Task.sleep(for: .milliseconds(Int(settings.pollInterval * 1000))) }
+
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+        init(_ d: String) { description = d }
+    }
+
+    // MARK: generations
+
+    public func seed(project: Project, generation g: Generation, progress: @escaping @Sendable (String, Int64) -> Void) async throws {
+        guard snapshots else {
+            // Nothing to snapshot: every database restores the dump into its own volume.
+            progress("no VolumeSnapshot class: databases restore the dump themselves", 0)
+            return
+        }
+        let volume = manifests.generationObject(g)
+        let labels = manifests.generationLabels(g)
+        let selector = "\(manifests.managedSelector),\(KubeNames.projectLabel)=\(KubeNames.labelValue(g.project)),\(KubeNames.generationLabel)=\(g.number)"
+        try await removeAll(selector: selector)  // a restore interrupted by an API restart starts over
+        do {
+            progress("fetching", 0)
+            let claim = try await client.create(path(.persistentvolumeclaims), manifests.volumeClaim(name: volume, labels: labels, snapshot: nil, owner: nil))
+            let job = manifests.restoreJob(volume)
+            try await client.create(path(.jobs), manifests.restoreJob(name: job, claim: volume, labels: labels, project: project, owner: claim))
+            try await waitForJob(job, claim: volume) { progress($0, 0) }
+            progress("snapshotting", 0)
+            do {
+                try await client.create(path(.volumesnapshots), manifests.volumeSnapshot(name: volume, labels: labels, claim: volume))
+            } catch let e as KubeError where e.code == 404 {
+                throw Failure("the VolumeSnapshot API (snapshot.storage.k8s.io/v1) is not installed in this cluster: install the CSI snapshot controller and its CRDs, or leave the snapshot class empty so each database restores the dump")
+            }
+            try await waitForSnapshot(volume)
+            // The snapshot stands on its own; the restored volume and its Job are no longer needed.
+            try await client.delete(path(.persistentvolumeclaims, volume))
+            try await client.delete(path(.jobs, job))
+        } catch {
+            try? await removeAll(selector: selector)
+            throw error
+        }
+    }
+
+    public func deleteGeneration(_ g: Generation) async throws {
+        let snapshot = manifests.generationObject(g)
+        let claims = try await client.list(path(.persistentvolumeclaims), labelSelector: manifests.managedSelector)
+        let users = claims.filter { $0.at("spec.dataSource.name").string == snapshot && $0.at("spec.dataSource.kind").string == "VolumeSnapshot" }
+        guard users.isEmpty else {
+            throw Failure("generation \(g.number) of \(g.project) is still used by \(users.compactMap { $0.at("metadata.name").string }.joined(separator: ", ")); its snapshot stays")
+        }
+        try await removeAll(selector: "\(manifests.managedSelector),\(KubeNames.projectLabel)=\(KubeNames.labelValue(g.project)),\(KubeNames.generationLabel)=\(g.number)")
+    }
+
+    // MARK: databases
+
+    public func create(database d: DatabaseRecord, from g: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
+        let selector = databaseSelector(d.name)
+        try await removeAll(selector: selector)  // leftovers of an interrupted attempt
+        do {
+            phase("creating objects")
+            let owner = try await client.create(path(.secrets), manifests.secret(d))
+            try await client.create(path(.services), manifests.service(d, owner: owner))
+            return try await fillAndStart(d, from: g, owner: owner, phase: phase)
+        } catch {
+            try? await removeAll(selector: selector)
+            throw error
+        }
+    }
+
+    /// Makes the database's volume (from the snapshot, or by restoring) and its Deployment, then
+    /// waits for the pod to be ready.
+    func fillAndStart(_ d: DatabaseRecord, from g: Generation, owner: JSONValue, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
+        let name = manifests.databaseObject(d.name)
+        let snapshot = snapshots ? manifests.generationObject(g) : nil
+        phase(snapshot == nil ? "creating volume" : "cloning")
+        try await client.create(path(.persistentvolumeclaims),
+                                manifests.volumeClaim(name: name, labels: manifests.databaseLabels(d), snapshot: snapshot, owner: owner))
+        if snapshot == nil {
+            phase("restoring the dump (no VolumeSnapshot class)")
+            guard let project = try await projectFor(d, g) else { throw Failure("project \(d.project) is gone") }
+            var labels = manifests.databaseLabels(d)
+            labels["app.kubernetes.io/component"] = "restore"
+            let job = manifests.restoreJob(name)
+            try await client.create(path(.jobs), manifests.restoreJob(name: job, claim: name, labels: labels, project: project, owner: owner))
+            try await waitForJob(job, claim: name) { p in phase(p == "restoring" || p == "fetching" ? "\(p) the dump (no VolumeSnapshot class)" : p) }
+            try await client.delete(path(.jobs, job))
+            try await waitGone(path(.jobs, job))
+        }
+        phase("starting")
+        try await client.create(path(.deployments), manifests.deployment(d, owner: owner))
+        try await waitForDatabase(d, claim: name, snapshot: snapshot)
+        return InstanceInfo(host: manifests.serviceHost(d.name), port: 5432, cloneMethod: snapshot == nil ? "restore" : "snapshot",
+                            note: snapshot == nil ? "restored from the dump: no VolumeSnapshot class is configured, so this database did not start from a snapshot" : nil)
+    }
+
+    func projectFor(_ d: DatabaseRecord, _ g: Generation) async throws -> Project? {
+        try await projectLookup(d.project)
+    }
+
+    public func reset(database d: DatabaseRecord, to g: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
+        let name = manifests.databaseObject(d.name)
+        guard let owner = try await client.getIfPresent(path(.secrets, name)) else {
+            // Its objects are gone: make them again (same name, same credentials).
+            return try await create(database: d, from: g, phase: phase)
+        }
+        phase("stopping")
+        try await client.delete(path(.deployments, name))
+        try await waitGone(path(.deployments, name))
+        try await waitNoPods(databaseSelector(d.name, component: "database"))
+        try await client.delete(path(.jobs, manifests.restoreJob(name)))
+        try await client.delete(path(.persistentvolumeclaims, name))
+        try await waitGone(path(.persistentvolumeclaims, name))
+        if try await client.getIfPresent(path(.services, name)) == nil {
+            try await client.create(path(.services), manifests.service(d, owner: owner))
+        }
+        return try await fillAndStart(d, from: g, owner: owner, phase: phase)
+    }
+
+    public func delete(database d: DatabaseRecord) async throws {
+        try await removeAll(selector: databaseSelector(d.name))
+    }
+
+    func databaseSelector(_ name: String, component: String? = nil) -> String {
+        var s = "\(manifests.managedSelector),\(KubeNames.databaseLabel)=\(KubeNames.labelValue(name))"
+        if let component { s += ",app.kubernetes.io/component=\(component)" }
+        return s
+    }
+
+    /// Deletes every object matching `selector` (owners first, so the garbage collector does most
+    /// of it) and waits until none is left.
+    func removeAll(selector: String) async throws {
+        for r in [Resource.secrets] + Self.owned.filter({ $0 != .secrets }) {
+            for item in try await client.list(path(r), labelSelector: selector) {
+                if let n = item.at("metadata.name").string { try await client.delete(path(r, n)) }
+            }
+        }
+        let deadline = Date().addingTimeInterval(settings.readyTimeout)
+        while true {
+            var left: [String] = []
+            for r in Self.owned {
+                for item in try await client.list(path(r), labelSelector: selector) {
+                    left.append("\(r.rawValue)/\(item.at("metadata.name").string ?? "?")")
+                }
+            }
+            if left.isEmpty { return }
+            if Date() > deadline {
+                throw Failure("these objects were deleted but are still present after \(Int(settings.readyTimeout)) s: \(left.joined(separator: ", ")); check their finalizers with kubectl -n \(ns) get \(left[0]) -o yaml")
+            }
+            try await sleep()
+        }
+    }
+
+    func waitGone(_ objectPath: String) async throws {
+        let deadline = Date().addingTimeInterval(settings.readyTimeout)
+        while try await client.getIfPresent(objectPath) != nil {
+            if Date() > deadline { throw Failure("\(objectPath) is still present \(Int(settings.readyTimeout)) s after it was deleted") }
+            try await sleep()
+        }
+    }
+
+    func waitNoPods(_ selector: String) async throws {
+        let deadline = Date().addingTimeInterval(settings.readyTimeout)
+        while !(try await client.list(path(.pods), labelSelector: selector)).isEmpty {
+            if Date() > deadline { throw Failure("the database's pod did not stop within \(Int(settings.readyTimeout)) s") }
+            try await sleep()
+        }
+    }
+
+    // MARK: what the cluster reports
+
+    /// Why a pod cannot make progress, if it cannot (image pulls, crash loops, failed init).
+    static func podProblem(_ pod: JSONValue) -> String? {
+        let name = pod.at("metadata.name").string ?? "pod"
+        let statuses = pod.at("status.initContainerStatuses").array + pod.at("status.containerStatuses").array
+        for s in statuses {
+            let container = s["name"].string ?? "container"
+            if let reason = s.at("state.waiting.reason").string {
+                let message = s.at("state.waiting.message").string ?? ""
+                switch reason {
+                case "ErrImagePull", "ImagePullBackOff", "InvalidImageName":
+                    return "pod \(name) cannot pull the image for \(container) (\(reason)): \(message). Check the image name and pull secrets"
+                case "CreateContainerConfigError", "CreateContainerError":
+                    return "pod \(name) cannot create container \(container) (\(reason)): \(message)"
+                case "CrashLoopBackOff":
+                    let last = s.at("lastState.terminated.message").string ?? s.at("lastState.terminated.reason").string ?? ""
+                    return "container \(container) of pod \(name) keeps crashing: \(last.trimmingCharacters(in: .whitespacesAndNewlines))"
+                default: break
+                }
+            }
+        }
+        return nil
+    }
+
+    static func podReady(_ pod: JSONValue) -> Bool {
+        pod.at("status.conditions").array.contains { $0["type"].string == "Ready" && $0["status"].string == "True" }
+    }
+
+    /// Fails once a PVC has been Pending longer than the bind timeout.
+    func checkClaim(_ claim: String, since start: Date, snapshot: String?) async throws -> Bool {
+        guard let pvc = try await client.getIfPresent(path(.persistentvolumeclaims, claim)) else {
+            throw Failure("volume \(claim) disappeared")
+        }
+        if pvc.at("status.phase").string == "Bound" { return true }
+        if Date().timeIntervalSince(start) > settings.bindTimeout {
+            var why = "volume \(claim) did not bind within \(Int(settings.bindTimeout)) s (phase \(pvc.at("status.phase").string ?? "Pending"))"
+            if let snapshot, let snap = try await client.getIfPresent(path(.volumesnapshots, snapshot)), snap.at("status.readyToUse").bool != true {
+                why += "; its source snapshot \(snapshot) is not ready"
+            }
+            throw Failure(why + ": check the StorageClass (\(settings.storageClass ?? "cluster default")) with kubectl -n \(ns) describe pvc \(claim)")
+        }
+        return false
+    }
+
+    func waitForJob(_ job: String, claim: String, phase: @escaping @Sendable (String) -> Void) async throws {
+        let start = Date()
+        var last = ""
+        func report(_ p: String) { if p != last { last = p; phase(p) } }
+        while true {
+            guard let j = try await client.getIfPresent(path(.jobs, job)) else { throw Failure("restore job \(job) disappeared") }
+            if (j.at("status.succeeded").int ?? 0) >= 1 { return }
+            let pods = try await client.list(path(.pods), labelSelector: "job-name=\(job)")
+            let failed = j.at("status.conditions").array.first { $0["type"].string == "Failed" && $0["status"].string == "True" }
+            if failed != nil || (j.at("status.failed").int ?? 0) > 0 {
+                var detail = failed?["message"].string ?? failed?["reason"].string ?? "the job failed"
+                for p in pods {
+                    for s in p.at("status.initContainerStatuses").array + p.at("status.containerStatuses").array {
+                        if let code = s.at("state.terminated.exitCode").int, code != 0 {
+                            let msg = (s.at("state.terminated.message").string ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+                            detail = "\(s["name"].string ?? "container") exited with \(code)" + (msg.isEmpty ? "" : ": \(msg)")
+                        }
+                    }
+                }
+                throw Failure("restore job \(job) failed: \(detail)")
+            }
+            for p in pods {
+                if let problem = Self.podProblem(p) { throw Failure(problem) }
+                if p.at("status.initContainerStatuses").array.contains(where: { !$0.at("state.running").isNull }) { report("fetching") }
+                if p.at("status.containerStatuses").array.contains(where: { !$0.at("state.running").isNull }) { report("restoring") }
+            }
+            if try await !checkClaim(claim, since: start, snapshot: nil) { report("waiting for volume") }
+            if Date().timeIntervalSince(start) > settings.restoreTimeout {
+                throw Failure("restore job \(job) did not finish within \(Int(settings.restoreTimeout)) s")
+            }
+            try await sleep()
+        }
+    }
+
+    func waitForSnapshot(_ name: String) async throws {
+        let start = Date()
+        while true {
+            guard let s = try await client.getIfPresent(path(.volumesnapshots, name)) else { throw Failure("VolumeSnapshot \(name) disappeared") }
+            if s.at("status.readyToUse").bool == true { return }
+            if let message = s.at("status.error.message").string {
+                throw Failure("VolumeSnapshot \(name) failed: \(message)")
+            }
+            if Date().timeIntervalSince(start) > settings.snapshotTimeout {
+                throw Failure("VolumeSnapshot \(name) was not readyToUse within \(Int(settings.snapshotTimeout)) s: check the VolumeSnapshotClass \(settings.snapshotClass ?? "") and the CSI driver's snapshotter")
+            }
+            try await sleep()
+        }
+    }
+
+    func waitForDatabase(_ d: DatabaseRecord, claim: String, snapshot: String?) async throws {
+        let start = Date()
+        let selector = databaseSelector(d.name, component: "database")
+        while true {
+            let pods = try await client.list(path(.pods), labelSelector: selector)
+            if pods.contains(where: Self.podReady) { return }
+            for p in pods { if let problem = Self.podProblem(p) { throw Failure(problem) } }
+            _ = try await checkClaim(claim, since: start, snapshot: snapshot)
+            if Date().timeIntervalSince(start) > settings.readyTimeout {
+                let status = pods.first.map { "pod \($0.at("metadata.name").string ?? "?") is \($0.at("status.phase").string ?? "Pending")" } ?? "no pod was created"
+                throw Failure("database \(d.name) was not ready within \(Int(settings.readyTimeout)) s: \(status); see kubectl -n \(ns) describe deployment \(claim)")
+            }
+            try await sleep()
+        }
+    }
+
+    // MARK: reconcile
+
+    public func recover(databases: [DatabaseRecord], generations: [Generation]) async throws -> RecoveryReport {
+        var report = RecoveryReport()
+        let knownDatabases = Set(databases.map { KubeNames.labelValue($0.name) })
+        let knownGenerations = Set(generations.map { "\(KubeNames.labelValue($0.project))/\($0.number)" })
+        var orphans: Set<String> = []
+        for r in Self.owned {
+            for item in try await client.list(path(r), labelSelector: manifests.managedSelector) {
+                let labels = item.at("metadata.labels")
+                guard let name = item.at("metadata.name").string else { continue }
+                if let db = labels[KubeNames.databaseLabel].string {
+                    if !knownDatabases.contains(db) {
+                        try await client.delete(path(r, name))
+                        orphans.insert(db)
+                    }
+                } else if let project = labels[KubeNames.projectLabel].string, let number = labels[KubeNames.generationLabel].string {
+                    if !knownGenerations.contains("\(project)/\(number)") {
+                        try await client.delete(path(r, name))
+                        orphans.insert("generation \(project)/\(number)")
+                    }
+                }
+            }
+        }
+        report.orphansRemoved = orphans.sorted()
+        let deployments = try await client.list(path(.deployments), labelSelector: manifests.managedSelector)
+        let present = Set(deployments.compactMap { $0.at("metadata.name").string })
+        for d in databases where d.state == .ready || d.state == .unavailable {
+            let name = manifests.databaseObject(d.name)
+            guard present.contains(name) else { report.missing.append(d.name); continue }
+            let pods = try await client.list(path(.pods), labelSelector: databaseSelector(d.name, component: "database"))
+            if pods.contains(where: Self.podReady) {
+                report.healthy.append(d.name)
+            } else {
+                report.unhealthy[d.name] = pods.compactMap(Self.podProblem).first
+                    ?? (pods.isEmpty ? "its pod is not running" : "its pod is \(pods[0].at("status.phase").string ?? "Pending") and not ready")
+            }
+        }
+        for g in generations where g.state == .ready && snapshots {
+            if try await client.getIfPresent(path(.volumesnapshots, manifests.generationObject(g))) == nil {
+                report.missingGenerations.append(g)
+            }
+        }
+        return report
+    }
+}
