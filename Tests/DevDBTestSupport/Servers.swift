@@ -96,7 +96,8 @@ public struct TestCertificates: Sendable {
     public let certificate: String
     public let key: String
 
-    public init(directory: URL, domain: String, name: String = "tls") throws {
+    /// `extraNames`: more subjectAltName entries, e.g. `IP:127.0.0.1`.
+    public init(directory: URL, domain: String, name: String = "tls", extraNames: [String] = []) throws {
         let d = directory.path
         let ca = "\(d)/\(name)-ca"
         let leaf = "\(d)/\(name)-server"
@@ -104,7 +105,7 @@ public struct TestCertificates: Sendable {
                  "-days", "2", "-subj", "/CN=DevDB Test CA \(name)"])
         try run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(leaf).key", "-out", "\(leaf).csr",
                  "-subj", "/CN=*.\(domain)"])
-        try "subjectAltName=DNS:*.\(domain)\n".write(toFile: "\(leaf).ext", atomically: true, encoding: .utf8)
+        try "subjectAltName=\((["DNS:*.\(domain)"] + extraNames).joined(separator: ","))\n".write(toFile: "\(leaf).ext", atomically: true, encoding: .utf8)
         try run(["openssl", "x509", "-req", "-in", "\(leaf).csr", "-CA", "\(ca).crt", "-CAkey", "\(ca).key", "-CAcreateserial",
                  "-out", "\(leaf).crt", "-days", "2", "-extfile", "\(leaf).ext"])
         caCertificate = "\(ca).crt"

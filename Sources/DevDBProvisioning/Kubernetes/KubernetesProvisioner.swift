@@ -47,6 +47,13 @@ public final class KubernetesProvisioner: Provisioner {
     /// The kinds DevDB creates, in the order it removes leftovers.
     static let owned: [Resource] = [.deployments, .jobs, .services, .persistentvolumeclaims, .volumesnapshots, .secrets]
 
+    /// Lists objects of a kind; an uninstalled snapshot API (404) has none.
+    func list(_ r: Resource, selector: String) async throws -> [JSONValue] {
+        do { return try await client.list(path(r), labelSelector: selector) } catch let e as KubeError where e.code == 404 && r == .volumesnapshots {
+            return []
+        }
+    }
+
     func sleep() async throws { try await Task.sleep(for: .milliseconds(Int(settings.pollInterval * 1000))) }
 
     struct Failure: Error, CustomStringConvertible {
@@ -177,7 +184,7 @@ public final class KubernetesProvisioner: Provisioner {
     /// of it) and waits until none is left.
     func removeAll(selector: String) async throws {
         for r in [Resource.secrets] + Self.owned.filter({ $0 != .secrets }) {
-            for item in try await client.list(path(r), labelSelector: selector) {
+            for item in try await list(r, selector: selector) {
                 if let n = item.at("metadata.name").string { try await client.delete(path(r, n)) }
             }
         }
@@ -185,7 +192,7 @@ public final class KubernetesProvisioner: Provisioner {
         while true {
             var left: [String] = []
             for r in Self.owned {
-                for item in try await client.list(path(r), labelSelector: selector) {
+                for item in try await list(r, selector: selector) {
                     left.append("\(r.rawValue)/\(item.at("metadata.name").string ?? "?")")
                 }
             }
@@ -331,7 +338,7 @@ public final class KubernetesProvisioner: Provisioner {
         let knownGenerations = Set(generations.map { "\(KubeNames.labelValue($0.project))/\($0.number)" })
         var orphans: Set<String> = []
         for r in Self.owned {
-            for item in try await client.list(path(r), labelSelector: manifests.managedSelector) {
+            for item in try await list(r, selector: manifests.managedSelector) {
                 let labels = item.at("metadata.labels")
                 guard let name = item.at("metadata.name").string else { continue }
                 if let db = labels[KubeNames.databaseLabel].string {

@@ -1,0 +1,345 @@
+import DevDBCatalog
+import DevDBProvisioning
+import DevDBTestSupport
+import Foundation
+import Testing
+
+extension KubernetesProvisionerTests {
+    @Test func kubeconfigAndInClusterCredentialsWithVerifiedTLS() async throws {
+        let k = try KubeDouble()
+        // kubeconfig as kind writes it: CA data, token, context namespace.
+        let c = try KubeConnection.fromKubeconfig(path: k.kubeconfig.path, context: nil, namespace: nil)
+        #expect(c.namespace == KubeDouble.namespace)
+        #expect(c.credential == .token(k.token))
+        let items = try await KubeClient(connection: c).list("/api/v1/namespaces/\(KubeDouble.namespace)/secrets", labelSelector: "a=b")
+        #expect(items.isEmpty)
+
+        // In a pod: the service-account directory and KUBERNETES_SERVICE_HOST/PORT.
+        let sa = k.directory.appendingPathComponent("serviceaccount")
+        try FileManager.default.createDirectory(at: sa, withIntermediateDirectories: true)
+        try k.token.write(to: sa.appendingPathComponent("token"), atomically: true, encoding: .utf8)
+        try FileManager.default.copyItem(atPath: k.certs.caCertificate, toPath: sa.appendingPathComponent("ca.crt").path)
+        try "\(KubeDouble.namespace)\n".write(to: sa.appendingPathComponent("namespace"), atomically: true, encoding: .utf8)
+        let inCluster = try KubeConnection.resolve(kubeconfig: nil, context: nil, namespace: nil,
+                                                   environment: ["KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": String(k.port)],
+                                                   serviceAccountDirectory: sa.path)
+        #expect(inCluster.namespace == KubeDouble.namespace)
+        #expect(inCluster.credential == .tokenFile(sa.appendingPathComponent("token").path))
+        _ = try await KubeClient(connection: inCluster).list("/api/v1/namespaces/\(KubeDouble.namespace)/pods", labelSelector: "")
+        // A rotated token is read again on the next request.
+        try "rotated-and-wrong".write(to: sa.appendingPathComponent("token"), atomically: true, encoding: .utf8)
+        await #expect(throws: KubeError.self) { _ = try await KubeClient(connection: inCluster).get("/api/v1/namespaces/\(KubeDouble.namespace)/pods") }
+
+        // TLS is verified: a certificate from another CA is refused.
+        let other = try TestCertificates(directory: k.directory, domain: "other.test", name: "other")
+        let wrongCA = k.directory.appendingPathComponent("kubeconfig-wrong-ca")
+        try KubeDouble.kubeconfigText(server: "https://127.0.0.1:\(k.port)", caFile: other.caCertificate, token: k.token)
+            .write(to: wrongCA, atomically: true, encoding: .utf8)
+        let bad = KubeClient(connection: try KubeConnection.fromKubeconfig(path: wrongCA.path, context: nil, namespace: nil))
+        do {
+            _ = try await bad.get("/api/v1/namespaces/\(KubeDouble.namespace)/pods")
+            Issue.record("a server certificate from another CA was accepted")
+        } catch let e as KubeError {
+            #expect(e.description.contains("TLS to the Kubernetes API"), "\(e)")
+        }
+        // Skipping verification is refused outright.
+        let insecure = k.directory.appendingPathComponent("kubeconfig-insecure")
+        try KubeDouble.kubeconfigText(server: "https://127.0.0.1:\(k.port)", caFile: k.certs.caCertificate, token: k.token,
+                                      extraCluster: "\n    insecure-skip-tls-verify: true").write(to: insecure, atomically: true, encoding: .utf8)
+        #expect(throws: KubeConnection.ConfigError.self) { _ = try KubeConnection.fromKubeconfig(path: insecure.path, context: nil, namespace: nil) }
+        // A wrong token gets a 401 that says what to check.
+        var wrongToken = c
+        wrongToken.credential = .token("nope")
+        do {
+            _ = try await KubeClient(connection: wrongToken).get("/api/v1/namespaces/\(KubeDouble.namespace)/pods")
+            Issue.record("a wrong token was accepted")
+        } catch let e as KubeError {
+            #expect(e.code == 401)
+            #expect(e.description.contains("credentials"))
+        }
+    }
+
+    @Test func seedMakesASnapshotGeneration() async throws {
+        let k = try KubeDouble()
+        let p = try k.provisioner()
+        let phases = Phases()
+        try await p.seed(project: shop, generation: generation()) { phase, _ in phases.add(phase) }
+        #expect(phases.all.first == "fetching")
+        #expect(phases.all.contains("restoring"))
+        #expect(phases.all.contains("snapshotting"))
+
+        let name = "devdb-gen-shop-1"
+        let pvc = try #require(try await k.created("PersistentVolumeClaim").first)
+        #expect(pvc.at("metadata.name").string == name)
+        #expect(pvc.at("spec.dataSource").isNull)
+        #expect(pvc.at("spec.storageClassName").string == "csi-hostpath-sc")
+        #expect(pvc.at("spec.resources.requests.storage").string == "10Gi")
+        let job = try #require(try await k.created("Job").first)
+        #expect(job.at("metadata.name").string == "\(name)-restore")
+        // The Job is owned by the volume it fills.
+        let owner = job.at("metadata.ownerReferences")[0]
+        #expect(owner["kind"].string == "PersistentVolumeClaim" && owner["name"].string == name)
+        #expect(owner["uid"].string?.isEmpty == false)
+        let spec = job.at("spec.template.spec")
+        #expect(job.at("spec.backoffLimit").int == 0)
+        #expect(spec["restartPolicy"].string == "Never")
+        #expect(spec.at("securityContext.runAsNonRoot").bool == true)
+        #expect(spec["automountServiceAccountToken"].bool == false)
+        let fetch = spec["initContainers"][0]
+        #expect(fetch["image"].string == "registry.example.com/devdb:1.0")
+        #expect(fetch["command"].array.compactMap(\.string) == ["devdb-fetch-dump", "--url", "s3://dumps/shop.dump", "--out", "/var/lib/postgresql/data/devdb-restore.dump"])
+        // S3 credentials come from a Secret reference, never a literal value.
+        for env in fetch["env"].array where env["name"].string?.hasPrefix("AWS_ACCESS") == true || env["name"].string?.hasPrefix("AWS_SECRET") == true {
+            #expect(env["value"].isNull)
+            #expect(env.at("valueFrom.secretKeyRef.name").string == "devdb-s3")
+        }
+        let restore = spec["containers"][0]
+        #expect(restore["image"].string == "postgres:15-bookworm")
+        let script = restore["command"][2].string ?? ""
+        #expect(script.contains("pg_restore") && script.contains("-j 2") && script.contains("ANALYZE") && script.contains("-m fast -w stop"))
+
+        let snap = try #require(try await k.created("VolumeSnapshot").first)
+        #expect(snap.at("metadata.name").string == name)
+        #expect(snap.at("spec.volumeSnapshotClassName").string == "csi-hostpath-snapclass")
+        #expect(snap.at("spec.source.persistentVolumeClaimName").string == name)
+        #expect(snap.at("metadata.labels").object?["devdb.io/project"] == "shop")
+        #expect(snap.at("metadata.labels").object?["devdb.io/generation"] == "1")
+        // The restored volume and its Job are gone; the ready snapshot stays.
+        #expect(try await k.inventory() == ["VolumeSnapshot/\(name)"])
+        #expect(try await k.object("VolumeSnapshot", name)?.at("status.readyToUse").bool == true)
+        // The snapshot was taken only after the Job succeeded.
+        let reqs = try await k.requests()
+        let snapAt = try #require(reqs.firstIndex { $0["verb"].string == "create" && $0["resource"].string == "volumesnapshots" })
+        #expect(reqs[..<snapAt].contains { $0["verb"].string == "get" && $0["resource"].string == "jobs" })
+    }
+
+    @Test func databaseFromTheSnapshotThenResetAndDelete() async throws {
+        let k = try KubeDouble()
+        let p = try k.provisioner()
+        try await p.seed(project: shop, generation: generation()) { _, _ in }
+        let d = database()
+        let phases = Phases()
+        let info = try await p.create(database: d, from: generation()) { phases.add($0) }
+        let name = "devdb-db-kate-pg"
+        #expect(info.host == "\(name).\(KubeDouble.namespace).svc.cluster.local")
+        #expect(info.port == 5432)
+        #expect(info.cloneMethod == "snapshot")
+        #expect(info.note == nil)
+        #expect(phases.all.contains("starting"))
+        #expect(try await k.inventory() == ["Deployment/\(name)", "PersistentVolumeClaim/\(name)", "Pod/\(name)-5d8f7c9b6-" + ((try await k.objects().first { $0["kind"].string == "Pod" }?.at("metadata.name").string ?? "").suffix(5)),
+                                            "Secret/\(name)", "Service/\(name)", "VolumeSnapshot/devdb-gen-shop-1"])
+
+        let secret = try #require(try await k.created("Secret").first)
+        #expect(secret.at("stringData.password").string == d.password)
+        let labels = try #require(secret.at("metadata.labels").object)
+        for key in ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component", "app.kubernetes.io/managed-by",
+                    "devdb.io/project", "devdb.io/database", "devdb.io/owner"] {
+            #expect(labels[key] != nil, "label \(key)")
+        }
+        #expect(labels["devdb.io/owner"] == "kate_example.com")
+        let secretUID = try #require(try await k.object("Secret", name)?.at("metadata.uid").string)
+
+        // The Secret owns the rest, so deleting it cascades.
+        let pvc = try #require(try await k.created("PersistentVolumeClaim").last)
+        let deployment = try #require(try await k.created("Deployment").first)
+        let service = try #require(try await k.created("Service").first)
+        for o in [pvc, deployment, service] {
+            #expect(o.at("metadata.ownerReferences")[0]["uid"].string == secretUID, "\(o["kind"]) is owned by the Secret")
+            #expect(o.at("metadata.labels") == secret.at("metadata.labels"))
+        }
+        #expect(pvc.at("spec.dataSource") == ["apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "devdb-gen-shop-1"])
+
+        #expect(deployment.at("spec.replicas").int == 1)
+        #expect(deployment.at("spec.strategy.type").string == "Recreate")
+        let selector = try #require(deployment.at("spec.selector.matchLabels").object)
+        let podLabels = try #require(deployment.at("spec.template.metadata.labels").object)
+        #expect(selector.allSatisfy { podLabels[$0.key] == $0.value })
+        #expect(service.at("spec.selector").object == selector)
+        #expect(service.at("spec.type").string == "ClusterIP")
+        let pod = deployment.at("spec.template.spec")
+        let postgres = pod["containers"][0]
+        #expect(service.at("spec.ports")[0]["targetPort"].string == postgres["ports"][0]["name"].string)
+        #expect(service.at("spec.ports")[0]["port"].int == 5432 && postgres["ports"][0]["containerPort"].int == 5432)
+        #expect(!postgres["readinessProbe"].isNull)
+        #expect(postgres.at("resources.requests.memory").string == "256Mi" && postgres.at("resources.limits.memory").string == "1Gi")
+        #expect(pod.at("securityContext.runAsNonRoot").bool == true && pod.at("securityContext.runAsUser").int == 999)
+        #expect(postgres.at("securityContext.allowPrivilegeEscalation").bool == false)
+        // The password is only in the Secret: not in the Deployment, not in any env.
+        #expect(!String(decoding: deployment.encoded(), as: UTF8.self).contains(d.password))
+        #expect(pod["volumes"].array.contains { $0.at("secret.secretName").string == name })
+
+        // Reset: a new volume from the snapshot and a new Deployment; same Secret, Service and host.
+        let serviceUID = try await k.object("Service", name)?.at("metadata.uid").string
+        let oldPVC = try await k.object("PersistentVolumeClaim", name)?.at("metadata.uid").string
+        let again = try await p.reset(database: d, to: generation()) { _ in }
+        #expect(again == info)
+        #expect(try await k.object("Secret", name)?.at("metadata.uid").string == secretUID)
+        #expect(try await k.object("Service", name)?.at("metadata.uid").string == serviceUID)
+        #expect(try await k.object("PersistentVolumeClaim", name)?.at("metadata.uid").string != oldPVC)
+        #expect(try await k.object("Deployment", name) != nil)
+
+        // The generation is in use: its snapshot stays.
+        await #expect(throws: (any Error).self) { try await p.deleteGeneration(generation()) }
+        #expect(try await k.object("VolumeSnapshot", "devdb-gen-shop-1") != nil)
+
+        try await p.delete(database: d)
+        #expect(try await k.inventory() == ["VolumeSnapshot/devdb-gen-shop-1"])
+        try await p.deleteGeneration(generation())
+        #expect(try await k.inventory() == [])
+    }
+
+    @Test func withoutASnapshotClassEachDatabaseRestores() async throws {
+        let k = try KubeDouble()
+        let p = try k.provisioner({ $0.snapshotClass = nil }, projects: [shop])
+        try await p.seed(project: shop, generation: generation()) { _, _ in }
+        #expect(try await k.requests().isEmpty, "no objects for a generation without snapshots")
+        let d = database("dev-1")
+        let phases = Phases()
+        let info = try await p.create(database: d, from: generation()) { phases.add($0) }
+        #expect(info.cloneMethod == "restore")
+        #expect(info.note?.contains("no VolumeSnapshot class") == true)
+        #expect(phases.all.contains { $0.contains("(no VolumeSnapshot class)") })
+        let pvc = try #require(try await k.created("PersistentVolumeClaim").first)
+        #expect(pvc.at("spec.dataSource").isNull)
+        let job = try #require(try await k.created("Job").first)
+        #expect(job.at("spec.template.spec.volumes")[0].at("persistentVolumeClaim.claimName").string == "devdb-db-dev-1")
+        #expect(job.at("metadata.ownerReferences")[0]["kind"].string == "Secret")
+        // Its pods must not match the database Service's selector.
+        #expect(job.at("spec.template.metadata.labels.app\\.kubernetes\\.io/component").isNull)
+        #expect(job.at("spec.template.metadata.labels").object?["app.kubernetes.io/component"] == "restore")
+        #expect(try await k.object("Job", "devdb-db-dev-1-restore") == nil, "the finished restore Job is removed")
+        try await p.delete(database: d)
+        #expect(try await k.inventory() == [])
+    }
+
+    @Test func imagePullFailureFailsTheDatabaseAndLeavesNothing() async throws {
+        let k = try KubeDouble()
+        let p = try k.provisioner()
+        try await p.seed(project: shop, generation: generation()) { _, _ in }
+        try await k.faults(["image_pull": "postgres:15"])
+        do {
+            _ = try await p.create(database: database(), from: generation()) { _ in }
+            Issue.record("create succeeded although the image cannot be pulled")
+        } catch {
+            #expect("\(error)".contains("cannot pull the image"), "\(error)")
+            #expect("\(error)".contains("ErrImagePull") || "\(error)".contains("ImagePullBackOff"), "\(error)")
+        }
+        #expect(try await k.inventory() == ["VolumeSnapshot/devdb-gen-shop-1"])
+    }
+
+    @Test func aVolumeThatNeverBindsFailsWithItsReason() async throws {
+        let k = try KubeDouble()
+        let p = try k.provisioner { $0.bindTimeout = 1 }
+        try await k.faults(["pvc_never_binds": true])
+        do {
+            try await p.seed(project: shop, generation: generation()) { _, _ in }
+            Issue.record("seed succeeded with a volume that never binds")
+        } catch {
+            #expect("\(error)".contains("did not bind within 1 s"), "\(error)")
+            #expect("\(error)".contains("csi-hostpath-sc"), "\(error)")
+        }
+        #expect(try await k.inventory() == [])
+    }
+
+    @Test func aSnapshotThatNeverBecomesReadyFails() async throws {
+        let k = try KubeDouble()
+        let p = try k.provisioner { $0.snapshotTimeout = 1 }
+        try await k.faults(["snapshot_never_ready": true])
+        do {
+            try await p.seed(project: shop, generation: generation()) { _, _ in }
+            Issue.record("seed succeeded with a snapshot that is never ready")
+        } catch {
+            #expect("\(error)".contains("was not readyToUse within 1 s"), "\(error)")
+            #expect("\(error)".contains("csi-hostpath-snapclass"), "\(error)")
+        }
+        #expect(try await k.inventory() == [])
+    }
+
+    @Test func aFailedRestorePassesOnItsMessage() async throws {
+        let k = try KubeDouble()
+        let p = try k.provisioner()
+        try await k.faults(["restore_fails": "pg_restore: error: input file does not appear to be a valid archive"])
+        do {
+            try await p.seed(project: shop, generation: generation()) { _, _ in }
+            Issue.record("seed succeeded although the restore failed")
+        } catch {
+            #expect("\(error)".contains("restore job devdb-gen-shop-1-restore failed"), "\(error)")
+            #expect("\(error)".contains("input file does not appear to be a valid archive"), "\(error)")
+        }
+        #expect(try await k.inventory() == [])
+    }
+
+    @Test func aClusterWithoutTheSnapshotAPISaysWhatToDo() async throws {
+        let k = try KubeDouble()
+        let p = try k.provisioner()
+        try await k.faults(["no_snapshot_api": true])
+        do {
+            try await p.seed(project: shop, generation: generation()) { _, _ in }
+            Issue.record("seed succeeded without the snapshot API")
+        } catch {
+            #expect("\(error)".contains("VolumeSnapshot API"), "\(error)")
+            #expect("\(error)".contains("leave the snapshot class empty"), "\(error)")
+        }
+        try await k.faults([:])
+        #expect(try await k.inventory() == [])
+    }
+
+    @Test func reconcileRemovesOrphansAndReportsWhatTheClusterSays() async throws {
+        let k = try KubeDouble()
+        let p = try k.provisioner()
+        try await p.seed(project: shop, generation: generation()) { _, _ in }
+        var d = database()
+        _ = try await p.create(database: d, from: generation()) { _ in }
+        d.state = .ready
+        // An instance nobody knows (its catalog entry was lost) and an unknown generation.
+        var ghost = database("ghost")
+        ghost.state = .ready
+        _ = try await p.create(database: ghost, from: generation()) { _ in }
+        try await p.seed(project: shop, generation: generation(7)) { _, _ in }
+
+        var report = try await p.recover(databases: [d], generations: [generation()])
+        #expect(report.orphansRemoved == ["generation shop/7", "ghost"])
+        #expect(report.healthy == ["kate-pg"])
+        #expect(report.missing.isEmpty && report.unhealthy.isEmpty)
+        try await waitUntilAsync { try await k.inventory().allSatisfy { !$0.contains("ghost") && !$0.contains("gen-shop-7") } }
+
+        // The pod stops being ready: reported with the cluster's view.
+        let pod = try #require(try await k.objects().first { $0["kind"].string == "Pod" }?.at("metadata.name").string)
+        try await k.setPod(pod, ready: false)
+        try await waitUntilAsync { try await p.recover(databases: [d], generations: [generation()]).unhealthy["kate-pg"] != nil }
+        try await k.setPod(pod, ready: true)
+        try await waitUntilAsync { try await p.recover(databases: [d], generations: [generation()]).healthy == ["kate-pg"] }
+
+        // Someone deletes the Deployment: the catalog entry has no instance.
+        try await k.removeBehindOurBack("deployments", "devdb-db-kate-pg")
+        report = try await p.recover(databases: [d], generations: [generation()])
+        #expect(report.missing == ["kate-pg"])
+        // And a snapshot that disappeared marks its generation.
+        try await k.removeBehindOurBack("volumesnapshots", "devdb-gen-shop-1")
+        report = try await p.recover(databases: [], generations: [generation()])
+        #expect(report.missingGenerations.map(\.number) == [1])
+    }
+
+    @Test func longNamesStayValidObjectNames() async throws {
+        let k = try KubeDouble()
+        let p = try k.provisioner()
+        try await p.seed(project: shop, generation: generation()) { _, _ in }
+        let long = String(repeating: "a", count: 60) + "-z9"
+        let d = database(long)
+        let info = try await p.create(database: d, from: generation()) { _ in }
+        let service = try #require(info.host.split(separator: ".").first)
+        #expect(service.count <= 63)
+        #expect(service != Substring("devdb-db-\(long)"))
+        try await p.delete(database: d)
+        #expect(try await k.inventory() == ["VolumeSnapshot/devdb-gen-shop-1"])
+    }
+}
+
+func waitUntilAsync(timeout: Double = 20, _ condition: () async throws -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    Issue.record("condition not met within \(timeout) s")
+}
