@@ -31,6 +31,9 @@ struct RouterCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Redis holding the routes.", valueName: "redis://[:password@]host:port/db"))
     var redis: String = "redis://127.0.0.1:6379/0"
 
+    @Option(name: .customLong("redis-password-file"), help: ArgumentHelp("File holding Redis's password (instead of one in --redis).", valueName: "path"))
+    var redisPasswordFile: String?
+
     @Option(name: .customLong("db-domain"), help: ArgumentHelp("Domain under which databases are named, e.g. db.devdb.example.com (repeatable).", valueName: "domain"))
     var dbDomain: [String] = []
 
@@ -72,7 +75,7 @@ struct RouterCommand: ParsableCommand {
 
     static let environmentOptions = EnvironmentOptions(
         prefix: "DEVDB_ROUTER_",
-        names: ["listen", "redis", "db-domain", "tls-cert", "tls-key", "backend-ca", "metrics-listen", "startup-timeout",
+        names: ["listen", "redis", "redis-password-file", "db-domain", "tls-cert", "tls-key", "backend-ca", "metrics-listen", "startup-timeout",
                 "max-handshakes-per-address", "drain-timeout", "proxy-protocol-from", "cancel-rate", "cancel-key-ttl",
                 "io-queues", "log-level"],
         repeatable: ["listen", "db-domain", "proxy-protocol-from"])
@@ -100,6 +103,12 @@ struct RouterCommand: ParsableCommand {
             throw ValidationError(e.description)
         }
         do { c.redis = try RedisURL(parsing: redis) } catch { throw ValidationError(error.description) }
+        if let redisPasswordFile {
+            guard let raw = try? String(contentsOfFile: redisPasswordFile, encoding: .utf8), case let p = String(raw.filter { !$0.isWhitespace }), !p.isEmpty else {
+                throw ValidationError("cannot read the Redis password from \(redisPasswordFile)")
+            }
+            c.redis.password = p
+        }
         c.dbDomains = dbDomain.map { $0.lowercased() }
         c.tlsCertificate = tlsCert
         c.tlsKey = tlsKey

@@ -1,0 +1,330 @@
+"""Renders and lints charts/devdb with Helm's own engine (helm-python-sdk bundles Helm 4's Go SDK)
+for the default values and several realistic value sets, validates every rendered object against
+Kubernetes' JSON schemas (kubernetes-validate, strict), and checks what matters: selectors match
+labels, ports line up, nothing cluster-scoped, secrets only in Secrets, names for other releases.
+
+Run: .venv/bin/python3 -m unittest discover -s Tests/ChartTests -v   (scripts/test does)
+"""
+import copy
+import os
+import unittest
+
+import helm_python as helm
+import kubernetes_validate
+import yaml
+
+CHART = os.path.join(os.path.dirname(__file__), "..", "..", "charts", "devdb")
+K8S_VERSION = "1.33"
+
+# Kinds the chart may make: all namespaced. cert-manager's Certificate is a namespaced CRD.
+NAMESPACED = {"Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "Secret", "PersistentVolumeClaim",
+              "PodDisruptionBudget", "NetworkPolicy", "ConfigMap", "Certificate"}
+
+VALUE_SETS = {
+    "default": ({}, "devdb", "devdb"),
+    "aws-production": ({
+        "dbDomain": "db.devdb.acme.io",
+        "image": {"repository": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/devdb", "tag": "1.4.2", "pullPolicy": "Always"},
+        "imagePullSecrets": [{"name": "ecr"}],
+        "router": {"replicas": 3, "proxyProtocolFrom": ["10.0.0.0/16"],
+                   "tls": {"certManager": {"enabled": True, "issuerRef": {"name": "letsencrypt-dns", "kind": "ClusterIssuer"}}}},
+        "databases": {"storageClass": "gp3", "snapshotClass": "ebs-csi-snapclass", "volumeSize": "50Gi",
+                      "s3": {"secretName": "devdb-s3", "region": "eu-west-1"},
+                      "resources": {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}},
+        "loadBalancer": {
+            "api": {"annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
+                                    "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing"},
+                    "loadBalancerSourceRanges": ["203.0.113.0/24"],
+                    "certificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/api"},
+            "database": {"annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
+                                         "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol": "*"},
+                         "loadBalancerSourceRanges": ["203.0.113.0/24", "198.51.100.0/24"]}},
+        "redis": {"persistence": {"size": "5Gi", "storageClass": "gp3"}},
+    }, "devdb", "devdb"),
+    "other-release": ({"dbDomain": "db.dev.example.org", "databases": {"snapshotClass": "csi-hostpath-snapclass"}}, "acme", "team-db"),
+    "minimal-dev": ({"router": {"replicas": 1, "tls": {"enabled": False}, "podDisruptionBudget": {"enabled": False}},
+                     "networkPolicy": {"enabled": False}, "api": {"adminTokenSecret": "my-admin-token"}}, "kind", "devdb"),
+}
+
+
+def render(values, name, namespace):
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(values)
+        files = chart.render(values, name=name, namespace=namespace, is_install=True)
+    objects, notes = [], ""
+    for path, text in files.items():
+        if path.endswith("NOTES.txt"):
+            notes = text
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                objects.append(doc)
+    return objects, notes
+
+
+def by_kind(objects, kind):
+    return [o for o in objects if o["kind"] == kind]
+
+
+def named(objects, kind, name):
+    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name} not rendered exactly once: {[o['metadata']['name'] for o in by_kind(objects, kind)]}"
+    return found[0]
+
+
+def pod_templates(objects):
+    return [(d, d["spec"]["template"]) for d in by_kind(objects, "Deployment")]
+
+
+def selects(selector, labels):
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def label_selector_matches(sel, labels):
+    if not selects(sel.get("matchLabels", {}), labels):
+        return False
+    for e in sel.get("matchExpressions", []):
+        value = labels.get(e["key"])
+        if e["operator"] == "In" and value not in e["values"]:
+            return False
+        if e["operator"] == "NotIn" and value in e["values"]:
+            return False
+        if e["operator"] == "Exists" and value is None:
+            return False
+    return True
+
+
+def arg(container, flag):
+    for a in container.get("args", []):
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+class ChartTests(unittest.TestCase):
+    def test_lint_passes_for_every_value_set(self):
+        for label, (values, _, namespace) in VALUE_SETS.items():
+            with self.subTest(values=label):
+                result = helm.lint(CHART, values, strict=True, namespace=namespace, kube_version="v" + K8S_VERSION + ".0")
+                self.assertEqual(result["errors"], [], result)
+                self.assertEqual([m for m in result["messages"] if m["severity"] > 1], [], result)
+
+    def test_every_object_passes_kubernetes_validate(self):
+        for label, args in VALUE_SETS.items():
+            objects, _ = render(*args)
+            for o in objects:
+                with self.subTest(values=label, object=f"{o['kind']}/{o['metadata']['name']}"):
+                    if o["kind"] == "Certificate":
+                        self.assertEqual(o["apiVersion"], "cert-manager.io/v1")
+                        self.assertTrue({"secretName", "dnsNames", "issuerRef"} <= set(o["spec"]))
+                        continue
+                    kubernetes_validate.validate(o, K8S_VERSION, strict=True)
+
+    def test_nothing_cluster_scoped_and_everything_in_the_release_namespace(self):
+        for label, (values, name, namespace) in VALUE_SETS.items():
+            objects, _ = render(values, name, namespace)
+            for o in objects:
+                with self.subTest(values=label, object=f"{o['kind']}/{o['metadata']['name']}"):
+                    self.assertIn(o["kind"], NAMESPACED)
+                    self.assertIn(o["metadata"].get("namespace", namespace), (namespace,))
+
+    def test_names_follow_the_release(self):
+        objects, notes = render(*VALUE_SETS["default"])
+        for kind, n in [("Service", "devdb-api"), ("Service", "devdb-redis"), ("Service", "devdb-nlb"), ("Service", "devdb-db-nlb"),
+                        ("Deployment", "devdb-api"), ("Deployment", "devdb-router"), ("Deployment", "devdb-redis")]:
+            named(objects, kind, n)
+        objects, notes = render(*VALUE_SETS["other-release"])
+        named(objects, "Service", "acme-nlb")
+        named(objects, "Service", "acme-db-nlb")
+        api = named(objects, "Deployment", "acme-devdb-api")["spec"]["template"]["spec"]["containers"][0]
+        self.assertEqual(arg(api, "--namespace"), "team-db")
+        self.assertEqual(arg(api, "--instance"), "acme")
+        redis_host = arg(api, "--redis").split("//")[1].split(":")[0]
+        named(objects, "Service", redis_host)
+        self.assertIn("acme-nlb", notes)
+        self.assertIn("devdb config set-server", notes)
+        self.assertIn("devdb login --token", notes)
+
+    def test_selectors_match_labels_and_ports_line_up(self):
+        for label, args in VALUE_SETS.items():
+            objects, _ = render(*args)
+            pods = pod_templates(objects)
+            for d, t in pods:
+                with self.subTest(values=label, deployment=d["metadata"]["name"]):
+                    self.assertTrue(selects(d["spec"]["selector"]["matchLabels"], t["metadata"]["labels"]))
+            for s in by_kind(objects, "Service"):
+                with self.subTest(values=label, service=s["metadata"]["name"]):
+                    targets = [t for _, t in pods if selects(s["spec"]["selector"], t["metadata"]["labels"])]
+                    self.assertEqual(len(targets), 1, "a Service selects exactly one kind of pod")
+                    port_names = {p["name"]: p["containerPort"] for c in targets[0]["spec"]["containers"] for p in c.get("ports", [])}
+                    for p in s["spec"]["ports"]:
+                        self.assertIn(p["targetPort"], port_names, f"targetPort {p['targetPort']} is a named container port")
+            for pdb in by_kind(objects, "PodDisruptionBudget"):
+                matched = [d for d, t in pods if selects(pdb["spec"]["selector"]["matchLabels"], t["metadata"]["labels"])]
+                self.assertEqual([d["metadata"]["name"].endswith("-router") for d in matched], [True])
+
+    def test_load_balancers(self):
+        objects, _ = render(*VALUE_SETS["aws-production"])
+        api_lb = named(objects, "Service", "devdb-nlb")
+        db_lb = named(objects, "Service", "devdb-db-nlb")
+        self.assertEqual(api_lb["spec"]["type"], "LoadBalancer")
+        self.assertEqual(sorted(p["port"] for p in api_lb["spec"]["ports"]), [80, 443])
+        self.assertEqual(api_lb["spec"]["selector"]["app.kubernetes.io/component"], "api")
+        self.assertEqual(api_lb["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-ssl-cert"],
+                         "arn:aws:acm:eu-west-1:123456789012:certificate/api")
+        self.assertEqual(api_lb["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-scheme"], "internet-facing")
+        self.assertEqual(api_lb["spec"]["loadBalancerSourceRanges"], ["203.0.113.0/24"])
+        self.assertEqual([p["port"] for p in db_lb["spec"]["ports"]], [5432])
+        self.assertEqual(db_lb["spec"]["selector"]["app.kubernetes.io/component"], "router")
+        self.assertEqual(db_lb["spec"]["loadBalancerSourceRanges"], ["203.0.113.0/24", "198.51.100.0/24"])
+        self.assertNotIn("service.beta.kubernetes.io/aws-load-balancer-ssl-cert", db_lb["metadata"]["annotations"])
+        router = named(objects, "Deployment", "devdb-router")["spec"]["template"]["spec"]["containers"][0]
+        self.assertIn("--proxy-protocol-from=10.0.0.0/16", router["args"])
+        # Without a certificate the API load balancer has no 443.
+        objects, _ = render(*VALUE_SETS["default"])
+        self.assertEqual([p["port"] for p in named(objects, "Service", "devdb-nlb")["spec"]["ports"]], [80])
+        self.assertNotIn("loadBalancerSourceRanges", named(objects, "Service", "devdb-nlb")["spec"])
+
+    def test_redis_is_persistent_and_never_exposed(self):
+        for label, args in VALUE_SETS.items():
+            objects, _ = render(*args)
+            fullname = "acme-devdb" if args[1] == "acme" else args[1] if "devdb" in args[1] else f"{args[1]}-devdb"
+            redis = named(objects, "Deployment", f"{fullname}-redis")
+            labels = redis["spec"]["template"]["metadata"]["labels"]
+            for s in by_kind(objects, "Service"):
+                if selects(s["spec"]["selector"], labels):
+                    self.assertEqual(s["spec"].get("type", "ClusterIP"), "ClusterIP")
+                    self.assertEqual([p["port"] for p in s["spec"]["ports"]], [6379])
+            claim = redis["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+            named(objects, "PersistentVolumeClaim", claim)
+            conf = redis["spec"]["template"]["spec"]["containers"][0]["command"]
+            self.assertEqual(conf, ["redis-server", "/etc/redis/redis.conf"])
+            secret = named(objects, "Secret", f"{fullname}-secrets")
+            import base64
+            text = base64.b64decode(secret["data"]["redis.conf"]).decode()
+            self.assertIn("appendonly yes", text)
+            self.assertIn("requirepass ", text)
+
+    def test_network_policies(self):
+        objects, _ = render(*VALUE_SETS["default"])
+        pods = {d["metadata"]["name"]: t["metadata"]["labels"] for d, t in pod_templates(objects)}
+        policies = {p["metadata"]["name"]: p for p in by_kind(objects, "NetworkPolicy")}
+        redis = policies["devdb-redis"]
+        self.assertTrue(selects(redis["spec"]["podSelector"]["matchLabels"], pods["devdb-redis"]))
+        allowed = [f["podSelector"]["matchLabels"] for f in redis["spec"]["ingress"][0]["from"]]
+        self.assertEqual(sorted(n for n, l in pods.items() if any(selects(a, l) for a in allowed)), ["devdb-api", "devdb-router"])
+        # Database pods as the provisioner labels them (see Tests/KubernetesTests): instance = the API's --instance.
+        api = named(objects, "Deployment", "devdb-api")["spec"]["template"]["spec"]["containers"][0]
+        db_pod = {"app.kubernetes.io/name": "devdb", "app.kubernetes.io/instance": arg(api, "--instance"),
+                  "app.kubernetes.io/component": "database", "app.kubernetes.io/managed-by": "devdb-api",
+                  "devdb.io/database": "kate-pg"}
+        dbs = policies["devdb-databases"]
+        self.assertTrue(label_selector_matches(dbs["spec"]["podSelector"], db_pod))
+        allowed = [f["podSelector"]["matchLabels"] for f in dbs["spec"]["ingress"][0]["from"]]
+        self.assertEqual(sorted(n for n, l in pods.items() if any(selects(a, l) for a in allowed)), ["devdb-api", "devdb-router"])
+        restore_pod = dict(db_pod, **{"app.kubernetes.io/component": "restore"})
+        restores = policies["devdb-restores"]
+        self.assertTrue(label_selector_matches(restores["spec"]["podSelector"], restore_pod))
+        self.assertEqual(restores["spec"]["ingress"], [])
+        self.assertFalse(label_selector_matches(restores["spec"]["podSelector"], db_pod))
+        objects, _ = render(*VALUE_SETS["minimal-dev"])
+        self.assertEqual(by_kind(objects, "NetworkPolicy"), [])
+
+    def test_secrets_are_generated_mounted_and_never_in_env(self):
+        for label, args in VALUE_SETS.items():
+            objects, _ = render(*args)
+            secrets = by_kind(objects, "Secret")
+            values = set()
+            import base64
+            for s in secrets:
+                for v in s.get("data", {}).values():
+                    values.add(base64.b64decode(v).decode())
+            for o in objects:
+                if o["kind"] == "Secret":
+                    continue
+                text = yaml.safe_dump(o)
+                for v in values:
+                    for line in v.splitlines():
+                        self.assertNotIn(line.replace("requirepass ", ""), text, f"{label}: a secret value in {o['kind']}/{o['metadata']['name']}")
+            for d, t in pod_templates(objects):
+                for c in t["spec"]["containers"] + t["spec"].get("initContainers", []):
+                    for e in c.get("env", []):
+                        secretish = any(w in e["name"].upper() for w in ("PASSWORD", "TOKEN", "SECRET", "KEY"))
+                        self.assertFalse(secretish and "value" in e, f"{label}: {e['name']} is a literal in {d['metadata']['name']}")
+            # Two renders generate different secrets (nothing hard-coded).
+        a, _ = render(*VALUE_SETS["default"])
+        b, _ = render(*VALUE_SETS["default"])
+        self.assertNotEqual(named(a, "Secret", "devdb-secrets")["data"]["redis-password"], named(b, "Secret", "devdb-secrets")["data"]["redis-password"])
+        objects, _ = render(*VALUE_SETS["minimal-dev"])
+        self.assertNotIn("admin-token", named(objects, "Secret", "kind-devdb-secrets")["data"])
+        api = named(objects, "Deployment", "kind-devdb-api")["spec"]["template"]["spec"]
+        self.assertIn({"name": "admin-token", "secret": {"secretName": "my-admin-token", "defaultMode": 0o400,
+                                                         "items": [{"key": "admin-token", "path": "admin-token"}]}}, api["volumes"])
+
+    def test_pods_run_as_non_root(self):
+        for label, args in VALUE_SETS.items():
+            objects, _ = render(*args)
+            for d, t in pod_templates(objects):
+                with self.subTest(values=label, deployment=d["metadata"]["name"]):
+                    self.assertTrue(t["spec"]["securityContext"]["runAsNonRoot"])
+                    for c in t["spec"]["containers"]:
+                        self.assertFalse(c["securityContext"]["allowPrivilegeEscalation"])
+                        self.assertTrue(c["securityContext"]["readOnlyRootFilesystem"])
+                        self.assertIn("limits", c["resources"])
+
+    def test_router_tls(self):
+        objects, notes = render(*VALUE_SETS["aws-production"])
+        cert = named(objects, "Certificate", "devdb-router")
+        self.assertEqual(cert["spec"]["dnsNames"], ["*.db.devdb.acme.io"])
+        router = named(objects, "Deployment", "devdb-router")["spec"]["template"]["spec"]
+        tls = [v for v in router["volumes"] if v["name"] == "tls"][0]
+        self.assertEqual(tls["secret"]["secretName"], cert["spec"]["secretName"])
+        self.assertIn("--tls-cert=/etc/devdb/tls/tls.crt", router["containers"][0]["args"])
+        objects, notes = render(*VALUE_SETS["default"])
+        self.assertEqual(by_kind(objects, "Certificate"), [])
+        self.assertIn("kubectl -n devdb create secret tls devdb-router-tls", notes)
+        objects, _ = render(*VALUE_SETS["minimal-dev"])
+        router = named(objects, "Deployment", "kind-devdb-router")["spec"]["template"]["spec"]
+        self.assertFalse(any(a.startswith("--tls-cert") for a in router["containers"][0]["args"]))
+        with self.assertRaises(Exception):
+            render({"router": {"tls": {"certManager": {"enabled": True}}}}, "devdb", "devdb")
+
+    def test_api_gets_the_database_settings(self):
+        objects, _ = render(*VALUE_SETS["aws-production"])
+        api = named(objects, "Deployment", "devdb-api")["spec"]["template"]["spec"]
+        c = api["containers"][0]
+        self.assertEqual(api["serviceAccountName"], "devdb-api")
+        named(objects, "ServiceAccount", "devdb-api")
+        self.assertEqual(arg(c, "--provisioner"), "kubernetes")
+        self.assertEqual(arg(c, "--snapshot-class"), "ebs-csi-snapclass")
+        self.assertEqual(arg(c, "--storage-class"), "gp3")
+        self.assertEqual(arg(c, "--s3-secret"), "devdb-s3")
+        self.assertEqual(arg(c, "--volume-size"), "50Gi")
+        self.assertEqual(arg(c, "--db-memory-limit"), "4Gi")
+        self.assertEqual(arg(c, "--tools-image"), "123456789012.dkr.ecr.eu-west-1.amazonaws.com/devdb:1.4.2")
+        self.assertEqual(arg(c, "--db-domain"), "db.devdb.acme.io")
+        self.assertEqual(arg(c, "--router-host"), "")
+        binding = named(objects, "RoleBinding", "devdb-provisioner")
+        self.assertEqual(binding["subjects"][0]["name"], api["serviceAccountName"])
+        self.assertEqual(binding["roleRef"]["name"], named(objects, "Role", "devdb-provisioner")["metadata"]["name"])
+
+    def test_schema_rejects_bad_values(self):
+        bad = [
+            {"dbDomain": "Not A Domain"},
+            {"image": {"repository": "x", "pullPolicy": "Sometimes"}},
+            {"router": {"replicas": 0}},
+            {"loadBalancer": {"database": {"loadBalancerSourceRanges": ["everyone"]}}},
+            {"databases": {"restoreJobs": 0}},
+            {"unknownKey": True},
+            {"loadBalancer": {"database": {"externalTrafficPolicy": "Sometimes"}}},
+        ]
+        with helm.Chart.load(CHART) as chart:
+            for values in bad:
+                with self.subTest(values=values):
+                    with self.assertRaises(helm.HelmValuesError if hasattr(helm, "HelmValuesError") else Exception):
+                        chart.validate_schema(values)
+            chart.validate_schema(copy.deepcopy(VALUE_SETS["aws-production"][0]))
+
+
+if __name__ == "__main__":
+    unittest.main()
