@@ -13,6 +13,16 @@ enum Job: Sendable {
     case createDatabase(String)
     case resetDatabase(String, latest: Bool)
     case deleteDatabase(String)
+
+    /// The same job twice at once (a start-up recovery that sees work just submitted) runs once.
+    var key: String {
+        switch self {
+        case .seed(let p, let g): return "seed:\(p)/\(g)"
+        case .createDatabase(let n): return "create:\(n)"
+        case .resetDatabase(let n, _): return "reset:\(n)"
+        case .deleteDatabase(let n): return "delete:\(n)"
+        }
+    }
 }
 
 /// The lifecycle logic: what the HTTP handlers call and what the worker does.
@@ -24,6 +34,7 @@ final class ControlPlane: Sendable {
     let jobs: AsyncStream<Job>
     private let enqueue: AsyncStream<Job>.Continuation
     let counters = Mutex<[String: Int]>([:])
+    let running = Mutex<Set<String>>([])
 
     init(config: APIConfiguration, catalog: Catalog, provisioner: any Provisioner, logger: Logger) {
         self.config = config
@@ -338,6 +349,8 @@ struct ProvisioningWorker: Service {
         await withDiscardingTaskGroup { group in
             for await job in plane.jobs.cancelOnGracefulShutdown() {
                 group.addTask {
+                    guard plane.running.withLock({ $0.insert(job.key).inserted }) else { return }
+                    defer { _ = plane.running.withLock { $0.remove(job.key) } }
                     switch job {
                     case .seed(let p, let g): await plane.seed(project: p, generation: g)
                     case .createDatabase(let n): await plane.createInstance(n)
