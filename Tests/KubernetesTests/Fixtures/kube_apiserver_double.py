@@ -40,6 +40,7 @@ import kubernetes_validate
 
 PORT, CERT, KEY, TOKEN, NAMESPACE = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 K8S_VERSION = "1.33"
+STEP_SECONDS = 0.3
 
 RESOURCES = {
     ("api/v1", "secrets"): ("v1", "Secret"),
@@ -211,6 +212,10 @@ def step_pod(pod, job):
         st["containerStatuses"] = [waiting(n, reason if n == bad["name"] else "PodInitializing", msg if n == bad["name"] else "") for n in mains]
         pod["_step"] += 1
         return
+    # Each state lasts STEP_SECONDS, as a real container takes time, so a poller can see it.
+    if time.time() - pod.get("_since", 0) < STEP_SECONDS:
+        return
+    pod["_since"] = time.time()
     s = pod["_step"]
     pod["_step"] += 1
     st["phase"] = "Pending" if s < 2 else "Running"
