@@ -343,3 +343,30 @@ func waitUntilAsync(timeout: Double = 20, _ condition: () async throws -> Bool) 
     }
     Issue.record("condition not met within \(timeout) s")
 }
+
+extension KubernetesProvisionerTests {
+    /// A refresh makes a new generation (snapshot) and leaves databases made from the old one as
+    /// they are; the old snapshot stays while they use it.
+    @Test func refreshLeavesRunningDatabasesAlone() async throws {
+        let k = try KubeDouble()
+        let p = try k.provisioner()
+        try await p.seed(project: shop, generation: generation(1)) { _, _ in }
+        let d = database()
+        _ = try await p.create(database: d, from: generation(1)) { _ in }
+        let before = try await k.objects().filter { $0.at("metadata.labels").object?["devdb.io/database"] == "kate-pg" }
+            .map { "\($0["kind"].string!)/\($0.at("metadata.uid").string!)" }.sorted()
+        try await p.seed(project: shop, generation: generation(2)) { _, _ in }
+        let after = try await k.objects().filter { $0.at("metadata.labels").object?["devdb.io/database"] == "kate-pg" }
+            .map { "\($0["kind"].string!)/\($0.at("metadata.uid").string!)" }.sorted()
+        #expect(before == after, "the database's objects are the same objects")
+        #expect(try await k.object("VolumeSnapshot", "devdb-gen-shop-2")?.at("status.readyToUse").bool == true)
+        await #expect(throws: (any Error).self) { try await p.deleteGeneration(generation(1)) }
+        // A new database starts from the new generation.
+        let e = database("fresh")
+        _ = try await p.create(database: e, from: generation(2)) { _ in }
+        #expect(try await k.object("PersistentVolumeClaim", "devdb-db-fresh")?.at("spec.dataSource.name").string == "devdb-gen-shop-2")
+        try await p.delete(database: d)
+        try await p.deleteGeneration(generation(1))
+        #expect(try await k.object("VolumeSnapshot", "devdb-gen-shop-1") == nil)
+    }
+}

@@ -40,7 +40,7 @@ import kubernetes_validate
 
 PORT, CERT, KEY, TOKEN, NAMESPACE = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 K8S_VERSION = "1.33"
-STEP_SECONDS = 0.3
+STEP_SECONDS = 0.1
 
 RESOURCES = {
     ("api/v1", "secrets"): ("v1", "Secret"),
@@ -212,10 +212,12 @@ def step_pod(pod, job):
         st["containerStatuses"] = [waiting(n, reason if n == bad["name"] else "PodInitializing", msg if n == bad["name"] else "") for n in mains]
         pod["_step"] += 1
         return
-    # Each state lasts STEP_SECONDS, as a real container takes time, so a poller can see it.
-    if time.time() - pod.get("_since", 0) < STEP_SECONDS:
+    # A state lasts until a client has read it (and at least STEP_SECONDS), as a real container
+    # takes time: a poller sees every state however slow the machine is.
+    if pod["_step"] > 0 and (not pod.get("_seen") or time.time() - pod.get("_since", 0) < STEP_SECONDS):
         return
     pod["_since"] = time.time()
+    pod["_seen"] = False
     s = pod["_step"]
     pod["_step"] += 1
     st["phase"] = "Pending" if s < 2 else "Running"
@@ -350,11 +352,15 @@ class Handler(BaseHTTPRequestHandler):
             if verb == "list":
                 sel = (query.get("labelSelector") or [""])[0]
                 items = [public(o) for (r, _), o in sorted(objects.items()) if r == resource and matches(o, sel)]
+                for (r, _), o in objects.items():
+                    if r == resource and matches(o, sel):
+                        o["_seen"] = True
                 return self.send(200, {"apiVersion": kind[0], "kind": kind[1] + "List", "metadata": {"resourceVersion": str(rv[0])}, "items": items})
             if verb == "get":
                 obj = objects.get((resource, name))
                 if obj is None:
                     return self.send(*status(404, "NotFound", f'{resource} "{name}" not found'))
+                obj["_seen"] = True
                 return self.send(200, public(obj))
             if verb == "create":
                 if name:
