@@ -227,61 +227,37 @@ extension KubernetesProvisionerTests {
         #expect(try await k.inventory() == ["VolumeSnapshot/devdb-gen-shop-1"])
     }
 
-    @Test func aVolumeThatNeverBindsFailsWithItsReason() async throws {
+    /// Seeds under `fault`; the seed must fail with an error naming all of `expected`, and leave
+    /// no object behind.
+    func expectSeedFails(_ fault: JSONValue, _ expected: [String], tweak: (inout KubernetesSettings) -> Void = { _ in }) async throws {
         let k = try KubeDouble()
-        let p = try k.provisioner { $0.bindTimeout = 1 }
-        try await k.faults(["pvc_never_binds": true])
+        let p = try k.provisioner(tweak)
+        try await k.faults(fault)
         do {
             try await p.seed(project: shop, generation: generation()) { _, _ in }
-            Issue.record("seed succeeded with a volume that never binds")
+            Issue.record("seed succeeded under \(fault)")
         } catch {
-            #expect("\(error)".contains("did not bind within 1 s"), "\(error)")
-            #expect("\(error)".contains("csi-hostpath-sc"), "\(error)")
-        }
-        #expect(try await k.inventory() == [])
-    }
-
-    @Test func aSnapshotThatNeverBecomesReadyFails() async throws {
-        let k = try KubeDouble()
-        let p = try k.provisioner { $0.snapshotTimeout = 1 }
-        try await k.faults(["snapshot_never_ready": true])
-        do {
-            try await p.seed(project: shop, generation: generation()) { _, _ in }
-            Issue.record("seed succeeded with a snapshot that is never ready")
-        } catch {
-            #expect("\(error)".contains("was not readyToUse within 1 s"), "\(error)")
-            #expect("\(error)".contains("csi-hostpath-snapclass"), "\(error)")
-        }
-        #expect(try await k.inventory() == [])
-    }
-
-    @Test func aFailedRestorePassesOnItsMessage() async throws {
-        let k = try KubeDouble()
-        let p = try k.provisioner()
-        try await k.faults(["restore_fails": "pg_restore: error: input file does not appear to be a valid archive"])
-        do {
-            try await p.seed(project: shop, generation: generation()) { _, _ in }
-            Issue.record("seed succeeded although the restore failed")
-        } catch {
-            #expect("\(error)".contains("restore job devdb-gen-shop-1-restore failed"), "\(error)")
-            #expect("\(error)".contains("input file does not appear to be a valid archive"), "\(error)")
-        }
-        #expect(try await k.inventory() == [])
-    }
-
-    @Test func aClusterWithoutTheSnapshotAPISaysWhatToDo() async throws {
-        let k = try KubeDouble()
-        let p = try k.provisioner()
-        try await k.faults(["no_snapshot_api": true])
-        do {
-            try await p.seed(project: shop, generation: generation()) { _, _ in }
-            Issue.record("seed succeeded without the snapshot API")
-        } catch {
-            #expect("\(error)".contains("VolumeSnapshot API"), "\(error)")
-            #expect("\(error)".contains("leave the snapshot class empty"), "\(error)")
+            for text in expected { #expect("\(error)".contains(text), "\(error)") }
         }
         try await k.faults([:])
         #expect(try await k.inventory() == [])
+    }
+
+    @Test func aVolumeThatNeverBindsFailsWithItsReason() async throws {
+        try await expectSeedFails(["pvc_never_binds": true], ["did not bind within 1 s", "csi-hostpath-sc"]) { $0.bindTimeout = 1 }
+    }
+
+    @Test func aSnapshotThatNeverBecomesReadyFails() async throws {
+        try await expectSeedFails(["snapshot_never_ready": true], ["was not readyToUse within 1 s", "csi-hostpath-snapclass"]) { $0.snapshotTimeout = 1 }
+    }
+
+    @Test func aFailedRestorePassesOnItsMessage() async throws {
+        try await expectSeedFails(["restore_fails": "pg_restore: error: input file does not appear to be a valid archive"],
+                                  ["restore job devdb-gen-shop-1-restore failed", "input file does not appear to be a valid archive"])
+    }
+
+    @Test func aClusterWithoutTheSnapshotAPISaysWhatToDo() async throws {
+        try await expectSeedFails(["no_snapshot_api": true], ["VolumeSnapshot API", "leave the snapshot class empty"])
     }
 
     @Test func reconcileRemovesOrphansAndReportsWhatTheClusterSays() async throws {
