@@ -9,8 +9,12 @@ public final class RedisServer: @unchecked Sendable {
     public let process: ServerProcess
     public var url: String { "redis://127.0.0.1:\(port)/0" }
 
+    /// The password `cli` authenticates with (a server started from a config file may need one).
+    public let password: String?
+
     public init(directory: URL) throws {
         port = freePort()
+        password = nil
         process = try ServerProcess(name: "redis-\(port)", argv: [
             "redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", directory.path,
@@ -18,10 +22,22 @@ public final class RedisServer: @unchecked Sendable {
         try waitUntil("redis on \(port)") { (try? cli(["PING"]).stdout.contains("PONG")) == true }
     }
 
-    /// Runs `redis-cli` against this server.
+    /// Starts redis-server with `config` (a redis.conf; its `dir` is replaced by `directory`),
+    /// then this port on loopback (later lines win, so the config's own are still parsed).
+    public init(directory: URL, config: String, password: String?) throws {
+        port = freePort()
+        self.password = password
+        let file = directory.appendingPathComponent("redis-\(port).conf")
+        let kept = config.split(separator: "\n").filter { !$0.hasPrefix("dir ") }.joined(separator: "\n")
+        try (kept + "\nport \(port)\nbind 127.0.0.1\ndir \(directory.path)\n").write(to: file, atomically: true, encoding: .utf8)
+        process = try ServerProcess(name: "redis-\(port)", argv: ["redis-server", file.path], logDirectory: directory)
+        try waitUntil("redis on \(port)") { (try? cli(["PING"]).stdout.contains("PONG")) == true }
+    }
+
+    /// Runs `redis-cli` against this server (the password goes by environment, not argv).
     @discardableResult
     public func cli(_ args: [String]) throws -> CommandResult {
-        try run(["redis-cli", "-p", String(port)] + args, timeout: 10)
+        try run(["redis-cli", "-p", String(port)] + args, environment: password.map { ["REDISCLI_AUTH": $0] } ?? [:], timeout: 10)
     }
 
     /// Writes a route by the router contract and announces it.

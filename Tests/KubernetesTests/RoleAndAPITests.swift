@@ -41,9 +41,8 @@ extension KubernetesProvisionerTests {
             }
             used.insert("\(group)/\(resource)/\(verb)")
         }
-        let rendered = try run([KubeDouble.python, TestPaths.repositoryRoot.appendingPathComponent("Tests/ChartTests/render_role.py").path])
         var granted = Set<String>()
-        for rule in try JSONValue.decode(Data(rendered.stdout.utf8)).array {
+        for rule in try renderChartObject("Role", "devdb-provisioner")["rules"].array {
             for g in rule["apiGroups"].array { for res in rule["resources"].array { for v in rule["verbs"].array {
                 granted.insert("\(g.string!)/\(res.string!)/\(v.string!)")
             } } }
@@ -131,4 +130,10 @@ extension KubernetesProvisionerTests {
         try await waitUntilAsync { try await k.inventory() == ["VolumeSnapshot/devdb-gen-shop-1"] }
         #expect(try redis.cli(["EXISTS", "devdb:route:kate-pg"]).stdout.contains("0"))
     }
+}
+
+/// One object of the chart as Helm renders it with the default values (Tests/ChartTests/render.py).
+func renderChartObject(_ kind: String, _ name: String) throws -> JSONValue {
+    let out = try run([KubeDouble.python, TestPaths.repositoryRoot.appendingPathComponent("Tests/ChartTests/render.py").path, kind, name])
+    return try JSONValue.decode(Data(out.stdout.utf8))
 }
