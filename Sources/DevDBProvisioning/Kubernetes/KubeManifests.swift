@@ -215,29 +215,39 @@ public struct KubeManifests: Sendable {
                 ]]
     }
 
+    /// The scripts the containers run. In a pod the DEVDB_* variables are unset and the defaults
+    /// (the mounts above) apply; the tests run the same scripts against PostgreSQL 15 with
+    /// temporary directories in their place.
     public static func restoreScript(jobs: Int) -> String {
         """
+        DATA="${DEVDB_DATA:-\(dataMount)}"; SOCKETS="${DEVDB_SOCKETS:-/tmp}"
         rm -rf "$PGDATA"
         initdb -D "$PGDATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8
         printf 'local all postgres trust\\nhost all all 0.0.0.0/0 scram-sha-256\\nhost all all ::/0 scram-sha-256\\n' > "$PGDATA/pg_hba.conf"
-        pg_ctl -D "$PGDATA" -w -t 300 -o "-c listen_addresses='' -k /tmp -c fsync=off -c full_page_writes=off -c maintenance_work_mem=256MB -c max_wal_size=4GB" start
-        psql -X -v ON_ERROR_STOP=1 -h /tmp -U postgres -d postgres -c 'CREATE ROLE \(LocalProvisioner.appUser) LOGIN' -c 'CREATE DATABASE \(LocalProvisioner.appDatabase) OWNER \(LocalProvisioner.appUser)'
-        pg_restore -h /tmp -U postgres -d \(LocalProvisioner.appDatabase) --no-owner --no-privileges --role=\(LocalProvisioner.appUser) -j \(jobs) "\(dataMount)/devdb-restore.dump"
-        psql -X -v ON_ERROR_STOP=1 -h /tmp -U postgres -d \(LocalProvisioner.appDatabase) -c ANALYZE
+        pg_ctl -D "$PGDATA" -w -t 300 -o "-c listen_addresses='' -k $SOCKETS -c fsync=off -c full_page_writes=off -c maintenance_work_mem=256MB -c max_wal_size=4GB" start
+        psql -X -v ON_ERROR_STOP=1 -h "$SOCKETS" -U postgres -d postgres -c 'CREATE ROLE \(LocalProvisioner.appUser) LOGIN' -c 'CREATE DATABASE \(LocalProvisioner.appDatabase) OWNER \(LocalProvisioner.appUser)'
+        pg_restore -h "$SOCKETS" -U postgres -d \(LocalProvisioner.appDatabase) --no-owner --no-privileges --role=\(LocalProvisioner.appUser) -j \(jobs) "$DATA/devdb-restore.dump"
+        psql -X -v ON_ERROR_STOP=1 -h "$SOCKETS" -U postgres -d \(LocalProvisioner.appDatabase) -c ANALYZE
         pg_ctl -D "$PGDATA" -m fast -w stop
-        rm -f "\(dataMount)/devdb-restore.dump"
+        rm -f "$DATA/devdb-restore.dump"
         sync
         """
     }
 
-    /// Sets the database's own password from the mounted Secret (never from env or argv), then
-    /// runs Postgres in the foreground.
+    /// Sets the database's own password from the mounted Secret (never from env or argv): psql
+    /// reads the file itself through a backquoted `\set`.
     public static let setPasswordScript = """
+        SOCKETS="${DEVDB_SOCKETS:-/tmp}"; export DEVDB_CREDENTIALS="${DEVDB_CREDENTIALS:-/etc/devdb/credentials}"
         chmod 0700 "$PGDATA"
         rm -f "$PGDATA/postmaster.pid"
-        pg_ctl -D "$PGDATA" -w -t 300 -o "-c listen_addresses='' -k /tmp" start
-        printf '%s\\n' '\\set pw `cat /etc/devdb/credentials/password`' 'ALTER ROLE \(LocalProvisioner.appUser) PASSWORD :'"'"'pw'"'"';' | psql -X -q -v ON_ERROR_STOP=1 -h /tmp -U postgres -d postgres
+        pg_ctl -D "$PGDATA" -w -t 300 -o "-c listen_addresses='' -k $SOCKETS" start
+        printf '%s\\n' '\\set pw `cat "$DEVDB_CREDENTIALS/password"`' 'ALTER ROLE \(LocalProvisioner.appUser) PASSWORD :'"'"'pw'"'"';' | psql -X -q -v ON_ERROR_STOP=1 -h "$SOCKETS" -U postgres -d postgres
         pg_ctl -D "$PGDATA" -m fast -w stop
+        """
+
+    /// Postgres in the foreground, on every address of the pod.
+    public static let postgresScript = """
+        exec postgres -D "$PGDATA" -c listen_addresses="${DEVDB_LISTEN:-*}" -c password_encryption=scram-sha-256 -k "${DEVDB_RUN:-/var/run/postgresql}"
         """
 
     public func deployment(_ d: DatabaseRecord, owner: JSONValue) -> JSONValue {
@@ -245,9 +255,7 @@ public struct KubeManifests: Sendable {
         let podLabels = databaseLabels(d)
         let credentials: JSONValue = ["name": "credentials", "mountPath": "/etc/devdb/credentials", "readOnly": true]
         let setPassword = postgresContainer(name: "set-password", script: Self.setPasswordScript, extraMounts: [credentials])
-        var postgres = postgresContainer(name: "postgres", script: """
-            exec postgres -D "$PGDATA" -c listen_addresses='*' -c password_encryption=scram-sha-256 -k /var/run/postgresql
-            """)
+        var postgres = postgresContainer(name: "postgres", script: Self.postgresScript)
         postgres["ports"] = [["name": "postgres", "containerPort": 5432, "protocol": "TCP"]]
         postgres["readinessProbe"] = [
             "exec": ["command": ["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-U", .string(LocalProvisioner.appUser), "-d", .string(LocalProvisioner.appDatabase)]],

@@ -1,0 +1,80 @@
+import DevDBCatalog
+import DevDBProvisioning
+import DevDBTestSupport
+import Foundation
+import Testing
+
+extension KubernetesProvisionerTests {
+    /// The shell the restore Job and the database pod run, taken from the manifests the
+    /// provisioner sends and run here against PostgreSQL 15 (as the postgres user), with temporary
+    /// directories standing in for the pod's mounts: restore a real pg_dump, set the Secret's
+    /// password from a file, start Postgres as the Deployment does, pass its readiness probe and
+    /// log in over TCP with SCRAM.
+    @Test func thePodsScriptsRestoreSetThePasswordAndServe() throws {
+        let directory = try TestPaths.makeTemporaryDirectory("devdb-pod-scripts")
+        try killLeftoversWhenTestsEnd(under: directory)
+        // A dump made with pg_dump -Fc from a real PostgreSQL 15.
+        let source = try PostgresServer(directory: directory, name: "source")
+        try source.psql("CREATE DATABASE shop")
+        try source.psql("""
+            CREATE TABLE orders (id serial PRIMARY KEY, total_cents int NOT NULL);
+            INSERT INTO orders (total_cents) SELECT i FROM generate_series(1, 1234) i;
+            """, database: "shop")
+        let data = directory.appendingPathComponent("data")
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        try run(["pg_dump", "-Fc", "-h", "127.0.0.1", "-p", String(source.port), "-U", "postgres", "-d", "shop",
+                 "-f", data.appendingPathComponent("devdb-restore.dump").path], environment: ["PGPASSWORD": source.password])
+        source.process.stop(SIGINT)
+
+        let manifests = KubeManifests(settings: KubernetesSettings(), namespace: "devdb")
+        let d = DatabaseRecord(name: "kate-pg", project: "shop", owner: "kate", user: "app", password: "s3cret-" + UUID().uuidString.prefix(8).lowercased(), database: "app")
+        let job = manifests.restoreJob(name: "j", claim: "c", labels: [:], project: shop, owner: nil)
+        let deployment = manifests.deployment(d, owner: ["apiVersion": "v1", "kind": "Secret", "metadata": ["name": "x", "uid": "u"]])
+        func script(_ container: JSONValue) -> String { container["command"][2].string ?? "" }
+        let restore = script(job.at("spec.template.spec.containers")[0])
+        let setPassword = script(deployment.at("spec.template.spec.initContainers")[0])
+        let serve = script(deployment.at("spec.template.spec.containers")[0])
+        #expect(restore.contains("pg_restore") && setPassword.contains("ALTER ROLE") && serve.contains("exec postgres"))
+
+        let port = freePort()
+        var env = ["PATH": "\(TestPaths.postgresBin):/usr/bin:/bin", "PGDATA": data.appendingPathComponent("pgdata").path, "PGPORT": String(port),
+                   "DEVDB_DATA": data.path]
+        for (key, sub) in [("DEVDB_SOCKETS", "sockets"), ("DEVDB_RUN", "run"), ("DEVDB_CREDENTIALS", "credentials")] {
+            let dir = directory.appendingPathComponent(sub)
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            env[key] = dir.path
+        }
+        // The Secret's key as the pod mounts it.
+        try d.password.write(toFile: "\(env["DEVDB_CREDENTIALS"]!)/password", atomically: true, encoding: .utf8)
+        if getuid() == 0 { try run(["chown", "-R", "postgres:postgres", directory.path]) }
+        let asPostgres = getuid() == 0 ? ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"] : []
+
+        let restored = try run(asPostgres + ["sh", "-ec", restore], environment: env, timeout: 180, check: false)
+        #expect(restored.status == 0, "\(restored.stdout)\(restored.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: data.appendingPathComponent("devdb-restore.dump").path), "the dump is removed after the restore")
+        let control = try run([TestPaths.postgresBin + "/pg_controldata", env["PGDATA"]!])
+        #expect(control.stdout.contains("Database cluster state:               shut down"), "a clean shutdown, ready to snapshot")
+
+        let passwordSet = try run(asPostgres + ["sh", "-ec", setPassword], environment: env, timeout: 120, check: false)
+        #expect(passwordSet.status == 0, "\(passwordSet.stdout)\(passwordSet.stderr)")
+        #expect(!passwordSet.stdout.contains(d.password) && !passwordSet.stderr.contains(d.password))
+
+        env["DEVDB_LISTEN"] = "127.0.0.1"
+        let server = try ServerProcess(name: "postgres-pod", argv: ["sh", "-ec", serve], logDirectory: directory, asPostgresUser: true, environment: env)
+        defer { server.stop(SIGINT) }
+        let probe = deployment.at("spec.template.spec.containers")[0].at("readinessProbe.exec.command").array.compactMap(\.string)
+            .map { $0 == "5432" ? String(port) : $0 }
+        #expect(probe.first == "pg_isready")
+        try waitUntil(timeout: 30, "the readiness probe passes") {
+            (try? run([TestPaths.postgresBin + "/" + probe[0]] + probe.dropFirst(), check: false).status) == 0
+        }
+        let rows = try psql("host=127.0.0.1 port=\(port) user=app dbname=app", "SELECT count(*) FROM orders", password: d.password)
+        #expect(rows.stdout.hasPrefix("1234"), "\(rows.stdout)\(rows.stderr)")
+        let owner = try psql("host=127.0.0.1 port=\(port) user=app dbname=app", "SELECT tableowner FROM pg_tables WHERE tablename = 'orders'", password: d.password)
+        #expect(owner.stdout.hasPrefix("app"), "restored objects belong to the app role")
+        let wrong = try psql("host=127.0.0.1 port=\(port) user=app dbname=app", "SELECT 1", password: "wrong")
+        #expect(wrong.status != 0 && wrong.stderr.contains("password authentication failed"))
+        let superuser = try psql("host=127.0.0.1 port=\(port) user=postgres dbname=app", "SELECT 1", password: "")
+        #expect(superuser.status != 0, "the superuser has no password and cannot log in over TCP")
+    }
+}
