@@ -346,3 +346,32 @@ extension KubernetesProvisionerTests {
         #expect(try await k.object("VolumeSnapshot", "devdb-gen-shop-1") == nil)
     }
 }
+
+extension KubernetesProvisionerTests {
+    @Test func quantities() {
+        #expect(Quantity.bytes("10Gi") == 10_737_418_240.0)
+        #expect(Quantity.bytes("500M") == 500e6)
+        #expect(Quantity.bytes("1.5Ti") == 1.5 * pow(1024, 4))
+        #expect(Quantity.bytes("1073741824") == 1_073_741_824.0)
+        #expect(Quantity.bytes("ten") == nil)
+    }
+
+    /// A database volume is at least as large as its snapshot's restoreSize, and a generation
+    /// whose snapshot is gone fails with what to do.
+    @Test func aVolumeFromASnapshotIsAtLeastItsRestoreSize() async throws {
+        let k = try KubeDouble()
+        try await k.provisioner { $0.volumeSize = "20Gi" }.seed(project: shop, generation: generation()) { _, _ in }
+        let small = try k.provisioner { $0.volumeSize = "1Gi" }
+        _ = try await small.create(database: database(), from: generation()) { _ in }
+        #expect(try await k.object("PersistentVolumeClaim", "devdb-db-kate-pg")?.at("spec.resources.requests.storage") == "20Gi")
+        try await k.removeBehindOurBack("volumesnapshots", "devdb-gen-shop-1")
+        do {
+            _ = try await small.create(database: database("late"), from: generation()) { _ in }
+            Issue.record("a database was made from a snapshot that is gone")
+        } catch {
+            #expect("\(error)".contains("has no ready snapshot"), "\(error)")
+            #expect("\(error)".contains("devdb project refresh shop"), "\(error)")
+        }
+        #expect(try await k.inventory().allSatisfy { !$0.contains("late") })
+    }
+}

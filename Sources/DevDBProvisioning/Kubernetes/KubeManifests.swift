@@ -34,6 +34,19 @@ public struct KubernetesSettings: Sendable {
     public init() {}
 }
 
+/// Kubernetes resource quantities ("10Gi", "500M", "1.5Ti", "1073741824") in bytes.
+public enum Quantity {
+    public static func bytes(_ text: String) -> Double? {
+        let suffixes: [(String, Double)] = [("Ki", 1024), ("Mi", pow(1024, 2)), ("Gi", pow(1024, 3)), ("Ti", pow(1024, 4)),
+                                            ("Pi", pow(1024, 5)), ("Ei", pow(1024, 6)), ("k", 1e3), ("M", 1e6), ("G", 1e9),
+                                            ("T", 1e12), ("P", 1e15), ("E", 1e18)]
+        for (suffix, factor) in suffixes where text.hasSuffix(suffix) {
+            return Double(text.dropLast(suffix.count)).map { $0 * factor }
+        }
+        return Double(text)
+    }
+}
+
 /// Names and labels of the objects DevDB makes. Every object name is a DNS-1035 label of at most
 /// 63 characters, so it is valid for Services too.
 public enum KubeNames {
@@ -140,8 +153,9 @@ public struct KubeManifests: Sendable {
          "stringData": ["username": .string(d.user), "password": .string(d.password), "database": .string(d.database)]]
     }
 
-    public func volumeClaim(name: String, labels: [String: String], snapshot: String?, owner: JSONValue?) -> JSONValue {
-        var spec: JSONValue = ["accessModes": ["ReadWriteOnce"], "resources": ["requests": ["storage": .string(settings.volumeSize)]]]
+    /// `size`: at least the snapshot's restoreSize when made from one (default: the volume size).
+    public func volumeClaim(name: String, labels: [String: String], snapshot: String?, owner: JSONValue?, size: String? = nil) -> JSONValue {
+        var spec: JSONValue = ["accessModes": ["ReadWriteOnce"], "resources": ["requests": ["storage": .string(size ?? settings.volumeSize)]]]
         if let sc = settings.storageClass, !sc.isEmpty { spec["storageClassName"] = .string(sc) }
         if let snapshot {
             spec["dataSource"] = ["apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": .string(snapshot)]

@@ -127,8 +127,19 @@ public final class KubernetesProvisioner: Provisioner {
         let name = manifests.databaseObject(d.name)
         let snapshot = snapshots ? manifests.generationObject(g) : nil
         phase(snapshot == nil ? "creating volume" : "cloning")
+        var size = settings.volumeSize
+        if let snapshot {
+            guard let snap = try await client.getIfPresent(path(.volumesnapshots, snapshot)), snap.at("status.readyToUse").bool == true else {
+                throw Failure("generation \(g.number) of \(g.project) has no ready snapshot (\(snapshot)); run \"devdb project refresh \(g.project)\" and reset with --latest")
+            }
+            // A volume made from a snapshot must be at least as large as the snapshot.
+            if let restore = snap.at("status.restoreSize").string, let need = Quantity.bytes(restore),
+               let have = Quantity.bytes(settings.volumeSize), need > have {
+                size = restore
+            }
+        }
         try await client.create(path(.persistentvolumeclaims),
-                                manifests.volumeClaim(name: name, labels: manifests.databaseLabels(d), snapshot: snapshot, owner: owner))
+                                manifests.volumeClaim(name: name, labels: manifests.databaseLabels(d), snapshot: snapshot, owner: owner, size: size))
         if snapshot == nil {
             phase("restoring the dump (no VolumeSnapshot class)")
             guard let project = try await projectFor(d, g) else { throw Failure("project \(d.project) is gone") }
