@@ -23,7 +23,9 @@ public struct S3Settings: Sendable {
 
     /// The standard AWS variables: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
     /// AWS_REGION / AWS_DEFAULT_REGION, and AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL.
-    public static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) -> S3Settings {
+    /// Empty values count as unset.
+    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> S3Settings {
+        let env = environment.filter { !$0.value.isEmpty }
         S3Settings(endpoint: env["AWS_ENDPOINT_URL_S3"] ?? env["AWS_ENDPOINT_URL"],
                    region: env["AWS_REGION"] ?? env["AWS_DEFAULT_REGION"] ?? "us-east-1",
                    accessKeyID: env["AWS_ACCESS_KEY_ID"], secretAccessKey: env["AWS_SECRET_ACCESS_KEY"],
@@ -46,7 +48,7 @@ public enum DumpError: Error, Equatable, CustomStringConvertible {
         case .denied(let u, let code): return "access to the dump at \(u) was denied (\(code)): check the credentials and the bucket policy"
         case .transfer(let why): return "fetching the dump failed: \(why)"
         case .notADump(let u): return "\(u) is not a pg_dump archive: make it with pg_dump -Fc"
-        case .missingCredentials: return "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the API"
+        case .missingCredentials: return "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (on one machine for devdb-api; in a cluster in the Secret named by the chart's databases.s3.secretName)"
         }
     }
 }

@@ -40,17 +40,17 @@ struct APICommand: AsyncParsableCommand {
     var kubeconfig: String?
     @Option(name: .customLong("kube-context"), help: "kubernetes: kubeconfig context (default: its current-context).") var kubeContext: String?
     @Option(help: "kubernetes: namespace for databases (default: the pod's own namespace, or the context's).") var namespace: String?
-    @Option(help: "kubernetes: name prefix and app.kubernetes.io/instance label of every object (the Helm release's full name).") var instance = "devdb"
+    @Option(help: "kubernetes: name prefix and app.kubernetes.io/instance label of every object (the chart passes its release name).") var instance = "devdb"
     @Option(name: .customLong("postgres-image"), help: "kubernetes: image databases and restores run (PostgreSQL 15).") var postgresImage = "postgres:15-bookworm"
     @Option(name: .customLong("tools-image"), help: "kubernetes: DevDB's image; the restore Job fetches the dump with its devdb-fetch-dump.") var toolsImage = "ghcr.io/devdb/devdb:latest"
     @Option(name: .customLong("image-pull-policy"), help: "kubernetes: Always, IfNotPresent or Never.") var imagePullPolicy = "IfNotPresent"
     @Option(name: .customLong("storage-class"), help: "kubernetes: StorageClass of database volumes (default: the cluster's default).") var storageClass: String?
     @Option(name: .customLong("snapshot-class"), help: "kubernetes: VolumeSnapshotClass for generations; empty: no snapshots, each database restores the dump.") var snapshotClass: String?
     @Option(name: .customLong("volume-size"), help: "kubernetes: size of each database volume.") var volumeSize = "10Gi"
-    @Option(name: .customLong("db-cpu-request")) var dbCPURequest = "100m"
-    @Option(name: .customLong("db-memory-request")) var dbMemoryRequest = "256Mi"
-    @Option(name: .customLong("db-cpu-limit")) var dbCPULimit = "1"
-    @Option(name: .customLong("db-memory-limit")) var dbMemoryLimit = "1Gi"
+    @Option(name: .customLong("db-cpu-request"), help: "kubernetes: CPU request of each database pod.") var dbCPURequest = "100m"
+    @Option(name: .customLong("db-memory-request"), help: "kubernetes: memory request of each database pod.") var dbMemoryRequest = "256Mi"
+    @Option(name: .customLong("db-cpu-limit"), help: "kubernetes: CPU limit of each database pod.") var dbCPULimit = "1"
+    @Option(name: .customLong("db-memory-limit"), help: "kubernetes: memory limit of each database pod.") var dbMemoryLimit = "1Gi"
     @Option(name: .customLong("s3-secret"), help: "kubernetes: Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the restore Job's s3:// fetch.") var s3Secret: String?
     @Option(name: .customLong("restore-jobs"), help: "pg_restore -j for restores.") var restoreJobs = 2
     @Option(name: .customLong("cluster-domain"), help: "kubernetes: the cluster's DNS domain (routes name <service>.<namespace>.svc.<domain>).") var clusterDomain = "cluster.local"

@@ -78,3 +78,32 @@ extension KubernetesProvisionerTests {
         #expect(superuser.status != 0, "the superuser has no password and cannot log in over TCP")
     }
 }
+
+extension KubernetesProvisionerTests {
+    /// The restore Job's first container: `devdb-fetch-dump` fetches and checks the dump, and
+    /// fails with a readable reason (the Job's termination message) and no partial file.
+    @Test func theFetchStepFetchesChecksAndExplains() throws {
+        let directory = try TestPaths.makeTemporaryDirectory("devdb-fetch-step")
+        let dump = directory.appendingPathComponent("shop.dump")
+        let body = Data("PGDMP".utf8) + Data((0..<100_000).map { UInt8($0 % 251) })
+        try body.write(to: dump)
+        let out = directory.appendingPathComponent("devdb-restore.dump")
+        let ok = try run([try TestPaths.binary("devdb-fetch-dump"), "--url", dump.absoluteString, "--out", out.path], check: false)
+        #expect(ok.status == 0, "\(ok.stderr)")
+        #expect(try Data(contentsOf: out) == body)
+        #expect(ok.stdout.contains("100005 bytes"))
+
+        let notes = directory.appendingPathComponent("notes.txt")
+        try "not a dump".write(to: notes, atomically: true, encoding: .utf8)
+        try? FileManager.default.removeItem(at: out)
+        let bad = try run([try TestPaths.binary("devdb-fetch-dump"), "--url", notes.absoluteString, "--out", out.path], check: false)
+        #expect(bad.status == 1)
+        #expect(bad.stderr.contains("is not a pg_dump archive: make it with pg_dump -Fc"), "\(bad.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out.path), "no partial dump is left")
+
+        let s3 = try run([try TestPaths.binary("devdb-fetch-dump"), "--url", "s3://bucket/shop.dump", "--out", out.path],
+                         environment: ["AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""], check: false)
+        #expect(s3.status == 1)
+        #expect(s3.stderr.contains("no S3 credentials") && s3.stderr.contains("databases.s3.secretName"), "\(s3.stderr)")
+    }
+}
