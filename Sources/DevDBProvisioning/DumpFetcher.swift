@@ -26,7 +26,7 @@ public struct S3Settings: Sendable {
     /// Empty values count as unset.
     public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> S3Settings {
         let env = environment.filter { !$0.value.isEmpty }
-        S3Settings(endpoint: env["AWS_ENDPOINT_URL_S3"] ?? env["AWS_ENDPOINT_URL"],
+        return S3Settings(endpoint: env["AWS_ENDPOINT_URL_S3"] ?? env["AWS_ENDPOINT_URL"],
                    region: env["AWS_REGION"] ?? env["AWS_DEFAULT_REGION"] ?? "us-east-1",
                    accessKeyID: env["AWS_ACCESS_KEY_ID"], secretAccessKey: env["AWS_SECRET_ACCESS_KEY"],
                    sessionToken: env["AWS_SESSION_TOKEN"])
