@@ -10,15 +10,27 @@ struct FetchDump: ParsableCommand {
         commandName: "devdb-fetch-dump",
         abstract: "Fetch a pg_dump archive (file://, http(s)://, s3:// with SigV4) to a file and check it.",
         discussion: """
-            S3 credentials come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN; AWS_REGION and \
-            AWS_ENDPOINT_URL_S3 (S3-compatible stores) as for devdb-api. Exits 1 with a readable reason on failure.
+            S3 credentials come from files in --credentials-dir (how the restore Job mounts its Secret) or from \
+            AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN; AWS_REGION and AWS_ENDPOINT_URL_S3 \
+            (S3-compatible stores) as for devdb-api. Exits 1 with a readable reason on failure.
             """)
 
     @Option(help: ArgumentHelp("The dump's URL.", valueName: "url")) var url: String
     @Option(help: ArgumentHelp("Where to write it.", valueName: "path")) var out: String
+    @Option(name: .customLong("credentials-dir"),
+            help: ArgumentHelp("Directory with files AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally AWS_SESSION_TOKEN (a mounted Secret); they win over the environment.", valueName: "path"))
+    var credentialsDir: String?
 
     func run() throws {
-        let fetcher = DumpFetcher(s3: S3Settings.fromEnvironment())
+        var environment = ProcessInfo.processInfo.environment
+        if let dir = credentialsDir {
+            for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+                if let value = try? String(contentsOfFile: "\(dir)/\(key)", encoding: .utf8) {
+                    environment[key] = value.trimmingCharacters(in: .whitespacesAndNewlines)
+                }
+            }
+        }
+        let fetcher = DumpFetcher(s3: S3Settings.fromEnvironment(environment))
         let started = Date()
         do {
             try fetcher.fetch(url, to: out) { bytes in

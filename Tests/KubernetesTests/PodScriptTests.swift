@@ -105,5 +105,18 @@ extension KubernetesProvisionerTests {
                          environment: ["AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""], check: false)
         #expect(s3.status == 1)
         #expect(s3.stderr.contains("no S3 credentials") && s3.stderr.contains("databases.s3.secretName"), "\(s3.stderr)")
+        // With the Secret's files in --credentials-dir the credentials are found: the fetch gets
+        // as far as the (unreachable) endpoint.
+        let credentials = directory.appendingPathComponent("s3")
+        try FileManager.default.createDirectory(at: credentials, withIntermediateDirectories: true)
+        try "AKIDEXAMPLE\n".write(to: credentials.appendingPathComponent("AWS_ACCESS_KEY_ID"), atomically: true, encoding: .utf8)
+        try "secret\n".write(to: credentials.appendingPathComponent("AWS_SECRET_ACCESS_KEY"), atomically: true, encoding: .utf8)
+        let withFiles = try run([try TestPaths.binary("devdb-fetch-dump"), "--url", "s3://bucket/shop.dump", "--out", out.path,
+                                 "--credentials-dir", credentials.path],
+                                environment: ["AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:\(freePort())"],
+                                check: false)
+        #expect(withFiles.status == 1)
+        #expect(withFiles.stderr.contains("fetching the dump failed"), "\(withFiles.stderr)")
+        #expect(!withFiles.stderr.contains("secret"), "the secret is never printed")
     }
 }

@@ -87,12 +87,13 @@ extension KubernetesProvisionerTests {
         #expect(spec["automountServiceAccountToken"].bool == false)
         let fetch = spec["initContainers"][0]
         #expect(fetch["image"].string == "registry.example.com/devdb:1.0")
-        #expect(fetch["command"].array.compactMap(\.string) == ["devdb-fetch-dump", "--url", "s3://dumps/shop.dump", "--out", "/var/lib/postgresql/data/devdb-restore.dump"])
-        // S3 credentials come from a Secret reference, never a literal value.
-        for env in fetch["env"].array where env["name"].string?.hasPrefix("AWS_ACCESS") == true || env["name"].string?.hasPrefix("AWS_SECRET") == true {
-            #expect(env["value"].isNull)
-            #expect(env.at("valueFrom.secretKeyRef.name").string == "devdb-s3")
-        }
+        #expect(fetch["command"].array.compactMap(\.string) == ["devdb-fetch-dump", "--url", "s3://dumps/shop.dump", "--out",
+                                                              "/var/lib/postgresql/data/devdb-restore.dump", "--credentials-dir", "/etc/devdb/s3"])
+        // S3 credentials are the mounted Secret's files, never environment variables.
+        #expect(fetch["env"].array.allSatisfy { !($0["name"].string ?? "").contains("KEY") && $0["valueFrom"].isNull })
+        #expect(fetch["volumeMounts"].array.contains { $0["name"] == "s3-credentials" && $0["mountPath"] == "/etc/devdb/s3" })
+        #expect(spec["volumes"].array.contains { $0["name"] == "s3-credentials" && $0.at("secret.secretName") == "devdb-s3" })
+        #expect(!spec["containers"][0]["volumeMounts"].array.contains { $0["name"] == "s3-credentials" }, "only the fetch step sees them")
         let restore = spec["containers"][0]
         #expect(restore["image"].string == "postgres:15-bookworm")
         let script = restore["command"][2].string ?? ""

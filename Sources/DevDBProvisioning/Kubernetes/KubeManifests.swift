@@ -197,20 +197,25 @@ public struct KubeManifests: Sendable {
     /// The restore: fetch the dump onto the volume (DevDB's image), then initdb, pg_restore -j,
     /// ANALYZE and a clean shutdown (the Postgres image). Owned by the volume it fills.
     public func restoreJob(name: String, claim: String, labels: [String: String], project: Project, owner: JSONValue?) -> JSONValue {
+        // Where the dump lives is plain configuration; the S3 credentials are a mounted Secret
+        // (files the fetch step reads), never environment variables.
         var fetchEnv: [JSONValue] = []
-        if let s3 = settings.s3SecretName, !s3.isEmpty {
-            for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
-                fetchEnv.append(["name": .string(key), "valueFrom": ["secretKeyRef": ["name": .string(s3), "key": .string(key), "optional": .bool(key == "AWS_SESSION_TOKEN")]]])
-            }
-        }
         if let r = settings.s3Region { fetchEnv.append(["name": "AWS_REGION", "value": .string(r)]) }
         if let e = settings.s3Endpoint { fetchEnv.append(["name": "AWS_ENDPOINT_URL_S3", "value": .string(e)]) }
+        var command: [JSONValue] = ["devdb-fetch-dump", "--url", .string(project.dumpUrl), "--out", .string("\(Self.dataMount)/devdb-restore.dump")]
+        var fetchMounts: [JSONValue] = [["name": "data", "mountPath": .string(Self.dataMount)], ["name": "tmp", "mountPath": "/tmp"]]
+        var volumes: [JSONValue] = [["name": "data", "persistentVolumeClaim": ["claimName": .string(claim)]]] + scratchVolumes
+        if let s3 = settings.s3SecretName, !s3.isEmpty {
+            command += ["--credentials-dir", "/etc/devdb/s3"]
+            fetchMounts.append(["name": "s3-credentials", "mountPath": "/etc/devdb/s3", "readOnly": true])
+            volumes.append(["name": "s3-credentials", "secret": ["secretName": .string(s3), "defaultMode": 0o440]])
+        }
         let fetch: JSONValue = [
             "name": "fetch", "image": .string(settings.toolsImage), "imagePullPolicy": .string(settings.imagePullPolicy),
-            "command": ["devdb-fetch-dump", "--url", .string(project.dumpUrl), "--out", .string("\(Self.dataMount)/devdb-restore.dump")],
+            "command": .array(command),
             "env": .array(fetchEnv), "securityContext": containerSecurityContext, "resources": resources,
             "terminationMessagePolicy": "FallbackToLogsOnError",
-            "volumeMounts": [["name": "data", "mountPath": .string(Self.dataMount)], ["name": "tmp", "mountPath": "/tmp"]],
+            "volumeMounts": .array(fetchMounts),
         ]
         let restore = postgresContainer(name: "restore", script: Self.restoreScript(jobs: settings.restoreJobs))
         return ["apiVersion": "batch/v1", "kind": "Job", "metadata": metadata(name, labels, owner: owner),
@@ -223,7 +228,7 @@ public struct KubeManifests: Sendable {
                             "restartPolicy": "Never", "automountServiceAccountToken": false, "enableServiceLinks": false,
                             "securityContext": podSecurityContext,
                             "initContainers": [fetch], "containers": [restore],
-                            "volumes": .array([["name": "data", "persistentVolumeClaim": ["claimName": .string(claim)]]] + scratchVolumes),
+                            "volumes": .array(volumes),
                         ],
                     ],
                 ]]
