@@ -25,11 +25,14 @@ extension KubernetesProvisionerTests {
         try password.write(to: passwordFile, atomically: true, encoding: .utf8)
         let url = "redis://127.0.0.1:\(redis.port)/0"
 
+        func startRouter(_ name: String, metrics: Int) throws -> ServerProcess {
+            try ServerProcess(name: name, argv: [
+                try TestPaths.binary("devdb-router"), "--listen", "127.0.0.1:\(freePort())", "--redis", url,
+                "--redis-password-file", passwordFile.path, "--db-domain", "db.devdb.test", "--metrics-listen", "127.0.0.1:\(metrics)",
+            ], logDirectory: directory)
+        }
         let metrics = freePort()
-        let router = try ServerProcess(name: "router", argv: [
-            try TestPaths.binary("devdb-router"), "--listen", "127.0.0.1:\(freePort())", "--redis", url,
-            "--redis-password-file", passwordFile.path, "--db-domain", "db.devdb.test", "--metrics-listen", "127.0.0.1:\(metrics)",
-        ], logDirectory: directory)
+        let router = try startRouter("router", metrics: metrics)
         defer { router.stop(SIGTERM) }
         try waitUntil(timeout: 30, "router subscribed with the password") { router.log.contains("subscribed to route changes") }
         #expect(try run(["curl", "-sf", "http://127.0.0.1:\(metrics)/readyz"], check: false).status == 0)
@@ -51,11 +54,7 @@ extension KubernetesProvisionerTests {
 
         // A wrong password: the router says so and is not ready.
         try "wrong".write(to: passwordFile, atomically: true, encoding: .utf8)
-        let metrics2 = freePort()
-        let bad = try ServerProcess(name: "router-bad", argv: [
-            try TestPaths.binary("devdb-router"), "--listen", "127.0.0.1:\(freePort())", "--redis", url,
-            "--redis-password-file", passwordFile.path, "--db-domain", "db.devdb.test", "--metrics-listen", "127.0.0.1:\(metrics2)",
-        ], logDirectory: directory)
+        let bad = try startRouter("router-bad", metrics: freePort())
         defer { bad.stop(SIGTERM) }
         try waitUntil(timeout: 30, "the router reports the refused password") { bad.log.contains("WRONGPASS") }
         #expect(!bad.log.contains(password))
