@@ -6,7 +6,7 @@ import Testing
 @Suite struct CoreTests {
     @Test func databaseNamesAreDNSLabels() {
         for good in ["a", "kate-pg", "0", String(repeating: "x", count: 63)] { #expect(DatabaseName.isValid(good), "\(good)") }
-        for bad in ["", "Kate", "kate_pg", "kate.pg", "ké", String(repeating: "x", count: 64), "a b"] {
+        for bad in ["", "Kate", "kate_pg", "kate.pg", "ké", String(repeating: "x", count: 64), "a b", "-kate", "kate-", "-"] {
             #expect(!DatabaseName.isValid(bad), "\(bad)")
             #expect(DatabaseName.problem(with: bad) != nil)
         }
