@@ -42,6 +42,12 @@ extension KubernetesProvisionerTests {
         } catch let e as KubeError {
             #expect(e.description.contains("TLS to the Kubernetes API"), "\(e)")
         }
+        // Polls reuse connections instead of a TLS handshake each.
+        let client = try k.client()
+        let before = try await client.request("GET", "/_double/connections")["connections"].int ?? 0
+        for _ in 0..<20 { _ = try await client.list("/api/v1/namespaces/\(KubeDouble.namespace)/pods", labelSelector: "") }
+        let after = try await client.request("GET", "/_double/connections")["connections"].int ?? 0
+        #expect(after - before <= 2, "\(after - before) connections for 21 requests")
         // Skipping verification is refused outright.
         let insecure = k.directory.appendingPathComponent("kubeconfig-insecure")
         try KubeDouble.kubeconfigText(server: "https://127.0.0.1:\(k.port)", caFile: k.certs.caCertificate, token: k.token,

@@ -34,6 +34,10 @@ public struct KubeClient: Sendable {
     /// Seconds for one request.
     public var timeout: Int = 30
 
+    /// libcurl handles kept between requests: each keeps its connection (and TLS session) to the
+    /// API server open, so polls do not pay a handshake each.
+    let handles = HandlePool()
+
     public init(connection: KubeConnection) {
         self.connection = connection
         _ = devdb_curl_global_init()
@@ -61,9 +65,10 @@ public struct KubeClient: Sendable {
 
     public func request(_ method: String, _ path: String, body: JSONValue? = nil) async throws -> JSONValue {
         let connection = self.connection, timeout = self.timeout
+        let handles = self.handles
         let (code, data) = try await withCheckedThrowingContinuation { (cont: CheckedContinuation<(Int, Data), any Error>) in
             DispatchQueue.global().async {
-                do { cont.resume(returning: try Self.perform(method, connection.server + path, body: body?.encoded(), connection: connection, timeout: timeout)) }
+                do { cont.resume(returning: try Self.perform(method, connection.server + path, body: body?.encoded(), connection: connection, timeout: timeout, handles: handles)) }
                 catch { cont.resume(throwing: error) }
             }
         }
@@ -79,9 +84,9 @@ public struct KubeClient: Sendable {
 
     final class Sink { var data = Data() }
 
-    static func perform(_ method: String, _ url: String, body: Data?, connection: KubeConnection, timeout: Int) throws -> (Int, Data) {
-        guard let curl = curl_easy_init() else { throw KubeError.transport("cannot initialise libcurl") }
-        defer { curl_easy_cleanup(curl) }
+    static func perform(_ method: String, _ url: String, body: Data?, connection: KubeConnection, timeout: Int, handles: HandlePool) throws -> (Int, Data) {
+        guard let curl = handles.take() else { throw KubeError.transport("cannot initialise libcurl") }
+        defer { handles.give(curl) }
         var headers: UnsafeMutablePointer<curl_slist>?
         defer { if let headers { curl_slist_free_all(headers) } }
         _ = devdb_curl_set_string(curl, CURLOPT_URL, url)
@@ -147,4 +152,36 @@ public struct KubeClient: Sendable {
         _ = devdb_curl_get_response_code(curl, &code)
         return (code, sink.data)
     }
+}
+
+/// A few reusable libcurl easy handles. `curl_easy_reset` clears their options but keeps their
+/// open connections.
+final class HandlePool: @unchecked Sendable {  // `handles` only under `lock`
+    private let lock = NSLock()
+    private var handles: [UnsafeMutableRawPointer] = []
+    private let keep = 4
+
+    func take() -> UnsafeMutableRawPointer? {
+        lock.lock()
+        let h = handles.popLast()
+        lock.unlock()
+        if let h {
+            curl_easy_reset(h)
+            return h
+        }
+        return curl_easy_init()
+    }
+
+    func give(_ h: UnsafeMutableRawPointer) {
+        lock.lock()
+        if handles.count < keep {
+            handles.append(h)
+            lock.unlock()
+        } else {
+            lock.unlock()
+            curl_easy_cleanup(h)
+        }
+    }
+
+    deinit { handles.forEach { curl_easy_cleanup($0) } }
 }

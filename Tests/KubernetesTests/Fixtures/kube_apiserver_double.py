@@ -20,7 +20,7 @@ Faults (POST /_double/faults with a JSON object) make it report what a broken cl
   restore_fails: "<message>"             -> a Job's main container exits 1 with that message
   no_snapshot_api: true                  -> the snapshot.storage.k8s.io API is not installed (404)
 
-Test endpoints (same token): GET /_double/requests, GET /_double/objects, POST /_double/faults,
+Test endpoints (same token): GET /_double/requests, GET /_double/objects, GET /_double/connections, POST /_double/faults,
 POST /_double/pods/<name>/unready, POST /_double/pods/<name>/ready, DELETE /_double/objects/<resource>/<name>.
 
 usage: kube_apiserver_double.py PORT CERT KEY TOKEN NAMESPACE
@@ -309,8 +309,16 @@ def matches(obj, selector):
     return True
 
 
+connections = [0]
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+
+    def setup(self):
+        super().setup()
+        with lock:
+            connections[0] += 1
 
     def log_message(self, fmt, *args):
         sys.stderr.write("%s\n" % (fmt % args))
@@ -393,6 +401,8 @@ class Handler(BaseHTTPRequestHandler):
         with lock:
             if path == "/_double/requests":
                 return self.send(200, requests)
+            if path == "/_double/connections":
+                return self.send(200, {"connections": connections[0], "requests": len(requests)})
             if path == "/_double/objects":
                 return self.send(200, [public(o) | {"_resource": r} for (r, _), o in sorted(objects.items())])
             if path == "/_double/faults" and method == "POST":
