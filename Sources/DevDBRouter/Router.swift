@@ -20,6 +20,8 @@ public final class Router: Sendable {
     // Listener sources; created in start(), cancelled in drain(). Guarded by the mutex.
     private let listeners = Mutex<[ListenerBox]>([])
     private let ready = Atomic<Bool>(false)
+    // Watches the certificate files (config.tlsReloadInterval); lives as long as the router.
+    private let tlsWatch = Mutex<(timer: DispatchSourceTimer?, fingerprint: String)>((nil, ""))
     private let admin: AdminServer?
     /// Ports actually bound (useful with :0 in tests), in `config.listen` order.
     public let boundPorts: [UInt16]
@@ -76,6 +78,7 @@ public final class Router: Sendable {
 
     public func start() {
         raiseDescriptorLimit()
+        watchTLSFiles()
         ctx.resolver.start()
         ctx.cancelKeys.startRefreshing()
         admin?.start { [self] path in
@@ -132,6 +135,41 @@ public final class Router: Sendable {
         } catch {
             ctx.log.error("TLS reload failed; keeping the previous certificate", ["error": error.description])
         }
+    }
+
+    /// Identity of the certificate and key files as they are now (stat follows symlinks, so a
+    /// Kubernetes `..data` swap changes it), or "" if either cannot be read.
+    static func fingerprint(_ paths: [String]) -> String {
+        paths.map { path -> String in
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { return "" }
+            defer { close(fd) }
+            var st = stat()
+            guard fstat(fd, &st) == 0 else { return "" }
+            return "\(st.st_dev):\(st.st_ino):\(st.st_size):\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
+        }.joined(separator: "|")
+    }
+
+    /// Reloads the certificate when its files change, checking every tlsReloadInterval seconds.
+    private func watchTLSFiles() {
+        guard ctx.config.tlsReloadInterval > 0, let cert = ctx.config.tlsCertificate, let key = ctx.config.tlsKey else { return }
+        let timer = DispatchSource.makeTimerSource(queue: acceptQueue)
+        let interval = ctx.config.tlsReloadInterval
+        timer.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(Int(interval * 100)))
+        timer.setEventHandler { [self] in
+            let now = Self.fingerprint([cert, key])
+            let changed = tlsWatch.withLock { state -> Bool in
+                guard !now.contains("||"), !now.hasPrefix("|"), !now.hasSuffix("|"), now != state.fingerprint else { return false }
+                state.fingerprint = now
+                return true
+            }
+            if changed {
+                ctx.log.info("TLS certificate files changed", ["cert": cert])
+                reloadTLS()
+            }
+        }
+        tlsWatch.withLock { $0 = (timer, Self.fingerprint([cert, key])) }
+        timer.resume()
     }
 
     /// Fails readiness, stops accepting, waits for sessions to end (up to the drain timeout),

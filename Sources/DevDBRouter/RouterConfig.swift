@@ -9,6 +9,9 @@ public struct RouterConfig: Sendable {
     public var dbDomains: [String] = []
     public var tlsCertificate: String?
     public var tlsKey: String?
+    /// Seconds between checks of the certificate and key files; a change (a renewal, Kubernetes
+    /// swapping a mounted Secret) is loaded as on SIGHUP. 0: only SIGHUP reloads.
+    public var tlsReloadInterval: Double = 60
     /// CA used to verify backends for routes with `tls=true`; nil means encrypt without verifying.
     public var backendCAFile: String?
     public var metricsListen: SocketAddress? = try! SocketAddress(parsing: "0.0.0.0:9187")

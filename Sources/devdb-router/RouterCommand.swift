@@ -43,6 +43,9 @@ struct RouterCommand: ParsableCommand {
     @Option(name: .customLong("tls-key"), help: ArgumentHelp("PEM private key of --tls-cert.", valueName: "path"))
     var tlsKey: String?
 
+    @Option(name: .customLong("tls-reload-interval"), help: ArgumentHelp("Seconds between checks of --tls-cert/--tls-key for changes (renewals, Kubernetes Secret updates); 0: reload only on SIGHUP.", valueName: "seconds"))
+    var tlsReloadInterval: Double = 60
+
     @Option(name: .customLong("backend-ca"), help: ArgumentHelp("CA file to verify backends of routes with tls=true (default: encrypt without verifying).", valueName: "path"))
     var backendCA: String?
 
@@ -75,7 +78,7 @@ struct RouterCommand: ParsableCommand {
 
     static let environmentOptions = EnvironmentOptions(
         prefix: "DEVDB_ROUTER_",
-        names: ["listen", "redis", "redis-password-file", "db-domain", "tls-cert", "tls-key", "backend-ca", "metrics-listen", "startup-timeout",
+        names: ["listen", "redis", "redis-password-file", "db-domain", "tls-cert", "tls-key", "tls-reload-interval", "backend-ca", "metrics-listen", "startup-timeout",
                 "max-handshakes-per-address", "drain-timeout", "proxy-protocol-from", "cancel-rate", "cancel-key-ttl",
                 "io-queues", "log-level"],
         repeatable: ["listen", "db-domain", "proxy-protocol-from"])
@@ -87,7 +90,8 @@ struct RouterCommand: ParsableCommand {
         guard LogLevel(name: logLevel) != nil else { throw ValidationError("--log-level must be debug, info, warning or error.") }
         guard startupTimeout > 0, drainTimeout >= 0 else { throw ValidationError("timeouts must be positive.") }
         guard maxHandshakesPerAddress > 0 else { throw ValidationError("--max-handshakes-per-address must be at least 1.") }
-        guard cancelKeyTTL >= 3 else { throw ValidationError("--cancel-key-ttl must be at least 3 seconds.") }
+        guard tlsReloadInterval >= 0 else { throw ValidationError("--tls-reload-interval must be 0 (off) or a number of seconds.") }
+                guard cancelKeyTTL >= 3 else { throw ValidationError("--cancel-key-ttl must be at least 3 seconds.") }
         for d in dbDomain where d.isEmpty || d.hasPrefix(".") || d.hasSuffix(".") {
             throw ValidationError("--db-domain \"\(d)\" must be a domain such as db.devdb.example.com.")
         }
@@ -112,6 +116,7 @@ struct RouterCommand: ParsableCommand {
         c.dbDomains = dbDomain.map { $0.lowercased() }
         c.tlsCertificate = tlsCert
         c.tlsKey = tlsKey
+        c.tlsReloadInterval = tlsReloadInterval
         c.backendCAFile = backendCA
         c.startupTimeout = startupTimeout
         c.maxHandshakesPerAddress = maxHandshakesPerAddress

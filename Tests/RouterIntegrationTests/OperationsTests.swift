@@ -56,7 +56,7 @@ extension RouterEndToEnd {
             try FileManager.default.copyItem(atPath: first.certificate, toPath: cert)
             try FileManager.default.copyItem(atPath: first.key, toPath: key)
             let router = try RouterProcess(directory: dir, redis: f.redis, domain: RouterFixture.domain, tls: nil,
-                                           extra: ["--tls-cert", cert, "--tls-key", key])
+                                           extra: ["--tls-cert", cert, "--tls-key", key, "--tls-reload-interval", "0"])
             func conn(_ ca: String) -> String {
                 "host=alpha.\(RouterFixture.domain) hostaddr=127.0.0.1 port=\(router.port) user=postgres sslmode=verify-full sslrootcert=\(ca)"
             }
@@ -79,6 +79,43 @@ extension RouterEndToEnd {
             #expect(withOld.status != 0, "the old CA must no longer verify the served certificate")
             p.waitUntilExit()
             #expect(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).contains("survived"))
+        }
+
+        /// Kubernetes updates a mounted Secret by pointing the `..data` symlink at a new directory;
+        /// the router notices the changed files and loads the renewed certificate without a signal.
+        @Test func certificateFilesSwappedLikeKubernetesAreReloaded() throws {
+            let f = try RouterFixture.get()
+            let dir = try TestPaths.makeTemporaryDirectory("devdb-swap")
+            let first = try TestCertificates(directory: dir, domain: RouterFixture.domain, name: "first")
+            let second = try TestCertificates(directory: dir, domain: RouterFixture.domain, name: "second")
+            let mount = dir.appendingPathComponent("mount")
+            func version(_ name: String, _ certs: TestCertificates) throws {
+                let v = mount.appendingPathComponent(name)
+                try FileManager.default.createDirectory(at: v, withIntermediateDirectories: true)
+                try FileManager.default.copyItem(atPath: certs.certificate, toPath: v.appendingPathComponent("tls.crt").path)
+                try FileManager.default.copyItem(atPath: certs.key, toPath: v.appendingPathComponent("tls.key").path)
+            }
+            try version("..2026_11_27_a", first)
+            try FileManager.default.createSymbolicLink(atPath: mount.appendingPathComponent("..data").path, withDestinationPath: "..2026_11_27_a")
+            for file in ["tls.crt", "tls.key"] {
+                try FileManager.default.createSymbolicLink(atPath: mount.appendingPathComponent(file).path, withDestinationPath: "..data/\(file)")
+            }
+            let router = try RouterProcess(directory: dir, redis: f.redis, domain: RouterFixture.domain, tls: nil,
+                                           extra: ["--tls-cert", mount.appendingPathComponent("tls.crt").path,
+                                                   "--tls-key", mount.appendingPathComponent("tls.key").path, "--tls-reload-interval", "0.2"])
+            func conn(_ ca: String) -> String {
+                "host=alpha.\(RouterFixture.domain) hostaddr=127.0.0.1 port=\(router.port) user=postgres sslmode=verify-full sslrootcert=\(ca)"
+            }
+            #expect(try psql(conn(first.caCertificate), "SELECT 1", password: f.password).status == 0)
+            // The kubelet's atomic swap: a new directory, a temporary link, rename over ..data.
+            try version("..2026_11_27_b", second)
+            let temporary = mount.appendingPathComponent("..data_tmp").path
+            try FileManager.default.createSymbolicLink(atPath: temporary, withDestinationPath: "..2026_11_27_b")
+            #expect(rename(temporary, mount.appendingPathComponent("..data").path) == 0)
+            try waitUntil(timeout: 10, "reload after the swap") { router.process.log.contains("TLS certificate reloaded") }
+            #expect(router.process.log.contains("TLS certificate files changed"))
+            #expect(try psql(conn(second.caCertificate), "SELECT 1", password: f.password).status == 0)
+            #expect(try psql(conn(first.caCertificate), "SELECT 1", password: f.password).status != 0)
         }
 
         @Test func proxyProtocolFromTrustedPeersSetsTheClientAddress() throws {
