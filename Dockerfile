@@ -14,8 +14,8 @@ WORKDIR /src
 COPY Package.swift ./
 RUN swift package resolve
 COPY Sources ./Sources
+# Every product (--product takes one at a time): devdb-api, devdb-router, devdb, devdb-fetch-dump.
 RUN swift build -c release --static-swift-stdlib \
-        --product devdb-api --product devdb-router --product devdb --product devdb-fetch-dump \
  && mkdir -p /out/bin \
  && cd "$(swift build -c release --show-bin-path)" \
  && cp devdb-api devdb-router devdb devdb-fetch-dump /out/bin/ \
