@@ -10,10 +10,10 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends pkg-config libssl-dev libhiredis-dev libpq-dev libcurl4-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# Dependencies first, so source changes do not fetch them again.
+# The manifest names the test targets too, so SwiftPM wants their folders present.
 COPY Package.swift ./
-RUN swift package resolve
 COPY Sources ./Sources
+COPY Tests ./Tests
 # Every product (--product takes one at a time): devdb-api, devdb-router, devdb, devdb-fetch-dump.
 RUN swift build -c release --static-swift-stdlib \
  && mkdir -p /out/bin \
