@@ -4,7 +4,8 @@
 #   docker build -t ghcr.io/devdb/devdb:0.1.0 .
 #
 # Build stage: Swift 6 on Debian 12 (bookworm), the same C libraries as a developer machine.
-ARG SWIFT_IMAGE=swift:6.1-bookworm
+# The compiler DevDB is built and tested with (Swift 6.3.1); any Swift 6 on bookworm should do.
+ARG SWIFT_IMAGE=swift:6.3-bookworm
 FROM ${SWIFT_IMAGE} AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends pkg-config libssl-dev libhiredis-dev libpq-dev libcurl4-openssl-dev \
