@@ -57,6 +57,19 @@ public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
         self.init(host: host, port: port, user: user, password: password, database: database)
     }
 
+    /// Takes the password from a file, such as a mounted Secret (surrounding whitespace dropped).
+    public mutating func readPassword(fromFile path: String) throws(ParseError) {
+        guard let f = fopen(path, "r") else { throw ParseError(description: "cannot read the Redis password from \(path)") }
+        defer { fclose(f) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while case let n = fread(&chunk, 1, chunk.count, f), n > 0 { bytes += chunk[0..<n] }
+        let text = String(decoding: bytes, as: UTF8.self)
+        let trimmed = String(text.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
+        guard !trimmed.isEmpty else { throw ParseError(description: "the Redis password file \(path) is empty") }
+        password = trimmed
+    }
+
     /// Never prints the password.
     public var description: String {
         let auth = password == nil ? "" : "\(user ?? ""):***@"

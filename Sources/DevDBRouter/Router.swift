@@ -21,7 +21,7 @@ public final class Router: Sendable {
     private let listeners = Mutex<[ListenerBox]>([])
     private let ready = Atomic<Bool>(false)
     // Watches the certificate files (config.tlsReloadInterval); lives as long as the router.
-    private let tlsWatch = Mutex<(timer: DispatchSourceTimer?, fingerprint: String)>((nil, ""))
+    private let tlsWatch = Mutex<(timer: DispatchSourceTimer?, fingerprint: String?)>((nil, nil))
     private let admin: AdminServer?
     /// Ports actually bound (useful with :0 in tests), in `config.listen` order.
     public let boundPorts: [UInt16]
@@ -137,17 +137,19 @@ public final class Router: Sendable {
         }
     }
 
-    /// Identity of the certificate and key files as they are now (stat follows symlinks, so a
-    /// Kubernetes `..data` swap changes it), or "" if either cannot be read.
-    static func fingerprint(_ paths: [String]) -> String {
-        paths.map { path -> String in
+    /// Identity of the certificate and key files as they are now (opening follows symlinks, so a
+    /// Kubernetes `..data` swap changes it), or nil while either cannot be read.
+    static func fingerprint(_ paths: [String]) -> String? {
+        var parts: [String] = []
+        for path in paths {
             let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { return "" }
+            guard fd >= 0 else { return nil }
             defer { close(fd) }
             var st = stat()
-            guard fstat(fd, &st) == 0 else { return "" }
-            return "\(st.st_dev):\(st.st_ino):\(st.st_size):\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
-        }.joined(separator: "|")
+            guard fstat(fd, &st) == 0 else { return nil }
+            parts.append("\(st.st_dev):\(st.st_ino):\(st.st_size):\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)")
+        }
+        return parts.joined(separator: "|")
     }
 
     /// Reloads the certificate when its files change, checking every tlsReloadInterval seconds.
@@ -157,9 +159,9 @@ public final class Router: Sendable {
         let interval = ctx.config.tlsReloadInterval
         timer.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(Int(interval * 100)))
         timer.setEventHandler { [self] in
-            let now = Self.fingerprint([cert, key])
+            guard let now = Self.fingerprint([cert, key]) else { return }  // mid-swap: look again next time
             let changed = tlsWatch.withLock { state -> Bool in
-                guard !now.contains("||"), !now.hasPrefix("|"), !now.hasSuffix("|"), now != state.fingerprint else { return false }
+                guard now != state.fingerprint else { return false }
                 state.fingerprint = now
                 return true
             }

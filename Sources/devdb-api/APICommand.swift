@@ -78,10 +78,7 @@ struct APICommand: AsyncParsableCommand {
         c.port = port
         do { c.redis = try RedisURL(parsing: redis) } catch { throw ValidationError(error.description) }
         if let redisPasswordFile {
-            guard let p = try? String(contentsOfFile: redisPasswordFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) else {
-                throw ValidationError("cannot read the Redis password from \(redisPasswordFile)")
-            }
-            c.redis.password = p
+            do { try c.redis.readPassword(fromFile: redisPasswordFile) } catch { throw ValidationError(error.description) }
         }
         guard ["local", "kubernetes"].contains(provisioner) else {
             throw ValidationError("--provisioner must be local or kubernetes, not \"\(provisioner)\"")

@@ -108,10 +108,7 @@ struct RouterCommand: ParsableCommand {
         }
         do { c.redis = try RedisURL(parsing: redis) } catch { throw ValidationError(error.description) }
         if let redisPasswordFile {
-            guard let raw = try? String(contentsOfFile: redisPasswordFile, encoding: .utf8), case let p = String(raw.filter { !$0.isWhitespace }), !p.isEmpty else {
-                throw ValidationError("cannot read the Redis password from \(redisPasswordFile)")
-            }
-            c.redis.password = p
+            do { try c.redis.readPassword(fromFile: redisPasswordFile) } catch { throw ValidationError(error.description) }
         }
         c.dbDomains = dbDomain.map { $0.lowercased() }
         c.tlsCertificate = tlsCert

@@ -47,9 +47,7 @@ extension RouterEndToEnd {
 
         @Test func sighupReloadsTheCertificateWithoutDroppingSessions() throws {
             let f = try RouterFixture.get()
-            let dir = try TestPaths.makeTemporaryDirectory("devdb-reload")
-            let first = try TestCertificates(directory: dir, domain: RouterFixture.domain, name: "first")
-            let second = try TestCertificates(directory: dir, domain: RouterFixture.domain, name: "second")
+            let (dir, first, second) = try twoCertificateAuthorities("devdb-reload")
             let live = dir.appendingPathComponent("live")
             try FileManager.default.createDirectory(at: live, withIntermediateDirectories: true)
             let cert = live.appendingPathComponent("tls.crt").path, key = live.appendingPathComponent("tls.key").path
@@ -57,9 +55,7 @@ extension RouterEndToEnd {
             try FileManager.default.copyItem(atPath: first.key, toPath: key)
             let router = try RouterProcess(directory: dir, redis: f.redis, domain: RouterFixture.domain, tls: nil,
                                            extra: ["--tls-cert", cert, "--tls-key", key, "--tls-reload-interval", "0"])
-            func conn(_ ca: String) -> String {
-                "host=alpha.\(RouterFixture.domain) hostaddr=127.0.0.1 port=\(router.port) user=postgres sslmode=verify-full sslrootcert=\(ca)"
-            }
+            func conn(_ ca: String) -> String { verifyFullConnection(router, ca: ca) }
             #expect(try psql(conn(first.caCertificate), "SELECT 1", password: f.password).status == 0)
             // A session that lives across the reload.
             let out = Pipe()
@@ -85,9 +81,7 @@ extension RouterEndToEnd {
         /// the router notices the changed files and loads the renewed certificate without a signal.
         @Test func certificateFilesSwappedLikeKubernetesAreReloaded() throws {
             let f = try RouterFixture.get()
-            let dir = try TestPaths.makeTemporaryDirectory("devdb-swap")
-            let first = try TestCertificates(directory: dir, domain: RouterFixture.domain, name: "first")
-            let second = try TestCertificates(directory: dir, domain: RouterFixture.domain, name: "second")
+            let (dir, first, second) = try twoCertificateAuthorities("devdb-swap")
             let mount = dir.appendingPathComponent("mount")
             func version(_ name: String, _ certs: TestCertificates) throws {
                 let v = mount.appendingPathComponent(name)
@@ -103,9 +97,7 @@ extension RouterEndToEnd {
             let router = try RouterProcess(directory: dir, redis: f.redis, domain: RouterFixture.domain, tls: nil,
                                            extra: ["--tls-cert", mount.appendingPathComponent("tls.crt").path,
                                                    "--tls-key", mount.appendingPathComponent("tls.key").path, "--tls-reload-interval", "0.2"])
-            func conn(_ ca: String) -> String {
-                "host=alpha.\(RouterFixture.domain) hostaddr=127.0.0.1 port=\(router.port) user=postgres sslmode=verify-full sslrootcert=\(ca)"
-            }
+            func conn(_ ca: String) -> String { verifyFullConnection(router, ca: ca) }
             #expect(try psql(conn(first.caCertificate), "SELECT 1", password: f.password).status == 0)
             // The kubelet's atomic swap: a new directory, a temporary link, rename over ..data.
             try version("..2026_11_27_b", second)
@@ -161,4 +153,16 @@ extension RouterEndToEnd {
             #expect(!f.router.process.log.contains("PGPASSWORD"))
         }
     }
+}
+
+/// A directory with two unrelated CAs, each with a wildcard certificate for the fixture's domain.
+private func twoCertificateAuthorities(_ prefix: String) throws -> (URL, TestCertificates, TestCertificates) {
+    let dir = try TestPaths.makeTemporaryDirectory(prefix)
+    return (dir, try TestCertificates(directory: dir, domain: RouterFixture.domain, name: "first"),
+            try TestCertificates(directory: dir, domain: RouterFixture.domain, name: "second"))
+}
+
+/// libpq settings that accept the router's certificate only if `ca` signed it.
+private func verifyFullConnection(_ router: RouterProcess, ca: String) -> String {
+    "host=alpha.\(RouterFixture.domain) hostaddr=127.0.0.1 port=\(router.port) user=postgres sslmode=verify-full sslrootcert=\(ca)"
 }

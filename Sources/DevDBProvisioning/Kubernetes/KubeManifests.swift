@@ -101,7 +101,7 @@ public struct KubeManifests: Sendable {
     public func databaseObject(_ name: String) -> String { KubeNames.object(settings.instance, "db", name) }
     public func generationObject(_ g: Generation) -> String { KubeNames.object(settings.instance, "gen", "\(g.project)-\(g.number)") }
     /// The restore Job of a volume: `<volume>-restore`, shortened with a hash when too long.
-    public func restoreJob(_ volume: String) -> String {
+    public func restoreJobName(_ volume: String) -> String {
         if volume.count + 8 <= 63 { return "\(volume)-restore" }
         return "\(volume.prefix(45))-\(KubeNames.shortHash(volume))-restore"
     }

@@ -76,7 +76,7 @@ public final class KubernetesProvisioner: Provisioner {
         do {
             progress("fetching", 0)
             let claim = try await client.create(path(.persistentvolumeclaims), manifests.volumeClaim(name: volume, labels: labels, snapshot: nil, owner: nil))
-            let job = manifests.restoreJob(volume)
+            let job = manifests.restoreJobName(volume)
             try await client.create(path(.jobs), manifests.restoreJob(name: job, claim: volume, labels: labels, project: project, owner: claim))
             try await waitForJob(job, claim: volume) { progress($0, 0) }
             progress("snapshotting", 0)
@@ -142,10 +142,10 @@ public final class KubernetesProvisioner: Provisioner {
                                 manifests.volumeClaim(name: name, labels: manifests.databaseLabels(d), snapshot: snapshot, owner: owner, size: size))
         if snapshot == nil {
             phase("restoring the dump (no VolumeSnapshot class)")
-            guard let project = try await projectFor(d, g) else { throw Failure("project \(d.project) is gone") }
+            guard let project = try await projectLookup(d.project) else { throw Failure("project \(d.project) is gone") }
             var labels = manifests.databaseLabels(d)
             labels["app.kubernetes.io/component"] = "restore"
-            let job = manifests.restoreJob(name)
+            let job = manifests.restoreJobName(name)
             try await client.create(path(.jobs), manifests.restoreJob(name: job, claim: name, labels: labels, project: project, owner: owner))
             try await waitForJob(job, claim: name) { p in phase(p == "restoring" || p == "fetching" ? "\(p) the dump (no VolumeSnapshot class)" : p) }
             try await client.delete(path(.jobs, job))
@@ -158,9 +158,6 @@ public final class KubernetesProvisioner: Provisioner {
                             note: snapshot == nil ? "restored from the dump: no VolumeSnapshot class is configured, so this database did not start from a snapshot" : nil)
     }
 
-    func projectFor(_ d: DatabaseRecord, _ g: Generation) async throws -> Project? {
-        try await projectLookup(d.project)
-    }
 
     public func reset(database d: DatabaseRecord, to g: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
         let name = manifests.databaseObject(d.name)
@@ -172,7 +169,7 @@ public final class KubernetesProvisioner: Provisioner {
         try await client.delete(path(.deployments, name))
         try await waitGone(path(.deployments, name))
         try await waitNoPods(databaseSelector(d.name, component: "database"))
-        try await client.delete(path(.jobs, manifests.restoreJob(name)))
+        try await client.delete(path(.jobs, manifests.restoreJobName(name)))
         try await client.delete(path(.persistentvolumeclaims, name))
         try await waitGone(path(.persistentvolumeclaims, name))
         if try await client.getIfPresent(path(.services, name)) == nil {
@@ -199,36 +196,37 @@ public final class KubernetesProvisioner: Provisioner {
                 if let n = item.at("metadata.name").string { try await client.delete(path(r, n)) }
             }
         }
-        let deadline = Date().addingTimeInterval(settings.readyTimeout)
-        while true {
-            var left: [String] = []
+        var left: [String] = []
+        try await poll({
+            left = []
             for r in Self.owned {
                 for item in try await list(r, selector: selector) {
                     left.append("\(r.rawValue)/\(item.at("metadata.name").string ?? "?")")
                 }
             }
-            if left.isEmpty { return }
-            if Date() > deadline {
-                throw Failure("these objects were deleted but are still present after \(Int(settings.readyTimeout)) s: \(left.joined(separator: ", ")); check their finalizers with kubectl -n \(ns) get \(left[0]) -o yaml")
-            }
+            return left.isEmpty
+        }, failure: {
+            "these objects were deleted but are still present after \(Int(settings.readyTimeout)) s: \(left.joined(separator: ", ")); check their finalizers with kubectl -n \(ns) get \(left[0]) -o yaml"
+        })
+    }
+
+    /// Polls `done` every poll interval for up to readyTimeout; then fails with `failure()`.
+    func poll(_ done: () async throws -> Bool, failure: () -> String) async throws {
+        let deadline = Date().addingTimeInterval(settings.readyTimeout)
+        while try await !done() {
+            if Date() > deadline { throw Failure(failure()) }
             try await sleep()
         }
     }
 
     func waitGone(_ objectPath: String) async throws {
-        let deadline = Date().addingTimeInterval(settings.readyTimeout)
-        while try await client.getIfPresent(objectPath) != nil {
-            if Date() > deadline { throw Failure("\(objectPath) is still present \(Int(settings.readyTimeout)) s after it was deleted") }
-            try await sleep()
-        }
+        try await poll({ try await client.getIfPresent(objectPath) == nil },
+                       failure: { "\(objectPath) is still present \(Int(settings.readyTimeout)) s after it was deleted" })
     }
 
     func waitNoPods(_ selector: String) async throws {
-        let deadline = Date().addingTimeInterval(settings.readyTimeout)
-        while !(try await client.list(path(.pods), labelSelector: selector)).isEmpty {
-            if Date() > deadline { throw Failure("the database's pod did not stop within \(Int(settings.readyTimeout)) s") }
-            try await sleep()
-        }
+        try await poll({ try await client.list(path(.pods), labelSelector: selector).isEmpty },
+                       failure: { "the database's pod did not stop within \(Int(settings.readyTimeout)) s" })
     }
 
     // MARK: what the cluster reports

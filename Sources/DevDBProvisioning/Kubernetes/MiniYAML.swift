@@ -19,7 +19,7 @@ public enum MiniYAML {
         for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             var s = String(raw)
             if s.hasSuffix("\r") { s.removeLast() }
-            if s.contains("\t") && s.trimmingCharacters(in: .whitespaces).isEmpty == false && s.prefix(while: { $0 == " " || $0 == "\t" }).contains("\t") {
+            if s.prefix(while: { $0 == " " || $0 == "\t" }).contains("\t") && !s.trimmingCharacters(in: .whitespaces).isEmpty {
                 throw ParseError(description: "line \(i + 1): tabs are not allowed for indentation in YAML")
             }
             let indent = s.prefix(while: { $0 == " " }).count
@@ -123,7 +123,6 @@ public enum MiniYAML {
             guard let r = text.range(of: ": ") ?? (text.hasSuffix(":") ? text.range(of: ":", options: .backwards) : nil) else { return nil }
             key = String(text[..<r.lowerBound])
             rest = text[r.upperBound...]
-            if key.contains(" ") && !key.contains("-") && key.first == "{" { return nil }
         }
         guard !key.isEmpty, !key.hasPrefix("{"), !key.hasPrefix("[") else { return nil }
         return (key, rest.trimmingCharacters(in: .whitespaces))
