@@ -48,8 +48,8 @@ extension KubernetesProvisionerTests {
         try waitUntil(timeout: 30, "API ready with the password") {
             (try? run(["curl", "-sf", "http://127.0.0.1:\(apiPort)/readyz"], check: false).status) == 0
         }
-        // The API wrote to the protected Redis.
-        #expect(try redis.cli(["EXISTS", "devdb:token:admin"]).stdout.isEmpty == false)
+        // The API wrote to the protected Redis: the admin token's record.
+        #expect(try redis.cli(["SCARD", "devdb:tokens"]).stdout.hasPrefix("1"))
         #expect(!router.log.contains(password) && !api.log.contains(password))
 
         // A wrong password: the router says so and is not ready.
