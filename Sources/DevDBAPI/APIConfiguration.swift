@@ -20,6 +20,8 @@ public struct APIConfiguration: Sendable {
     public var postgresBin = "/usr/lib/postgresql/15/bin"
     /// Seconds between reconciles of the catalog with what runs.
     public var reconcileIntervalSeconds: Double = 60
+    /// Fetch dumps from loopback, private and link-local hosts too (tests with local servers).
+    public var allowPrivateDumpHosts = false
     // Kubernetes provisioner.
     public var kubeconfig: String?
     public var kubeContext: String?

@@ -8,18 +8,20 @@ import Logging
 
 /// Builds the API application; the `devdb-api` executable runs it.
 public func buildApplication(_ config: APIConfiguration, logger: Logger) throws -> some ApplicationProtocol {
-    let catalog = Catalog(redis: RedisClient(url: config.redis))
+    let catalog = Catalog(redis: RedisPool(url: config.redis))
     let provisioner: any Provisioner
     switch config.provisioner {
     case "local":
-        provisioner = try LocalProvisioner(dataDirectory: config.dataDirectory, catalog: catalog, fetcher: DumpFetcher(s3: config.s3),
+        provisioner = try LocalProvisioner(dataDirectory: config.dataDirectory, catalog: catalog, fetcher: DumpFetcher(s3: config.s3, allowPrivateHosts: config.allowPrivateDumpHosts),
                                            portRange: config.portRange, postgresBin: config.postgresBin)
     case "kubernetes":
         let connection = try KubeConnection.resolve(kubeconfig: config.kubeconfig, context: config.kubeContext, namespace: config.namespace)
         logger.info("kubernetes provisioner", metadata: ["devdb.k8s.server": "\(connection.server)", "devdb.k8s.namespace": "\(connection.namespace)",
                                                          "devdb.k8s.credentials": "\(connection.source)",
                                                          "devdb.k8s.snapshot_class": "\(config.kubernetes.snapshotClass ?? "(none: restore per database)")"])
-        provisioner = KubernetesProvisioner(client: KubeClient(connection: connection), settings: config.kubernetes) { name in
+        var settings = config.kubernetes
+        settings.allowPrivateDumpHosts = config.allowPrivateDumpHosts
+        provisioner = KubernetesProvisioner(client: KubeClient(connection: connection), settings: settings) { name in
             try await catalog.run { try $0.project(name) }
         }
     default:
@@ -68,6 +70,8 @@ struct ErrorMappingMiddleware<Context: RequestContext>: RouterMiddleware {
             throw e
         } catch let e as HTTPError {
             throw APIError(e.status, "http_error", e.body ?? "request failed")
+        } catch let r as DatabaseLifecycle.Refusal {
+            throw APIError.conflict(r.message, hint: r.hint)
         } catch let e as CatalogError {
             switch e {
             case .conflict(let m): throw APIError.conflict(m)
@@ -139,8 +143,8 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
     router.get("/metrics") { _, _ -> Response in
         var text = "# HELP devdb_api_databases Databases by state.\n# TYPE devdb_api_databases gauge\n"
         let dbs = (try? await catalog.run { try $0.databases() }) ?? []
-        for state in ["provisioning", "restoring", "cloning", "starting", "ready", "failed", "deleting"] {
-            text += "devdb_api_databases{state=\"\(state)\"} \(dbs.filter { $0.state.rawValue == state }.count)\n"
+        for state in DatabaseRecord.State.allCases {
+            text += "devdb_api_databases{state=\"\(state.rawValue)\"} \(dbs.filter { $0.state == state }.count)\n"
         }
         text += "# HELP devdb_api_jobs_total Background jobs by outcome.\n# TYPE devdb_api_jobs_total counter\n"
         for (k, v) in plane.counters.withLock({ $0 }).sorted(by: { $0.key < $1.key }) { text += "devdb_api_jobs_total{job=\"\(k)\"} \(v)\n" }
@@ -152,7 +156,10 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
         _ = try await admin(request)
         let b = try await body(CreateProjectBody.self, request)
         try checkName(b.name, what: "project")
-        let p = try await plane.createProject(name: b.name, postgres: b.postgres ?? 15, dumpUrl: b.dumpUrl)
+        let p: Project
+        do { p = try await plane.createProject(name: b.name, postgres: b.postgres ?? 15, dumpUrl: b.dumpUrl) } catch CatalogError.conflict(let m) {
+            throw APIError.conflict(m, hint: "choose another name, or delete the project first")
+        }
         return try jsonResponse(ProjectView(p, generations: try await catalog.run { try $0.generations(b.name) }), status: .accepted)
     }
     router.get("/v1/projects") { request, _ -> Response in
@@ -193,10 +200,12 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
         }
         let record = DatabaseRecord(name: name, project: project.name, owner: c.user, user: LocalProvisioner.appUser,
                                     password: Catalog.randomHex(16), database: LocalProvisioner.appDatabase, expiresAt: expires)
-        do { try await catalog.run { try $0.createDatabase(record) } } catch CatalogError.conflict {
-            throw APIError.conflict("database \"\(name)\" already exists", hint: "choose another name; names are unique in the installation")
+        do { try await catalog.run { try $0.createDatabase(record) } } catch CatalogError.conflict(let m) {
+            throw APIError.conflict(m, hint: m.hasPrefix("project") ? "wait until it is gone, then create it again" : "choose another name; names are unique in the installation")
+        } catch CatalogError.notFound {
+            throw APIError.notFound("project \"\(project.name)\"", hint: "run \"devdb project list\"")
         }
-        plane.submit(.createDatabase(name))
+        if let op = record.operation { plane.submit(.database(name, op)) }
         return try jsonResponse(DatabaseView(record, config: config, secrets: true), status: .accepted)
     }
     router.get("/v1/databases") { request, _ -> Response in
@@ -216,20 +225,16 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
     router.delete("/v1/databases/:name") { request, context -> Response in
         let c = try await caller(request)
         let d = try await visibleDatabase(try context.parameters.require("name"), c)
-        let updated = try await plane.update(d.name) { $0.state = .deleting }
-        plane.submit(.deleteDatabase(d.name))
-        return try jsonResponse(DatabaseView(updated ?? d, config: config, secrets: false), status: .accepted)
+        // Accepted now or after the create or reset that runs (deleteQueued); never dropped.
+        guard let updated = try await plane.request(d.name, .delete) else { throw APIError.notFound("database \"\(d.name)\"") }
+        return try jsonResponse(DatabaseView(updated, config: config, secrets: false), status: .accepted)
     }
     router.post("/v1/databases/:name/reset") { request, context -> Response in
         let c = try await caller(request)
         let d = try await visibleDatabase(try context.parameters.require("name"), c)
         let b = (try? await body(ResetBody.self, request)) ?? ResetBody(latest: false)
-        guard d.state == .ready || d.state == .failed || d.state == .unavailable, d.backendPort != nil else {
-            throw APIError.conflict("database \"\(d.name)\" is \(d.state.rawValue)", hint: "wait until it is ready, then reset")
-        }
-        let updated = try await plane.update(d.name) { $0.state = .cloning; $0.phase = "resetting"; $0.reason = nil }
-        plane.submit(.resetDatabase(d.name, latest: b.latest ?? false))
-        return try jsonResponse(DatabaseView(updated ?? d, config: config, secrets: true), status: .accepted)
+        guard let updated = try await plane.request(d.name, .reset(latest: b.latest ?? false)) else { throw APIError.notFound("database \"\(d.name)\"") }
+        return try jsonResponse(DatabaseView(updated, config: config, secrets: true), status: .accepted)
     }
 
     // Tokens (admins only).

@@ -6,26 +6,39 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 
-/// Work the API hands to the background worker. Create answers 202 at once; the worker moves
-/// the state on.
+/// Work the API hands to the background worker. Requests answer at once; the worker carries
+/// out the operation the state machine accepted and records its outcome.
 enum Job: Sendable {
     case seed(project: String, generation: Int)
-    case createDatabase(String)
-    case resetDatabase(String, latest: Bool)
-    case deleteDatabase(String)
+    /// The database operation with this id (stale ids are skipped when the job runs).
+    case database(String, DatabaseRecord.Operation)
+    /// Finish deleting a project marked `deleting`.
+    case deleteProject(String)
 
-    /// The same job twice at once (a start-up recovery that sees work just submitted) runs once.
+    /// The same job twice at once (a reconcile that sees work just submitted) runs once.
     var key: String {
         switch self {
         case .seed(let p, let g): return "seed:\(p)/\(g)"
-        case .createDatabase(let n): return "create:\(n)"
-        case .resetDatabase(let n, _): return "reset:\(n)"
-        case .deleteDatabase(let n): return "delete:\(n)"
+        case .database(let n, let op): return "db:\(n):\(op.id)"
+        case .deleteProject(let p): return "project-delete:\(p)"
         }
     }
 }
 
-/// The lifecycle logic: what the HTTP handlers call and what the worker does.
+/// A running seed, so a project delete can cancel it and wait until it has stopped.
+final class SeedHandle: Sendable {
+    let project: String
+    private let state = Mutex<(cancelled: Bool, finished: Bool)>((false, false))
+    init(project: String) { self.project = project }
+    func cancel() { state.withLock { $0.cancelled = true } }
+    var isCancelled: Bool { state.withLock { $0.cancelled } }
+    func finish() { state.withLock { $0.finished = true } }
+    var isFinished: Bool { state.withLock { $0.finished } }
+}
+
+/// The lifecycle logic: what the HTTP handlers call and what the worker does. Decisions are
+/// the state machines' (DevDBCatalog's `DatabaseLifecycle`, `GenerationLifecycle`,
+/// `ProjectLifecycle`); this type does the I/O they ask for.
 final class ControlPlane: Sendable {
     let config: APIConfiguration
     let catalog: Catalog
@@ -34,7 +47,9 @@ final class ControlPlane: Sendable {
     let jobs: AsyncStream<Job>
     private let enqueue: AsyncStream<Job>.Continuation
     let counters = Mutex<[String: Int]>([:])
+    /// Keys of jobs running now (protected by the mutex; read by reconcile to find orphaned work).
     let running = Mutex<Set<String>>([])
+    let seeds = Mutex<[String: SeedHandle]>([:])
 
     init(config: APIConfiguration, catalog: Catalog, provisioner: any Provisioner, logger: Logger) {
         self.config = config
@@ -48,95 +63,176 @@ final class ControlPlane: Sendable {
 
     func count(_ key: String) { counters.withLock { $0[key, default: 0] += 1 } }
 
+    func perform(_ name: String, _ actions: [DatabaseLifecycle.Action]) {
+        for case .run(let op) in actions { submit(.database(name, op)) }
+    }
+
+    // MARK: requests
+
+    /// Applies a request to a database; a refusal becomes 409 with the state machine's words.
+    func request(_ name: String, _ event: DatabaseLifecycle.Event) async throws -> DatabaseRecord? {
+        let t: Catalog.Transition?
+        do { t = try await catalog.run { try $0.transition(name, event) } } catch let r as DatabaseLifecycle.Refusal {
+            throw APIError.conflict(r.message, hint: r.hint)
+        }
+        guard let t else { return nil }
+        perform(name, t.actions)
+        return t.record
+    }
+
+    /// Records a worker's progress or outcome. Outcomes are written even if Redis is away for a
+    /// while: retried with backoff until they land or the API shuts down (then the restart resumes).
+    @discardableResult
+    func record(_ name: String, _ event: DatabaseLifecycle.Event) async -> DatabaseRecord? {
+        var delay = 0.2
+        while true {
+            do {
+                guard let t = try await catalog.run({ try $0.transition(name, event) }) else { return nil }
+                perform(name, t.actions)
+                return t.record
+            } catch {
+                if Task.isCancelled || Task.isShuttingDownGracefully { return nil }
+                logger.warning("cannot record a database outcome yet; retrying",
+                               metadata: ["devdb.database": "\(name)", "devdb.error": "\(error)"])
+                try? await Task.sleep(for: .seconds(delay))
+                delay = min(delay * 2, 5)
+            }
+        }
+    }
+
+    /// Progress from inside a provisioner step: a short blocking write, best effort.
+    func progressNow(_ name: String, _ op: String, state: DatabaseRecord.State? = nil, phase: String?) {
+        _ = try? catalog.transition(name, .progress(operation: op, state: state, phase: phase, generation: nil))
+    }
+
     // MARK: projects
 
     func createProject(name: String, postgres: Int, dumpUrl: String) async throws -> Project {
         guard postgres == 15 else {
             throw APIError.badRequest("PostgreSQL \(postgres) is not available here", hint: "this installation runs PostgreSQL 15; use --postgres 15")
         }
-        do { _ = try DumpFetcher(s3: config.s3).resolve(dumpUrl) } catch {
-            throw APIError.badRequest(error.description)
+        let fetcher = DumpFetcher(s3: config.s3, allowPrivateHosts: config.allowPrivateDumpHosts)
+        do { try fetcher.check(dumpUrl) } catch {
+            throw APIError.badRequest(error.description, hint: error.hint)
         }
         let project = Project(name: name, postgresMajor: postgres, dumpUrl: dumpUrl)
-        try await catalog.run { try $0.createProject(project) }
-        let g = try await catalog.run { try $0.newGeneration(project: name) }
-        submit(.seed(project: name, generation: g.number))
+        let g = try await catalog.run { try $0.createProject(project) }
+        if let g { submit(.seed(project: name, generation: g.number)) }
         return project
     }
 
     func refreshProject(_ name: String) async throws -> Generation {
-        guard try await catalog.run({ try $0.project(name) }) != nil else { throw APIError.notFound("project \"\(name)\"") }
-        let g = try await catalog.run { try $0.newGeneration(project: name) }
+        guard let p = try await catalog.run({ try $0.project(name) }) else { throw APIError.notFound("project \"\(name)\"") }
+        guard let g = try await catalog.run({ try $0.newGeneration(project: name) }) else {
+            throw APIError.conflict("project \"\(p.name)\" is being deleted", hint: "create it again once it is gone")
+        }
         submit(.seed(project: name, generation: g.number))
         return g
     }
 
+    /// Marks the project `deleting` (refused while it has databases), cancels its seeds and
+    /// removes its generations. An API stopped half-way finishes on restart.
     func deleteProject(_ name: String) async throws {
-        guard try await catalog.run({ try $0.project(name) }) != nil else { throw APIError.notFound("project \"\(name)\"") }
-        let users = try await catalog.run { try $0.databases() }.filter { $0.project == name }
-        guard users.isEmpty else {
-            throw APIError.conflict("project \"\(name)\" still has \(users.count) database(s)",
-                                    hint: "delete them first: " + users.map { "devdb db delete \($0.name)" }.joined(separator: "; "))
+        let decision: ProjectLifecycle.DeleteDecision?
+        do { decision = try await catalog.run { try $0.requestProjectDelete(name) } } catch let r as DatabaseLifecycle.Refusal {
+            throw APIError.conflict(r.message, hint: r.hint)
         }
-        for g in try await catalog.run({ try $0.generations(name) }) { try await provisioner.deleteGeneration(g) }
-        try await catalog.run { try $0.deleteProject(name) }
+        switch decision {
+        case nil: throw APIError.notFound("project \"\(name)\"")
+        case .refuse(let r): throw APIError.conflict(r.message, hint: r.hint)
+        case .commit, .alreadyDeleting: await finishProjectDelete(name)
+        }
+    }
+
+    func finishProjectDelete(_ name: String) async {
+        let handles = seeds.withLock { $0.values.filter { $0.project == name } }
+        handles.forEach { $0.cancel() }
+        for _ in 0..<600 where !handles.allSatisfy(\.isFinished) { try? await Task.sleep(for: .milliseconds(100)) }
+        var delay = 0.2
+        while true {
+            do {
+                for g in try await catalog.run({ try $0.generations(name) }) { try await provisioner.deleteGeneration(g) }
+                try await catalog.run { try $0.removeProject(name) }
+                logger.info("project deleted", metadata: ["devdb.project": "\(name)", "devdb.seeds_cancelled": "\(handles.count)"])
+                count("project_delete_ok")
+                return
+            } catch {
+                if Task.isCancelled || Task.isShuttingDownGracefully { return }
+                logger.warning("project delete not finished yet; retrying", metadata: ["devdb.project": "\(name)", "devdb.error": "\(error)"])
+                try? await Task.sleep(for: .seconds(delay))
+                delay = min(delay * 2, 5)
+            }
+        }
     }
 
     // MARK: seeding
 
-    func seed(project name: String, generation number: Int) async {
-        guard let project = try? await catalog.run({ try $0.project(name) }),
-              var g = try? await catalog.run({ try $0.generations(name) }).first(where: { $0.number == number }) else { return }
-        let started = Date()
-        let catalog = self.catalog
-        let snapshot = g
-        do {
-            try await provisioner.seed(project: project, generation: g) { phase, bytes in
-                var update = snapshot
-                update.phase = phase
-                update.bytesFetched = bytes
-                update.state = phase == "fetching" ? .fetching : .restoring
-                try? catalog.updateGeneration(update)
+    func runSeed(project name: String, generation number: Int) async {
+        let handle = SeedHandle(project: name)
+        seeds.withLock { $0["\(name)/\(number)"] = handle }
+        defer {
+            seeds.withLock { $0["\(name)/\(number)"] = nil }
+            handle.finish()
+        }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.seed(project: name, generation: number) }
+            group.addTask {
+                while !handle.isCancelled && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(100)) }
             }
-            g.state = .ready
-            g.phase = nil
-            g.readyAt = Date()
-            g.restoreSeconds = Date().timeIntervalSince(started)
-            if let fetched = try? await catalog.run({ try $0.generations(name) }).first(where: { $0.number == number }) {
-                g.bytesFetched = fetched.bytesFetched
-            }
-            try await catalog.run { [g] in try $0.updateGeneration(g) }
-            var p = project
-            p.state = .ready
-            p.reason = nil
-            try await catalog.run { [p] in try $0.updateProject(p) }
-            logger.info("generation ready", metadata: ["devdb.project": "\(name)", "devdb.generation": "\(number)",
-                                                      "devdb.seconds": "\(Int(g.restoreSeconds ?? 0))"])
-            count("seed_ok")
-            await collectGenerations(name)
-        } catch {
-            let reason = (error as? CustomStringConvertible)?.description ?? "\(error)"
-            g.state = .failed
-            g.reason = reason
-            try? await catalog.run { [g] in try $0.updateGeneration(g) }
-            // The project fails only if it has nothing to clone from.
-            let hasReady = ((try? await catalog.run({ try $0.generations(name) })) ?? []).contains { $0.state == .ready }
-            if !hasReady {
-                var p = project
-                p.state = .failed
-                p.reason = reason
-                try? await catalog.run { [p] in try $0.updateProject(p) }
-            }
-            logger.warning("restore failed", metadata: ["devdb.project": "\(name)", "devdb.error": "\(reason)"])
-            count("seed_failed")
+            await group.next()
+            group.cancelAll()
         }
     }
 
-    /// Removes generations that are neither the newest ready one nor used by a database.
+    func seed(project name: String, generation number: Int) async {
+        guard let project = try? await catalog.run({ try $0.project(name) }), project.state != .deleting,
+              let g = try? await catalog.run({ try $0.generation(name, number) }), GenerationLifecycle.isSeeding(g) else { return }
+        let started = Date()
+        let catalog = self.catalog
+        let event: GenerationLifecycle.Event
+        do {
+            try await provisioner.seed(project: project, generation: g) { phase, bytes in
+                _ = try? catalog.apply(.progress(phase: phase, bytes: bytes), project: name, generation: number)
+            }
+            try Task.checkCancellation()
+            event = .succeeded(seconds: Date().timeIntervalSince(started), bytes: nil)
+        } catch {
+            if Task.isCancelled {
+                logger.info("seed cancelled", metadata: ["devdb.project": "\(name)", "devdb.generation": "\(number)"])
+                return
+            }
+            event = .failed(reason: (error as? CustomStringConvertible)?.description ?? "\(error)")
+        }
+        var delay = 0.2
+        while true {
+            do {
+                try await catalog.run { try $0.apply(event, project: name, generation: number) }
+                break
+            } catch {
+                if Task.isCancelled || Task.isShuttingDownGracefully { return }
+                logger.warning("cannot record a seed outcome yet; retrying", metadata: ["devdb.project": "\(name)", "devdb.error": "\(error)"])
+                try? await Task.sleep(for: .seconds(delay))
+                delay = min(delay * 2, 5)
+            }
+        }
+        if case .failed(let reason) = event {
+            logger.warning("restore failed", metadata: ["devdb.project": "\(name)", "devdb.error": "\(reason)"])
+            count("seed_failed")
+        } else {
+            logger.info("generation ready", metadata: ["devdb.project": "\(name)", "devdb.generation": "\(number)",
+                                                      "devdb.seconds": "\(Int(Date().timeIntervalSince(started)))"])
+            count("seed_ok")
+            await collectGenerations(name)
+        }
+    }
+
+    /// Removes generations that are neither the newest ready one nor used by a database. Waits
+    /// while any database of the project is being made (it may be about to take an older one).
     func collectGenerations(_ project: String) async {
         guard let generations = try? await catalog.run({ try $0.generations(project) }),
-              let databases = try? await catalog.run({ try $0.databases() }) else { return }
-        let used = Set(databases.filter { $0.project == project }.compactMap(\.generation))
+              let databases = try? await catalog.run({ try $0.databases() }).filter({ $0.project == project }),
+              !databases.contains(where: { $0.state.isTransitional && $0.state != .deleting }) else { return }
+        let used = Set(databases.compactMap(\.generation))
         let newest = generations.filter { $0.state == .ready }.map(\.number).max()
         for g in generations where g.number != newest && !used.contains(g.number) && (g.state == .ready || g.state == .failed) {
             try? await provisioner.deleteGeneration(g)
@@ -148,185 +244,198 @@ final class ControlPlane: Sendable {
     func readyGeneration(for project: String, onWait: () async -> Void) async throws -> Generation {
         var waited = false
         while true {
-            guard let p = try await catalog.run({ try $0.project(project) }) else {
+            guard let p = try await catalog.run({ try $0.project(project) }), p.state != .deleting else {
                 throw ProvisioningFailure("project \"\(project)\" was deleted")
             }
             let generations = try await catalog.run { try $0.generations(project) }
             if let g = generations.filter({ $0.state == .ready }).max(by: { $0.number < $1.number }) { return g }
             if p.state == .failed { throw ProvisioningFailure("project \"\(project)\" has no data: \(p.reason ?? "its restore failed")") }
-            if !generations.contains(where: { $0.state == .fetching || $0.state == .restoring }) {
-                let g = try await catalog.run { try $0.newGeneration(project: project) }
-                submit(.seed(project: project, generation: g.number))
+            if !generations.contains(where: GenerationLifecycle.isSeeding) {
+                if let g = try await catalog.run({ try $0.newGeneration(project: project) }) {
+                    submit(.seed(project: project, generation: g.number))
+                }
             }
             if !waited { await onWait(); waited = true }
             try await Task.sleep(for: .milliseconds(300))
         }
     }
 
-    // MARK: databases
+    // MARK: database work
 
-    func update(_ name: String, _ change: @escaping @Sendable (inout DatabaseRecord) -> Void) async throws -> DatabaseRecord? {
-        try await catalog.run { c in
-            guard var d = try c.database(name) else { return nil }
-            change(&d)
-            return try c.updateDatabase(d) ? d : nil
+    /// Runs one accepted operation, unless the record has moved on (a stale or repeated job).
+    func runDatabase(_ name: String, _ op: DatabaseRecord.Operation) async {
+        guard let d = await currentRecord(name), d.operation?.id == op.id else { return }
+        switch op.kind {
+        case .create: await createInstance(d, op)
+        case .reset: await resetInstance(d, op)
+        case .delete: await deleteInstance(d, op)
         }
     }
 
-    /// Progress from inside a provisioner step: a short blocking write, best effort.
-    func updateNow(_ name: String, _ change: (inout DatabaseRecord) -> Void) {
-        guard var d = try? catalog.database(name) else { return }
-        change(&d)
-        _ = try? catalog.updateDatabase(d)
+    /// The record, reading through Redis blips.
+    func currentRecord(_ name: String) async -> DatabaseRecord? {
+        var delay = 0.2
+        while true {
+            do { return try await catalog.run { try $0.database(name) } } catch {
+                if Task.isCancelled || Task.isShuttingDownGracefully { return nil }
+                try? await Task.sleep(for: .seconds(delay))
+                delay = min(delay * 2, 5)
+            }
+        }
     }
 
-    func createInstance(_ name: String) async {
-        guard let d = try? await catalog.run({ try $0.database(name) }) else { return }
+    func createInstance(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation) async {
+        let name = d.name
         do {
             let g = try await readyGeneration(for: d.project) {
-                _ = try? await self.update(name) { $0.state = .restoring; $0.phase = "waiting for the project's restore" }
+                await self.record(name, .progress(operation: op.id, state: .restoring, phase: "waiting for the project's restore", generation: nil))
             }
-            _ = try await update(name) { $0.state = .cloning; $0.generation = g.number; $0.phase = "cloning" }
+            await record(name, .progress(operation: op.id, state: .cloning, phase: "cloning", generation: g.number))
             let info = try await provisioner.create(database: d, from: g) { phase in
-                self.updateNow(name) { $0.phase = phase; if phase == "starting" { $0.state = .starting } }
+                self.progressNow(name, op.id, state: phase == "starting" ? .starting : nil, phase: phase)
             }
-            let ready = try await update(name) {
-                $0.state = .ready; $0.phase = nil; $0.reason = nil
-                $0.backendHost = info.host; $0.backendPort = info.port; $0.cloneMethod = info.cloneMethod; $0.generation = g.number
-                $0.note = info.note
-            }
-            guard ready != nil else {
-                // Deleted while it was being made: take the instance down again.
-                var gone = d
-                gone.backendPort = info.port
-                try? await provisioner.delete(database: gone)
-                return
-            }
-            try await catalog.run { try $0.setRoute(name, RouteRecord(host: info.host, port: info.port, state: .ready)) }
-            logger.info("database ready", metadata: ["devdb.database": "\(name)", "devdb.clone": "\(info.cloneMethod)"])
-            count("create_ok")
+            await finish(d, op, info: info, generation: g.number)
         } catch {
-            let reason = (error as? CustomStringConvertible)?.description ?? "\(error)"
-            _ = try? await update(name) { $0.state = .failed; $0.reason = reason; $0.phase = nil }
-            logger.warning("database failed", metadata: ["devdb.database": "\(name)", "devdb.error": "\(reason)"])
-            count("create_failed")
+            await fail(d, op, error)
         }
     }
 
-    func resetInstance(_ name: String, latest: Bool) async {
-        guard let d = try? await catalog.run({ try $0.database(name) }) else { return }
+    func resetInstance(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation) async {
         do {
             let target: Generation
-            if latest {
+            if op.latest == true {
                 target = try await readyGeneration(for: d.project) {}
             } else {
-                guard let g = try await catalog.run({ try $0.generations(d.project) }).first(where: { $0.number == d.generation }) else {
+                guard let g = try await catalog.run({ try $0.generations(d.project) }).first(where: { $0.number == d.generation && $0.state == .ready }) else {
                     throw ProvisioningFailure("generation \(d.generation ?? 0) of \(d.project) is gone; use reset --latest")
                 }
                 target = g
             }
-            try await catalog.run { try $0.setRoute(name, RouteRecord(host: d.backendHost ?? "127.0.0.1", port: d.backendPort ?? 0, state: .starting)) }
             let info = try await provisioner.reset(database: d, to: target) { phase in
-                self.updateNow(name) { $0.phase = phase }
+                self.progressNow(d.name, op.id, state: phase == "starting" ? .starting : nil, phase: phase)
             }
-            _ = try await update(name) {
-                $0.state = .ready; $0.phase = nil; $0.reason = nil; $0.generation = target.number; $0.cloneMethod = info.cloneMethod; $0.note = info.note
-            }
-            try await catalog.run { try $0.setRoute(name, RouteRecord(host: info.host, port: info.port, state: .ready)) }
-            count("reset_ok")
-            await collectGenerations(d.project)
+            await finish(d, op, info: info, generation: target.number)
         } catch {
-            let reason = (error as? CustomStringConvertible)?.description ?? "\(error)"
-            _ = try? await update(name) { $0.state = .failed; $0.reason = reason; $0.phase = nil }
-            try? await catalog.run { try $0.setRoute(name, RouteRecord(host: d.backendHost ?? "127.0.0.1", port: d.backendPort ?? 1, state: .stopped)) }
-            count("reset_failed")
+            await fail(d, op, error)
         }
     }
 
-    func deleteInstance(_ name: String) async {
-        guard let d = try? await catalog.run({ try $0.database(name) }) else { return }
+    func finish(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation, info: InstanceInfo, generation: Int) async {
+        let after = await record(d.name, .succeeded(operation: op.id, .init(host: info.host, port: info.port, cloneMethod: info.cloneMethod,
+                                                                               note: info.note, generation: generation)))
+        if after?.state == .ready {
+            logger.info("database ready", metadata: ["devdb.database": "\(d.name)", "devdb.operation": "\(op.kind.rawValue)", "devdb.clone": "\(info.cloneMethod)"])
+            count("\(op.kind.rawValue)_ok")
+            await collectGenerations(d.project)
+        }
+    }
+
+    func fail(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation, _ error: any Error) async {
+        let reason = (error as? CustomStringConvertible)?.description ?? "\(error)"
+        // A failed create or reset leaves no instance behind (the port lease stays with the record).
+        if op.kind != .delete { try? await provisioner.removeInstance(database: d) }
+        await record(d.name, .failed(operation: op.id, reason: reason))
+        logger.warning("database operation failed", metadata: ["devdb.database": "\(d.name)", "devdb.operation": "\(op.kind.rawValue)", "devdb.error": "\(reason)"])
+        count("\(op.kind.rawValue)_failed")
+    }
+
+    func deleteInstance(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation) async {
         do {
-            try await catalog.run { try $0.deleteRoute(name) }
             try await provisioner.delete(database: d)
-            try await catalog.run { try $0.deleteDatabase(d) }
+            await record(d.name, .deleted(operation: op.id))
             count("delete_ok")
             await collectGenerations(d.project)
         } catch {
-            _ = try? await update(name) { $0.state = .failed; $0.reason = "delete failed: \(error)" }
-            count("delete_failed")
+            await fail(d, op, error)
         }
     }
 
-    // MARK: startup and housekeeping
+    // MARK: reconcile
 
-    /// Compares the catalog with what runs: removes instances and generations nobody knows,
-    /// marks catalogued instances that are gone or unhealthy, and brings back ones that recovered.
-    /// Runs after a start and then every reconcile interval.
+    /// Compares the catalog with what runs and repairs what it owns: instances and processes no
+    /// record wants are removed; ready databases whose instance is gone fail, unhealthy ones become
+    /// unavailable and come back; routes without a ready database and port leases without their
+    /// database are removed; generations without a project are removed; work in flight that no
+    /// worker runs (a restart, a lost job) is resumed; projects left `deleting` are finished.
+    /// Runs at start and then every reconcile interval.
     @discardableResult
-    func reconcile() async throws -> ([DatabaseRecord], RecoveryReport) {
+    func reconcile() async throws -> RecoveryReport {
         let databases = try await catalog.run { try $0.databases() }
         var generations: [Generation] = []
-        for p in try await catalog.run({ try $0.projects() }) { generations += try await catalog.run { try $0.generations(p.name) } }
+        let projects = try await catalog.run { try $0.projects() }
+        for p in projects { generations += try await catalog.run { try $0.generations(p.name) } }
         let report = try await provisioner.recover(databases: databases, generations: generations)
         if !report.orphansRemoved.isEmpty {
-            logger.warning("removed instances with no catalog entry", metadata: ["devdb.instances": "\(report.orphansRemoved.joined(separator: ","))"])
+            logger.warning("removed what no catalog entry wants", metadata: ["devdb.removed": "\(report.orphansRemoved.joined(separator: ", "))"])
         }
         if !report.restarted.isEmpty {
             logger.info("restarted instances", metadata: ["devdb.instances": "\(report.restarted.joined(separator: ","))"])
         }
-        // Only instances nothing else is working on: create, reset and delete move the state away
-        // from ready first, and each change below applies only if it is still ready/unavailable.
-        let settled: @Sendable (DatabaseRecord) -> Bool = { $0.state == .ready || $0.state == .unavailable }
-        for name in report.missing {
-            guard let d = try? await update(name, { if settled($0) { $0.state = .failed; $0.reason = "its instance is gone; run \"devdb db reset \(name)\" or delete it" } }),
-                  d.state == .failed else { continue }
-            try? await catalog.run { try $0.setRoute(name, RouteRecord(host: d.backendHost ?? "0.0.0.0", port: d.backendPort ?? 1, state: .stopped)) }
+        for name in report.missing { await apply(name, .instanceMissing) }
+        for (name, why) in report.unhealthy { await apply(name, .instanceUnhealthy(reason: why)) }
+        for name in report.healthy { await apply(name, .instanceHealthy) }
+        for g in report.missingGenerations {
+            try? await catalog.run { try $0.failGeneration(g, reason: "its snapshot is gone; the next database restores a new generation") }
         }
-        for (name, why) in report.unhealthy {
-            guard let d = try? await update(name, { if settled($0) { $0.state = .unavailable; $0.reason = why } }),
-                  d.state == .unavailable, let host = d.backendHost, let port = d.backendPort else { continue }
-            try? await catalog.run { try $0.setRoute(name, RouteRecord(host: host, port: port, state: .starting)) }
+
+        // Work in flight that nothing runs.
+        let busy = running.withLock { $0 }
+        for d in databases where d.state.isTransitional {
+            if let op = d.operation, busy.contains(Job.database(d.name, op).key) { continue }
+            await apply(d.name, .resume)
         }
-        for name in report.healthy {
-            guard let before = try? await catalog.run({ try $0.database(name) }), before.state == .unavailable,
-                  let d = try? await update(name, { if $0.state == .unavailable { $0.state = .ready; $0.reason = nil } }),
-                  d.state == .ready, let host = d.backendHost, let port = d.backendPort else { continue }
-            try? await catalog.run { try $0.setRoute(name, RouteRecord(host: host, port: port, state: .ready)) }
+        for p in projects where p.state == .deleting && !busy.contains(Job.deleteProject(p.name).key) {
+            submit(.deleteProject(p.name))
         }
-        for var g in report.missingGenerations {
-            g.state = .failed
-            g.reason = "its snapshot is gone; the next database restores a new generation"
-            try? await catalog.run { [g] in try $0.updateGeneration(g) }
+        for g in generations where GenerationLifecycle.isSeeding(g) && !busy.contains(Job.seed(project: g.project, generation: g.number).key) {
+            if projects.first(where: { $0.name == g.project })?.state != .deleting { submit(.seed(project: g.project, generation: g.number)) }
         }
-        return (databases, report)
+        try await repairKeys(projects: Set(projects.map(\.name)))
+        return report
     }
 
-    /// After a restart: reconciles, and resumes interrupted work.
-    func recover() async throws {
-        let (databases, _) = try await reconcile()
-        for d in databases {
-            switch d.state {
-            case .provisioning, .restoring, .cloning, .starting:
-                if let port = d.backendPort { _ = try? await catalog.run { try $0.releasePort(port) } }
-                submit(.createDatabase(d.name))
-            case .deleting: submit(.deleteDatabase(d.name))
-            default: break
+    private func apply(_ name: String, _ event: DatabaseLifecycle.Event) async {
+        if let t = try? await catalog.run({ try $0.transition(name, event) }) { perform(name, t.actions) }
+    }
+
+    /// Routes, leases and generation keys that nothing owns. Every removal is guarded by the
+    /// owning record as read, so work that changes it at the same time wins.
+    private func repairKeys(projects: Set<String>) async throws {
+        var removed: [String] = []
+        for key in try await catalog.run({ try $0.scan(RouteContract.routeKey("*")) }) {
+            let name = String(key.dropFirst(RouteContract.routeKey("").count))
+            let raw = try await catalog.run { try $0.databaseRaw(name) }
+            let d = raw.flatMap { try? CatalogJSON.decoder.decode(DatabaseRecord.self, from: Data($0.utf8)) }
+            if let d, d.state == .ready || d.state == .unavailable {
+                let route = try await catalog.run { try $0.route(name) }
+                if route?.host != d.backendHost || route?.port != d.backendPort { await apply(name, .routeRepair) }
+                continue
             }
+            if try await catalog.run({ try $0.removeRoute(name, ifDatabaseIs: raw) }) { removed.append("route \(name)") }
         }
-        for p in try await catalog.run({ try $0.projects() }) {
-            for g in try await catalog.run({ try $0.generations(p.name) }) where g.state == .fetching || g.state == .restoring {
-                submit(.seed(project: p.name, generation: g.number))
-            }
+        for d in try await catalog.run({ try $0.databases() }) where d.state == .ready || d.state == .unavailable {
+            if try await catalog.run({ try $0.route(d.name) }) == nil { await apply(d.name, .routeRepair); removed.append("(restored route \(d.name))") }
         }
+        for (port, owner) in try await catalog.run({ try $0.portOwners() }) {
+            let raw = try await catalog.run { try $0.databaseRaw(owner) }
+            let d = raw.flatMap { try? CatalogJSON.decoder.decode(DatabaseRecord.self, from: Data($0.utf8)) }
+            if d?.backendPort == port { continue }
+            if try await catalog.run({ try $0.releaseLease(port, owner: owner, ifDatabaseIs: raw) }) { removed.append("port lease \(port) of \(owner)") }
+        }
+        for key in try await catalog.run({ try $0.scan("devdb:generation:*") }) {
+            let parts = key.split(separator: ":")
+            guard parts.count == 4, !projects.contains(String(parts[2])) else { continue }
+            if try await catalog.run({ try $0.removeOrphanKey(key, project: String(parts[2])) }) { removed.append(key) }
+        }
+        if !removed.isEmpty { logger.warning("reconcile repaired catalog keys", metadata: ["devdb.repaired": "\(removed.joined(separator: ", "))"]) }
     }
 
     func reapExpired() async {
         guard let databases = try? await catalog.run({ try $0.databases() }) else { return }
         let now = Date()
-        for d in databases where (d.expiresAt.map { $0 < now } ?? false) && d.state != .deleting {
+        for d in databases where (d.expiresAt.map { $0 < now } ?? false) && d.state != .deleting && d.deleteQueued != true {
             logger.info("reaping expired database", metadata: ["devdb.database": "\(d.name)"])
-            _ = try? await update(d.name) { $0.state = .deleting }
-            submit(.deleteDatabase(d.name))
+            await apply(d.name, .delete)
             count("reaped")
         }
     }
@@ -337,25 +446,31 @@ struct ProvisioningFailure: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
-/// Runs jobs as they come, several at once.
+/// Runs jobs as they come, several at once; reconciles first (which resumes interrupted work).
 struct ProvisioningWorker: Service {
     let plane: ControlPlane
 
     func run() async throws {
-        do { try await plane.recover() } catch {
-            // Keep serving: what could not be recovered shows up as failed databases.
-            plane.logger.error("recovery after start failed", metadata: ["devdb.error": "\(error)"])
-        }
         await withDiscardingTaskGroup { group in
+            group.addTask {
+                // Redis may not be up yet: keep trying, the API answers 503 meanwhile.
+                var delay = 0.5
+                while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                    do { try await plane.reconcile(); return } catch {
+                        plane.logger.error("recovery after start failed; retrying", metadata: ["devdb.error": "\(error)"])
+                        try? await Task.sleep(for: .seconds(delay))
+                        delay = min(delay * 2, 10)
+                    }
+                }
+            }
             for await job in plane.jobs.cancelOnGracefulShutdown() {
                 group.addTask {
                     guard plane.running.withLock({ $0.insert(job.key).inserted }) else { return }
                     defer { _ = plane.running.withLock { $0.remove(job.key) } }
                     switch job {
-                    case .seed(let p, let g): await plane.seed(project: p, generation: g)
-                    case .createDatabase(let n): await plane.createInstance(n)
-                    case .resetDatabase(let n, let latest): await plane.resetInstance(n, latest: latest)
-                    case .deleteDatabase(let n): await plane.deleteInstance(n)
+                    case .seed(let p, let g): await plane.runSeed(project: p, generation: g)
+                    case .database(let n, let op): await plane.runDatabase(n, op)
+                    case .deleteProject(let p): await plane.finishProjectDelete(p)
                     }
                 }
             }

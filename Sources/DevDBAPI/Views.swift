@@ -7,6 +7,8 @@ struct DatabaseView: Encodable {
     var project: String
     var owner: String
     var state: String
+    /// `delete` when a delete was accepted while a create or reset runs (it runs after).
+    var pending: String?
     var reason: String?
     var phase: String?
     var generation: Int?
@@ -26,6 +28,7 @@ struct DatabaseView: Encodable {
 
     init(_ d: DatabaseRecord, config: APIConfiguration, secrets: Bool) {
         name = d.name; project = d.project; owner = d.owner; state = d.state.rawValue; reason = d.reason; phase = d.phase
+        pending = d.deleteQueued == true ? "delete" : nil
         generation = d.generation
         host = "\(d.name).\(config.dbDomain)"
         hostaddr = config.routerHost.isEmpty ? nil : config.routerHost

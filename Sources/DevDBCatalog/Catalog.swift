@@ -4,6 +4,12 @@ import DevDBRedis
 import Dispatch
 import Foundation
 
+func monotonicNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
 public enum CatalogError: Error, Equatable, CustomStringConvertible {
     case conflict(String)
     case notFound(String)
@@ -18,13 +24,20 @@ public enum CatalogError: Error, Equatable, CustomStringConvertible {
 }
 
 /// The catalog in Redis (key schema in docs/redis-keys.md). Listing uses index sets, never
-/// KEYS. Unique names come from SET NX: of two concurrent creates exactly one wins.
+/// KEYS. Every change that touches several keys is one transaction: a Lua script that checks
+/// guards (values read before the change) and applies all writes, or none if another writer got
+/// there first; the caller then reads again and decides again (optimistic concurrency).
 /// Calls block on Redis; async callers go through `run`, which hops to a private queue.
+/// Transient Redis errors are retried with backoff for up to `retrySeconds`.
 public final class Catalog: Sendable {
-    public let redis: RedisClient
+    public let redis: RedisPool
+    public let retrySeconds: Double
     private let queue = DispatchQueue(label: "devdb.catalog", attributes: .concurrent)
 
-    public init(redis: RedisClient) { self.redis = redis }
+    public init(redis: RedisPool, retrySeconds: Double = 4) {
+        self.redis = redis
+        self.retrySeconds = retrySeconds
+    }
 
     public func run<T: Sendable>(_ body: @escaping @Sendable (Catalog) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { cont in
@@ -36,26 +49,39 @@ public final class Catalog: Sendable {
 
     // MARK: keys
 
-    enum Key {
-        static let projects = "devdb:projects"
-        static func project(_ n: String) -> String { "devdb:project:\(n)" }
-        static func generationSeq(_ p: String) -> String { "devdb:project:\(p):generation-seq" }
-        static func generations(_ p: String) -> String { "devdb:project:\(p):generations" }
-        static func generation(_ p: String, _ n: Int) -> String { "devdb:generation:\(p):\(n)" }
-        static let databases = "devdb:databases"
-        static func database(_ n: String) -> String { "devdb:database:\(n)" }
-        static func ownerDatabases(_ o: String) -> String { "devdb:owner:\(o):databases" }
-        static let tokens = "devdb:tokens"
-        static func tokenByHash(_ h: String) -> String { "devdb:token:\(h)" }
-        static func tokenByID(_ id: String) -> String { "devdb:tokenid:\(id)" }
-        static let ports = "devdb:local:ports"
+    public enum Key {
+        public static let projects = "devdb:projects"
+        public static func project(_ n: String) -> String { "devdb:project:\(n)" }
+        public static func generationSeq(_ p: String) -> String { "devdb:project:\(p):generation-seq" }
+        public static func generations(_ p: String) -> String { "devdb:project:\(p):generations" }
+        public static func projectDatabases(_ p: String) -> String { "devdb:project:\(p):databases" }
+        public static func generation(_ p: String, _ n: Int) -> String { "devdb:generation:\(p):\(n)" }
+        public static let databases = "devdb:databases"
+        public static func database(_ n: String) -> String { "devdb:database:\(n)" }
+        public static func ownerDatabases(_ o: String) -> String { "devdb:owner:\(o):databases" }
+        public static let tokens = "devdb:tokens"
+        public static func tokenByHash(_ h: String) -> String { "devdb:token:\(h)" }
+        public static func tokenByID(_ id: String) -> String { "devdb:tokenid:\(id)" }
+        public static let ports = "devdb:local:ports"
     }
 
     // MARK: helpers
 
+    /// One command, retried on transient errors (a blip, a restart, a timeout) with backoff.
+    /// Only idempotent commands go through here; transactions go through `commit`, whose guards
+    /// make a retry of an applied write fail its guard instead of applying twice.
     func cmd(_ args: [String]) throws(CatalogError) -> RedisValue {
-        do throws(RedisError) { return try redis.command(args) } catch {
-            throw .unavailable("the catalog (Redis) is unavailable: \(error)")
+        let deadline = monotonicNow() + retrySeconds
+        var delay = 0.05
+        while true {
+            do throws(RedisError) { return try redis.client.command(args) } catch {
+                guard case .unavailable = error, monotonicNow() + delay < deadline else {
+                    if case .reply(let text) = error { throw .unavailable("Redis refused \(args.first ?? ""): \(text)") }
+                    throw .unavailable("the catalog (Redis) is unavailable: \(error)")
+                }
+                usleep(UInt32(delay * 1_000_000))
+                delay = min(delay * 2, 1)
+            }
         }
     }
 
@@ -70,8 +96,13 @@ public final class Catalog: Sendable {
     }
 
     func getJSON<T: Decodable>(_ type: T.Type, _ key: String) throws(CatalogError) -> T? {
+        try getRaw(T.self, key)?.value
+    }
+
+    /// A value with the exact text it was read as (the guard of a later transaction).
+    func getRaw<T: Decodable>(_ type: T.Type, _ key: String) throws(CatalogError) -> (value: T, raw: String)? {
         guard let text = try cmd(["GET", key]).string else { return nil }
-        return try Self.decode(T.self, text, key: key)
+        return (try Self.decode(T.self, text, key: key), text)
     }
 
     func mgetJSON<T: Decodable>(_ type: T.Type, _ keys: [String]) throws(CatalogError) -> [T] {
@@ -87,16 +118,116 @@ public final class Catalog: Sendable {
         return items.compactMap(\.string).sorted()
     }
 
+    /// Keys matching `pattern`, by SCAN (reconcile only; listings use the index sets).
+    public func scan(_ pattern: String) throws(CatalogError) -> [String] {
+        var cursor = "0", out: [String] = []
+        repeat {
+            guard case .array(let reply) = try cmd(["SCAN", cursor, "MATCH", pattern, "COUNT", "500"]), reply.count == 2,
+                  let next = reply[0].string, case .array(let keys) = reply[1] else { break }
+            out += keys.compactMap(\.string)
+            cursor = next
+        } while cursor != "0"
+        return out
+    }
+
     /// Checks that Redis answers.
     public func ping() throws(CatalogError) { _ = try cmd(["PING"]) }
 
+    // MARK: transactions
+
+    /// A condition checked inside the transaction, on values read before it.
+    public enum Guard: Sendable {
+        /// The string at key is exactly `raw` (nil: the key does not exist).
+        case value(String, String?)
+        /// The hash field is exactly `value` (nil: absent).
+        case field(String, String, String?)
+        /// The set has exactly `count` members.
+        case cardinality(String, Int)
+    }
+
+    /// Writes applied together when every guard holds. `HDELIFEQ key field value` deletes the
+    /// field only if it holds `value` (a port lease of this database, not another's).
+    public struct Transaction: Sendable {
+        public var guards: [Guard] = []
+        public var commands: [[String]] = []
+        /// Route names to announce on `devdb:routes` after the writes.
+        public var publish: [String] = []
+        public init() {}
+    }
+
+    static let transactionScript = """
+        local i = 1
+        local ng = tonumber(ARGV[i]); i = i + 1
+        for g = 1, ng do
+          local kind = ARGV[i]
+          if kind == 'V' then
+            local v = redis.call('GET', ARGV[i + 1])
+            if (v == false and ARGV[i + 2] ~= '0') or (v ~= false and (ARGV[i + 2] ~= '1' or v ~= ARGV[i + 3])) then return 0 end
+            i = i + 4
+          elseif kind == 'F' then
+            local v = redis.call('HGET', ARGV[i + 1], ARGV[i + 2])
+            if (v == false and ARGV[i + 3] ~= '0') or (v ~= false and (ARGV[i + 3] ~= '1' or v ~= ARGV[i + 4])) then return 0 end
+            i = i + 5
+          elseif kind == 'C' then
+            if redis.call('SCARD', ARGV[i + 1]) ~= tonumber(ARGV[i + 2]) then return 0 end
+            i = i + 3
+          else
+            return redis.error_reply('unknown guard ' .. kind)
+          end
+        end
+        while i <= #ARGV do
+          local n = tonumber(ARGV[i]); i = i + 1
+          if ARGV[i] == 'HDELIFEQ' then
+            if redis.call('HGET', ARGV[i + 1], ARGV[i + 2]) == ARGV[i + 3] then redis.call('HDEL', ARGV[i + 1], ARGV[i + 2]) end
+          else
+            redis.call(unpack(ARGV, i, i + n - 1))
+          end
+          i = i + n
+        end
+        return 1
+        """
+
+    /// Applies the transaction; false when a guard no longer holds (nothing was written).
+    /// A transient error is retried; if the first try was applied but its answer lost, the retry
+    /// fails its guard and the caller re-reads, so nothing is applied twice.
+    public func commit(_ t: Transaction) throws(CatalogError) -> Bool {
+        var args: [String] = [String(t.guards.count)]
+        for g in t.guards {
+            switch g {
+            case .value(let key, let raw): args += ["V", key, raw == nil ? "0" : "1", raw ?? ""]
+            case .field(let key, let field, let value): args += ["F", key, field, value == nil ? "0" : "1", value ?? ""]
+            case .cardinality(let key, let n): args += ["C", key, String(n)]
+            }
+        }
+        for c in t.commands + t.publish.map({ ["PUBLISH", RouteContract.routesChannel, $0] }) { args += [String(c.count)] + c }
+        return try cmd(["EVAL", Self.transactionScript, "0"] + args).integer == 1
+    }
+
+    /// Reads, decides and commits until the commit lands (another writer changed what was read:
+    /// read and decide again).
+    func optimistic<T>(_ what: String, _ attempt: () throws -> (Transaction, T)?) throws -> T? {
+        for _ in 0..<100 {
+            guard let (t, result) = try attempt() else { return nil }
+            if try commit(t) { return result }
+        }
+        throw CatalogError.unavailable("\(what) kept conflicting with concurrent changes; try again")
+    }
+
     // MARK: projects
 
-    public func createProject(_ p: Project) throws(CatalogError) {
-        guard try cmd(["SET", Key.project(p.name), Self.encode(p), "NX"]) != .null else {
-            throw .conflict("project \"\(p.name)\" already exists")
+    public func createProject(_ p: Project, firstGeneration: Bool = true) throws(CatalogError) -> Generation? {
+        var t = Transaction()
+        t.guards = [.value(Key.project(p.name), nil)]
+        t.commands = [["SET", Key.project(p.name), Self.encode(p)], ["SADD", Key.projects, p.name]]
+        var g: Generation?
+        if firstGeneration {
+            // A new project starts at generation 1 (a leftover counter of an old project of this name is replaced).
+            g = Generation(project: p.name, number: 1)
+            t.commands += [["DEL", Key.generations(p.name)], ["SET", Key.generationSeq(p.name), "1"],
+                           ["SET", Key.generation(p.name, 1), Self.encode(g!)], ["RPUSH", Key.generations(p.name), "1"]]
         }
-        _ = try cmd(["SADD", Key.projects, p.name])
+        guard try commit(t) else { throw .conflict("project \"\(p.name)\" already exists") }
+        return g
     }
 
     public func project(_ name: String) throws(CatalogError) -> Project? { try getJSON(Project.self, Key.project(name)) }
@@ -105,30 +236,92 @@ public final class Catalog: Sendable {
         try mgetJSON(Project.self, try members(Key.projects).map(Key.project))
     }
 
-    public func updateProject(_ p: Project) throws(CatalogError) {
-        guard try cmd(["SET", Key.project(p.name), Self.encode(p), "XX"]) != .null else {
-            throw .notFound("project \"\(p.name)\" does not exist")
+    /// Names of the project's databases (the index the project delete is guarded by).
+    public func projectDatabases(_ name: String) throws(CatalogError) -> [String] { try members(Key.projectDatabases(name)) }
+
+    /// Marks the project for deletion, atomically with the check that it has no database.
+    public func requestProjectDelete(_ name: String) throws -> ProjectLifecycle.DeleteDecision? {
+        try optimistic("deleting project \(name)") { () throws -> (Transaction, ProjectLifecycle.DeleteDecision)? in
+            guard let (p, raw) = try getRaw(Project.self, Key.project(name)) else { return nil }
+            let dbs = try projectDatabases(name)
+            let decision = ProjectLifecycle.delete(p, databases: dbs)
+            var t = Transaction()
+            t.guards = [.value(Key.project(name), raw), .cardinality(Key.projectDatabases(name), 0)]
+            guard case .commit(let next) = decision else {
+                // Nothing to write; the empty transaction still checks nothing changed underneath.
+                t.guards = [.value(Key.project(name), raw)]
+                return (t, decision)
+            }
+            t.commands = [["SET", Key.project(name), Self.encode(next)]]
+            return (t, decision)
         }
     }
 
-    public func deleteProject(_ name: String) throws(CatalogError) {
-        for g in try generations(name) { _ = try cmd(["DEL", Key.generation(name, g.number)]) }
-        _ = try cmd(["DEL", Key.project(name), Key.generations(name), Key.generationSeq(name)])
-        _ = try cmd(["SREM", Key.projects, name])
+    /// Removes the project and every generation key in one transaction.
+    public func removeProject(_ name: String) throws(CatalogError) {
+        var keys = [Key.project(name), Key.generations(name), Key.generationSeq(name), Key.projectDatabases(name)]
+        keys += try scan("devdb:generation:\(name):*")
+        var t = Transaction()
+        t.commands = [["DEL"] + keys, ["SREM", Key.projects, name]]
+        _ = try commit(t)
     }
 
     // MARK: generations
 
-    public func newGeneration(project: String) throws(CatalogError) -> Generation {
-        guard let n = try cmd(["INCR", Key.generationSeq(project)]).integer else { throw .corrupt("generation counter") }
-        let g = Generation(project: project, number: n)
-        _ = try cmd(["SET", Key.generation(project, n), Self.encode(g)])
-        _ = try cmd(["RPUSH", Key.generations(project), String(n)])
-        return g
+    /// A new generation, unless the project is being deleted (nil then).
+    public func newGeneration(project: String) throws -> Generation? {
+        try optimistic("a new generation of \(project)") { () throws -> (Transaction, Generation)? in
+            guard let (p, raw) = try getRaw(Project.self, Key.project(project)), p.state != .deleting else { return nil }
+            let n = (try cmd(["GET", Key.generationSeq(project)]).integer ?? 0) + 1
+            let g = Generation(project: project, number: n)
+            var t = Transaction()
+            t.guards = [.value(Key.project(project), raw), .value(Key.generationSeq(project), n == 1 ? nil : String(n - 1))]
+            t.commands = [["SET", Key.generationSeq(project), String(n)], ["SET", Key.generation(project, n), Self.encode(g)],
+                          ["RPUSH", Key.generations(project), String(n)]]
+            if n == 1 { t.guards[1] = .value(Key.generationSeq(project), nil) }
+            var seeding = p
+            seeding.state = p.state == .failed ? .seeding : p.state
+            if seeding != p { t.commands.append(["SET", Key.project(project), Self.encode(seeding)]) }
+            return (t, g)
+        }
     }
 
-    public func updateGeneration(_ g: Generation) throws(CatalogError) {
-        _ = try cmd(["SET", Key.generation(g.project, g.number), Self.encode(g)])
+    public func generation(_ project: String, _ number: Int) throws(CatalogError) -> Generation? {
+        try getJSON(Generation.self, Key.generation(project, number))
+    }
+
+    /// Applies a seed's progress or outcome; when it ends, the project's state follows in the
+    /// same transaction. Nil when the generation is gone or no longer seeding.
+    @discardableResult
+    public func apply(_ event: GenerationLifecycle.Event, project: String, generation number: Int) throws -> Generation? {
+        try optimistic("generation \(number) of \(project)") { () throws -> (Transaction, Generation)? in
+            guard let (g, raw) = try getRaw(Generation.self, Key.generation(project, number)),
+                  let next = GenerationLifecycle.decide(g, event) else { return nil }
+            var t = Transaction()
+            t.guards = [.value(Key.generation(project, number), raw)]
+            t.commands = [["SET", Key.generation(project, number), Self.encode(next)]]
+            if next.state == .ready || next.state == .failed, let (p, praw) = try getRaw(Project.self, Key.project(project)) {
+                let all = try generations(project).map { $0.number == number ? next : $0 }
+                if let np = ProjectLifecycle.afterSeed(p, generations: all) {
+                    t.guards.append(.value(Key.project(project), praw))
+                    t.commands.append(["SET", Key.project(project), Self.encode(np)])
+                }
+            }
+            return (t, next)
+        }
+    }
+
+    /// Marks a generation failed whatever it was (its snapshot is gone).
+    public func failGeneration(_ g: Generation, reason: String) throws {
+        _ = try optimistic("generation \(g.number) of \(g.project)") { () throws -> (Transaction, Void)? in
+            guard let (cur, raw) = try getRaw(Generation.self, Key.generation(g.project, g.number)), cur.state != .failed else { return nil }
+            var next = cur
+            next.state = .failed; next.reason = reason
+            var t = Transaction()
+            t.guards = [.value(Key.generation(g.project, g.number), raw)]
+            t.commands = [["SET", Key.generation(g.project, g.number), Self.encode(next)]]
+            return (t, ())
+        }
     }
 
     public func generations(_ project: String) throws(CatalogError) -> [Generation] {
@@ -138,18 +331,28 @@ public final class Catalog: Sendable {
     }
 
     public func removeGeneration(_ g: Generation) throws(CatalogError) {
-        _ = try cmd(["DEL", Key.generation(g.project, g.number)])
-        _ = try cmd(["LREM", Key.generations(g.project), "0", String(g.number)])
+        var t = Transaction()
+        t.commands = [["DEL", Key.generation(g.project, g.number)], ["LREM", Key.generations(g.project), "0", String(g.number)]]
+        _ = try commit(t)
     }
 
     // MARK: databases
 
-    public func createDatabase(_ d: DatabaseRecord) throws(CatalogError) {
-        guard try cmd(["SET", Key.database(d.name), Self.encode(d), "NX"]) != .null else {
-            throw .conflict("database \"\(d.name)\" already exists")
+    /// Adds a database and its index entries, unless the name is taken or the project is gone
+    /// or being deleted.
+    public func createDatabase(_ d: DatabaseRecord) throws {
+        _ = try optimistic("creating database \(d.name)") { () throws -> (Transaction, Void)? in
+            guard let (p, raw) = try getRaw(Project.self, Key.project(d.project)) else {
+                throw CatalogError.notFound("project \"\(d.project)\" does not exist")
+            }
+            guard p.state != .deleting else { throw CatalogError.conflict("project \"\(d.project)\" is being deleted") }
+            if try cmd(["EXISTS", Key.database(d.name)]).integer == 1 { throw CatalogError.conflict("database \"\(d.name)\" already exists") }
+            var t = Transaction()
+            t.guards = [.value(Key.project(d.project), raw), .value(Key.database(d.name), nil)]
+            t.commands = [["SET", Key.database(d.name), Self.encode(d)], ["SADD", Key.databases, d.name],
+                          ["SADD", Key.ownerDatabases(d.owner), d.name], ["SADD", Key.projectDatabases(d.project), d.name]]
+            return (t, ())
         }
-        _ = try cmd(["SADD", Key.databases, d.name])
-        _ = try cmd(["SADD", Key.ownerDatabases(d.owner), d.name])
     }
 
     public func database(_ name: String) throws(CatalogError) -> DatabaseRecord? { try getJSON(DatabaseRecord.self, Key.database(name)) }
@@ -159,46 +362,109 @@ public final class Catalog: Sendable {
         return try mgetJSON(DatabaseRecord.self, names.map(Key.database))
     }
 
-    /// Writes a database only if it still exists (a concurrent delete wins).
-    @discardableResult
-    public func updateDatabase(_ d: DatabaseRecord) throws(CatalogError) -> Bool {
-        try cmd(["SET", Key.database(d.name), Self.encode(d), "XX"]) != .null
+    /// The result of a lifecycle event applied to a database.
+    public struct Transition: Sendable {
+        /// The record after the event (nil: removed, or it did not exist).
+        public var record: DatabaseRecord?
+        public var actions: [DatabaseLifecycle.Action]
+        /// False when the event was ignored (stale or repeated).
+        public var applied: Bool
     }
 
-    public func deleteDatabase(_ d: DatabaseRecord) throws(CatalogError) {
-        _ = try cmd(["DEL", Key.database(d.name)])
-        _ = try cmd(["SREM", Key.databases, d.name])
-        _ = try cmd(["SREM", Key.ownerDatabases(d.owner), d.name])
+    /// Applies `event` to database `name` through the lifecycle state machine and commits the
+    /// record with its effects (route, indexes, port lease) in one transaction, routes announced
+    /// after it. Throws the state machine's refusal. Nil when the database does not exist.
+    public func transition(_ name: String, _ event: DatabaseLifecycle.Event) throws -> Transition? {
+        try optimistic("database \(name)") { () throws -> (Transaction, Transition)? in
+            guard let (d, raw) = try getRaw(DatabaseRecord.self, Key.database(name)) else { return nil }
+            var t = Transaction()
+            t.guards = [.value(Key.database(name), raw)]
+            switch DatabaseLifecycle.decide(d, event) {
+            case .refuse(let refusal): throw refusal
+            case .ignore: return (t, Transition(record: d, actions: [], applied: false))
+            case .commit(let next, let effects, let actions):
+                if let next { t.commands.append(["SET", Key.database(name), Self.encode(next)]) }
+                for e in effects {
+                    switch e {
+                    case .setRoute(let route):
+                        t.commands += [["DEL", RouteContract.routeKey(name)],
+                                       ["HSET", RouteContract.routeKey(name)] + route.fields.flatMap { [$0.0, $0.1] }
+                                        + ["project", d.project, "owner", d.owner]]
+                        t.publish = [name]
+                    case .removeRoute:
+                        t.commands.append(["DEL", RouteContract.routeKey(name)])
+                        t.publish = [name]
+                    case .removeRecord:
+                        t.commands += [["DEL", Key.database(name)], ["SREM", Key.databases, name],
+                                       ["SREM", Key.ownerDatabases(d.owner), name], ["SREM", Key.projectDatabases(d.project), name]]
+                        if let port = d.backendPort { t.commands.append(["HDELIFEQ", Key.ports, String(port), name]) }
+                    }
+                }
+                return (t, Transition(record: next, actions: actions, applied: true))
+            }
+        }
     }
 
     // MARK: routes (the router contract)
-
-    public func setRoute(_ name: String, _ route: RouteRecord) throws(CatalogError) {
-        _ = try cmd(["HSET", RouteContract.routeKey(name)] + route.fields.flatMap { [$0.0, $0.1] })
-        _ = try cmd(["PUBLISH", RouteContract.routesChannel, name])
-    }
-
-    public func deleteRoute(_ name: String) throws(CatalogError) {
-        _ = try cmd(["DEL", RouteContract.routeKey(name)])
-        _ = try cmd(["PUBLISH", RouteContract.routesChannel, name])
-    }
 
     public func route(_ name: String) throws(CatalogError) -> RouteRecord? {
         let fields = try cmd(["HGETALL", RouteContract.routeKey(name)]).fieldMap
         return fields.isEmpty ? nil : try? RouteRecord(fields: fields)
     }
 
-    // MARK: local ports
-
-    /// Claims a free port in `range` for `owner`.
-    public func allocatePort(in range: ClosedRange<Int>, for owner: String) throws(CatalogError) -> Int {
-        for port in range {
-            if try cmd(["HSETNX", Key.ports, String(port), owner]).integer == 1 { return port }
-        }
-        throw .conflict("no free port left in \(range.lowerBound)-\(range.upperBound); delete databases or widen --port-range")
+    /// Removes a route if the database is still as read (`raw`, nil: it does not exist).
+    public func removeRoute(_ name: String, ifDatabaseIs raw: String?) throws(CatalogError) -> Bool {
+        var t = Transaction()
+        t.guards = [.value(Key.database(name), raw)]
+        t.commands = [["DEL", RouteContract.routeKey(name)]]
+        t.publish = [name]
+        return try commit(t)
     }
 
-    public func releasePort(_ port: Int) throws(CatalogError) { _ = try cmd(["HDEL", Key.ports, String(port)]) }
+    /// Deletes a key left by a project that no longer exists (guarded: the project is still absent).
+    public func removeOrphanKey(_ key: String, project: String) throws(CatalogError) -> Bool {
+        var t = Transaction()
+        t.guards = [.value(Key.project(project), nil)]
+        t.commands = [["DEL", key]]
+        return try commit(t)
+    }
+
+    /// The raw text of a database record, for guards.
+    public func databaseRaw(_ name: String) throws(CatalogError) -> String? { try cmd(["GET", Key.database(name)]).string }
+
+    // MARK: local ports
+
+    /// Leases `port` to database `name` and records it on the database, in one transaction.
+    /// False when the port is leased already or the database changed; a database that has a
+    /// port keeps it.
+    public func claimPort(_ port: Int, for name: String) throws -> Bool {
+        try optimistic("a port for \(name)") { () throws -> (Transaction, Bool)? in
+            guard let (d, raw) = try getRaw(DatabaseRecord.self, Key.database(name)) else {
+                throw CatalogError.notFound("database \"\(name)\" was deleted")
+            }
+            if let mine = d.backendPort, mine != port { return (Transaction(), false) }
+            var next = d
+            next.backendPort = port
+            next.backendHost = d.backendHost ?? "127.0.0.1"
+            var t = Transaction()
+            t.guards = [.value(Key.database(name), raw)]
+            if d.backendPort != port {
+                let owner = try cmd(["HGET", Key.ports, String(port)]).string
+                if owner != nil && owner != name { return (Transaction(), false) }
+                t.guards.append(.field(Key.ports, String(port), owner))
+            }
+            t.commands = [["HSET", Key.ports, String(port), name], ["SET", Key.database(name), Self.encode(next)]]
+            return (t, true)
+        } ?? false
+    }
+
+    /// Removes a lease if it still belongs to `owner` and the owner's record is still `raw`.
+    public func releaseLease(_ port: Int, owner: String, ifDatabaseIs raw: String?) throws(CatalogError) -> Bool {
+        var t = Transaction()
+        t.guards = [.value(Key.database(owner), raw)]
+        t.commands = [["HDELIFEQ", Key.ports, String(port), owner]]
+        return try commit(t)
+    }
 
     public func portOwners() throws(CatalogError) -> [Int: String] {
         var out: [Int: String] = [:]
@@ -230,9 +496,9 @@ public final class Catalog: Sendable {
 
     /// Stores a token whose plaintext the caller chose (the admin token from a file).
     public func storeToken(hash: String, _ record: TokenRecord) throws(CatalogError) {
-        _ = try cmd(["SET", Key.tokenByHash(hash), Self.encode(record)])
-        _ = try cmd(["SET", Key.tokenByID(record.id), hash])
-        _ = try cmd(["SADD", Key.tokens, record.id])
+        var t = Transaction()
+        t.commands = [["SET", Key.tokenByHash(hash), Self.encode(record)], ["SET", Key.tokenByID(record.id), hash], ["SADD", Key.tokens, record.id]]
+        _ = try commit(t)
     }
 
     public func token(plaintext: String) throws(CatalogError) -> TokenRecord? {
@@ -252,7 +518,8 @@ public final class Catalog: Sendable {
 
     public func revokeToken(id: String) throws(CatalogError) {
         guard let hash = try cmd(["GET", Key.tokenByID(id)]).string else { throw .notFound("token \(id) does not exist") }
-        _ = try cmd(["DEL", Key.tokenByHash(hash), Key.tokenByID(id)])
-        _ = try cmd(["SREM", Key.tokens, id])
+        var t = Transaction()
+        t.commands = [["DEL", Key.tokenByHash(hash), Key.tokenByID(id)], ["SREM", Key.tokens, id]]
+        _ = try commit(t)
     }
 }

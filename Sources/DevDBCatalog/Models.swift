@@ -2,7 +2,11 @@ import Foundation
 
 /// A project: where its dump lives and which Postgres major it needs.
 public struct Project: Codable, Sendable, Equatable {
-    public enum State: String, Codable, Sendable { case seeding, ready, failed }
+    public enum State: String, Codable, Sendable {
+        case seeding, ready, failed
+        /// Accepted for deletion: its seeds are cancelled and its generations removed.
+        case deleting
+    }
     public var name: String
     public var postgresMajor: Int
     public var dumpUrl: String
@@ -38,16 +42,38 @@ public struct Generation: Codable, Sendable, Equatable {
 
 /// One engineer's database instance.
 public struct DatabaseRecord: Codable, Sendable, Equatable {
-    public enum State: String, Codable, Sendable {
+    public enum State: String, Codable, Sendable, CaseIterable {
         case provisioning, restoring, cloning, starting, ready, failed, deleting
         /// Made and once ready, but the platform reports it is not serving now (reason says why);
         /// the reconcile loop moves it back to ready when it is.
         case unavailable
+
+        /// States in which work is in flight (an operation runs or is about to be resumed).
+        public var isTransitional: Bool {
+            switch self {
+            case .provisioning, .restoring, .cloning, .starting, .deleting: return true
+            case .ready, .failed, .unavailable: return false
+            }
+        }
+    }
+    /// The work in flight: what it is and a fresh id per accepted operation, so an outcome
+    /// reported for an operation that is no longer current (a retry, a stale job) is ignored.
+    public struct Operation: Codable, Sendable, Equatable {
+        public enum Kind: String, Codable, Sendable { case create, reset, delete }
+        public var kind: Kind
+        public var id: String
+        /// For resets: to the project's newest generation instead of the database's own.
+        public var latest: Bool?
+        public init(kind: Kind, id: String, latest: Bool? = nil) { self.kind = kind; self.id = id; self.latest = latest }
     }
     public var name: String
     public var project: String
     public var owner: String
     public var state: State
+    /// The operation in flight (nil when the state is ready, unavailable or failed).
+    public var operation: Operation?
+    /// A delete accepted while a create or reset ran: it runs when that ends.
+    public var deleteQueued: Bool?
     public var reason: String?
     public var phase: String?
     public var generation: Int?
@@ -67,8 +93,16 @@ public struct DatabaseRecord: Codable, Sendable, Equatable {
     public init(name: String, project: String, owner: String, user: String, password: String, database: String,
                 createdAt: Date = Date(), expiresAt: Date? = nil) {
         self.name = name; self.project = project; self.owner = owner; self.state = .provisioning
+        self.operation = Operation(kind: .create, id: Self.newOperationID())
         self.user = user; self.password = password; self.database = database
         self.createdAt = createdAt; self.expiresAt = expiresAt
+    }
+}
+
+extension DatabaseRecord {
+    public static func newOperationID() -> String {
+        var rng = SystemRandomNumberGenerator()
+        return String(UInt64.random(in: 0...UInt64.max, using: &rng), radix: 16)
     }
 }
 

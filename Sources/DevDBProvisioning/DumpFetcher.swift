@@ -40,6 +40,20 @@ public enum DumpError: Error, Equatable, CustomStringConvertible {
     case transfer(String)
     case notADump(String)
     case missingCredentials
+    /// The host resolves to a loopback, private or link-local address (or does not resolve).
+    case privateHost(String, String)
+    case unresolvable(String)
+    case cancelled
+
+    /// What to do, for API error hints.
+    public var hint: String? {
+        switch self {
+        case .privateHost: return "dump URLs must name a public host; an operator can allow private hosts with devdb-api --allow-private-dump-hosts"
+        case .unresolvable: return "check the host name in the URL"
+        case .unsupportedURL: return "e.g. s3://bucket/shop.dump, https://host/shop.dump or file:///path/shop.dump"
+        default: return nil
+        }
+    }
 
     public var description: String {
         switch self {
@@ -48,6 +62,9 @@ public enum DumpError: Error, Equatable, CustomStringConvertible {
         case .denied(let u, let code): return "access to the dump at \(u) was denied (\(code)): check the credentials and the bucket policy"
         case .transfer(let why): return "fetching the dump failed: \(why)"
         case .notADump(let u): return "\(u) is not a pg_dump archive: make it with pg_dump -Fc"
+        case .privateHost(let host, let address): return "dump host \(host) resolves to \(address), a loopback, private or link-local address; DevDB does not fetch dumps from such addresses"
+        case .unresolvable(let host): return "dump host \(host) does not resolve"
+        case .cancelled: return "the fetch was cancelled"
         case .missingCredentials: return "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (on one machine for devdb-api; in a cluster in the Secret named by the chart's databases.s3.secretName)"
         }
     }
@@ -55,12 +72,41 @@ public enum DumpError: Error, Equatable, CustomStringConvertible {
 
 /// Streams a dump to a local file with libcurl: `file://`, `http(s)://`, and `s3://bucket/key`
 /// signed with SigV4 (CURLOPT_AWS_SIGV4).
+///
+/// Unless `allowPrivateHosts`, http(s) dumps are fetched only from public addresses: a check of
+/// the host when a project is made, and libcurl refusing to connect anywhere else (redirects and
+/// changed DNS answers included). The operator's own S3 endpoint (AWS_ENDPOINT_URL_S3) is trusted.
 public struct DumpFetcher: Sendable {
     public var s3: S3Settings
+    public var allowPrivateHosts: Bool
 
-    public init(s3: S3Settings) {
+    public init(s3: S3Settings, allowPrivateHosts: Bool = false) {
         self.s3 = s3
+        self.allowPrivateHosts = allowPrivateHosts
         _ = devdb_curl_global_init()
+    }
+
+    /// Checks a dump URL when a project is made: supported, and (unless allowed) not naming a
+    /// private host.
+    public func check(_ url: String) throws(DumpError) {
+        _ = try resolve(url)
+        guard !allowPrivateHosts, url.hasPrefix("http://") || url.hasPrefix("https://"),
+              let host = URLComponents(string: url)?.host, !host.isEmpty else { return }
+        let bare = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(bare, nil, &hints, &list) == 0, let first = list else { throw .unresolvable(host) }
+        defer { freeaddrinfo(list) }
+        var cursor: UnsafeMutablePointer<addrinfo>? = first
+        while let ai = cursor {
+            if let sa = ai.pointee.ai_addr, devdb_is_private_address(sa) != 0 {
+                var text = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+                getnameinfo(sa, ai.pointee.ai_addrlen, &text, socklen_t(text.count), nil, 0, NI_NUMERICHOST)
+                throw .privateHost(host, String(cString: text))
+            }
+            cursor = ai.pointee.ai_next
+        }
     }
 
     /// The HTTP(S) URL libcurl fetches for a dump URL, and whether to sign it.
@@ -84,9 +130,15 @@ public struct DumpFetcher: Sendable {
 
     /// Fetches `url` to `destination`, calling `progress` with the bytes received so far.
     /// Checks the PGDMP magic of a custom-format archive.
-    public func fetch(_ url: String, to destination: String, progress: @escaping @Sendable (Int64) -> Void) throws(DumpError) {
+    /// The file is created 0600 (a dump holds a whole database). `cancelled` is polled while the
+    /// transfer runs; returning true aborts it.
+    public func fetch(_ url: String, to destination: String, progress: @escaping @Sendable (Int64) -> Void,
+                      cancelled: @escaping @Sendable () -> Bool = { false }) throws(DumpError) {
         let (target, sign) = try resolve(url)
-        guard let file = fopen(destination, "wb") else { throw .transfer("cannot write \(destination)") }
+        let fd = open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw .transfer("cannot write \(destination): \(String(cString: strerror(errno)))") }
+        fchmod(fd, 0o600)
+        guard let file = fdopen(fd, "wb") else { close(fd); throw .transfer("cannot write \(destination)") }
         var closed = false
         defer { if !closed { fclose(file) } }
         guard let curl = curl_easy_init() else { throw .transfer("cannot initialise libcurl") }
@@ -97,15 +149,19 @@ public struct DumpFetcher: Sendable {
         _ = devdb_curl_set_long(curl, CURLOPT_FOLLOWLOCATION, 1)
         _ = devdb_curl_set_long(curl, CURLOPT_CONNECTTIMEOUT, 20)
         _ = devdb_curl_set_string(curl, CURLOPT_PROTOCOLS_STR, "file,http,https")
+        _ = devdb_curl_set_string(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https")
+        let trustedEndpoint = sign && s3.endpoint != nil
+        if !allowPrivateHosts && !trustedEndpoint { _ = devdb_curl_public_addresses_only(curl) }
         _ = devdb_curl_set_write_function(curl) { ptr, size, count, userdata in
             fwrite(ptr, size, count, userdata!.assumingMemoryBound(to: FILE.self))
         }
         _ = devdb_curl_set_pointer(curl, CURLOPT_WRITEDATA, UnsafeMutableRawPointer(file))
-        let box = Unmanaged.passRetained(ProgressBox(progress)).toOpaque()
+        let box = Unmanaged.passRetained(ProgressBox(progress, cancelled: cancelled)).toOpaque()
         defer { Unmanaged<ProgressBox>.fromOpaque(box).release() }
         _ = devdb_curl_set_xferinfo_function(curl) { data, _, now, _, _ in
-            Unmanaged<ProgressBox>.fromOpaque(data!).takeUnretainedValue().report(Int64(now))
-            return 0
+            let progress = Unmanaged<ProgressBox>.fromOpaque(data!).takeUnretainedValue()
+            progress.report(Int64(now))
+            return progress.cancelled() ? 1 : 0
         }
         _ = devdb_curl_set_pointer(curl, CURLOPT_XFERINFODATA, box)
         if sign {
@@ -123,6 +179,13 @@ public struct DumpFetcher: Sendable {
         var code: Int = 0
         _ = devdb_curl_get_response_code(curl, &code)
         if rc == CURLE_FILE_COULDNT_READ_FILE { throw .notFound(url) }
+        if rc == CURLE_ABORTED_BY_CALLBACK { throw .cancelled }
+        if rc == CURLE_COULDNT_CONNECT, !allowPrivateHosts, !trustedEndpoint, let host = URLComponents(string: target)?.host {
+            // libcurl refused every address (our socket callback) or the host did not answer.
+            do throws(DumpError) { try check("http://\(host)/") } catch {
+                if case .privateHost = error { throw error }
+            }
+        }
         guard rc == CURLE_OK else { throw .transfer("\(String(cString: curl_easy_strerror(rc))) (\(url))") }
         if !target.hasPrefix("file://") {
             switch code {
@@ -147,7 +210,8 @@ public struct DumpFetcher: Sendable {
 final class ProgressBox: Sendable {
     private let last = Atomic<Int64>(-1)
     private let sink: @Sendable (Int64) -> Void
-    init(_ sink: @escaping @Sendable (Int64) -> Void) { self.sink = sink }
+    let cancelled: @Sendable () -> Bool
+    init(_ sink: @escaping @Sendable (Int64) -> Void, cancelled: @escaping @Sendable () -> Bool) { self.sink = sink; self.cancelled = cancelled }
     func report(_ bytes: Int64) {
         // libcurl calls this very often; pass on changes of at least 1 MiB.
         let previous = last.load(ordering: .relaxed)

@@ -1,17 +1,24 @@
 import DevDBCatalog
 import DevDBNet
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Databases as local `postgres` processes (PostgreSQL 15 from Debian), run as the `postgres`
-/// user. Generations are stopped data directories; instances are clones of them, made with
-/// reflinks where the filesystem can (XFS with reflink=1, btrfs) and plain copies elsewhere.
+/// user (or the API's own user when it is not root). Generations are stopped data directories;
+/// instances are clones of them, made with reflinks where the filesystem can (XFS with
+/// reflink=1, btrfs) and plain copies elsewhere.
 ///
-///     <data-dir>/dumps/<project>-<generation>.dump
+///     <data-dir>/dumps/<project>-<generation>.dump      (0600, removed after the restore)
 ///     <data-dir>/generations/<project>/<generation>/pgdata
-///     <data-dir>/instances/<database>/{pgdata,run,postgres.log}
+///     <data-dir>/instances/<database>/{pgdata,postgres.log}
+///     <data-dir>/s/<12 hex>/                             unix socket directory, 0700, per instance or seed
+///
+/// Socket directories are short hashes so every valid database name (up to 63 characters) fits
+/// the 107-byte limit of a unix socket path. Local logins: the instance user only, by `peer`
+/// (`local all postgres peer map=devdb`); TCP logins by scram-sha-256. No `trust`.
 public final class LocalProvisioner: Provisioner {
     public let kind = "local"
     public let dataDirectory: URL
@@ -24,27 +31,44 @@ public final class LocalProvisioner: Provisioner {
     /// The role and database every instance has (each instance is its own cluster).
     public static let appUser = "app"
     public static let appDatabase = "app"
+    /// The OS user instances run as: `postgres` when the API is root (Postgres refuses root).
+    public static var instanceOSUser: String {
+        if getuid() == 0 { return "postgres" }
+        guard let pw = getpwuid(getuid()) else { return "postgres" }
+        return String(cString: pw.pointee.pw_name)
+    }
 
     public init(dataDirectory: URL, catalog: Catalog, fetcher: DumpFetcher, portRange: ClosedRange<Int>,
                 postgresBin: String = "/usr/lib/postgresql/15/bin", restoreJobs: Int = max(2, ProcessInfo.processInfo.activeProcessorCount)) throws {
-        self.dataDirectory = dataDirectory
+        self.dataDirectory = dataDirectory.standardizedFileURL
         self.catalog = catalog
         self.fetcher = fetcher
         self.portRange = portRange
         self.postgresBin = postgresBin
         self.restoreJobs = restoreJobs
-        for sub in ["dumps", "generations", "instances"] {
+        // The longest socket path is <data-dir>/s/<12 hex>/.s.PGSQL.<5 digits>.lock.
+        let longest = self.dataDirectory.path.utf8.count + "/s/".count + 12 + "/.s.PGSQL.65535.lock".count
+        guard longest <= 107 else {
+            throw SubprocessError(description: "--data-dir \(self.dataDirectory.path) is too long for unix socket paths (at most \(107 - longest + self.dataDirectory.path.utf8.count) characters): choose a shorter directory")
+        }
+        for sub in ["dumps", "generations", "instances", "s"] {
             try FileManager.default.createDirectory(at: dataDirectory.appendingPathComponent(sub), withIntermediateDirectories: true)
         }
+        // Dumps hold whole databases: only the API's user (and root) may read them.
+        chmod(dataDirectory.appendingPathComponent("dumps").path, 0o700)
         try Self.giveToPostgres(dataDirectory.path, recursive: false)
-        for sub in ["generations", "instances"] { try Self.giveToPostgres(dataDirectory.appendingPathComponent(sub).path, recursive: false) }
+        for sub in ["generations", "instances", "s", "dumps"] { try Self.giveToPostgres(dataDirectory.appendingPathComponent(sub).path, recursive: false) }
     }
 
     // MARK: paths
 
     func dumpPath(_ g: Generation) -> String { dataDirectory.appendingPathComponent("dumps/\(g.project)-\(g.number).dump").path }
-    func generationDir(_ g: Generation) -> String { dataDirectory.appendingPathComponent("generations/\(g.project)/\(g.number)").path }
+    func generationDir(_ g: Generation) -> String { generationDir(g.project, g.number) }
+    func generationDir(_ project: String, _ number: Int) -> String { dataDirectory.appendingPathComponent("generations/\(project)/\(number)").path }
     func instanceDir(_ name: String) -> String { dataDirectory.appendingPathComponent("instances/\(name)").path }
+    /// A short, private socket directory for an instance (`i:<name>`) or a seed (`g:<project>/<n>`).
+    func socketDir(_ key: String) -> String { dataDirectory.appendingPathComponent("s/\(Catalog.sha256Hex(key).prefix(12))").path }
+    public func socketDirectory(database name: String) -> String { socketDir("i:\(name)") }
 
     static func giveToPostgres(_ path: String, recursive: Bool) throws {
         guard getuid() == 0 else { return }
@@ -52,22 +76,54 @@ public final class LocalProvisioner: Provisioner {
         guard out.status == 0 else { throw SubprocessError(description: "chown \(path): \(out.tail)") }
     }
 
+    /// Makes a 0700 socket directory owned by the instance user.
+    func makeSocketDir(_ path: String) throws {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        chmod(path, 0o700)
+        try Self.giveToPostgres(path, recursive: false)
+    }
+
     func tool(_ name: String) -> String { "\(postgresBin)/\(name)" }
+
+    /// Local logins by peer for the instance user only, TCP by password. Written into every data
+    /// directory this provisioner starts.
+    func writeAuthentication(pgdata: String) throws {
+        let hba = """
+            # DevDB: the superuser only over this instance's own 0700 socket, as the OS user \(Self.instanceOSUser) (peer);
+            # everyone else over TCP with a password. No trust.
+            local all postgres peer map=devdb
+            host all all 127.0.0.1/32 scram-sha-256
+            host all all ::1/128 scram-sha-256
+
+            """
+        try hba.write(toFile: "\(pgdata)/pg_hba.conf", atomically: true, encoding: .utf8)
+        try "devdb \(Self.instanceOSUser) postgres\n".write(toFile: "\(pgdata)/pg_ident.conf", atomically: true, encoding: .utf8)
+        for f in ["pg_hba.conf", "pg_ident.conf"] {
+            chmod("\(pgdata)/\(f)", 0o600)
+            try Self.giveToPostgres("\(pgdata)/\(f)", recursive: false)
+        }
+    }
 
     // MARK: seeding
 
     public func seed(project: Project, generation g: Generation, progress: @escaping @Sendable (String, Int64) -> Void) async throws {
         let dump = dumpPath(g)
+        defer { unlink(dump) }  // the generation is the restored copy; a failed or cancelled one keeps nothing
         progress("fetching", 0)
         let fetcher = self.fetcher
-        try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Void, any Error>) in
-            DispatchQueue.global().async {
-                do {
-                    try fetcher.fetch(project.dumpUrl, to: dump) { bytes in progress("fetching", bytes) }
-                    cont.resume()
-                } catch { cont.resume(throwing: error) }
+        let cancelled = CancelFlag()
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Void, any Error>) in
+                DispatchQueue.global().async {
+                    do {
+                        try fetcher.fetch(project.dumpUrl, to: dump, progress: { bytes in progress("fetching", bytes) },
+                                          cancelled: { cancelled.isSet })
+                        cont.resume()
+                    } catch { cont.resume(throwing: error) }
+                }
             }
-        }
+        } onCancel: { cancelled.set() }
+        try Task.checkCancellation()
         let size = (try? FileManager.default.attributesOfItem(atPath: dump)[.size] as? Int64) ?? 0
         let dir = generationDir(g)
         try? FileManager.default.removeItem(atPath: dir)
@@ -76,11 +132,12 @@ public final class LocalProvisioner: Provisioner {
         try Self.giveToPostgres(dir, recursive: false)
         try Self.giveToPostgres(dump, recursive: false)
         progress("initdb", size)
-        try await Subprocess.check([tool("initdb"), "-D", "\(dir)/pgdata", "-U", "postgres", "--auth-local=trust",
+        try await Subprocess.check([tool("initdb"), "-D", "\(dir)/pgdata", "-U", "postgres", "--auth-local=peer",
                                     "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"], asPostgres: true, what: "initdb")
-        let run = "\(dir)/run"
-        try FileManager.default.createDirectory(atPath: run, withIntermediateDirectories: true)
-        try Self.giveToPostgres(run, recursive: false)
+        try writeAuthentication(pgdata: "\(dir)/pgdata")
+        let run = socketDir("g:\(g.project)/\(g.number)")
+        try makeSocketDir(run)
+        defer { try? FileManager.default.removeItem(atPath: run) }
         // Restore with durability off (the clean shutdown and a sync make the result durable),
         // listening on a socket only.
         try await Subprocess.check([tool("pg_ctl"), "-D", "\(dir)/pgdata", "-w", "-t", "120", "-l", "\(dir)/restore.log", "-o",
@@ -97,12 +154,11 @@ public final class LocalProvisioner: Provisioner {
             try await psql(socket: run, database: Self.appDatabase, sql: "ANALYZE")
             progress("stopping", size)
         } catch {
-            _ = try? await Subprocess.run([tool("pg_ctl"), "-D", "\(dir)/pgdata", "-m", "immediate", "stop"], asPostgres: true)
+            await stopPostmaster(pgdata: "\(dir)/pgdata")
             throw error
         }
         try await Subprocess.check([tool("pg_ctl"), "-D", "\(dir)/pgdata", "-m", "fast", "-w", "stop"], asPostgres: true, what: "stopping Postgres after the restore")
         _ = try? await Subprocess.run(["sync", "-f", dir])
-        try? FileManager.default.removeItem(atPath: dump)  // the generation is the restored copy now
     }
 
     func psql(socket: String, database: String, sql: String) async throws {
@@ -113,36 +169,27 @@ public final class LocalProvisioner: Provisioner {
     // MARK: instances
 
     public func create(database d: DatabaseRecord, from g: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
-        try? await stopAndRemove(d.name)  // what an attempt interrupted by a restart left
-        let port = try await leaseFreePort(for: d.name)
+        try await stopAndRemove(d.name)  // what an attempt interrupted by a restart left
+        let port = try await leaseFreePort(for: d)
         do {
             return try await cloneAndStart(d, from: g, port: port, phase: phase)
         } catch {
             try? await stopAndRemove(d.name)
-            _ = try? await catalog.run { try $0.releasePort(port) }
             throw error
         }
     }
 
     /// Leases a port that nothing else on the machine listens on (a lease in Redis alone does not
-    /// know about other programs); busy ports are skipped.
-    func leaseFreePort(for name: String) async throws -> Int {
-        var busy: [Int] = []
-        func releaseBusy() async {
-            for p in busy { _ = try? await catalog.run { try $0.releasePort(p) } }
+    /// know about other programs), recorded on the database in the same transaction. A database
+    /// that has a port (a resumed create) keeps it while it is free.
+    func leaseFreePort(for d: DatabaseRecord) async throws -> Int {
+        let name = d.name
+        if let mine = d.backendPort, Self.isFree(mine), try await catalog.run({ try $0.claimPort(mine, for: name) }) { return mine }
+        let leased = try await catalog.run { try $0.portOwners() }
+        for port in portRange where leased[port] == nil && Self.isFree(port) {
+            if try await catalog.run({ try $0.claimPort(port, for: name) }) { return port }
         }
-        while true {
-            let port: Int
-            do { port = try await catalog.run { try $0.allocatePort(in: self.portRange, for: name) } } catch {
-                await releaseBusy()
-                throw error
-            }
-            if Self.isFree(port) {
-                await releaseBusy()
-                return port
-            }
-            busy.append(port)
-        }
+        throw SubprocessError(description: "no free port left in \(portRange.lowerBound)-\(portRange.upperBound); delete databases or widen --port-range")
     }
 
     /// True when nothing listens on 127.0.0.1:`port` (we can bind it ourselves).
@@ -153,53 +200,60 @@ public final class LocalProvisioner: Provisioner {
     }
 
     public func reset(database d: DatabaseRecord, to g: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
-        guard let port = d.backendPort else { throw SubprocessError(description: "database \(d.name) has no port") }
+        guard d.backendPort != nil else { throw SubprocessError(description: "database \(d.name) has no port") }
         try await stopAndRemove(d.name)
-        return try await cloneAndStart(d, from: g, port: port, phase: phase)
+        let port = try await leaseFreePort(for: d)
+        do {
+            return try await cloneAndStart(d, from: g, port: port, phase: phase)
+        } catch {
+            try? await stopAndRemove(d.name)
+            throw error
+        }
     }
 
     public func delete(database d: DatabaseRecord) async throws {
         try await stopAndRemove(d.name)
-        if let port = d.backendPort { _ = try await catalog.run { try $0.releasePort(port) } }
+    }
+
+    public func removeInstance(database d: DatabaseRecord) async throws {
+        try await stopAndRemove(d.name)
     }
 
     public func deleteGeneration(_ g: Generation) async throws {
+        await stopPostmaster(pgdata: "\(generationDir(g))/pgdata")
         try? FileManager.default.removeItem(atPath: generationDir(g))
-        try? FileManager.default.removeItem(atPath: dumpPath(g))
+        try? FileManager.default.removeItem(atPath: socketDir("g:\(g.project)/\(g.number)"))
+        unlink(dumpPath(g))
+        let projectDir = dataDirectory.appendingPathComponent("generations/\(g.project)").path
+        if (try? FileManager.default.contentsOfDirectory(atPath: projectDir))?.isEmpty == true { try? FileManager.default.removeItem(atPath: projectDir) }
     }
 
     private func cloneAndStart(_ d: DatabaseRecord, from g: Generation, port: Int, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
         let dir = instanceDir(d.name)
-        try FileManager.default.createDirectory(atPath: "\(dir)/run", withIntermediateDirectories: true)
-        try Self.giveToPostgres(dir, recursive: true)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try Self.giveToPostgres(dir, recursive: false)
         phase("cloning")
         let method = try await Self.cloneDirectory(from: "\(generationDir(g))/pgdata", to: "\(dir)/pgdata")
-        let hba = """
-            # DevDB instance: the superuser only over this instance's own socket; the app role over TCP.
-            local all postgres trust
-            host all all 127.0.0.1/32 scram-sha-256
-            host all all ::1/128 scram-sha-256
-
-            """
-        try hba.write(toFile: "\(dir)/pgdata/pg_hba.conf", atomically: true, encoding: .utf8)
-        try Self.giveToPostgres("\(dir)/pgdata/pg_hba.conf", recursive: false)
+        try writeAuthentication(pgdata: "\(dir)/pgdata")
         phase("starting")
         try await start(d.name, port: port)
-        // The password never appears on a command line: a 0600 file read by psql.
-        let sqlFile = "\(dir)/run/set-password.sql"
+        // The password never appears on a command line: a 0600 file in the private socket directory, read by psql.
+        let sqlFile = "\(socketDirectory(database: d.name))/set-password.sql"
         FileManager.default.createFile(atPath: sqlFile, contents: Data("ALTER ROLE \(Self.appUser) PASSWORD '\(d.password)';\n".utf8),
                                        attributes: [.posixPermissions: 0o600])
         try Self.giveToPostgres(sqlFile, recursive: false)
         defer { unlink(sqlFile) }
-        try await Subprocess.check(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "\(dir)/run", "-p", String(port), "-U", "postgres",
+        try await Subprocess.check(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", socketDirectory(database: d.name), "-p", String(port), "-U", "postgres",
                                     "-d", "postgres", "-f", sqlFile], asPostgres: true, what: "setting the password")
         return InstanceInfo(host: "127.0.0.1", port: port, cloneMethod: method)
     }
 
     func start(_ name: String, port: Int) async throws {
         let dir = instanceDir(name)
+        let sockets = socketDirectory(database: name)
+        try makeSocketDir(sockets)
         try await Subprocess.check([tool("pg_ctl"), "-D", "\(dir)/pgdata", "-w", "-t", "60", "-l", "\(dir)/postgres.log", "-o",
-                                    "-p \(port) -c listen_addresses=127.0.0.1 -k \(dir)/run -c password_encryption=scram-sha-256",
+                                    "-p \(port) -c listen_addresses=127.0.0.1 -k \(sockets) -c password_encryption=scram-sha-256",
                                     "start"], asPostgres: true, what: "starting Postgres")
     }
 
@@ -210,12 +264,21 @@ public final class LocalProvisioner: Provisioner {
 
     private func stopAndRemove(_ name: String) async throws {
         let dir = instanceDir(name)
-        if FileManager.default.fileExists(atPath: "\(dir)/pgdata/postmaster.pid") {
-            _ = try await Subprocess.run([tool("pg_ctl"), "-D", "\(dir)/pgdata", "-m", "immediate", "-w", "stop"], asPostgres: true)
-        }
+        await stopPostmaster(pgdata: "\(dir)/pgdata")
         if FileManager.default.fileExists(atPath: dir) {
             try FileManager.default.removeItem(atPath: dir)
         }
+        try? FileManager.default.removeItem(atPath: socketDirectory(database: name))
+    }
+
+    /// Stops the postmaster of `pgdata` however it can: `pg_ctl stop -m immediate`, then the pid
+    /// in `postmaster.pid` (checked to be that postmaster), then any postmaster whose command
+    /// line names this data directory (its directory may be gone already).
+    func stopPostmaster(pgdata: String) async {
+        if FileManager.default.fileExists(atPath: "\(pgdata)/postmaster.pid") {
+            _ = try? await Subprocess.run([tool("pg_ctl"), "-D", pgdata, "-m", "immediate", "-w", "-t", "10", "stop"], asPostgres: true)
+        }
+        for p in Postmasters.list() where p.dataDirectory == pgdata { await Postmasters.stop(p.pid) }
     }
 
     /// Copies a stopped data directory, with reflinks when the filesystem supports them.
@@ -237,28 +300,120 @@ public final class LocalProvisioner: Provisioner {
 
     // MARK: recovery
 
+    /// Whether a catalog entry still wants the instance `name` (read again now: the snapshot
+    /// the reconcile started from may predate a database created since).
+    private func instanceWanted(_ name: String) async -> Bool {
+        do {
+            guard let d = try await catalog.run({ try $0.database(name) }) else { return false }
+            return d.state != .failed
+        } catch { return true }  // Redis away: remove nothing
+    }
+
+    /// Whether the generation exists (`seeding`: and is being restored now).
+    private func generationWanted(_ project: String, _ number: Int, seeding: Bool = false) async -> Bool {
+        do {
+            guard let g = try await catalog.run({ try $0.generation(project, number) }) else { return false }
+            return !seeding || GenerationLifecycle.isSeeding(g)
+        } catch { return true }
+    }
+
     public func recover(databases: [DatabaseRecord], generations: [Generation]) async throws -> RecoveryReport {
         var report = RecoveryReport()
-        let known = Set(databases.map(\.name))
-        let present = (try? FileManager.default.contentsOfDirectory(atPath: dataDirectory.appendingPathComponent("instances").path)) ?? []
-        for name in present where !known.contains(name) {
+        let fm = FileManager.default
+        let wantedNow = Set(databases.filter { $0.state != .failed }.map(\.name))
+        // Instance directories and processes no record wants (failed databases keep none).
+        for name in (try? fm.contentsOfDirectory(atPath: dataDirectory.appendingPathComponent("instances").path)) ?? []
+        where !wantedNow.contains(name) {
+            guard await !instanceWanted(name) else { continue }
             try? await stopAndRemove(name)
-            report.orphansRemoved.append(name)
+            report.orphansRemoved.append("instance \(name)")
+        }
+        // Generation directories without a generation record.
+        let known = Set(generations.map { "\($0.project)/\($0.number)" })
+        let generationsRoot = dataDirectory.appendingPathComponent("generations").path
+        for project in (try? fm.contentsOfDirectory(atPath: generationsRoot)) ?? [] {
+            for entry in (try? fm.contentsOfDirectory(atPath: "\(generationsRoot)/\(project)")) ?? [] where !known.contains("\(project)/\(entry)") {
+                guard let n = Int(entry), await !generationWanted(project, n) else { continue }
+                try? await deleteGeneration(Generation(project: project, number: n))
+                report.orphansRemoved.append("generation \(project)/\(n)")
+            }
+        }
+        // Postmasters under the data directory that nothing wants: their directory is gone, or
+        // no record or seeding generation names it.
+        let instancesRoot = dataDirectory.appendingPathComponent("instances").path + "/"
+        for p in Postmasters.list() where p.dataDirectory.hasPrefix(dataDirectory.path + "/") {
+            let rest = p.dataDirectory
+            var wanted = false
+            if rest.hasPrefix(instancesRoot), rest.hasSuffix("/pgdata") {
+                let name = String(rest.dropFirst(instancesRoot.count).dropLast("/pgdata".count))
+                if fm.fileExists(atPath: rest) { wanted = wantedNow.contains(name) ? true : await instanceWanted(name) }
+            } else if rest.hasPrefix(generationsRoot + "/"), rest.hasSuffix("/pgdata") {
+                let parts = rest.dropFirst(generationsRoot.count + 1).dropLast("/pgdata".count).split(separator: "/")
+                if parts.count == 2, let n = Int(parts[1]), fm.fileExists(atPath: rest) {
+                    wanted = await generationWanted(String(parts[0]), n, seeding: true)
+                }
+            }
+            guard !wanted else { continue }
+            await Postmasters.stop(p.pid)
+            report.orphansRemoved.append("postgres process \(p.pid) (\(p.dataDirectory))")
         }
         for d in databases where d.state == .ready || d.state == .unavailable {
-            guard let port = d.backendPort, FileManager.default.fileExists(atPath: "\(instanceDir(d.name))/pgdata/PG_VERSION") else {
+            guard let port = d.backendPort, fm.fileExists(atPath: "\(instanceDir(d.name))/pgdata/PG_VERSION") else {
                 report.missing.append(d.name)
                 continue
             }
             if await !isRunning(d.name) {
                 // A stale postmaster.pid from a crash or reboot would stop pg_ctl start.
                 let pidFile = "\(instanceDir(d.name))/pgdata/postmaster.pid"
-                if FileManager.default.fileExists(atPath: pidFile) { unlink(pidFile) }
-                try await start(d.name, port: port)
+                if fm.fileExists(atPath: pidFile) { unlink(pidFile) }
+                try? writeAuthentication(pgdata: "\(instanceDir(d.name))/pgdata")
+                do { try await start(d.name, port: port) } catch {
+                    report.unhealthy[d.name] = "its Postgres does not start: \(error)"
+                    continue
+                }
                 report.restarted.append(d.name)
             }
             report.healthy.append(d.name)
         }
         return report
+    }
+}
+
+/// A flag set from a cancellation handler and read by a libcurl callback.
+final class CancelFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    func set() { flag.store(true, ordering: .relaxed) }
+    var isSet: Bool { flag.load(ordering: .relaxed) }
+}
+
+/// Postmasters on this machine, found through /proc: a postmaster's command line keeps the
+/// `-D <data directory>` pg_ctl started it with (its children rename themselves).
+enum Postmasters {
+    struct Entry { let pid: pid_t; let dataDirectory: String }
+
+    static func list() -> [Entry] {
+        var out: [Entry] = []
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = pid_t(entry), let argv = commandLine(pid), let first = argv.first,
+                  (first as NSString).lastPathComponent == "postgres", let i = argv.firstIndex(of: "-D"), i + 1 < argv.count else { continue }
+            out.append(Entry(pid: pid, dataDirectory: URL(fileURLWithPath: argv[i + 1]).standardizedFileURL.path))
+        }
+        return out
+    }
+
+    static func commandLine(_ pid: pid_t) -> [String]? {
+        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"), !data.isEmpty else { return nil }
+        return data.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }.filter { !$0.isEmpty }
+    }
+
+    /// SIGQUIT (immediate shutdown: the postmaster stops its children), then SIGKILL if it stays.
+    static func stop(_ pid: pid_t) async {
+        guard commandLine(pid) != nil else { return }
+        kill(pid, SIGQUIT)
+        for _ in 0..<50 {
+            if commandLine(pid) == nil { return }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        kill(pid, SIGKILL)
     }
 }

@@ -16,7 +16,7 @@ public struct InstanceInfo: Sendable, Equatable {
 public struct RecoveryReport: Sendable {
     /// Instances started again after a restart or reboot.
     public var restarted: [String] = []
-    /// Instances found with no catalog entry; removed.
+    /// Instances, generation directories and Postgres processes found with no catalog entry; removed.
     public var orphansRemoved: [String] = []
     /// Catalog entries whose instance is gone.
     public var missing: [String] = []
@@ -39,10 +39,17 @@ public protocol Provisioner: Sendable {
     func create(database: DatabaseRecord, from generation: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo
     /// Puts the instance back to `generation`, keeping its name, port and credentials.
     func reset(database: DatabaseRecord, to generation: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo
-    /// Removes everything the instance had (process, files, port).
+    /// Removes everything the instance had (process, files; the catalog frees its port lease).
     func delete(database: DatabaseRecord) async throws
+    /// Removes what a failed create or reset left (process, files), keeping what the record
+    /// still names (its port lease; on Kubernetes its Secret and Service).
+    func removeInstance(database: DatabaseRecord) async throws
     func deleteGeneration(_ generation: Generation) async throws
     /// After a restart and then periodically (reconcile): starts or checks catalogued instances
     /// and removes instances and generations the catalog does not know.
     func recover(databases: [DatabaseRecord], generations: [Generation]) async throws -> RecoveryReport
+}
+
+extension Provisioner {
+    public func removeInstance(database: DatabaseRecord) async throws {}
 }

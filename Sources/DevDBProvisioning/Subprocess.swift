@@ -1,6 +1,7 @@
 import CCurlShims
 import Dispatch
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,14 +23,29 @@ public enum Subprocess {
         }
     }
 
-    /// Runs `argv` to completion; stdout and stderr are captured together.
+    /// Runs `argv` to completion; stdout and stderr are captured together. Cancelling the task
+    /// kills the child's process group (pg_restore and its workers, psql, initdb).
     public static func run(_ argv: [String], environment: [String: String] = [:], asPostgres: Bool = false) async throws -> Output {
         let command = asPostgres ? Self.asPostgres(argv) : argv
-        return try await withCheckedThrowingContinuation { cont in
-            DispatchQueue.global().async {
-                do { cont.resume(returning: try runBlocking(command, environment: environment)) } catch { cont.resume(throwing: error) }
+        let child = Mutex<(pid: pid_t, cancelled: Bool)>((0, false))
+        let out = try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { cont in
+                DispatchQueue.global().async {
+                    do {
+                        cont.resume(returning: try runBlocking(command, environment: environment) { pid in
+                            // Cancelled before the child existed: kill it as soon as it does.
+                            let cancelled = child.withLock { $0.pid = pid; return $0.cancelled }
+                            if cancelled { kill(-pid, SIGKILL) }
+                        })
+                    } catch { cont.resume(throwing: error) }
+                }
             }
+        } onCancel: {
+            let pid = child.withLock { $0.cancelled = true; return $0.pid }
+            if pid > 0 { kill(-pid, SIGKILL) }
         }
+        try Task.checkCancellation()
+        return out
     }
 
     /// `argv` run as the `postgres` user when we are root (initdb and postgres refuse root).
@@ -37,7 +53,7 @@ public enum Subprocess {
         getuid() == 0 ? ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"] + argv : argv
     }
 
-    public static func runBlocking(_ argv: [String], environment: [String: String] = [:]) throws -> Output {
+    public static func runBlocking(_ argv: [String], environment: [String: String] = [:], spawned: (pid_t) -> Void = { _ in }) throws -> Output {
         let logPath = NSTemporaryDirectory() + "devdb-sub-\(UUID().uuidString)"
         defer { unlink(logPath) }
         var actions = posix_spawn_file_actions_t()
@@ -68,6 +84,7 @@ public enum Subprocess {
             withCStrings(envStrings) { envp in posix_spawnp(&pid, argv[0], &actions, &attr, args, envp) }
         }
         guard rc == 0 else { throw SubprocessError(description: "cannot run \(argv[0]): \(String(cString: strerror(rc)))") }
+        spawned(pid)
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         let output = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""

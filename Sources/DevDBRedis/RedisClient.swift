@@ -127,6 +127,24 @@ public enum RedisError: Error, Equatable, CustomStringConvertible {
     }
 }
 
+/// A few blocking connections used in turn, so concurrent callers do not queue behind one
+/// socket (a burst of API requests, a worker writing while a reconcile reads).
+public final class RedisPool: Sendable {
+    public let url: RedisURL
+    private let clients: [RedisClient]
+    private let next = Atomic<Int>(0)
+
+    public init(url: RedisURL, size: Int = 8, timeoutSeconds: Double = 5) {
+        self.url = url
+        clients = (0..<max(1, size)).map { _ in RedisClient(url: url, timeoutSeconds: timeoutSeconds) }
+    }
+
+    /// The next connection in turn.
+    public var client: RedisClient {
+        clients[Int(UInt(bitPattern: next.add(1, ordering: .relaxed).oldValue) % UInt(clients.count))]
+    }
+}
+
 /// A blocking hiredis connection. Commands are serialized by a mutex, so one client may be
 /// shared; callers keep it off latency-sensitive queues. A broken connection is dropped and
 /// made again on the next command.
@@ -173,6 +191,11 @@ public final class RedisClient: Sendable {
             }
             return results
         }
+    }
+
+    /// Runs a Lua script (`EVAL script 0 args...`).
+    public func eval(_ script: String, _ args: [String]) throws(RedisError) -> RedisValue {
+        try command(["EVAL", script, "0"] + args)
     }
 
     public func close() {

@@ -34,6 +34,9 @@ struct APICommand: AsyncParsableCommand {
     @Option(name: .customLong("reap-interval"), help: "Seconds between checks for expired databases.") var reapInterval: Double = 30
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.") var logLevel = "info"
     @Option(name: .customLong("reconcile-interval"), help: "Seconds between reconciles of the catalog with the instances that run.") var reconcileInterval: Double = 60
+    @Flag(name: .customLong("allow-private-dump-hosts"),
+          help: "Allow dump URLs whose host is loopback, private or link-local (refused by default: such URLs reach internal services).")
+    var allowPrivateDumpHosts = false
 
     // Kubernetes provisioner.
     @Option(help: ArgumentHelp("kubernetes: kubeconfig to use outside a cluster (default: KUBECONFIG, then the pod's service account, then ~/.kube/config).", valueName: "path"))
@@ -85,6 +88,7 @@ struct APICommand: AsyncParsableCommand {
         }
         c.provisioner = provisioner
         c.reconcileIntervalSeconds = reconcileInterval
+        c.allowPrivateDumpHosts = allowPrivateDumpHosts
         c.kubeconfig = kubeconfig
         c.kubeContext = kubeContext
         c.namespace = namespace

@@ -20,6 +20,8 @@ struct FetchDump: ParsableCommand {
     @Option(name: .customLong("credentials-dir"),
             help: ArgumentHelp("Directory with files AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally AWS_SESSION_TOKEN (a mounted Secret); they win over the environment.", valueName: "path"))
     var credentialsDir: String?
+    @Flag(name: .customLong("allow-private-hosts"), help: "Fetch from loopback, private and link-local addresses too (refused by default).")
+    var allowPrivateHosts = false
 
     func run() throws {
         var environment = ProcessInfo.processInfo.environment
@@ -30,7 +32,7 @@ struct FetchDump: ParsableCommand {
                 }
             }
         }
-        let fetcher = DumpFetcher(s3: S3Settings.fromEnvironment(environment))
+        let fetcher = DumpFetcher(s3: S3Settings.fromEnvironment(environment), allowPrivateHosts: allowPrivateHosts)
         let started = Date()
         do {
             try fetcher.fetch(url, to: out) { bytes in

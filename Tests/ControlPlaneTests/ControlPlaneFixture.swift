@@ -67,6 +67,8 @@ final class ControlPlaneFixture: @unchecked Sendable {
             "--router-host", "127.0.0.1", "--router-port", String(router.port),
             "--admin-token-file", directory.appendingPathComponent("admin-token").path,
             "--port-range", "\(portRange.lowerBound)-\(portRange.upperBound)", "--reap-interval", "1",
+            // The tests serve dumps from local servers.
+            "--allow-private-dump-hosts",
         ], logDirectory: directory, environment: [
             "AWS_ACCESS_KEY_ID": s3Access, "AWS_SECRET_ACCESS_KEY": s3Secret, "AWS_REGION": "eu-west-1",
             "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:\(s3Port)",

@@ -16,3 +16,9 @@ int devdb_ficlone(int dst_fd, int src_fd);
 #include <spawn.h>
 /// Children must not inherit the API's sockets (a postmaster would hold the API's port).
 int devdb_spawn_close_from(posix_spawn_file_actions_t *actions, int lowfd);
+
+#include <sys/socket.h>
+/// 1 when the address is loopback, private, link-local (cloud metadata), CGNAT, unspecified or multicast.
+int devdb_is_private_address(const struct sockaddr *sa);
+/// Makes libcurl refuse to connect to such addresses (redirects and DNS answers included).
+CURLcode devdb_curl_public_addresses_only(CURL *h);

@@ -30,6 +30,8 @@ public struct KubernetesSettings: Sendable {
     public var restoreTimeout: Double = 3600
     public var snapshotTimeout: Double = 900
     public var pollInterval: Double = 2
+    /// The API's --allow-private-dump-hosts, passed on to the restore Job's fetch step.
+    public var allowPrivateDumpHosts = false
 
     public init() {}
 }
@@ -203,6 +205,7 @@ public struct KubeManifests: Sendable {
         if let r = settings.s3Region { fetchEnv.append(["name": "AWS_REGION", "value": .string(r)]) }
         if let e = settings.s3Endpoint { fetchEnv.append(["name": "AWS_ENDPOINT_URL_S3", "value": .string(e)]) }
         var command: [JSONValue] = ["devdb-fetch-dump", "--url", .string(project.dumpUrl), "--out", .string("\(Self.dataMount)/devdb-restore.dump")]
+        if settings.allowPrivateDumpHosts { command.append("--allow-private-hosts") }
         var fetchMounts: [JSONValue] = [["name": "data", "mountPath": .string(Self.dataMount)], ["name": "tmp", "mountPath": "/tmp"]]
         var volumes: [JSONValue] = [["name": "data", "persistentVolumeClaim": ["claimName": .string(claim)]]] + scratchVolumes
         if let s3 = settings.s3SecretName, !s3.isEmpty {

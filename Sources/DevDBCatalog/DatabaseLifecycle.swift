@@ -1,0 +1,252 @@
+import Foundation
+import DevDBCore
+
+/// The lifecycle of one database as a value type: an event and the current record go in, the
+/// next record plus what must happen come out. No I/O: the catalog commits the record and the
+/// catalog effects in one Redis transaction, then the worker performs the actions.
+///
+///     create ─▶ provisioning ─▶ restoring ─▶ cloning ─▶ starting ─▶ ready ◀─▶ unavailable
+///                    │  (any of these: failure) ─▶ failed                  │
+///     reset: ready / unavailable / failed ─▶ cloning ─▶ starting ─▶ ready   │
+///     delete: ready / unavailable / failed ─▶ deleting ─▶ (gone)  ◀─────────┘
+///     delete during create or reset: queued, runs when that ends
+///
+/// The route exists exactly while the database is `ready` (route state `ready`) or `unavailable`
+/// (route state `starting`); the transition that leaves those states removes it.
+public enum DatabaseLifecycle {
+    public enum Event: Sendable, Equatable {
+        // Requests (the API).
+        case reset(latest: Bool)
+        case delete
+        // Progress and outcomes (the worker), for the operation with this id.
+        case progress(operation: String, state: DatabaseRecord.State?, phase: String?, generation: Int?)
+        case succeeded(operation: String, Instance)
+        case failed(operation: String, reason: String)
+        case deleted(operation: String)
+        // What reconcile sees.
+        case instanceMissing
+        case instanceUnhealthy(reason: String)
+        case instanceHealthy
+        /// The route of a ready or unavailable database is missing or wrong: write it again.
+        case routeRepair
+        /// After a restart, or for work no worker runs: run the operation in flight again.
+        case resume
+    }
+
+    /// Where a made instance is, as the worker reports it.
+    public struct Instance: Sendable, Equatable {
+        public var host: String
+        public var port: Int
+        public var cloneMethod: String
+        public var note: String?
+        public var generation: Int
+        public init(host: String, port: Int, cloneMethod: String, note: String? = nil, generation: Int) {
+            self.host = host; self.port = port; self.cloneMethod = cloneMethod; self.note = note; self.generation = generation
+        }
+    }
+
+    /// Changes to other catalog keys, committed in the same transaction as the record.
+    public enum Effect: Sendable, Equatable {
+        case setRoute(RouteRecord)
+        case removeRoute
+        /// Remove the record, its index entries and its port lease.
+        case removeRecord
+    }
+
+    /// Work for the worker, done after the commit.
+    public enum Action: Sendable, Equatable {
+        case run(DatabaseRecord.Operation)
+    }
+
+    /// Why a request is refused (HTTP 409), with what to do.
+    public struct Refusal: Error, Sendable, Equatable {
+        public var message: String
+        public var hint: String
+    }
+
+    public enum Decision: Sendable, Equatable {
+        /// Commit `record` (nil: it is removed) with `effects`, then perform `actions`.
+        case commit(DatabaseRecord?, effects: [Effect], actions: [Action])
+        /// Nothing to change: a stale or repeated event.
+        case ignore
+        case refuse(Refusal)
+    }
+
+    public static func decide(_ d: DatabaseRecord, _ event: Event, newOperationID: () -> String = DatabaseRecord.newOperationID) -> Decision {
+        switch event {
+        case .reset(let latest):
+            if d.state == .deleting || d.deleteQueued == true {
+                return .refuse(Refusal(message: "database \"\(d.name)\" is being deleted", hint: "create a new database instead: devdb db create --project \(d.project)"))
+            }
+            guard !d.state.isTransitional else {
+                let what = d.operation?.kind == .reset ? "being reset" : "being created"
+                return .refuse(Refusal(message: "database \"\(d.name)\" is \(what) (state \(d.state.rawValue))",
+                                       hint: "wait until it is ready (devdb db show \(d.name)), then reset; or delete it: a delete waits for the running work"))
+            }
+            var next = d
+            // A database that never got an instance is made again; others are reset in place.
+            let kind: DatabaseRecord.Operation.Kind = d.backendPort == nil && d.backendHost == nil ? .create : .reset
+            next.operation = .init(kind: kind, id: newOperationID(), latest: latest)
+            next.state = kind == .create ? .provisioning : .cloning
+            next.phase = kind == .create ? "queued" : "resetting"
+            next.reason = nil
+            return .commit(next, effects: hadRoute(d) ? [.removeRoute] : [], actions: [.run(next.operation!)])
+
+        case .delete:
+            if d.state == .deleting || d.deleteQueued == true { return .ignore }
+            var next = d
+            if d.state.isTransitional {
+                next.deleteQueued = true
+                return .commit(next, effects: [], actions: [])
+            }
+            return startDelete(from: d, newOperationID: newOperationID)
+
+        case .progress(let op, let state, let phase, let generation):
+            guard d.operation?.id == op, d.state != .deleting else { return .ignore }
+            var next = d
+            if let state, state.isTransitional, state != .deleting { next.state = state }
+            if let phase { next.phase = phase }
+            if let generation { next.generation = generation }
+            return next == d ? .ignore : .commit(next, effects: [], actions: [])
+
+        case .succeeded(let op, let instance):
+            guard d.operation?.id == op, d.operation?.kind != .delete else { return .ignore }
+            var next = d
+            next.backendHost = instance.host; next.backendPort = instance.port
+            next.cloneMethod = instance.cloneMethod; next.note = instance.note; next.generation = instance.generation
+            if d.deleteQueued == true { return startDelete(from: next, newOperationID: newOperationID) }
+            next.state = .ready; next.operation = nil; next.phase = nil; next.reason = nil
+            return .commit(next, effects: [.setRoute(RouteRecord(host: instance.host, port: instance.port, state: .ready))], actions: [])
+
+        case .failed(let op, let reason):
+            guard d.operation?.id == op else { return .ignore }
+            var next = d
+            if d.operation?.kind != .delete && d.deleteQueued == true { return startDelete(from: d, newOperationID: newOperationID) }
+            next.state = .failed; next.operation = nil; next.phase = nil; next.deleteQueued = nil
+            next.reason = d.operation?.kind == .delete
+                ? "delete failed: \(reason); run \"devdb db delete \(d.name)\" again" : reason
+            return .commit(next, effects: [], actions: [])
+
+        case .deleted(let op):
+            guard d.operation?.id == op, d.operation?.kind == .delete else { return .ignore }
+            return .commit(nil, effects: [.removeRoute, .removeRecord], actions: [])
+
+        case .instanceMissing:
+            guard d.state == .ready || d.state == .unavailable else { return .ignore }
+            var next = d
+            next.state = .failed
+            next.reason = "its instance is gone; run \"devdb db reset \(d.name)\" or delete it"
+            return .commit(next, effects: [.removeRoute], actions: [])
+
+        case .instanceUnhealthy(let reason):
+            guard d.state == .ready || d.state == .unavailable, let host = d.backendHost, let port = d.backendPort else { return .ignore }
+            var next = d
+            next.state = .unavailable; next.reason = reason
+            if next == d { return .ignore }
+            return .commit(next, effects: [.setRoute(RouteRecord(host: host, port: port, state: .starting))], actions: [])
+
+        case .instanceHealthy:
+            guard d.state == .unavailable, let host = d.backendHost, let port = d.backendPort else { return .ignore }
+            var next = d
+            next.state = .ready; next.reason = nil
+            return .commit(next, effects: [.setRoute(RouteRecord(host: host, port: port, state: .ready))], actions: [])
+
+        case .routeRepair:
+            guard hadRoute(d), let host = d.backendHost, let port = d.backendPort else { return .ignore }
+            return .commit(d, effects: [.setRoute(RouteRecord(host: host, port: port, state: d.state == .ready ? .ready : .starting))], actions: [])
+
+        case .resume:
+            guard d.state.isTransitional else { return .ignore }
+            if d.deleteQueued == true && d.operation?.kind != .delete { return startDelete(from: d, newOperationID: newOperationID) }
+            guard let op = d.operation else {
+                // A record from before operations were recorded: make it again (or finish its delete).
+                var next = d
+                next.operation = .init(kind: d.state == .deleting ? .delete : .create, id: newOperationID())
+                return .commit(next, effects: [], actions: [.run(next.operation!)])
+            }
+            return .commit(d, effects: [], actions: [.run(op)])
+        }
+    }
+
+    static func hadRoute(_ d: DatabaseRecord) -> Bool { d.state == .ready || d.state == .unavailable }
+
+    static func startDelete(from d: DatabaseRecord, newOperationID: () -> String) -> Decision {
+        var next = d
+        next.state = .deleting
+        next.operation = .init(kind: .delete, id: newOperationID())
+        next.deleteQueued = nil
+        next.phase = nil
+        return .commit(next, effects: [.removeRoute], actions: [.run(next.operation!)])
+    }
+}
+
+/// The lifecycle of one generation (a restored copy of a project's dump):
+///
+///     fetching ─▶ restoring ─▶ ready
+///         └──────────┴───────▶ failed
+///
+/// Outcomes for a generation that is no longer seeding (its project was deleted, or a late retry)
+/// are ignored.
+public enum GenerationLifecycle {
+    public enum Event: Sendable, Equatable {
+        case progress(phase: String, bytes: Int64)
+        case succeeded(seconds: Double, bytes: Int64?)
+        case failed(reason: String)
+    }
+
+    public static func isSeeding(_ g: Generation) -> Bool { g.state == .fetching || g.state == .restoring }
+
+    /// The next record, or nil to leave it unchanged.
+    public static func decide(_ g: Generation, _ event: Event, now: Date = Date()) -> Generation? {
+        guard isSeeding(g) else { return nil }
+        var next = g
+        switch event {
+        case .progress(let phase, let bytes):
+            next.phase = phase
+            next.bytesFetched = max(g.bytesFetched, bytes)
+            next.state = phase == "fetching" ? .fetching : .restoring
+        case .succeeded(let seconds, let bytes):
+            next.state = .ready; next.phase = nil; next.readyAt = now; next.restoreSeconds = seconds
+            if let bytes { next.bytesFetched = max(g.bytesFetched, bytes) }
+        case .failed(let reason):
+            next.state = .failed; next.phase = nil; next.reason = reason
+        }
+        return next == g ? nil : next
+    }
+}
+
+/// Project-level decisions: deleting a project, and the project's state after a seed ends.
+public enum ProjectLifecycle {
+    public enum DeleteDecision: Sendable, Equatable {
+        case commit(Project)
+        case alreadyDeleting
+        case refuse(DatabaseLifecycle.Refusal)
+    }
+
+    /// `databases`: the names of the project's databases (the catalog guards that this stays true).
+    public static func delete(_ p: Project, databases: [String]) -> DeleteDecision {
+        if p.state == .deleting { return .alreadyDeleting }
+        guard databases.isEmpty else {
+            return .refuse(.init(message: "project \"\(p.name)\" still has \(databases.count) database(s)",
+                                 hint: "delete them first: " + databases.sorted().map { "devdb db delete \($0)" }.joined(separator: "; ")))
+        }
+        var next = p
+        next.state = .deleting
+        return .commit(next)
+    }
+
+    /// The project's state once generation `number` ended, given all its generations.
+    public static func afterSeed(_ p: Project, generations: [Generation]) -> Project? {
+        guard p.state != .deleting else { return nil }
+        var next = p
+        if generations.contains(where: { $0.state == .ready }) {
+            next.state = .ready; next.reason = nil
+        } else if let failed = generations.filter({ $0.state == .failed }).max(by: { $0.number < $1.number }),
+                  !generations.contains(where: GenerationLifecycle.isSeeding) {
+            next.state = .failed; next.reason = failed.reason
+        } else {
+            next.state = .seeding
+        }
+        return next == p ? nil : next
+    }
+}
