@@ -74,7 +74,7 @@ let package = Package(
         // Tests.
         .target(name: "DevDBTestSupport", dependencies: ["DevDBCore"], path: "Tests/DevDBTestSupport"),
         .testTarget(name: "UnitTests",
-                    dependencies: ["PostgresWire", "DevDBCore", "DevDBNet", "DevDBRedis", "DevDBRouter"],
+                    dependencies: ["PostgresWire", "DevDBCore", "DevDBNet", "DevDBRedis", "DevDBRouter", "DevDBCatalog"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "RouterIntegrationTests", dependencies: ["DevDBTestSupport", "DevDBCore"]),
         .testTarget(name: "KubernetesTests",

@@ -27,13 +27,16 @@ final class ControlPlaneFixture: @unchecked Sendable {
     let httpPort: Int
     let http: ServerProcess
     let portRange: ClosedRange<Int>
+    let extraAPIArguments: [String]
     static let s3Access = "AKIDEXAMPLEDEVDB"
     static let s3Secret = "devdb-test-secret-key"
 
-    private init() throws {
-        directory = try TestPaths.makeTemporaryDirectory("devdb-control-plane")
+    /// A whole installation of its own (the chaos test kills and restarts its parts).
+    init(prefix: String = "devdb-control-plane", persistentRedis: Bool = false, extraAPIArguments: [String] = []) throws {
+        directory = try TestPaths.makeTemporaryDirectory(prefix)
+        self.extraAPIArguments = extraAPIArguments
         try killLeftoversWhenTestsEnd(under: directory)
-        redis = try RedisServer(directory: directory)
+        redis = try RedisServer(directory: directory, persistent: persistentRedis)
         certs = try TestCertificates(directory: directory, domain: Self.domain)
         router = try RouterProcess(directory: directory, redis: redis, domain: Self.domain, tls: certs)
         dataDirectory = directory.appendingPathComponent("data")
@@ -54,13 +57,14 @@ final class ControlPlaneFixture: @unchecked Sendable {
         let first = 17000 + Int.random(in: 0..<40) * 100
         portRange = first...(first + 99)
         apiPort = freePort()
-        api = try Self.startAPI(directory: directory, name: "api-1", port: apiPort, redis: redis, router: router, portRange: portRange, s3Port: s3Port)
+        api = try Self.startAPI(directory: directory, name: "api-1", port: apiPort, redis: redis, router: router, portRange: portRange,
+                                s3Port: s3Port, extra: extraAPIArguments)
         let (s, h) = (s3Port, httpPort)
         try waitUntil("test servers") { isListening(s) && isListening(h) }
     }
 
     static func startAPI(directory: URL, name: String, port: Int, redis: RedisServer, router: RouterProcess,
-                         portRange: ClosedRange<Int>, s3Port: Int) throws -> ServerProcess {
+                         portRange: ClosedRange<Int>, s3Port: Int, extra: [String]) throws -> ServerProcess {
         let api = try ServerProcess(name: name, argv: [
             try TestPaths.binary("devdb-api"), "--listen", "127.0.0.1:\(port)", "--redis", redis.url,
             "--data-dir", directory.appendingPathComponent("data").path, "--db-domain", domain,
@@ -69,7 +73,7 @@ final class ControlPlaneFixture: @unchecked Sendable {
             "--port-range", "\(portRange.lowerBound)-\(portRange.upperBound)", "--reap-interval", "1",
             // The tests serve dumps from local servers.
             "--allow-private-dump-hosts",
-        ], logDirectory: directory, environment: [
+        ] + extra, logDirectory: directory, environment: [
             "AWS_ACCESS_KEY_ID": s3Access, "AWS_SECRET_ACCESS_KEY": s3Secret, "AWS_REGION": "eu-west-1",
             "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:\(s3Port)",
         ])
@@ -79,10 +83,12 @@ final class ControlPlaneFixture: @unchecked Sendable {
         return api
     }
 
-    func restartAPI() throws {
-        #expect(api.stop(SIGTERM, timeout: 30) == 0)
+    /// Stops the API (SIGTERM: gracefully; SIGKILL: as a crash) and starts it again.
+    func restartAPI(_ signal: Int32 = SIGTERM) throws {
+        let status = api.stop(signal, timeout: 30)
+        if signal == SIGTERM { #expect(status == 0) }
         api = try Self.startAPI(directory: directory, name: "api-\(Int.random(in: 2...99999))", port: apiPort, redis: redis,
-                                router: router, portRange: portRange, s3Port: s3Port)
+                                router: router, portRange: portRange, s3Port: s3Port, extra: extraAPIArguments)
     }
 
     /// A small shop database dumped with pg_dump -Fc from a real PostgreSQL 15.

@@ -3,23 +3,34 @@ import Foundation
 import Glibc
 #endif
 
-/// A real `redis-server` on a free loopback port, without persistence.
-public final class RedisServer: @unchecked Sendable {
+/// A real `redis-server` on a free loopback port, without persistence unless asked for.
+public final class RedisServer: @unchecked Sendable {  // restarted only by its owner's test
     public let port: Int
-    public let process: ServerProcess
+    public private(set) var process: ServerProcess
     public var url: String { "redis://127.0.0.1:\(port)/0" }
+    private let argv: [String]
+    private let directory: URL
 
     /// The password `cli` authenticates with (a server started from a config file may need one).
     public let password: String?
 
-    public init(directory: URL) throws {
+    /// `persistent`: an append-only file fsynced on every write, so a restart keeps everything.
+    public init(directory: URL, persistent: Bool = false) throws {
         port = freePort()
         password = nil
-        process = try ServerProcess(name: "redis-\(port)", argv: [
-            "redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", directory.path,
-        ], logDirectory: directory)
+        self.directory = directory
+        argv = ["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "",
+                "--dir", directory.path] + (persistent ? ["--appendonly", "yes", "--appendfsync", "always"] : ["--appendonly", "no"])
+        process = try ServerProcess(name: "redis-\(port)", argv: argv, logDirectory: directory)
         try waitUntil("redis on \(port)") { (try? cli(["PING"]).stdout.contains("PONG")) == true }
+    }
+
+    /// Stops Redis (SIGTERM), stays down for `downFor` seconds, and starts it again on the same port.
+    public func restart(downFor: Double = 1) throws {
+        process.stop(SIGTERM)
+        usleep(UInt32(downFor * 1_000_000))
+        process = try ServerProcess(name: "redis-\(port)-\(Int.random(in: 1...99999))", argv: argv, logDirectory: directory)
+        try waitUntil("redis on \(port) again") { (try? cli(["PING"]).stdout.contains("PONG")) == true }
     }
 
     /// Starts redis-server with `config` (a redis.conf; its `dir` is replaced by `directory`),
@@ -27,10 +38,12 @@ public final class RedisServer: @unchecked Sendable {
     public init(directory: URL, config: String, password: String?) throws {
         port = freePort()
         self.password = password
+        self.directory = directory
         let file = directory.appendingPathComponent("redis-\(port).conf")
         let kept = config.split(separator: "\n").filter { !$0.hasPrefix("dir ") }.joined(separator: "\n")
         try (kept + "\nport \(port)\nbind 127.0.0.1\ndir \(directory.path)\n").write(to: file, atomically: true, encoding: .utf8)
-        process = try ServerProcess(name: "redis-\(port)", argv: ["redis-server", file.path], logDirectory: directory)
+        argv = ["redis-server", file.path]
+        process = try ServerProcess(name: "redis-\(port)", argv: argv, logDirectory: directory)
         try waitUntil("redis on \(port)") { (try? cli(["PING"]).stdout.contains("PONG")) == true }
     }
 
