@@ -12,11 +12,17 @@ enum Exit {
     static let notFound: Int32 = 5
     static let conflict: Int32 = 6
     static let failedState: Int32 = 7
+    static let timeout: Int32 = 8
 }
 
 struct CLIError: Error, CustomStringConvertible {
     let description: String
     let code: Int32
+    /// The API's HTTP status, when it answered.
+    var status: Int? = nil
+
+    /// Worth retrying while waiting: the API unreachable, or a gateway/Redis outage.
+    var isTransient: Bool { code == Exit.unreachable || [502, 503, 504].contains(status ?? 0) }
 }
 
 /// Saved settings: `$XDG_CONFIG_HOME/devdb/config.json` (default `~/.config/devdb/`), mode 0600.
@@ -98,7 +104,7 @@ struct APIClient {
             case 409: code = Exit.conflict
             default: code = Exit.failure
             }
-            throw CLIError(description: text, code: code)
+            throw CLIError(description: text, code: code, status: status)
         }
         return (data, object)
     }

@@ -12,7 +12,7 @@ struct DevDB: AsyncParsableCommand {
         discussion: """
             Start with "devdb config set-server URL" and "devdb login --token TOKEN", then
             "devdb db create --project NAME --wait". Exit codes: 0 ok, 1 error, 2 usage, 3 API unreachable,
-            4 not authorized, 5 not found, 6 conflict, 7 ended in state failed (--wait).
+            4 not authorized, 5 not found, 6 conflict, 7 ended in state failed (--wait), 8 --timeout passed.
             """,
         subcommands: [ConfigCommand.self, Login.self, ProjectCommand.self, DBCommand.self, TokenCommand.self])
 
@@ -92,12 +92,12 @@ struct ProjectCommand: ParsableCommand {
         @Argument(help: "Project name (a-z, 0-9, -).") var name: String
         @Option(help: ArgumentHelp("file://, http(s):// or s3://bucket/key of the dump.", valueName: "url")) var dump: String
         @Option(help: "PostgreSQL major version.") var postgres = 15
-        @Flag(help: "Wait until the first restore is done.") var wait = false
+        @OptionGroup var waiting: WaitOptions
 
         func run() async throws {
             let api = try global.client()
             let (data, object) = try await api.call("POST", "/v1/projects", body: ["name": name, "dump_url": dump, "postgres": postgres])
-            if wait { try await waitForProject(api, name) ; return try await show(api, name, global.output) }
+            if waiting.wait { try await waitForProject(api, name, waiting); return try await show(api, name, global.output) }
             if global.output == .json { printJSON(data) } else { print("project \(object["name"] ?? name) created; restoring its dump (devdb project show \(name))") }
         }
     }
@@ -133,13 +133,13 @@ struct ProjectCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Restore the dump again into a new generation; existing databases stay as they are (admins).")
         @OptionGroup var global: GlobalOptions
         @Argument var name: String
-        @Flag(help: "Wait until the new generation is ready.") var wait = false
+        @OptionGroup var waiting: WaitOptions
         func run() async throws {
             let api = try global.client()
             let (data, object) = try await api.call("POST", "/v1/projects/\(name)/refresh")
             let number = object["number"] as? Int ?? 0
-            if wait {
-                try await waitForGeneration(api, name, number)
+            if waiting.wait {
+                try await waitForGeneration(api, name, number, waiting)
                 return try await show(api, name, global.output)
             }
             if global.output == .json { printJSON(data) } else { print("generation \(number) of \(name) is being restored") }
@@ -158,14 +158,59 @@ struct ProjectCommand: ParsableCommand {
 
 func show(_ api: APIClient, _ name: String, _ output: OutputFormat) async throws { try await ProjectCommand.show(api, name, output) }
 
-/// Runs `step` every `milliseconds` until it reports done (or throws).
-func poll(milliseconds: Int = 300, _ step: () async throws -> Bool) async throws {
-    while try await !step() { try await Task.sleep(for: .milliseconds(milliseconds)) }
+/// `--wait` and `--timeout`, for every command that can follow its work to the end.
+struct WaitOptions: ParsableArguments {
+    @Flag(help: "Follow the work until it is done; rides out short API or Redis outages.") var wait = false
+    @Option(help: ArgumentHelp("With --wait: give up after this long (90s, 10m, 2h) and exit 8; the work goes on.", valueName: "duration"))
+    var timeout: String?
+
+    func validate() throws {
+        if let timeout, parseDuration(timeout) == nil { throw ValidationError("invalid --timeout \"\(timeout)\": use a number and s, m or h, e.g. 10m") }
+        if timeout != nil && !wait { throw ValidationError("--timeout goes with --wait") }
+    }
+
+    var deadline: Date? { timeout.flatMap(parseDuration).map { Date().addingTimeInterval($0) } }
 }
 
-func waitForProject(_ api: APIClient, _ name: String) async throws {
+/// "90s", "10m", "2h", "1d" or plain seconds.
+func parseDuration(_ text: String) -> TimeInterval? {
+    if let n = Double(text), n > 0 { return n }
+    guard let unit = text.last, let n = Double(text.dropLast()), n > 0 else { return nil }
+    switch unit {
+    case "s": return n
+    case "m": return n * 60
+    case "h": return n * 3600
+    case "d": return n * 86400
+    default: return nil
+    }
+}
+
+/// Runs `step` every `milliseconds` until it reports done (or throws). Transient failures (the
+/// API unreachable or answering 502/503/504, e.g. while it or Redis restarts) are retried with
+/// backoff and said on stderr; past the `--timeout` it exits 8.
+func poll(_ waiting: WaitOptions = WaitOptions(), _ what: String = "the work", milliseconds: Int = 300,
+          _ step: () async throws -> Bool) async throws {
+    let deadline = waiting.deadline
+    var backoff = 0.5
+    while true {
+        if let deadline, Date() >= deadline {
+            throw CLIError(description: "timed out after \(waiting.timeout ?? "") waiting for \(what); it goes on in the background", code: Exit.timeout)
+        }
+        do {
+            if try await step() { return }
+            backoff = 0.5
+            try await Task.sleep(for: .milliseconds(milliseconds))
+        } catch let e as CLIError where e.isTransient {
+            standardError("warning: \(e.description.split(separator: "\n").first ?? ""); retrying in \(String(format: "%.1f", backoff)) s")
+            try await Task.sleep(for: .seconds(backoff))
+            backoff = min(backoff * 2, 5)
+        }
+    }
+}
+
+func waitForProject(_ api: APIClient, _ name: String, _ waiting: WaitOptions) async throws {
     var last = ""
-    try await poll(milliseconds: 500) {
+    try await poll(waiting, "the restore of \(name)", milliseconds: 500) {
         let (_, p) = try await api.call("GET", "/v1/projects/\(name)")
         let g = (p["generations"] as? [JSONObject] ?? []).last ?? [:]
         let line = "\(describe(p["state"])): \(describe(g["phase"])) \(formatBytes(g["bytes_fetched"]))"
@@ -175,8 +220,8 @@ func waitForProject(_ api: APIClient, _ name: String) async throws {
     }
 }
 
-func waitForGeneration(_ api: APIClient, _ name: String, _ number: Int) async throws {
-    try await poll(milliseconds: 500) {
+func waitForGeneration(_ api: APIClient, _ name: String, _ number: Int, _ waiting: WaitOptions) async throws {
+    try await poll(waiting, "generation \(number) of \(name)", milliseconds: 500) {
         let (_, p) = try await api.call("GET", "/v1/projects/\(name)")
         guard let g = (p["generations"] as? [JSONObject] ?? []).first(where: { $0["number"] as? Int == number }) else {
             throw CLIError(description: "generation \(number) of \(name) disappeared", code: Exit.failure)
@@ -203,7 +248,7 @@ struct DBCommand: ParsableCommand {
         @Argument(help: "Name (a DNS label: a-z, 0-9, -); generated when left out.") var name: String?
         @Option(help: "The project to copy.") var project: String
         @Option(help: ArgumentHelp("Delete it after this long: 90m, 8h, 2d.", valueName: "duration")) var ttl: String?
-        @Flag(help: "Wait until it is ready and print how to connect.") var wait = false
+        @OptionGroup var waiting: WaitOptions
 
         func run() async throws {
             let api = try global.client()
@@ -212,8 +257,8 @@ struct DBCommand: ParsableCommand {
             if let ttl { body["ttl"] = ttl }
             let (data, object) = try await api.call("POST", "/v1/databases", body: body)
             let created = object["name"] as? String ?? name ?? ""
-            if wait {
-                try await waitForDatabase(api, created, until: "ready")
+            if waiting.wait {
+                try await waitForDatabase(api, created, until: "ready", waiting)
                 return try await DBCommand.show(api, created, global.output)
             }
             if global.output == .json { return printJSON(data) }
@@ -252,17 +297,17 @@ struct DBCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Delete a database and everything it used.")
         @OptionGroup var global: GlobalOptions
         @Argument var name: String
-        @Flag(help: "Wait until it is gone.") var wait = false
+        @OptionGroup var waiting: WaitOptions
         func run() async throws {
             let api = try global.client()
             let (data, _) = try await api.call("DELETE", "/v1/databases/\(name)")
-            if wait {
-                try await poll {
+            if waiting.wait {
+                try await poll(waiting, "the delete of \(name)") {
                     do { _ = try await api.call("GET", "/v1/databases/\(name)") } catch let e as CLIError where e.code == Exit.notFound { return true }
                     return false
                 }
             }
-            if global.output == .json { printJSON(data) } else { print(wait ? "database \(name) deleted" : "database \(name) is being deleted") }
+            if global.output == .json { printJSON(data) } else { print(waiting.wait ? "database \(name) deleted" : "database \(name) is being deleted") }
         }
     }
 
@@ -271,12 +316,12 @@ struct DBCommand: ParsableCommand {
         @OptionGroup var global: GlobalOptions
         @Argument var name: String
         @Flag(help: "Move to the project's newest generation instead.") var latest = false
-        @Flag(help: "Wait until it is ready again.") var wait = false
+        @OptionGroup var waiting: WaitOptions
         func run() async throws {
             let api = try global.client()
             let (data, _) = try await api.call("POST", "/v1/databases/\(name)/reset", body: ["latest": latest])
-            if wait {
-                try await waitForDatabase(api, name, until: "ready")
+            if waiting.wait {
+                try await waitForDatabase(api, name, until: "ready", waiting)
                 return try await DBCommand.show(api, name, global.output)
             }
             if global.output == .json { printJSON(data) } else { print("database \(name) is being reset") }
@@ -315,9 +360,9 @@ struct DBCommand: ParsableCommand {
 }
 
 /// Polls until the database reaches `state`, printing each change of state or phase.
-func waitForDatabase(_ api: APIClient, _ name: String, until state: String) async throws {
+func waitForDatabase(_ api: APIClient, _ name: String, until state: String, _ waiting: WaitOptions) async throws {
     var last = ""
-    try await poll {
+    try await poll(waiting, "\(name) to be \(state)") {
         let (_, d) = try await api.call("GET", "/v1/databases/\(name)")
         let now = describe(d["state"]) + (d["phase"] is String ? " (\(describe(d["phase"])))" : "")
         if now != last { standardError("\(name): \(now)"); last = now }

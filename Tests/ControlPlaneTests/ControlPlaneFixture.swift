@@ -83,10 +83,11 @@ final class ControlPlaneFixture: @unchecked Sendable {
         return api
     }
 
-    /// Stops the API (SIGTERM: gracefully; SIGKILL: as a crash) and starts it again.
-    func restartAPI(_ signal: Int32 = SIGTERM) throws {
+    /// Stops the API (SIGTERM: gracefully; SIGKILL: as a crash), runs `whileStopped`, and starts it again.
+    func restartAPI(_ signal: Int32 = SIGTERM, whileStopped: () throws -> Void = {}) throws {
         let status = api.stop(signal, timeout: 30)
         if signal == SIGTERM { #expect(status == 0) }
+        try whileStopped()
         api = try Self.startAPI(directory: directory, name: "api-\(Int.random(in: 2...99999))", port: apiPort, redis: redis,
                                 router: router, portRange: portRange, s3Port: s3Port, extra: extraAPIArguments)
     }
