@@ -201,7 +201,7 @@ final class ControlPlane: Sendable {
                 logger.info("seed cancelled", metadata: ["devdb.project": "\(name)", "devdb.generation": "\(number)"])
                 return
             }
-            event = .failed(reason: (error as? CustomStringConvertible)?.description ?? "\(error)")
+            event = .failed(reason: String(describing: error))
         }
         var delay = 0.2
         while true {
@@ -241,9 +241,11 @@ final class ControlPlane: Sendable {
     }
 
     /// Waits for the project's newest ready generation (restoring first if there is none).
-    func readyGeneration(for project: String, onWait: () async -> Void) async throws -> Generation {
+    /// `stop` is asked while waiting (a delete queued behind a create need not wait for a restore).
+    func readyGeneration(for project: String, stop: () async -> String? = { nil }, onWait: () async -> Void) async throws -> Generation {
         var waited = false
         while true {
+            if let why = await stop() { throw ProvisioningFailure(why) }
             guard let p = try await catalog.run({ try $0.project(project) }), p.state != .deleting else {
                 throw ProvisioningFailure("project \"\(project)\" was deleted")
             }
@@ -287,7 +289,9 @@ final class ControlPlane: Sendable {
     func createInstance(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation) async {
         let name = d.name
         do {
-            let g = try await readyGeneration(for: d.project) {
+            let g = try await readyGeneration(for: d.project, stop: {
+                (try? await self.catalog.run { try $0.database(name) })?.deleteQueued == true ? "deleted while waiting for the project's restore" : nil
+            }) {
                 await self.record(name, .progress(operation: op.id, state: .restoring, phase: "waiting for the project's restore", generation: nil))
             }
             await record(name, .progress(operation: op.id, state: .cloning, phase: "cloning", generation: g.number))
@@ -331,7 +335,7 @@ final class ControlPlane: Sendable {
     }
 
     func fail(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation, _ error: any Error) async {
-        let reason = (error as? CustomStringConvertible)?.description ?? "\(error)"
+        let reason = String(describing: error)
         // A failed create or reset leaves no instance behind (the port lease stays with the record).
         if op.kind != .delete { try? await provisioner.removeInstance(database: d) }
         await record(d.name, .failed(operation: op.id, reason: reason))

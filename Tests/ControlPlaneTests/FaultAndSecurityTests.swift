@@ -143,6 +143,36 @@ extension ControlPlaneEndToEnd {
             #expect(f.api.log.contains("seed cancelled"))
         }
 
+        @Test func burstsOfConcurrentRequestsAreAllServed() throws {
+            let f = try ControlPlaneFixture.get()
+            // A project whose restore never finishes: creates are accepted and wait for it.
+            #expect(try f.devdb(["project", "create", "burst", "--dump", try f.slowDumpURL("stall=1")]).status == 0)
+            let user = try f.token(for: "bursty")
+            func burst(_ requests: [(String, String, String?)]) -> [String] {
+                let codes = Mutex2<[String]>([])
+                DispatchQueue.concurrentPerform(iterations: requests.count) { i in
+                    let (method, path, body) = requests[i]
+                    var argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "60", "-X", method, "-H", "Authorization: Bearer \(user)"]
+                    if let body { argv += ["-H", "Content-Type: application/json", "-d", body] }
+                    let code = (try? run(argv + ["\(f.server)\(path)"], timeout: 90, check: false).stdout) ?? "error"
+                    codes.withLock { $0.append(code) }
+                }
+                return codes.withLock { $0 }
+            }
+            let names = (0..<25).map { "burst-\($0)" }
+            // 50 at once: 25 creates and 25 reads.
+            let first = burst(names.map { ("POST", "/v1/databases", #"{"project":"burst","name":"\#($0)"}"#) } + names.map { ("GET", "/v1/databases/\($0)", nil) })
+            #expect(first.filter { $0 == "202" }.count == 25, "\(first.sorted())")
+            #expect(!first.contains { $0.hasPrefix("5") || $0 == "error" }, "\(first.sorted())")
+            // 25 deletes at once, while the creates wait: all accepted, all carried out.
+            let deletes = burst(names.map { ("DELETE", "/v1/databases/\($0)", nil) })
+            #expect(deletes == Array(repeating: "202", count: 25), "\(deletes.sorted())")
+            try waitUntil(timeout: 60, "all burst databases deleted") {
+                names.allSatisfy { (try? f.devdb(["db", "show", $0]).status) == 5 }
+            }
+            #expect(try f.devdb(["project", "delete", "burst"]).status == 0)
+        }
+
         @Test func waitRidesOutAnAPICrash() throws {
             let f = try ControlPlaneFixture.get()
             let url = try f.slowDumpURL("delay=4")
