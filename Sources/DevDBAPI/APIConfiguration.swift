@@ -22,6 +22,8 @@ public struct APIConfiguration: Sendable {
     public var reconcileIntervalSeconds: Double = 60
     /// Fetch dumps from loopback, private and link-local hosts too (tests with local servers).
     public var allowPrivateDumpHosts = false
+    /// Snapshots one database may have.
+    public var maxSnapshotsPerDatabase = 10
     // Kubernetes provisioner.
     public var kubeconfig: String?
     public var kubeContext: String?

@@ -8,7 +8,7 @@ import Logging
 
 /// Builds the API application; the `devdb-api` executable runs it.
 public func buildApplication(_ config: APIConfiguration, logger: Logger) throws -> some ApplicationProtocol {
-    let catalog = Catalog(redis: RedisPool(url: config.redis))
+    let catalog = Catalog(redis: RedisPool(url: config.redis), maxSnapshotsPerDatabase: config.maxSnapshotsPerDatabase)
     let provisioner: any Provisioner
     switch config.provisioner {
     case "local":
@@ -188,8 +188,32 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
     router.post("/v1/databases") { request, _ -> Response in
         let c = try await caller(request)
         let b = try await body(CreateDatabaseBody.self, request)
-        guard let project = try await catalog.run({ try $0.project(b.project) }) else {
-            throw APIError.notFound("project \"\(b.project)\"", hint: "run \"devdb project list\"")
+        // A branch: from another database's snapshot, or from its state now.
+        var source: DatabaseRecord?
+        var base: String?
+        if let from = b.from {
+            let parts = from.split(separator: "@", omittingEmptySubsequences: false).map(String.init)
+            guard parts.count <= 2, !parts[0].isEmpty, parts.count == 1 || !parts[1].isEmpty else {
+                throw APIError.badRequest("invalid \"from\" \"\(from)\"", hint: "use NAME (its state now) or NAME@SNAPSHOT")
+            }
+            let origin = try await visibleDatabase(parts[0], c)
+            source = origin
+            if parts.count == 2 {
+                guard let s = try await catalog.run({ try $0.snapshot(origin.name, parts[1]) }) else {
+                    throw APIError.notFound("snapshot \"\(parts[1])\" of \(origin.name)", hint: "run \"devdb db snapshots \(origin.name)\"")
+                }
+                guard s.state != .failed else { throw APIError.conflict("snapshot \(s.reference) failed: \(s.reason ?? "")", hint: "take another: devdb db snapshot \(origin.name)") }
+                base = s.reference
+            }
+            if let p = b.project, p != origin.project {
+                throw APIError.badRequest("a branch of \(origin.name) belongs to its project \(origin.project), not \(p)", hint: "leave out --project")
+            }
+        }
+        guard let projectName = source?.project ?? b.project else {
+            throw APIError.badRequest("say which project to copy (\"project\") or which database to branch from (\"from\")")
+        }
+        guard let project = try await catalog.run({ try $0.project(projectName) }) else {
+            throw APIError.notFound("project \"\(projectName)\"", hint: "run \"devdb project list\"")
         }
         let name = b.name ?? generatedName(user: c.user, project: project.name)
         try checkName(name, what: "database")
@@ -198,12 +222,23 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
             guard let seconds = parseTTL(ttl) else { throw APIError.badRequest("invalid ttl \"\(ttl)\"", hint: "use a number and s, m, h or d, e.g. 8h") }
             expires = Date().addingTimeInterval(seconds)
         }
-        let record = DatabaseRecord(name: name, project: project.name, owner: c.user, user: LocalProvisioner.appUser,
+        if try await catalog.run({ try $0.database(name) }) != nil {
+            throw APIError.conflict("database \"\(name)\" already exists", hint: "choose another name; names are unique in the installation")
+        }
+        if let origin = source, base == nil {
+            // From the state now: an implicit snapshot, taken first.
+            let snap = implicitSnapshotName(for: name)
+            _ = try await plane.request(origin.name, .snapshot(name: snap))
+            base = "\(origin.name)@\(snap)"
+        }
+        var record = DatabaseRecord(name: name, project: project.name, owner: c.user, user: LocalProvisioner.appUser,
                                     password: Catalog.randomHex(16), database: LocalProvisioner.appDatabase, expiresAt: expires)
-        do { try await catalog.run { try $0.createDatabase(record) } } catch CatalogError.conflict(let m) {
+        record.base = base
+        record.generation = source?.generation
+        do { try await catalog.run { [record] in try $0.createDatabase(record) } } catch CatalogError.conflict(let m) {
             throw APIError.conflict(m, hint: m.hasPrefix("project") ? "wait until it is gone, then create it again" : "choose another name; names are unique in the installation")
-        } catch CatalogError.notFound {
-            throw APIError.notFound("project \"\(project.name)\"", hint: "run \"devdb project list\"")
+        } catch CatalogError.notFound(let m) {
+            throw APIError.notFound(m.replacingOccurrences(of: " does not exist", with: ""), hint: base == nil ? "run \"devdb project list\"" : "run \"devdb db snapshots \(source?.name ?? "")\"")
         }
         if let op = record.operation { plane.submit(.database(name, op)) }
         return try jsonResponse(DatabaseView(record, config: config, secrets: true), status: .accepted)
@@ -225,16 +260,81 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
     router.delete("/v1/databases/:name") { request, context -> Response in
         let c = try await caller(request)
         let d = try await visibleDatabase(try context.parameters.require("name"), c)
+        // What happens to its snapshots: those branches use stay until the branches go.
+        var deleted: [String] = [], kept: [KeptSnapshot] = []
+        for s in try await catalog.run({ try $0.snapshots(of: d.name) }) {
+            let users = try await catalog.run { try $0.snapshotUsers(d.name, s.name) }
+            if users.isEmpty { deleted.append(s.name) } else { kept.append(KeptSnapshot(name: s.name, branches: users)) }
+        }
         // Accepted now or after the create or reset that runs (deleteQueued); never dropped.
         guard let updated = try await plane.request(d.name, .delete) else { throw APIError.notFound("database \"\(d.name)\"") }
-        return try jsonResponse(DatabaseView(updated, config: config, secrets: false), status: .accepted)
+        var view = DatabaseView(updated, config: config, secrets: false)
+        view.snapshotsDeleted = deleted
+        view.snapshotsKept = kept
+        return try jsonResponse(view, status: .accepted)
     }
     router.post("/v1/databases/:name/reset") { request, context -> Response in
         let c = try await caller(request)
         let d = try await visibleDatabase(try context.parameters.require("name"), c)
         let b = (try? await body(ResetBody.self, request)) ?? ResetBody(latest: false)
-        guard let updated = try await plane.request(d.name, .reset(latest: b.latest ?? false)) else { throw APIError.notFound("database \"\(d.name)\"") }
+        var guards: [Catalog.Guard] = []
+        var to: String?
+        if let snap = b.to {
+            guard b.latest != true else { throw APIError.badRequest("reset goes either --to a snapshot or to the --latest generation, not both") }
+            guard let raw = try await catalog.run({ try $0.snapshotRaw(d.name, snap) }),
+                  let s = try? CatalogJSON.decoder.decode(SnapshotRecord.self, from: Data(raw.utf8)) else {
+                throw APIError.notFound("snapshot \"\(snap)\" of \(d.name)", hint: "run \"devdb db snapshots \(d.name)\"")
+            }
+            guard s.state == .ready else {
+                throw APIError.conflict("snapshot \(s.reference) is \(s.state.rawValue)", hint: s.state == .taking ? "wait until it is ready" : "reset to another snapshot")
+            }
+            // The snapshot must still be there when the reset is accepted.
+            guards = [.value(Catalog.Key.snapshot(d.name, snap), raw)]
+            to = s.reference
+        }
+        let t: Catalog.Transition?
+        do { t = try await catalog.run { [guards, to] in try $0.transition(d.name, .reset(latest: b.latest ?? false, to: to), guards: guards) } }
+        catch let r as DatabaseLifecycle.Refusal { throw APIError.conflict(r.message, hint: r.hint) }
+        guard let t, let updated = t.record else { throw APIError.notFound("database \"\(d.name)\"") }
+        plane.perform(d.name, t.actions)
         return try jsonResponse(DatabaseView(updated, config: config, secrets: true), status: .accepted)
+    }
+
+    // Snapshots of a database (its owner or admins).
+    router.post("/v1/databases/:name/snapshots") { request, context -> Response in
+        let c = try await caller(request)
+        let d = try await visibleDatabase(try context.parameters.require("name"), c)
+        let b = (try? await body(CreateSnapshotBody.self, request)) ?? CreateSnapshotBody(name: nil)
+        let snap = b.name ?? timestampSnapshotName()
+        try checkName(snap, what: "snapshot")
+        _ = try await plane.request(d.name, .snapshot(name: snap))
+        guard let s = try await catalog.run({ try $0.snapshot(d.name, snap) }) else { throw APIError.notFound("snapshot \"\(snap)\"") }
+        return try jsonResponse(SnapshotView(s, branches: []), status: .accepted)
+    }
+    router.get("/v1/databases/:name/snapshots") { request, context -> Response in
+        let c = try await caller(request)
+        let d = try await visibleDatabase(try context.parameters.require("name"), c)
+        let items = try await catalog.run { cat in try cat.snapshots(of: d.name).map { SnapshotView($0, branches: try cat.snapshotUsers(d.name, $0.name)) } }
+        return try jsonResponse(ListBody(items: items))
+    }
+    router.get("/v1/databases/:name/snapshots/:snap") { request, context -> Response in
+        let c = try await caller(request)
+        let d = try await visibleDatabase(try context.parameters.require("name"), c)
+        let snap = try context.parameters.require("snap")
+        guard let s = try await catalog.run({ try $0.snapshot(d.name, snap) }) else {
+            throw APIError.notFound("snapshot \"\(snap)\" of \(d.name)", hint: "run \"devdb db snapshots \(d.name)\"")
+        }
+        return try jsonResponse(SnapshotView(s, branches: try await catalog.run { try $0.snapshotUsers(d.name, snap) }))
+    }
+    router.delete("/v1/databases/:name/snapshots/:snap") { request, context -> Response in
+        let c = try await caller(request)
+        let d = try await visibleDatabase(try context.parameters.require("name"), c)
+        let snap = try context.parameters.require("snap")
+        guard let removed = try await catalog.run({ try $0.deleteSnapshot(d.name, snap) }) else {
+            throw APIError.notFound("snapshot \"\(snap)\" of \(d.name)", hint: "run \"devdb db snapshots \(d.name)\"")
+        }
+        await plane.removeSnapshotFiles([removed])
+        return Response(status: .noContent)
     }
 
     // Tokens (admins only).
@@ -256,6 +356,22 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
         try await catalog.run { try $0.revokeToken(id: id) }
         return Response(status: .noContent)
     }
+}
+
+/// A snapshot's default name: the UTC time, `YYYYMMDD-HHMMSS`.
+func timestampSnapshotName(_ date: Date = Date()) -> String {
+    let f = DateFormatter()
+    f.locale = Locale(identifier: "en_US_POSIX")
+    f.timeZone = TimeZone(identifier: "UTC")
+    f.dateFormat = "yyyyMMdd-HHmmss"
+    return f.string(from: date)
+}
+
+/// The snapshot a branch "from now" is made from: `<time>-<branch>`, cut to a DNS label.
+func implicitSnapshotName(for branch: String) -> String {
+    var s = String("\(timestampSnapshotName())-\(branch)".prefix(63))
+    while s.hasSuffix("-") { s.removeLast() }
+    return s
 }
 
 /// `<user>-<project>-<4 hex>`, cut to a DNS label.

@@ -83,19 +83,30 @@ final class ControlPlane: Sendable {
     /// Records a worker's progress or outcome. Outcomes are written even if Redis is away for a
     /// while: retried with backoff until they land or the API shuts down (then the restart resumes).
     @discardableResult
-    func record(_ name: String, _ event: DatabaseLifecycle.Event) async -> DatabaseRecord? {
+    func record(_ name: String, _ event: DatabaseLifecycle.Event) async -> Catalog.Transition? {
         var delay = 0.2
         while true {
             do {
                 guard let t = try await catalog.run({ try $0.transition(name, event) }) else { return nil }
                 perform(name, t.actions)
-                return t.record
+                await removeSnapshotFiles(t.removedSnapshots)
+                return t
             } catch {
                 if Task.isCancelled || Task.isShuttingDownGracefully { return nil }
                 logger.warning("cannot record a database outcome yet; retrying",
                                metadata: ["devdb.database": "\(name)", "devdb.error": "\(error)"])
                 try? await Task.sleep(for: .seconds(delay))
                 delay = min(delay * 2, 5)
+            }
+        }
+    }
+
+    /// Removes the files or VolumeSnapshots of snapshots whose records are gone (reconcile
+    /// removes what a crash leaves between the two).
+    func removeSnapshotFiles(_ snapshots: [SnapshotRecord]) async {
+        for s in snapshots {
+            do { try await provisioner.deleteSnapshot(s) } catch {
+                logger.warning("cannot remove a snapshot's data yet; reconcile retries", metadata: ["devdb.snapshot": "\(s.reference)", "devdb.error": "\(error)"])
             }
         }
     }
@@ -271,6 +282,43 @@ final class ControlPlane: Sendable {
         case .create: await createInstance(d, op)
         case .reset: await resetInstance(d, op)
         case .delete: await deleteInstance(d, op)
+        case .snapshot: await snapshotInstance(d, op)
+        }
+    }
+
+    /// Waits for a snapshot to be ready (an implicit snapshot for a branch is taken meanwhile).
+    func readySnapshot(_ reference: String, for name: String) async throws -> SnapshotRecord {
+        guard let (db, snap) = SnapshotRecord.parse(reference) else { throw ProvisioningFailure("invalid snapshot reference \(reference)") }
+        while true {
+            guard let s = try await catalog.run({ try $0.snapshot(db, snap) }) else {
+                throw ProvisioningFailure("snapshot \(reference) is gone")
+            }
+            switch s.state {
+            case .ready: return s
+            case .failed: throw ProvisioningFailure("snapshot \(reference) failed: \(s.reason ?? "see devdb db snapshots \(db)")")
+            case .taking:
+                if (try? await catalog.run { try $0.database(name) })?.deleteQueued == true { throw ProvisioningFailure("deleted while waiting for snapshot \(reference)") }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
+    func snapshotInstance(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation) async {
+        guard let snap = op.target else { return }
+        let record = SnapshotRecord(database: d.name, name: snap, owner: d.owner, project: d.project, generation: d.generation)
+        let started = Date()
+        do {
+            let outcome = try await provisioner.snapshot(database: d, as: record)
+            await self.record(d.name, .snapshotTaken(operation: op.id, outcome))
+            logger.info("snapshot taken", metadata: ["devdb.snapshot": "\(record.reference)", "devdb.method": "\(outcome.method)",
+                                                    "devdb.unavailable_seconds": "\(String(format: "%.2f", outcome.unavailableSeconds))",
+                                                    "devdb.seconds": "\(String(format: "%.2f", Date().timeIntervalSince(started)))"])
+            count("snapshot_ok")
+        } catch {
+            let running = (error as? SnapshotFailure)?.instanceRunning ?? false
+            await self.record(d.name, .snapshotFailed(operation: op.id, reason: String(describing: error), instanceRunning: running))
+            logger.warning("snapshot failed", metadata: ["devdb.snapshot": "\(record.reference)", "devdb.error": "\(error)"])
+            count("snapshot_failed")
         }
     }
 
@@ -289,6 +337,16 @@ final class ControlPlane: Sendable {
     func createInstance(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation) async {
         let name = d.name
         do {
+            if let base = d.base {
+                // A branch: from its snapshot.
+                await record(name, .progress(operation: op.id, state: .cloning, phase: "waiting for snapshot \(base)", generation: nil))
+                let s = try await readySnapshot(base, for: name)
+                await record(name, .progress(operation: op.id, state: .cloning, phase: "cloning \(base)", generation: s.generation))
+                let info = try await provisioner.create(database: d, from: .snapshot(s)) { phase in
+                    self.progressNow(name, op.id, state: phase == "starting" ? .starting : nil, phase: phase)
+                }
+                return await finish(d, op, info: info, generation: s.generation)
+            }
             let g = try await readyGeneration(for: d.project, stop: {
                 (try? await self.catalog.run { try $0.database(name) })?.deleteQueued == true ? "deleted while waiting for the project's restore" : nil
             }) {
@@ -306,28 +364,36 @@ final class ControlPlane: Sendable {
 
     func resetInstance(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation) async {
         do {
-            let target: Generation
+            let target: CloneSource
             if op.latest == true {
-                target = try await readyGeneration(for: d.project) {}
+                target = .generation(try await readyGeneration(for: d.project) {})
+            } else if let snapshot = op.target ?? d.base {
+                // To one of its snapshots, or a branch back to the snapshot it was made from.
+                target = .snapshot(try await readySnapshot(snapshot, for: d.name))
             } else {
                 guard let g = try await catalog.run({ try $0.generations(d.project) }).first(where: { $0.number == d.generation && $0.state == .ready }) else {
                     throw ProvisioningFailure("generation \(d.generation ?? 0) of \(d.project) is gone; use reset --latest")
                 }
-                target = g
+                target = .generation(g)
             }
             let info = try await provisioner.reset(database: d, to: target) { phase in
                 self.progressNow(d.name, op.id, state: phase == "starting" ? .starting : nil, phase: phase)
             }
-            await finish(d, op, info: info, generation: target.number)
+            let generation: Int?
+            switch target {
+            case .generation(let g): generation = g.number
+            case .snapshot(let s): generation = s.generation
+            }
+            await finish(d, op, info: info, generation: generation)
         } catch {
             await fail(d, op, error)
         }
     }
 
-    func finish(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation, info: InstanceInfo, generation: Int) async {
+    func finish(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation, info: InstanceInfo, generation: Int?) async {
         let after = await record(d.name, .succeeded(operation: op.id, .init(host: info.host, port: info.port, cloneMethod: info.cloneMethod,
                                                                                note: info.note, generation: generation)))
-        if after?.state == .ready {
+        if after?.record?.state == .ready {
             logger.info("database ready", metadata: ["devdb.database": "\(d.name)", "devdb.operation": "\(op.kind.rawValue)", "devdb.clone": "\(info.cloneMethod)"])
             count("\(op.kind.rawValue)_ok")
             await collectGenerations(d.project)
@@ -368,7 +434,8 @@ final class ControlPlane: Sendable {
         var generations: [Generation] = []
         let projects = try await catalog.run { try $0.projects() }
         for p in projects { generations += try await catalog.run { try $0.generations(p.name) } }
-        let report = try await provisioner.recover(databases: databases, generations: generations)
+        let snapshots = try await catalog.run { try $0.allSnapshots() }
+        let report = try await provisioner.recover(databases: databases, generations: generations, snapshots: snapshots.map(\.0))
         if !report.orphansRemoved.isEmpty {
             logger.warning("removed what no catalog entry wants", metadata: ["devdb.removed": "\(report.orphansRemoved.joined(separator: ", "))"])
         }
@@ -378,6 +445,12 @@ final class ControlPlane: Sendable {
         for name in report.missing { await apply(name, .instanceMissing) }
         for (name, why) in report.unhealthy { await apply(name, .instanceUnhealthy(reason: why)) }
         for name in report.healthy { await apply(name, .instanceHealthy) }
+        for s in report.missingSnapshots {
+            if let raw = snapshots.first(where: { $0.0.reference == s.reference })?.1 {
+                _ = try? await catalog.run { try $0.failSnapshot(s, raw: raw, reason: "its data is gone") }
+            }
+        }
+        await repairSnapshots(snapshots, databases: databases)
         for g in report.missingGenerations {
             try? await catalog.run { try $0.failGeneration(g, reason: "its snapshot is gone; the next database restores a new generation") }
         }
@@ -398,6 +471,26 @@ final class ControlPlane: Sendable {
         return report
     }
 
+    /// Snapshots being taken by work that is gone fail; snapshots whose database was deleted and
+    /// that no branch uses any more are removed.
+    private func repairSnapshots(_ snapshots: [(SnapshotRecord, String)], databases: [DatabaseRecord]) async {
+        for (s, raw) in snapshots {
+            let d = databases.first { $0.name == s.database }
+            if s.state == .taking, d?.operation?.target != s.name || d?.operation?.kind != .snapshot {
+                // Read again: the snapshot may have started after the list was read.
+                guard let now = try? await catalog.run({ try $0.database(s.database) }), now.operation?.target == s.name else {
+                    _ = try? await catalog.run { try $0.failSnapshot(s, raw: raw, reason: "the work taking it is gone") }
+                    continue
+                }
+            }
+            if d == nil, (try? await catalog.run({ try $0.snapshotUsers(s.database, s.name) }))?.isEmpty == true,
+               (try? await catalog.run({ try $0.removeSnapshotRecord(s, ifUnchanged: raw) })) == true {
+                await removeSnapshotFiles([s])
+                logger.warning("removed a snapshot no database or branch uses", metadata: ["devdb.snapshot": "\(s.reference)"])
+            }
+        }
+    }
+
     private func apply(_ name: String, _ event: DatabaseLifecycle.Event) async {
         if let t = try? await catalog.run({ try $0.transition(name, event) }) { perform(name, t.actions) }
     }
@@ -410,14 +503,14 @@ final class ControlPlane: Sendable {
             let name = String(key.dropFirst(RouteContract.routeKey("").count))
             let raw = try await catalog.run { try $0.databaseRaw(name) }
             let d = raw.flatMap { try? CatalogJSON.decoder.decode(DatabaseRecord.self, from: Data($0.utf8)) }
-            if let d, d.state == .ready || d.state == .unavailable {
+            if let d, DatabaseLifecycle.hasRoute(d.state) {
                 let route = try await catalog.run { try $0.route(name) }
                 if route?.host != d.backendHost || route?.port != d.backendPort { await apply(name, .routeRepair) }
                 continue
             }
             if try await catalog.run({ try $0.removeRoute(name, ifDatabaseIs: raw) }) { removed.append("route \(name)") }
         }
-        for d in try await catalog.run({ try $0.databases() }) where d.state == .ready || d.state == .unavailable {
+        for d in try await catalog.run({ try $0.databases() }) where DatabaseLifecycle.hasRoute(d.state) {
             if try await catalog.run({ try $0.route(d.name) }) == nil { await apply(d.name, .routeRepair); removed.append("(restored route \(d.name))") }
         }
         for (port, owner) in try await catalog.run({ try $0.portOwners() }) {

@@ -9,6 +9,11 @@ struct DatabaseView: Encodable {
     var state: String
     /// `delete` when a delete was accepted while a create or reset runs (it runs after).
     var pending: String?
+    /// For a branch: the snapshot it was made from, `DB@SNAP`.
+    var base: String?
+    /// On delete: the database's snapshots that go with it, and those kept for branches.
+    var snapshotsDeleted: [String]?
+    var snapshotsKept: [KeptSnapshot]?
     var reason: String?
     var phase: String?
     var generation: Int?
@@ -29,6 +34,7 @@ struct DatabaseView: Encodable {
     init(_ d: DatabaseRecord, config: APIConfiguration, secrets: Bool) {
         name = d.name; project = d.project; owner = d.owner; state = d.state.rawValue; reason = d.reason; phase = d.phase
         pending = d.deleteQueued == true ? "delete" : nil
+        base = d.base
         generation = d.generation
         host = "\(d.name).\(config.dbDomain)"
         hostaddr = config.routerHost.isEmpty ? nil : config.routerHost
@@ -40,6 +46,30 @@ struct DatabaseView: Encodable {
             uri = "postgresql://\(d.user):\(d.password)@\(host):\(port)/\(d.database)?sslmode=require" + (hostaddr.map { "&hostaddr=\($0)" } ?? "")
             psql = "psql \"host=\(host)" + (hostaddr.map { " hostaddr=\($0)" } ?? "") + " port=\(port) user=\(d.user) password=\(d.password) dbname=\(d.database) sslmode=require\""
         }
+    }
+}
+
+struct KeptSnapshot: Encodable {
+    var name: String
+    var branches: [String]
+}
+
+struct SnapshotView: Encodable {
+    var database: String
+    var name: String
+    var state: String
+    var reason: String?
+    var generation: Int?
+    var createdAt: Date
+    var sizeBytes: Int64?
+    var method: String?
+    var unavailableSeconds: Double?
+    /// Branches made from it (they keep it when its database is deleted).
+    var branches: [String]
+    init(_ s: SnapshotRecord, branches: [String]) {
+        database = s.database; name = s.name; state = s.state.rawValue; reason = s.reason; generation = s.generation
+        createdAt = s.createdAt; sizeBytes = s.sizeBytes; method = s.method; unavailableSeconds = s.unavailableSeconds
+        self.branches = branches
     }
 }
 
@@ -84,8 +114,16 @@ struct TokenView: Encodable {
 struct ListBody<T: Encodable>: Encodable { var items: [T] }
 
 struct CreateProjectBody: Decodable { var name: String; var postgres: Int?; var dumpUrl: String }
-struct CreateDatabaseBody: Decodable { var name: String?; var project: String; var ttl: String? }
-struct ResetBody: Decodable { var latest: Bool? }
+struct CreateDatabaseBody: Decodable {
+    var name: String?
+    /// Required unless `from` names the database to branch from.
+    var project: String?
+    var ttl: String?
+    /// `NAME@SNAP` (a branch from that snapshot) or `NAME` (from NAME's state now).
+    var from: String?
+}
+struct ResetBody: Decodable { var latest: Bool?; var to: String? }
+struct CreateSnapshotBody: Decodable { var name: String? }
 struct CreateTokenBody: Decodable { var user: String; var admin: Bool? }
 
 /// "8h", "30m", "2d", "90s" → seconds.

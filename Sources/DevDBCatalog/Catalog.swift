@@ -4,7 +4,7 @@ import DevDBRedis
 import Dispatch
 import Foundation
 
-func monotonicNow() -> Double {
+public func monotonicNow() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
@@ -32,11 +32,14 @@ public enum CatalogError: Error, Equatable, CustomStringConvertible {
 public final class Catalog: Sendable {
     public let redis: RedisPool
     public let retrySeconds: Double
+    /// Snapshots one database may have (the API's --max-snapshots).
+    public let maxSnapshotsPerDatabase: Int
     private let queue = DispatchQueue(label: "devdb.catalog", attributes: .concurrent)
 
-    public init(redis: RedisPool, retrySeconds: Double = 4) {
+    public init(redis: RedisPool, retrySeconds: Double = 4, maxSnapshotsPerDatabase: Int = 10) {
         self.redis = redis
         self.retrySeconds = retrySeconds
+        self.maxSnapshotsPerDatabase = maxSnapshotsPerDatabase
     }
 
     public func run<T: Sendable>(_ body: @escaping @Sendable (Catalog) throws -> T) async throws -> T {
@@ -63,6 +66,10 @@ public final class Catalog: Sendable {
         public static func tokenByHash(_ h: String) -> String { "devdb:token:\(h)" }
         public static func tokenByID(_ id: String) -> String { "devdb:tokenid:\(id)" }
         public static let ports = "devdb:local:ports"
+        public static func snapshot(_ db: String, _ snap: String) -> String { "devdb:snapshot:\(db):\(snap)" }
+        /// Branches made from a snapshot (they keep it when its database is deleted).
+        public static func snapshotUsers(_ db: String, _ snap: String) -> String { "devdb:snapshot:\(db):\(snap):users" }
+        public static func databaseSnapshots(_ db: String) -> String { "devdb:database:\(db):snapshots" }
     }
 
     // MARK: helpers
@@ -351,6 +358,14 @@ public final class Catalog: Sendable {
             t.guards = [.value(Key.project(d.project), raw), .value(Key.database(d.name), nil)]
             t.commands = [["SET", Key.database(d.name), Self.encode(d)], ["SADD", Key.databases, d.name],
                           ["SADD", Key.ownerDatabases(d.owner), d.name], ["SADD", Key.projectDatabases(d.project), d.name]]
+            if let base = d.base, let (db, snap) = SnapshotRecord.parse(base) {
+                // A branch holds on to its snapshot: it cannot be deleted while the branch exists.
+                guard let (s, sraw) = try getRaw(SnapshotRecord.self, Key.snapshot(db, snap)), s.state != .failed else {
+                    throw CatalogError.notFound("snapshot \(base) does not exist")
+                }
+                t.guards.append(.value(Key.snapshot(db, snap), sraw))
+                t.commands.append(["SADD", Key.snapshotUsers(db, snap), d.name])
+            }
             return (t, ())
         }
     }
@@ -369,16 +384,19 @@ public final class Catalog: Sendable {
         public var actions: [DatabaseLifecycle.Action]
         /// False when the event was ignored (stale or repeated).
         public var applied: Bool
+        /// Snapshots whose records this transition removed: their files or VolumeSnapshots go next.
+        public var removedSnapshots: [SnapshotRecord] = []
     }
 
     /// Applies `event` to database `name` through the lifecycle state machine and commits the
     /// record with its effects (route, indexes, port lease) in one transaction, routes announced
     /// after it. Throws the state machine's refusal. Nil when the database does not exist.
-    public func transition(_ name: String, _ event: DatabaseLifecycle.Event) throws -> Transition? {
+    public func transition(_ name: String, _ event: DatabaseLifecycle.Event, guards extra: [Guard] = []) throws -> Transition? {
         try optimistic("database \(name)") { () throws -> (Transaction, Transition)? in
             guard let (d, raw) = try getRaw(DatabaseRecord.self, Key.database(name)) else { return nil }
             var t = Transaction()
-            t.guards = [.value(Key.database(name), raw)]
+            t.guards = [.value(Key.database(name), raw)] + extra
+            var removed: [SnapshotRecord] = []
             switch DatabaseLifecycle.decide(d, event) {
             case .refuse(let refusal): throw refusal
             case .ignore: return (t, Transition(record: d, actions: [], applied: false))
@@ -398,11 +416,131 @@ public final class Catalog: Sendable {
                         t.commands += [["DEL", Key.database(name)], ["SREM", Key.databases, name],
                                        ["SREM", Key.ownerDatabases(d.owner), name], ["SREM", Key.projectDatabases(d.project), name]]
                         if let port = d.backendPort { t.commands.append(["HDELIFEQ", Key.ports, String(port), name]) }
+                        removed += try releaseSnapshots(of: d, into: &t)
+                    case .addSnapshot(let snap):
+                        let existing = try members(Key.databaseSnapshots(name))
+                        if existing.contains(snap) {
+                            throw DatabaseLifecycle.Refusal(message: "database \"\(name)\" already has a snapshot \"\(snap)\"",
+                                                            hint: "choose another name with --as, or delete it: devdb db snapshot delete \(name) \(snap)")
+                        }
+                        guard existing.count < maxSnapshotsPerDatabase else {
+                            throw DatabaseLifecycle.Refusal(message: "database \"\(name)\" has \(existing.count) snapshots, the most one database may have",
+                                                            hint: "delete one first: devdb db snapshots \(name), then devdb db snapshot delete \(name) SNAP")
+                        }
+                        let record = SnapshotRecord(database: name, name: snap, owner: d.owner, project: d.project, generation: d.generation)
+                        t.guards += [.value(Key.snapshot(name, snap), nil), .cardinality(Key.databaseSnapshots(name), existing.count)]
+                        t.commands += [["SET", Key.snapshot(name, snap), Self.encode(record)], ["SADD", Key.databaseSnapshots(name), snap]]
+                    case .finishSnapshot(let snap, let outcome, let reason):
+                        guard let (cur, sraw) = try getRaw(SnapshotRecord.self, Key.snapshot(name, snap)) else { continue }
+                        var done = cur
+                        done.state = outcome == nil ? .failed : .ready
+                        done.reason = reason
+                        done.method = outcome?.method; done.sizeBytes = outcome?.sizeBytes; done.unavailableSeconds = outcome?.unavailableSeconds
+                        t.guards.append(.value(Key.snapshot(name, snap), sraw))
+                        t.commands.append(["SET", Key.snapshot(name, snap), Self.encode(done)])
                     }
                 }
-                return (t, Transition(record: next, actions: actions, applied: true))
+                return (t, Transition(record: next, actions: actions, applied: true, removedSnapshots: removed))
             }
         }
+    }
+
+    /// When a database goes: its snapshots no branch uses are removed, the others are kept (marked
+    /// `database_deleted`) for their branches; its own use of the snapshot it was branched from
+    /// ends, and that snapshot goes too if its database is gone and nothing else uses it.
+    private func releaseSnapshots(of d: DatabaseRecord, into t: inout Transaction) throws -> [SnapshotRecord] {
+        var removed: [SnapshotRecord] = []
+        for snap in try members(Key.databaseSnapshots(d.name)) {
+            guard let (s, sraw) = try getRaw(SnapshotRecord.self, Key.snapshot(d.name, snap)) else { continue }
+            let users = try members(Key.snapshotUsers(d.name, snap)).filter { $0 != d.name }
+            t.guards += [.value(Key.snapshot(d.name, snap), sraw), .cardinality(Key.snapshotUsers(d.name, snap), users.count)]
+            if users.isEmpty {
+                t.commands += [["DEL", Key.snapshot(d.name, snap), Key.snapshotUsers(d.name, snap)]]
+                removed.append(s)
+            } else {
+                var kept = s
+                kept.databaseDeleted = true
+                t.commands.append(["SET", Key.snapshot(d.name, snap), Self.encode(kept)])
+            }
+        }
+        t.commands.append(["DEL", Key.databaseSnapshots(d.name)])
+        if let base = d.base, let (db, snap) = SnapshotRecord.parse(base) {
+            t.commands.append(["SREM", Key.snapshotUsers(db, snap), d.name])
+            if let (s, sraw) = try getRaw(SnapshotRecord.self, Key.snapshot(db, snap)), s.databaseDeleted == true {
+                let others = try members(Key.snapshotUsers(db, snap)).filter { $0 != d.name }
+                t.guards += [.value(Key.snapshot(db, snap), sraw), .cardinality(Key.snapshotUsers(db, snap), others.count + 1)]
+                if others.isEmpty {
+                    t.commands += [["DEL", Key.snapshot(db, snap), Key.snapshotUsers(db, snap)]]
+                    removed.append(s)
+                }
+            }
+        }
+        return removed
+    }
+
+    // MARK: snapshots
+
+    public func snapshot(_ db: String, _ name: String) throws(CatalogError) -> SnapshotRecord? { try getJSON(SnapshotRecord.self, Key.snapshot(db, name)) }
+    public func snapshotRaw(_ db: String, _ name: String) throws(CatalogError) -> String? { try cmd(["GET", Key.snapshot(db, name)]).string }
+
+    /// A database's snapshots, oldest first.
+    public func snapshots(of db: String) throws(CatalogError) -> [SnapshotRecord] {
+        try mgetJSON(SnapshotRecord.self, try members(Key.databaseSnapshots(db)).map { Key.snapshot(db, $0) }).sorted { $0.createdAt < $1.createdAt }
+    }
+
+    /// Branches made from a snapshot.
+    public func snapshotUsers(_ db: String, _ name: String) throws(CatalogError) -> [String] { try members(Key.snapshotUsers(db, name)) }
+
+    /// Deletes a snapshot's records, refused (409) while it is being taken, while branches use it,
+    /// or while its database is being reset to it. Returns the record (its files go next).
+    public func deleteSnapshot(_ db: String, _ name: String) throws -> SnapshotRecord? {
+        try optimistic("snapshot \(db)@\(name)") { () throws -> (Transaction, SnapshotRecord)? in
+            guard let (s, sraw) = try getRaw(SnapshotRecord.self, Key.snapshot(db, name)) else { return nil }
+            let dbRaw = try databaseRaw(db)
+            let d = dbRaw.flatMap { try? Self.decode(DatabaseRecord.self, $0, key: Key.database(db)) }
+            if s.state == .taking {
+                throw DatabaseLifecycle.Refusal(message: "snapshot \(s.reference) is being taken", hint: "wait until it is ready (devdb db snapshots \(db)), then delete it")
+            }
+            let users = try members(Key.snapshotUsers(db, name))
+            guard users.isEmpty else {
+                throw DatabaseLifecycle.Refusal(message: "snapshot \(s.reference) is used by branch(es) \(users.joined(separator: ", "))",
+                                                hint: "delete them first: " + users.map { "devdb db delete \($0)" }.joined(separator: "; "))
+            }
+            if let d, d.operation?.target == s.reference {
+                throw DatabaseLifecycle.Refusal(message: "database \(db) is being reset to snapshot \(name)", hint: "wait until it is ready, then delete the snapshot")
+            }
+            var t = Transaction()
+            t.guards = [.value(Key.snapshot(db, name), sraw), .cardinality(Key.snapshotUsers(db, name), 0), .value(Key.database(db), dbRaw)]
+            t.commands = [["DEL", Key.snapshot(db, name), Key.snapshotUsers(db, name)], ["SREM", Key.databaseSnapshots(db), name]]
+            return (t, s)
+        }
+    }
+
+    /// Removes a snapshot's keys if they are still as read (reconcile).
+    public func removeSnapshotRecord(_ s: SnapshotRecord, ifUnchanged raw: String) throws(CatalogError) -> Bool {
+        var t = Transaction()
+        t.guards = [.value(Key.snapshot(s.database, s.name), raw), .cardinality(Key.snapshotUsers(s.database, s.name), 0)]
+        t.commands = [["DEL", Key.snapshot(s.database, s.name), Key.snapshotUsers(s.database, s.name)], ["SREM", Key.databaseSnapshots(s.database), s.name]]
+        return try commit(t)
+    }
+
+    /// Every snapshot record with its raw text, by SCAN (reconcile).
+    public func allSnapshots() throws(CatalogError) -> [(SnapshotRecord, String)] {
+        var out: [(SnapshotRecord, String)] = []
+        for key in try scan("devdb:snapshot:*") where !key.hasSuffix(":users") {
+            if let r = try getRaw(SnapshotRecord.self, key) { out.append((r.value, r.raw)) }
+        }
+        return out
+    }
+
+    /// Marks a snapshot failed if it is still as read (reconcile: taken by work that is gone).
+    public func failSnapshot(_ s: SnapshotRecord, raw: String, reason: String) throws(CatalogError) -> Bool {
+        var failed = s
+        failed.state = .failed; failed.reason = reason
+        var t = Transaction()
+        t.guards = [.value(Key.snapshot(s.database, s.name), raw)]
+        t.commands = [["SET", Key.snapshot(s.database, s.name), Self.encode(failed)]]
+        return try commit(t)
     }
 
     // MARK: routes (the router contract)

@@ -16,13 +16,19 @@ import DevDBCore
 public enum DatabaseLifecycle {
     public enum Event: Sendable, Equatable {
         // Requests (the API).
-        case reset(latest: Bool)
+        /// `to`: the snapshot to go back to (`DB@SNAP`); nil: the database's generation (or newest).
+        case reset(latest: Bool, to: String? = nil)
         case delete
+        /// Save the database's state now as snapshot `name`.
+        case snapshot(name: String)
         // Progress and outcomes (the worker), for the operation with this id.
         case progress(operation: String, state: DatabaseRecord.State?, phase: String?, generation: Int?)
         case succeeded(operation: String, Instance)
         case failed(operation: String, reason: String)
         case deleted(operation: String)
+        case snapshotTaken(operation: String, SnapshotOutcome)
+        /// `instanceRunning`: the database serves again (only the snapshot failed).
+        case snapshotFailed(operation: String, reason: String, instanceRunning: Bool)
         // What reconcile sees.
         case instanceMissing
         case instanceUnhealthy(reason: String)
@@ -39,8 +45,9 @@ public enum DatabaseLifecycle {
         public var port: Int
         public var cloneMethod: String
         public var note: String?
-        public var generation: Int
-        public init(host: String, port: Int, cloneMethod: String, note: String? = nil, generation: Int) {
+        /// The generation it holds the data of (a branch: its snapshot's, where known).
+        public var generation: Int?
+        public init(host: String, port: Int, cloneMethod: String, note: String? = nil, generation: Int?) {
             self.host = host; self.port = port; self.cloneMethod = cloneMethod; self.note = note; self.generation = generation
         }
     }
@@ -49,8 +56,13 @@ public enum DatabaseLifecycle {
     public enum Effect: Sendable, Equatable {
         case setRoute(RouteRecord)
         case removeRoute
-        /// Remove the record, its index entries and its port lease.
+        /// Remove the record, its index entries and its port lease, its unused snapshots, and its
+        /// use of the snapshot it was branched from.
         case removeRecord
+        /// Add snapshot `name` of this database (state `taking`).
+        case addSnapshot(String)
+        /// Snapshot `name` is ready (outcome) or failed (reason).
+        case finishSnapshot(String, SnapshotOutcome?, reason: String?)
     }
 
     /// Work for the worker, done after the commit.
@@ -74,23 +86,53 @@ public enum DatabaseLifecycle {
 
     public static func decide(_ d: DatabaseRecord, _ event: Event, newOperationID: () -> String = DatabaseRecord.newOperationID) -> Decision {
         switch event {
-        case .reset(let latest):
-            if d.state == .deleting || d.deleteQueued == true {
-                return .refuse(Refusal(message: "database \"\(d.name)\" is being deleted", hint: "create a new database instead: devdb db create --project \(d.project)"))
-            }
-            guard !d.state.isTransitional else {
-                let what = d.operation?.kind == .reset ? "being reset" : "being created"
-                return .refuse(Refusal(message: "database \"\(d.name)\" is \(what) (state \(d.state.rawValue))",
-                                       hint: "wait until it is ready (devdb db show \(d.name)), then reset; or delete it: a delete waits for the running work"))
-            }
+        case .reset(let latest, let to):
+            if let refusal = busy(d, doing: "reset") { return .refuse(refusal) }
             var next = d
             // A database that never got an instance is made again; others are reset in place.
             let kind: DatabaseRecord.Operation.Kind = d.backendPort == nil && d.backendHost == nil ? .create : .reset
-            next.operation = .init(kind: kind, id: newOperationID(), latest: latest)
+            next.operation = .init(kind: kind, id: newOperationID(), latest: latest, target: to)
             next.state = kind == .create ? .provisioning : .cloning
             next.phase = kind == .create ? "queued" : "resetting"
             next.reason = nil
             return .commit(next, effects: hadRoute(d) ? [.removeRoute] : [], actions: [.run(next.operation!)])
+
+        case .snapshot(let name):
+            if let refusal = busy(d, doing: "snapshot") { return .refuse(refusal) }
+            guard d.state == .ready else {
+                return .refuse(Refusal(message: "database \"\(d.name)\" is \(d.state.rawValue); a snapshot needs it ready",
+                                       hint: d.state == .failed ? "reset it first: devdb db reset \(d.name)" : "wait until it is ready (devdb db show \(d.name))"))
+            }
+            guard let host = d.backendHost, let port = d.backendPort else { return .ignore }
+            var next = d
+            next.state = .snapshotting
+            next.operation = .init(kind: .snapshot, id: newOperationID(), target: name)
+            next.phase = "snapshot \(name)"
+            return .commit(next, effects: [.setRoute(RouteRecord(host: host, port: port, state: .starting)), .addSnapshot(name)],
+                           actions: [.run(next.operation!)])
+
+        case .snapshotTaken(let op, let outcome):
+            guard d.operation?.id == op, d.operation?.kind == .snapshot, let name = d.operation?.target else { return .ignore }
+            var next = d
+            next.state = .ready; next.operation = nil; next.phase = nil; next.reason = nil
+            if d.deleteQueued == true {
+                guard case .commit(let deleting, let fx, let acts) = startDelete(from: next, newOperationID: newOperationID) else { return .ignore }
+                return .commit(deleting, effects: [.finishSnapshot(name, outcome, reason: nil)] + fx, actions: acts)
+            }
+            return .commit(next, effects: [.finishSnapshot(name, outcome, reason: nil)] + routeEffects(next), actions: [])
+
+        case .snapshotFailed(let op, let reason, let running):
+            guard d.operation?.id == op, d.operation?.kind == .snapshot, let name = d.operation?.target else { return .ignore }
+            var next = d
+            next.operation = nil; next.phase = nil
+            next.state = running ? .ready : .failed
+            next.reason = running ? nil : "it did not start again after a snapshot: \(reason); run \"devdb db reset \(d.name)\""
+            let finish = DatabaseLifecycle.Effect.finishSnapshot(name, nil, reason: reason)
+            if d.deleteQueued == true {
+                guard case .commit(let deleting, let fx, let acts) = startDelete(from: next, newOperationID: newOperationID) else { return .ignore }
+                return .commit(deleting, effects: [finish] + fx, actions: acts)
+            }
+            return .commit(next, effects: [finish] + (running ? routeEffects(next) : [.removeRoute]), actions: [])
 
         case .delete:
             if d.state == .deleting || d.deleteQueued == true { return .ignore }
@@ -113,13 +155,14 @@ public enum DatabaseLifecycle {
             guard d.operation?.id == op, d.operation?.kind != .delete else { return .ignore }
             var next = d
             next.backendHost = instance.host; next.backendPort = instance.port
-            next.cloneMethod = instance.cloneMethod; next.note = instance.note; next.generation = instance.generation
+            next.cloneMethod = instance.cloneMethod; next.note = instance.note
+            if let g = instance.generation { next.generation = g }
             if d.deleteQueued == true { return startDelete(from: next, newOperationID: newOperationID) }
             next.state = .ready; next.operation = nil; next.phase = nil; next.reason = nil
             return .commit(next, effects: [.setRoute(RouteRecord(host: instance.host, port: instance.port, state: .ready))], actions: [])
 
         case .failed(let op, let reason):
-            guard d.operation?.id == op else { return .ignore }
+            guard d.operation?.id == op, d.operation?.kind != .snapshot else { return .ignore }
             var next = d
             if d.operation?.kind != .delete && d.deleteQueued == true { return startDelete(from: d, newOperationID: newOperationID) }
             next.state = .failed; next.operation = nil; next.phase = nil; next.deleteQueued = nil
@@ -152,8 +195,8 @@ public enum DatabaseLifecycle {
             return .commit(next, effects: [.setRoute(RouteRecord(host: host, port: port, state: .ready))], actions: [])
 
         case .routeRepair:
-            guard hadRoute(d), let host = d.backendHost, let port = d.backendPort else { return .ignore }
-            return .commit(d, effects: [.setRoute(RouteRecord(host: host, port: port, state: d.state == .ready ? .ready : .starting))], actions: [])
+            guard hadRoute(d) else { return .ignore }
+            return .commit(d, effects: routeEffects(d), actions: [])
 
         case .resume:
             guard d.state.isTransitional else { return .ignore }
@@ -168,7 +211,31 @@ public enum DatabaseLifecycle {
         }
     }
 
-    static func hadRoute(_ d: DatabaseRecord) -> Bool { d.state == .ready || d.state == .unavailable }
+    /// The states that keep a route: `ready` (route `ready`), `unavailable` and `snapshotting`
+    /// (route `starting`: clients are told to try again in a moment).
+    public static func hasRoute(_ state: DatabaseRecord.State) -> Bool { state == .ready || state == .unavailable || state == .snapshotting }
+    static func hadRoute(_ d: DatabaseRecord) -> Bool { hasRoute(d.state) }
+
+    static func routeEffects(_ d: DatabaseRecord) -> [Effect] {
+        guard let host = d.backendHost, let port = d.backendPort else { return [] }
+        return [.setRoute(RouteRecord(host: host, port: port, state: d.state == .ready ? .ready : .starting))]
+    }
+
+    /// Why a request cannot start now: a delete runs or waits, or other work runs.
+    static func busy(_ d: DatabaseRecord, doing request: String) -> Refusal? {
+        if d.state == .deleting || d.deleteQueued == true {
+            return Refusal(message: "database \"\(d.name)\" is being deleted", hint: "create a new database instead: devdb db create --project \(d.project)")
+        }
+        guard d.state.isTransitional else { return nil }
+        let what: String
+        switch d.operation?.kind {
+        case .reset: what = "being reset"
+        case .snapshot: what = "being snapshotted"
+        default: what = "being created"
+        }
+        return Refusal(message: "database \"\(d.name)\" is \(what) (state \(d.state.rawValue))",
+                       hint: "wait until it is ready (devdb db show \(d.name)), then \(request); or delete it: a delete waits for the running work")
+    }
 
     static func startDelete(from d: DatabaseRecord, newOperationID: () -> String) -> Decision {
         var next = d

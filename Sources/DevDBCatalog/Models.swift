@@ -47,11 +47,13 @@ public struct DatabaseRecord: Codable, Sendable, Equatable {
         /// Made and once ready, but the platform reports it is not serving now (reason says why);
         /// the reconcile loop moves it back to ready when it is.
         case unavailable
+        /// Briefly stopped while a snapshot of it is taken; ready again right after.
+        case snapshotting
 
         /// States in which work is in flight (an operation runs or is about to be resumed).
         public var isTransitional: Bool {
             switch self {
-            case .provisioning, .restoring, .cloning, .starting, .deleting: return true
+            case .provisioning, .restoring, .cloning, .starting, .deleting, .snapshotting: return true
             case .ready, .failed, .unavailable: return false
             }
         }
@@ -59,12 +61,16 @@ public struct DatabaseRecord: Codable, Sendable, Equatable {
     /// The work in flight: what it is and a fresh id per accepted operation, so an outcome
     /// reported for an operation that is no longer current (a retry, a stale job) is ignored.
     public struct Operation: Codable, Sendable, Equatable {
-        public enum Kind: String, Codable, Sendable { case create, reset, delete }
+        public enum Kind: String, Codable, Sendable { case create, reset, delete, snapshot }
         public var kind: Kind
         public var id: String
         /// For resets: to the project's newest generation instead of the database's own.
         public var latest: Bool?
-        public init(kind: Kind, id: String, latest: Bool? = nil) { self.kind = kind; self.id = id; self.latest = latest }
+        /// For snapshots: the snapshot's name. For resets: the snapshot to go back to, `DB@SNAP`.
+        public var target: String?
+        public init(kind: Kind, id: String, latest: Bool? = nil, target: String? = nil) {
+            self.kind = kind; self.id = id; self.latest = latest; self.target = target
+        }
     }
     public var name: String
     public var project: String
@@ -74,6 +80,8 @@ public struct DatabaseRecord: Codable, Sendable, Equatable {
     public var operation: Operation?
     /// A delete accepted while a create or reset ran: it runs when that ends.
     public var deleteQueued: Bool?
+    /// For a branch: the snapshot it was made from, `DB@SNAP`; a plain reset goes back to it.
+    public var base: String?
     public var reason: String?
     public var phase: String?
     public var generation: Int?
@@ -103,6 +111,52 @@ extension DatabaseRecord {
     public static func newOperationID() -> String {
         var rng = SystemRandomNumberGenerator()
         return String(UInt64.random(in: 0...UInt64.max, using: &rng), radix: 16)
+    }
+}
+
+/// A saved state of one database: a stopped copy of its data directory (local) or a CSI
+/// VolumeSnapshot of its volume (Kubernetes). Branches are databases made from one.
+public struct SnapshotRecord: Codable, Sendable, Equatable {
+    public enum State: String, Codable, Sendable { case taking, ready, failed }
+    public var database: String
+    public var name: String
+    public var owner: String
+    public var project: String
+    public var generation: Int?
+    public var state: State
+    public var reason: String?
+    public var createdAt: Date
+    public var sizeBytes: Int64?
+    /// `reflink` or `copy` (local), `volumesnapshot` (Kubernetes).
+    public var method: String?
+    /// How long the database did not serve while the snapshot was taken.
+    public var unavailableSeconds: Double?
+    /// Its database was deleted; it stays while branches made from it exist.
+    public var databaseDeleted: Bool?
+
+    public init(database: String, name: String, owner: String, project: String, generation: Int?, createdAt: Date = Date()) {
+        self.database = database; self.name = name; self.owner = owner; self.project = project; self.generation = generation
+        self.state = .taking; self.createdAt = createdAt
+    }
+
+    /// `DB@SNAP`, how branches and resets name it.
+    public var reference: String { "\(database)@\(name)" }
+
+    /// Splits `DB@SNAP`.
+    public static func parse(_ reference: String) -> (database: String, snapshot: String)? {
+        let parts = reference.split(separator: "@", omittingEmptySubsequences: false)
+        guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else { return nil }
+        return (String(parts[0]), String(parts[1]))
+    }
+}
+
+/// What a provisioner reports of a snapshot it took.
+public struct SnapshotOutcome: Sendable, Equatable {
+    public var method: String
+    public var sizeBytes: Int64?
+    public var unavailableSeconds: Double
+    public init(method: String, sizeBytes: Int64?, unavailableSeconds: Double) {
+        self.method = method; self.sizeBytes = sizeBytes; self.unavailableSeconds = unavailableSeconds
     }
 }
 

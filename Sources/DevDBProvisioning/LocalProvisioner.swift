@@ -14,6 +14,7 @@ import Glibc
 ///     <data-dir>/dumps/<project>-<generation>.dump      (0600, removed after the restore)
 ///     <data-dir>/generations/<project>/<generation>/pgdata
 ///     <data-dir>/instances/<database>/{pgdata,postgres.log}
+///     <data-dir>/snapshots/<database>/<snapshot>/pgdata   a stopped copy of an instance
 ///     <data-dir>/s/<12 hex>/                             unix socket directory, 0700, per instance or seed
 ///
 /// Socket directories are short hashes so every valid database name (up to 63 characters) fits
@@ -51,13 +52,13 @@ public final class LocalProvisioner: Provisioner {
         guard longest <= 107 else {
             throw SubprocessError(description: "--data-dir \(self.dataDirectory.path) is too long for unix socket paths (at most \(107 - longest + self.dataDirectory.path.utf8.count) characters): choose a shorter directory")
         }
-        for sub in ["dumps", "generations", "instances", "s"] {
+        for sub in ["dumps", "generations", "instances", "snapshots", "s"] {
             try FileManager.default.createDirectory(at: dataDirectory.appendingPathComponent(sub), withIntermediateDirectories: true)
         }
         // Dumps hold whole databases: only the API's user (and root) may read them.
         chmod(dataDirectory.appendingPathComponent("dumps").path, 0o700)
         try Self.giveToPostgres(dataDirectory.path, recursive: false)
-        for sub in ["generations", "instances", "s", "dumps"] { try Self.giveToPostgres(dataDirectory.appendingPathComponent(sub).path, recursive: false) }
+        for sub in ["generations", "instances", "snapshots", "s", "dumps"] { try Self.giveToPostgres(dataDirectory.appendingPathComponent(sub).path, recursive: false) }
     }
 
     // MARK: paths
@@ -66,6 +67,15 @@ public final class LocalProvisioner: Provisioner {
     func generationDir(_ g: Generation) -> String { generationDir(g.project, g.number) }
     func generationDir(_ project: String, _ number: Int) -> String { dataDirectory.appendingPathComponent("generations/\(project)/\(number)").path }
     func instanceDir(_ name: String) -> String { dataDirectory.appendingPathComponent("instances/\(name)").path }
+    func snapshotDir(_ s: SnapshotRecord) -> String { dataDirectory.appendingPathComponent("snapshots/\(s.database)/\(s.name)").path }
+
+    /// The stopped data directory a clone source names.
+    func sourceDataDirectory(_ source: CloneSource) -> String {
+        switch source {
+        case .generation(let g): return "\(generationDir(g))/pgdata"
+        case .snapshot(let s): return "\(snapshotDir(s))/pgdata"
+        }
+    }
     /// A short, private socket directory for an instance (`i:<name>`) or a seed (`g:<project>/<n>`).
     func socketDir(_ key: String) -> String { dataDirectory.appendingPathComponent("s/\(Catalog.sha256Hex(key).prefix(12))").path }
     public func socketDirectory(database name: String) -> String { socketDir("i:\(name)") }
@@ -168,11 +178,11 @@ public final class LocalProvisioner: Provisioner {
 
     // MARK: instances
 
-    public func create(database d: DatabaseRecord, from g: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
+    public func create(database d: DatabaseRecord, from source: CloneSource, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
         try await stopAndRemove(d.name)  // what an attempt interrupted by a restart left
         let port = try await leaseFreePort(for: d)
         do {
-            return try await cloneAndStart(d, from: g, port: port, phase: phase)
+            return try await cloneAndStart(d, from: source, port: port, phase: phase)
         } catch {
             try? await stopAndRemove(d.name)
             throw error
@@ -199,12 +209,12 @@ public final class LocalProvisioner: Provisioner {
         return true
     }
 
-    public func reset(database d: DatabaseRecord, to g: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
+    public func reset(database d: DatabaseRecord, to source: CloneSource, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
         guard d.backendPort != nil else { throw SubprocessError(description: "database \(d.name) has no port") }
         try await stopAndRemove(d.name)
         let port = try await leaseFreePort(for: d)
         do {
-            return try await cloneAndStart(d, from: g, port: port, phase: phase)
+            return try await cloneAndStart(d, from: source, port: port, phase: phase)
         } catch {
             try? await stopAndRemove(d.name)
             throw error
@@ -228,12 +238,16 @@ public final class LocalProvisioner: Provisioner {
         if (try? FileManager.default.contentsOfDirectory(atPath: projectDir))?.isEmpty == true { try? FileManager.default.removeItem(atPath: projectDir) }
     }
 
-    private func cloneAndStart(_ d: DatabaseRecord, from g: Generation, port: Int, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
+    private func cloneAndStart(_ d: DatabaseRecord, from source: CloneSource, port: Int, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
         let dir = instanceDir(d.name)
+        let from = sourceDataDirectory(source)
+        guard FileManager.default.fileExists(atPath: "\(from)/PG_VERSION") else {
+            throw SubprocessError(description: "\(source.description) has no data on this machine (\(from)); reset to another one or --latest")
+        }
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try Self.giveToPostgres(dir, recursive: false)
         phase("cloning")
-        let method = try await Self.cloneDirectory(from: "\(generationDir(g))/pgdata", to: "\(dir)/pgdata")
+        let method = try await Self.cloneDirectory(from: from, to: "\(dir)/pgdata")
         try writeAuthentication(pgdata: "\(dir)/pgdata")
         phase("starting")
         try await start(d.name, port: port)
@@ -246,6 +260,52 @@ public final class LocalProvisioner: Provisioner {
         try await Subprocess.check(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", socketDirectory(database: d.name), "-p", String(port), "-U", "postgres",
                                     "-d", "postgres", "-f", sqlFile], asPostgres: true, what: "setting the password")
         return InstanceInfo(host: "127.0.0.1", port: port, cloneMethod: method)
+    }
+
+    // MARK: snapshots
+
+    /// Stops the instance (fast: sessions are ended, a clean shutdown checkpoint is written),
+    /// clones its data directory (reflink where the filesystem can: sub-second; a copy elsewhere),
+    /// and starts it again on its port. Taken again from scratch if an earlier try was interrupted.
+    public func snapshot(database d: DatabaseRecord, as s: SnapshotRecord) async throws -> SnapshotOutcome {
+        guard let port = d.backendPort else { throw SnapshotFailure("database \(d.name) has no instance", instanceRunning: false) }
+        let pgdata = "\(instanceDir(d.name))/pgdata"
+        let target = snapshotDir(s)
+        try? FileManager.default.removeItem(atPath: target)
+        do {
+            try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+            try Self.giveToPostgres(dataDirectory.appendingPathComponent("snapshots/\(s.database)").path, recursive: false)
+            try Self.giveToPostgres(target, recursive: false)
+        } catch { throw SnapshotFailure("cannot make \(target): \(error)", instanceRunning: await isRunning(d.name)) }
+        let stopped = monotonicNow()
+        if await isRunning(d.name) {
+            do {
+                try await Subprocess.check([tool("pg_ctl"), "-D", pgdata, "-m", "fast", "-w", "-t", "60", "stop"], asPostgres: true, what: "stopping Postgres for the snapshot")
+            } catch {
+                throw SnapshotFailure("\(error)", instanceRunning: await isRunning(d.name))
+            }
+        }
+        var failure: String?
+        var method = "copy"
+        do { method = try await Self.cloneDirectory(from: pgdata, to: "\(target)/pgdata") } catch { failure = "\(error)" }
+        do { try await start(d.name, port: port) } catch {
+            try? FileManager.default.removeItem(atPath: target)
+            throw SnapshotFailure("\(failure.map { $0 + "; " } ?? "")starting Postgres again failed: \(error)", instanceRunning: false)
+        }
+        let unavailable = monotonicNow() - stopped
+        if let failure {
+            try? FileManager.default.removeItem(atPath: target)
+            throw SnapshotFailure(failure, instanceRunning: true)
+        }
+        let size = try? await Subprocess.run(["du", "-sb", target])
+        return SnapshotOutcome(method: method, sizeBytes: size.flatMap { Int64($0.output.split(separator: "\t").first ?? "") },
+                               unavailableSeconds: unavailable)
+    }
+
+    public func deleteSnapshot(_ s: SnapshotRecord) async throws {
+        try? FileManager.default.removeItem(atPath: snapshotDir(s))
+        let parent = dataDirectory.appendingPathComponent("snapshots/\(s.database)").path
+        if (try? FileManager.default.contentsOfDirectory(atPath: parent))?.isEmpty == true { try? FileManager.default.removeItem(atPath: parent) }
     }
 
     func start(_ name: String, port: Int) async throws {
@@ -317,9 +377,25 @@ public final class LocalProvisioner: Provisioner {
         } catch { return true }
     }
 
-    public func recover(databases: [DatabaseRecord], generations: [Generation]) async throws -> RecoveryReport {
+    public func recover(databases: [DatabaseRecord], generations: [Generation], snapshots: [SnapshotRecord]) async throws -> RecoveryReport {
         var report = RecoveryReport()
         let fm = FileManager.default
+        // Snapshot directories without a record (a delete interrupted after its commit), and
+        // ready records whose directory is gone.
+        let knownSnapshots = Set(snapshots.map(\.reference))
+        let snapshotsRoot = dataDirectory.appendingPathComponent("snapshots").path
+        for db in (try? fm.contentsOfDirectory(atPath: snapshotsRoot)) ?? [] {
+            for snap in (try? fm.contentsOfDirectory(atPath: "\(snapshotsRoot)/\(db)")) ?? [] where !knownSnapshots.contains("\(db)@\(snap)") {
+                let wanted: Bool
+                do { wanted = try await catalog.run({ try $0.snapshot(db, snap) }) != nil } catch { continue }
+                guard !wanted else { continue }
+                try? await deleteSnapshot(SnapshotRecord(database: db, name: snap, owner: "", project: "", generation: nil))
+                report.orphansRemoved.append("snapshot \(db)@\(snap)")
+            }
+        }
+        for s in snapshots where s.state == .ready && !fm.fileExists(atPath: "\(snapshotDir(s))/pgdata/PG_VERSION") {
+            report.missingSnapshots.append(s)
+        }
         let wantedNow = Set(databases.filter { $0.state != .failed }.map(\.name))
         // Instance directories and processes no record wants (failed databases keep none).
         for name in (try? fm.contentsOfDirectory(atPath: dataDirectory.appendingPathComponent("instances").path)) ?? []

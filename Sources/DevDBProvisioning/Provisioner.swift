@@ -26,7 +26,22 @@ public struct RecoveryReport: Sendable {
     public var unhealthy: [String: String] = [:]
     /// Ready generations whose snapshot is gone.
     public var missingGenerations: [Generation] = []
+    /// Ready database snapshots whose files or VolumeSnapshot are gone.
+    public var missingSnapshots: [SnapshotRecord] = []
     public init() {}
+}
+
+/// What a database is made from, or reset to.
+public enum CloneSource: Sendable, Equatable {
+    case generation(Generation)
+    case snapshot(SnapshotRecord)
+
+    public var description: String {
+        switch self {
+        case .generation(let g): return "generation \(g.number) of \(g.project)"
+        case .snapshot(let s): return "snapshot \(s.reference)"
+        }
+    }
 }
 
 /// Makes generations and database instances. The local provisioner runs Postgres processes;
@@ -35,10 +50,15 @@ public protocol Provisioner: Sendable {
     var kind: String { get }
     /// Fetches the project's dump and restores it into `generation`, reporting phases and bytes.
     func seed(project: Project, generation: Generation, progress: @escaping @Sendable (_ phase: String, _ bytes: Int64) -> Void) async throws
-    /// Makes the instance for `database` from a ready generation and starts it.
-    func create(database: DatabaseRecord, from generation: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo
-    /// Puts the instance back to `generation`, keeping its name, port and credentials.
-    func reset(database: DatabaseRecord, to generation: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo
+    /// Makes the instance for `database` from a ready generation or snapshot and starts it.
+    func create(database: DatabaseRecord, from source: CloneSource, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo
+    /// Puts the instance back to a generation or snapshot, keeping its name, port and credentials.
+    func reset(database: DatabaseRecord, to source: CloneSource, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo
+    /// Saves the database's state as `snapshot`: a consistent copy (stopped, or checkpointed and
+    /// crash-consistent), after which the database serves again. Throws `SnapshotFailure`.
+    func snapshot(database: DatabaseRecord, as snapshot: SnapshotRecord) async throws -> SnapshotOutcome
+    /// Removes a snapshot's files or VolumeSnapshot.
+    func deleteSnapshot(_ snapshot: SnapshotRecord) async throws
     /// Removes everything the instance had (process, files; the catalog frees its port lease).
     func delete(database: DatabaseRecord) async throws
     /// Removes what a failed create or reset left (process, files), keeping what the record
@@ -47,9 +67,24 @@ public protocol Provisioner: Sendable {
     func deleteGeneration(_ generation: Generation) async throws
     /// After a restart and then periodically (reconcile): starts or checks catalogued instances
     /// and removes instances and generations the catalog does not know.
-    func recover(databases: [DatabaseRecord], generations: [Generation]) async throws -> RecoveryReport
+    func recover(databases: [DatabaseRecord], generations: [Generation], snapshots: [SnapshotRecord]) async throws -> RecoveryReport
 }
 
 extension Provisioner {
     public func removeInstance(database: DatabaseRecord) async throws {}
+
+    public func create(database: DatabaseRecord, from generation: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
+        try await create(database: database, from: .generation(generation), phase: phase)
+    }
+
+    public func reset(database: DatabaseRecord, to generation: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
+        try await reset(database: database, to: .generation(generation), phase: phase)
+    }
+}
+
+/// A snapshot that could not be taken; `instanceRunning` says whether the database serves again.
+public struct SnapshotFailure: Error, CustomStringConvertible {
+    public let description: String
+    public let instanceRunning: Bool
+    public init(_ description: String, instanceRunning: Bool) { self.description = description; self.instanceRunning = instanceRunning }
 }

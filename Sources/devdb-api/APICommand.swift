@@ -37,6 +37,8 @@ struct APICommand: AsyncParsableCommand {
     @Flag(name: .customLong("allow-private-dump-hosts"),
           help: "Allow dump URLs whose host is loopback, private or link-local (refused by default: such URLs reach internal services).")
     var allowPrivateDumpHosts = false
+    @Option(name: .customLong("max-snapshots"), help: "Snapshots one database may have (devdb db snapshot); more are refused with 409.")
+    var maxSnapshots = 10
 
     // Kubernetes provisioner.
     @Option(help: ArgumentHelp("kubernetes: kubeconfig to use outside a cluster (default: KUBECONFIG, then the pod's service account, then ~/.kube/config).", valueName: "path"))
@@ -89,6 +91,7 @@ struct APICommand: AsyncParsableCommand {
         c.provisioner = provisioner
         c.reconcileIntervalSeconds = reconcileInterval
         c.allowPrivateDumpHosts = allowPrivateDumpHosts
+        c.maxSnapshotsPerDatabase = maxSnapshots
         c.kubeconfig = kubeconfig
         c.kubeContext = kubeContext
         c.namespace = namespace

@@ -240,19 +240,30 @@ func formatBytes(_ value: Any?) -> String {
 
 struct DBCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "db", abstract: "Your databases.",
-                                                    subcommands: [Create.self, List.self, Show.self, Delete.self, Reset.self, Connect.self])
+                                                    subcommands: [Create.self, List.self, Show.self, Delete.self, Reset.self, Connect.self,
+                                                                  Snapshot.self, Snapshots.self])
 
     struct Create: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create a database from a project's newest generation.")
+        static let configuration = CommandConfiguration(
+            abstract: "Create a database from a project's newest generation, or a branch of another database.",
+            discussion: "A branch (--from) has its own credentials and route; the project is the origin's. Without @SNAP it is made from the origin's state now (a snapshot is taken first, the origin is unavailable for a moment).")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "Name (a DNS label: a-z, 0-9, -); generated when left out.") var name: String?
-        @Option(help: "The project to copy.") var project: String
+        @Option(help: "The project to copy (not with --from).") var project: String?
+        @Option(help: ArgumentHelp("Branch from another of your databases: NAME@SNAP (a snapshot) or NAME (its state now).", valueName: "name[@snap]"))
+        var from: String?
+
+        func validate() throws {
+            if project == nil && from == nil { throw ValidationError("say which project to copy (--project) or which database to branch from (--from)") }
+        }
         @Option(help: ArgumentHelp("Delete it after this long: 90m, 8h, 2d.", valueName: "duration")) var ttl: String?
         @OptionGroup var waiting: WaitOptions
 
         func run() async throws {
             let api = try global.client()
-            var body: JSONObject = ["project": project]
+            var body: JSONObject = [:]
+            if let project { body["project"] = project }
+            if let from { body["from"] = from }
             if let name { body["name"] = name }
             if let ttl { body["ttl"] = ttl }
             let (data, object) = try await api.call("POST", "/v1/databases", body: body)
@@ -294,13 +305,21 @@ struct DBCommand: ParsableCommand {
     }
 
     struct Delete: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete a database and everything it used.")
+        static let configuration = CommandConfiguration(
+            abstract: "Delete a database and everything it used.",
+            discussion: "Its snapshots go too, except those a branch was made from: they stay until their branches are deleted.")
         @OptionGroup var global: GlobalOptions
         @Argument var name: String
         @OptionGroup var waiting: WaitOptions
         func run() async throws {
             let api = try global.client()
-            let (data, _) = try await api.call("DELETE", "/v1/databases/\(name)")
+            let (data, object) = try await api.call("DELETE", "/v1/databases/\(name)")
+            if global.output == .table {
+                if let gone = object["snapshots_deleted"] as? [String], !gone.isEmpty { print("its snapshots \(gone.joined(separator: ", ")) are deleted with it") }
+                for kept in object["snapshots_kept"] as? [JSONObject] ?? [] {
+                    print("snapshot \(describe(kept["name"])) stays while branch(es) \((kept["branches"] as? [String] ?? []).joined(separator: ", ")) use it")
+                }
+            }
             if waiting.wait {
                 try await poll(waiting, "the delete of \(name)") {
                     do { _ = try await api.call("GET", "/v1/databases/\(name)") } catch let e as CLIError where e.code == Exit.notFound { return true }
@@ -316,10 +335,18 @@ struct DBCommand: ParsableCommand {
         @OptionGroup var global: GlobalOptions
         @Argument var name: String
         @Flag(help: "Move to the project's newest generation instead.") var latest = false
+        @Option(help: ArgumentHelp("Back to one of its snapshots (devdb db snapshots NAME).", valueName: "snap")) var to: String?
         @OptionGroup var waiting: WaitOptions
+
+        func validate() throws {
+            if latest && to != nil { throw ValidationError("--latest and --to go to different places: choose one") }
+        }
+
         func run() async throws {
             let api = try global.client()
-            let (data, _) = try await api.call("POST", "/v1/databases/\(name)/reset", body: ["latest": latest])
+            var body: JSONObject = ["latest": latest]
+            if let to { body["to"] = to }
+            let (data, _) = try await api.call("POST", "/v1/databases/\(name)/reset", body: body)
             if waiting.wait {
                 try await waitForDatabase(api, name, until: "ready", waiting)
                 return try await DBCommand.show(api, name, global.output)
@@ -348,10 +375,82 @@ struct DBCommand: ParsableCommand {
         }
     }
 
+    struct Snapshot: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Save a database's state as a snapshot, or delete one.",
+            discussion: "devdb db snapshot NAME [--as SNAP] [--wait] saves; devdb db snapshot delete NAME SNAP deletes.",
+            subcommands: [Take.self, DeleteSnapshot.self], defaultSubcommand: Take.self)
+    }
+
+    struct Take: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "take",
+            abstract: "Save NAME's state now as a snapshot (the database stops for a moment, then serves again).")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Your database.") var name: String
+        @Option(name: .customLong("as"), help: ArgumentHelp("The snapshot's name (a DNS label; default: the UTC time, YYYYMMDD-HHMMSS).", valueName: "snap"))
+        var snapshot: String?
+        @OptionGroup var waiting: WaitOptions
+        func run() async throws {
+            let api = try global.client()
+            var body: JSONObject = [:]
+            if let snapshot { body["name"] = snapshot }
+            let (data, object) = try await api.call("POST", "/v1/databases/\(name)/snapshots", body: body)
+            let snap = object["name"] as? String ?? snapshot ?? ""
+            if waiting.wait {
+                var final: JSONObject = [:]
+                var finalData = Data()
+                try await poll(waiting, "snapshot \(snap) of \(name)") {
+                    let (d, s) = try await api.call("GET", "/v1/databases/\(name)/snapshots/\(snap)")
+                    (final, finalData) = (s, d)
+                    if s["state"] as? String == "failed" {
+                        throw CLIError(description: "snapshot \(snap) of \(name) failed: \(describe(s["reason"]))", code: Exit.failedState)
+                    }
+                    return s["state"] as? String == "ready"
+                }
+                if global.output == .json { return printJSON(finalData) }
+                let seconds = (final["unavailable_seconds"] as? NSNumber).map { String(format: "%.1f", $0.doubleValue) } ?? "?"
+                print("snapshot \(snap) of \(name) taken (\(describe(final["method"]))); \(name) was unavailable for \(seconds) s")
+                return
+            }
+            if global.output == .json { return printJSON(data) }
+            print("snapshot \(snap) of \(name) is being taken (devdb db snapshots \(name))")
+        }
+    }
+
+    struct DeleteSnapshot: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "delete", abstract: "Delete a snapshot no branch uses.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Your database.") var name: String
+        @Argument(help: "The snapshot.") var snapshot: String
+        func run() async throws {
+            _ = try await global.client().call("DELETE", "/v1/databases/\(name)/snapshots/\(snapshot)")
+            if global.output == .table { print("snapshot \(snapshot) of \(name) deleted") } else { print("{}") }
+        }
+    }
+
+    struct Snapshots: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List a database's snapshots.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Your database.") var name: String
+        func run() async throws {
+            let (data, object) = try await global.client().call("GET", "/v1/databases/\(name)/snapshots")
+            if global.output == .json { return printJSON(data) }
+            let rows = (object["items"] as? [JSONObject] ?? []).map { row -> JSONObject in
+                var r = row
+                r["size"] = formatBytes(row["size_bytes"])
+                r["branches"] = (row["branches"] as? [String] ?? []).joined(separator: ",")
+                return r
+            }
+            printTable(rows, columns: [("name", "name"), ("created", "created_at"), ("size", "size"), ("state", "state"), ("method", "method"),
+                                       ("branches", "branches"), ("reason", "reason")])
+        }
+    }
+
     static func show(_ api: APIClient, _ name: String, _ output: OutputFormat) async throws {
         let (data, object) = try await api.call("GET", "/v1/databases/\(name)")
         if output == .json { return printJSON(data) }
-        printFields(object, ["name", "project", "owner", "state", "phase", "reason", "generation", "host", "hostaddr", "port", "user",
+        printFields(object, ["name", "project", "owner", "state", "pending", "phase", "reason", "generation", "base", "host", "hostaddr", "port", "user",
                              "password", "database", "clone_method", "note", "expires_at", "uri"])
         if object["state"] as? String == "ready" {
             print("\nconnect with:\n  \(describe(object["psql"]))")

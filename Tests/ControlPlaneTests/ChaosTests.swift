@@ -43,6 +43,25 @@ extension ControlPlaneEndToEnd {
             let started = Date()
             let log = Mutex2<[Int: [Step]]>([:])
 
+            /// The snapshots of a database, by GET (empty when it is gone or the API is away).
+            @Sendable func snapshotNames(_ name: String, token: String) -> [String] {
+                guard let r = try? run(["curl", "-s", "-m", "30", "-H", "Authorization: Bearer \(token)", "\(f.server)/v1/databases/\(name)/snapshots"], check: false),
+                      let object = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] else { return [] }
+                return (object["items"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+            }
+
+            /// Waits up to a few seconds for a database to be ready (as a user would before a snapshot).
+            @Sendable func awaitReady(_ name: String, token: String) {
+                for _ in 0..<40 {
+                    if let r = try? run(["curl", "-s", "-m", "30", "-H", "Authorization: Bearer \(token)", "\(f.server)/v1/databases/\(name)"], check: false),
+                       let object = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] {
+                        let state = object["state"] as? String
+                        if state == "ready" || state == "failed" || state == nil { return }
+                    }
+                    usleep(200_000)
+                }
+            }
+
             @Sendable func http(_ method: String, _ path: String, token: String, body: String? = nil) -> Outcome {
                 var argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "60", "-X", method,
                             "-H", "Authorization: Bearer \(token)"]
@@ -64,19 +83,48 @@ extension ControlPlaneEndToEnd {
                 let user = users[worker], token = tokens[worker]
                 let names = (0..<3).map { "chaos-\(user)-\($0)" }
                 var steps: [Step] = []
+                // What this user believes exists, so most operations aim at a database that does.
+                var alive: Set<String> = []
                 func record(_ name: String, _ op: String, _ outcome: Outcome, at t: Double) {
                     steps.append(Step(name: name, op: op, outcome: outcome, started: t))
+                    if outcome == .accepted && op == "create" { alive.insert(name) }
+                    if (outcome == .accepted && op == "delete") || (outcome == .refused(404) && op != "create") { alive.remove(name) }
                 }
                 for i in 0..<operationsPerUser {
-                    let name = names.randomElement(using: &rng)!
+                    // Operations aim at a database the user believes exists (one in ten at any name);
+                    // creates at a free name.
+                    let existing = alive.sorted()
+                    let free = names.filter { !alive.contains($0) }
+                    var name = !existing.isEmpty && Int.random(in: 0..<10, using: &rng) > 0
+                        ? existing.randomElement(using: &rng)! : names.randomElement(using: &rng)!
                     let t = Date().timeIntervalSince(started)
                     // Every user does one reset+delete of one database 0 ms apart.
-                    let kind = i == operationsPerUser / 2 ? 99 : Int.random(in: 0..<100, using: &rng)
+                    // Each user starts with a database; halfway comes the reset+delete pair.
+                    let kind = i == 0 ? 30 : i == operationsPerUser / 2 ? 99 : Int.random(in: 0..<100, using: &rng)
+                    if (25..<38).contains(kind) || (10..<18).contains(kind), let f = free.randomElement(using: &rng) { name = f }
                     switch kind {
-                    case 0..<35:
+                    case 0..<10:
+                        awaitReady(name, token: token)
+                        record(name, "snapshot", http("POST", "/v1/databases/\(name)/snapshots", token: token, body: "{}"), at: t)
+                    case 10..<18:
+                        // A branch of another of this user's databases, from its state now or a snapshot.
+                        let origin = existing.filter { $0 != name }.randomElement(using: &rng) ?? names.randomElement(using: &rng)!
+                        awaitReady(origin, token: token)
+                        let snaps = snapshotNames(origin, token: token)
+                        let from = Bool.random(using: &rng) || snaps.isEmpty ? origin : "\(origin)@\(snaps.randomElement(using: &rng)!)"
+                        record(name, "create", http("POST", "/v1/databases", token: token, body: #"{"from":"\#(from)","name":"\#(name)"}"#), at: t)
+                    case 18..<22:
+                        if let snap = snapshotNames(name, token: token).randomElement(using: &rng) {
+                            record(name, "reset", http("POST", "/v1/databases/\(name)/reset", token: token, body: #"{"to":"\#(snap)"}"#), at: t)
+                        }
+                    case 22..<25:
+                        if let snap = snapshotNames(name, token: token).randomElement(using: &rng) {
+                            record(name, "snapshot-delete", http("DELETE", "/v1/databases/\(name)/snapshots/\(snap)", token: token), at: t)
+                        }
+                    case 25..<38:  // create
                         let project = Int.random(in: 0..<5, using: &rng) == 0 ? "extra" : "shop"
                         record(name, "create", http("POST", "/v1/databases", token: token, body: #"{"project":"\#(project)","name":"\#(name)"}"#), at: t)
-                    case 35..<55:
+                    case 38..<55:
                         record(name, "reset", http("POST", "/v1/databases/\(name)/reset", token: token, body: #"{"latest":false}"#), at: t)
                     case 55..<65:
                         record(name, "reset", http("POST", "/v1/databases/\(name)/reset", token: token, body: #"{"latest":true}"#), at: t)
@@ -95,6 +143,7 @@ extension ControlPlaneEndToEnd {
                         usleep(UInt32.random(in: 0...3_000_000, using: &rng))
                         let t2 = Date().timeIntervalSince(started)
                         let outcomes = Mutex2<[Outcome]>([.unknown, .unknown])
+                        let name = name
                         DispatchQueue.concurrentPerform(iterations: 2) { j in
                             let o = j == 0 ? http("POST", "/v1/databases/\(name)/reset", token: token, body: "{}") : http("DELETE", "/v1/databases/\(name)", token: token)
                             outcomes.withLock { $0[j] = o }
@@ -115,12 +164,13 @@ extension ControlPlaneEndToEnd {
 
             var codes: [Int: Int] = [:]
             for case .refused(let c) in steps.map(\.outcome) { codes[c, default: 0] += 1 }
-            print("chaos seed \(seed): refusals by status \(codes.sorted { $0.key < $1.key })")
+            print("chaos seed \(seed): refusals by status \(codes.sorted { $0.key < $1.key }); accepted by operation "
+                  + "\(Dictionary(grouping: steps.filter { $0.outcome == .accepted }, by: \.op).mapValues(\.count).sorted { $0.key < $1.key })")
             // Refusals are 404 (gone), 409 (conflict) or 503 (Redis away); never an internal error.
             #expect(codes.keys.allSatisfy { [404, 409, 503].contains($0) }, "seed \(seed): \(codes)")
 
             // Within a bounded time, nothing is left in a transitional state.
-            let transitional = Set(["provisioning", "restoring", "cloning", "starting", "deleting"])
+            let transitional = Set(["provisioning", "restoring", "cloning", "starting", "deleting", "snapshotting"])
             var databases: [[String: Any]] = []
             try waitUntil(timeout: 180, interval: 1, "every database settled (seed \(seed))") {
                 guard let list = try? f.json(["db", "list"])["items"] as? [[String: Any]] else { return false }
@@ -211,11 +261,36 @@ extension ControlPlaneEndToEnd {
                 }
             }
 
+            // Snapshots: none left being taken; ready ones have their files, and only they do; a
+            // snapshot of a deleted database stays only while branches use it; the users of a
+            // snapshot are exactly the branches made from it.
+            var snapshotState: [String: String] = [:]
+            for key in try f.redis.cli(["--scan", "--pattern", "devdb:snapshot:*"]).stdout.split(separator: "\n") where !key.hasSuffix(":users") {
+                let parts = key.split(separator: ":")
+                let raw = try f.redis.cli(["GET", String(key)]).stdout
+                let s = try JSONSerialization.jsonObject(with: Data(raw.utf8)) as? [String: Any] ?? [:]
+                let reference = "\(parts[2])@\(parts[3])"
+                snapshotState[reference] = s["state"] as? String
+                #expect(s["state"] as? String != "taking", "\(context): snapshot \(reference) still being taken")
+                let users = Set(try f.redis.cli(["SMEMBERS", "devdb:snapshot:\(parts[2]):\(parts[3]):users"]).stdout.split(separator: "\n").map(String.init))
+                if byName[String(parts[2])] == nil { #expect(!users.isEmpty, "\(context): snapshot \(reference) of a deleted database, used by no branch") }
+                var branches: Set<String> = []
+                for name in byName.keys {
+                    let record = try JSONSerialization.jsonObject(with: Data(try f.redis.cli(["GET", "devdb:database:\(name)"]).stdout.utf8)) as? [String: Any]
+                    if record?["base"] as? String == reference { branches.insert(name) }
+                }
+                #expect(users == branches, "\(context): users of \(reference) \(users.sorted()) != branches \(branches.sorted())")
+            }
+            let snapshotsRoot = f.dataDirectory.appendingPathComponent("snapshots").path
+            var snapshotDirs: Set<String> = []
+            for db in (try? FileManager.default.contentsOfDirectory(atPath: snapshotsRoot)) ?? [] {
+                for snap in (try? FileManager.default.contentsOfDirectory(atPath: "\(snapshotsRoot)/\(db)")) ?? [] { snapshotDirs.insert("\(db)@\(snap)") }
+            }
+            #expect(snapshotDirs == Set(snapshotState.filter { $0.value == "ready" }.keys), "\(context): snapshot directories \(snapshotDirs.sorted()) != ready snapshots \(snapshotState)")
+
             // Multi-key changes are transactions, so even after a SIGKILL there is nothing for
             // reconcile to repair in the catalog; a repair means a transaction left keys behind.
-            let logs = try FileManager.default.contentsOfDirectory(atPath: f.directory.path).filter { $0.hasPrefix("api-") && $0.hasSuffix(".log") }
-                .map { (try? String(contentsOf: f.directory.appendingPathComponent($0), encoding: .utf8)) ?? "" }.joined()
-            let repairs = logs.split(separator: "\n").filter { $0.contains("reconcile repaired catalog keys") }
+            let repairs = f.catalogRepairs()
             #expect(repairs.isEmpty, "\(context): \(repairs)")
 
             // Every ready database answers through the router, as itself, with its data.

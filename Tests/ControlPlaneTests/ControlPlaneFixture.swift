@@ -73,6 +73,8 @@ final class ControlPlaneFixture: @unchecked Sendable {
             "--port-range", "\(portRange.lowerBound)-\(portRange.upperBound)", "--reap-interval", "1",
             // The tests serve dumps from local servers.
             "--allow-private-dump-hosts",
+            // Small, so the limit test need not take ten snapshots.
+            "--max-snapshots", "4",
         ] + extra, logDirectory: directory, environment: [
             "AWS_ACCESS_KEY_ID": s3Access, "AWS_SECRET_ACCESS_KEY": s3Secret, "AWS_REGION": "eu-west-1",
             "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:\(s3Port)",
@@ -136,6 +138,15 @@ final class ControlPlaneFixture: @unchecked Sendable {
         if try devdb(["project", "show", "shop"]).status == 0 { return }
         let r = try devdb(["project", "create", "shop", "--dump", "file://\(dumps.path)/shop.dump", "--wait"])
         #expect(r.status == 0, "\(r.output)")
+    }
+
+    /// Lines of every API log of this installation where reconcile repaired catalog keys (with
+    /// transactions there should be none, whatever crashed).
+    func catalogRepairs(mentioning name: String? = nil) -> [String] {
+        let logs = ((try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []).filter { $0.hasPrefix("api-") && $0.hasSuffix(".log") }
+            .map { (try? String(contentsOf: directory.appendingPathComponent($0), encoding: .utf8)) ?? "" }.joined(separator: "\n")
+        return logs.split(separator: "\n").map(String.init)
+            .filter { $0.contains("reconcile repaired catalog keys") && (name.map($0.contains) ?? true) }
     }
 
     /// Runs a database's printed `psql` line as a shell command, with extra psql arguments.

@@ -280,7 +280,7 @@ extension KubernetesProvisionerTests {
         _ = try await p.create(database: ghost, from: generation()) { _ in }
         try await p.seed(project: shop, generation: generation(7)) { _, _ in }
 
-        var report = try await p.recover(databases: [d], generations: [generation()])
+        var report = try await p.recover(databases: [d], generations: [generation()], snapshots: [])
         #expect(report.orphansRemoved == ["generation shop/7", "ghost"])
         #expect(report.healthy == ["kate-pg"])
         #expect(report.missing.isEmpty && report.unhealthy.isEmpty)
@@ -289,17 +289,17 @@ extension KubernetesProvisionerTests {
         // The pod stops being ready: reported with the cluster's view.
         let pod = try #require(try await k.objects().first { $0["kind"].string == "Pod" }?.at("metadata.name").string)
         try await k.setPod(pod, ready: false)
-        try await waitUntilAsync { try await p.recover(databases: [d], generations: [generation()]).unhealthy["kate-pg"] != nil }
+        try await waitUntilAsync { try await p.recover(databases: [d], generations: [generation()], snapshots: []).unhealthy["kate-pg"] != nil }
         try await k.setPod(pod, ready: true)
-        try await waitUntilAsync { try await p.recover(databases: [d], generations: [generation()]).healthy == ["kate-pg"] }
+        try await waitUntilAsync { try await p.recover(databases: [d], generations: [generation()], snapshots: []).healthy == ["kate-pg"] }
 
         // Someone deletes the Deployment: the catalog entry has no instance.
         try await k.removeBehindOurBack("deployments", "devdb-db-kate-pg")
-        report = try await p.recover(databases: [d], generations: [generation()])
+        report = try await p.recover(databases: [d], generations: [generation()], snapshots: [])
         #expect(report.missing == ["kate-pg"])
         // And a snapshot that disappeared marks its generation.
         try await k.removeBehindOurBack("volumesnapshots", "devdb-gen-shop-1")
-        report = try await p.recover(databases: [], generations: [generation()])
+        report = try await p.recover(databases: [], generations: [generation()], snapshots: [])
         #expect(report.missingGenerations.map(\.number) == [1])
     }
 

@@ -20,7 +20,7 @@ extension KubernetesProvisionerTests {
         let lost = database("lost")
         let owner = try await k.client().create("/api/v1/namespaces/\(KubeDouble.namespace)/secrets", p.manifests.secret(lost))
         try await k.client().create("/api/v1/namespaces/\(KubeDouble.namespace)/services", p.manifests.service(lost, owner: owner))
-        _ = try await p.recover(databases: [d], generations: [generation()])
+        _ = try await p.recover(databases: [d], generations: [generation()], snapshots: [])
         try await p.delete(database: d)
         let fallback = try k.provisioner({ $0.snapshotClass = nil }, projects: [shop])
         let e = database("restored")

@@ -57,6 +57,10 @@ public enum KubeNames {
     public static let databaseLabel = "devdb.io/database"
     public static let ownerLabel = "devdb.io/owner"
     public static let generationLabel = "devdb.io/generation"
+    /// On a database's VolumeSnapshots: the database and the snapshot's name (not the database
+    /// label: a snapshot outlives its database while branches use it).
+    public static let snapshotOfLabel = "devdb.io/snapshot-of"
+    public static let snapshotLabel = "devdb.io/snapshot"
 
     /// `<instance>-<kind>-<name>`, shortened with a hash when it would be too long or end badly.
     public static func object(_ instance: String, _ kind: String, _ name: String) -> String {
@@ -102,6 +106,9 @@ public struct KubeManifests: Sendable {
 
     public func databaseObject(_ name: String) -> String { KubeNames.object(settings.instance, "db", name) }
     public func generationObject(_ g: Generation) -> String { KubeNames.object(settings.instance, "gen", "\(g.project)-\(g.number)") }
+    public func snapshotObject(_ s: SnapshotRecord) -> String {
+        KubeNames.object(settings.instance, "snap", "\(s.database)-\(s.name)-\(KubeNames.shortHash(s.reference))")
+    }
     /// The restore Job of a volume: `<volume>-restore`, shortened with a hash when too long.
     public func restoreJobName(_ volume: String) -> String {
         if volume.count + 8 <= 63 { return "\(volume)-restore" }
@@ -129,6 +136,11 @@ public struct KubeManifests: Sendable {
     public func generationLabels(_ g: Generation) -> [String: String] {
         baseLabels(component: "generation").merging([
             KubeNames.projectLabel: KubeNames.labelValue(g.project), KubeNames.generationLabel: String(g.number)]) { $1 }
+    }
+    public func snapshotLabels(_ s: SnapshotRecord) -> [String: String] {
+        baseLabels(component: "snapshot").merging([
+            KubeNames.projectLabel: KubeNames.labelValue(s.project), KubeNames.ownerLabel: KubeNames.labelValue(s.owner),
+            KubeNames.snapshotOfLabel: KubeNames.labelValue(s.database), KubeNames.snapshotLabel: KubeNames.labelValue(s.name)]) { $1 }
     }
     /// Selects everything this installation manages.
     public var managedSelector: String {

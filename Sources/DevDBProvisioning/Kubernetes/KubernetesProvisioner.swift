@@ -107,7 +107,7 @@ public final class KubernetesProvisioner: Provisioner {
 
     // MARK: databases
 
-    public func create(database d: DatabaseRecord, from g: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
+    public func create(database d: DatabaseRecord, from g: CloneSource, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
         let selector = databaseSelector(d.name)
         try await removeAll(selector: selector)  // leftovers of an interrupted attempt
         do {
@@ -121,16 +121,26 @@ public final class KubernetesProvisioner: Provisioner {
         }
     }
 
-    /// Makes the database's volume (from the snapshot, or by restoring) and its Deployment, then
-    /// waits for the pod to be ready.
-    func fillAndStart(_ d: DatabaseRecord, from g: Generation, owner: JSONValue, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
+    /// Makes the database's volume (from the generation's or a database snapshot, or by
+    /// restoring) and its Deployment, then waits for the pod to be ready.
+    func fillAndStart(_ d: DatabaseRecord, from source: CloneSource, owner: JSONValue, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
         let name = manifests.databaseObject(d.name)
-        let snapshot = snapshots ? manifests.generationObject(g) : nil
+        let snapshot: String?
+        switch source {
+        case .generation(let g): snapshot = snapshots ? manifests.generationObject(g) : nil
+        case .snapshot(let s):
+            snapshot = manifests.snapshotObject(s)
+            // A snapshot just cut may still be uploading: a volume can be made from it once it is readyToUse.
+            try await waitForSnapshot(snapshot!)
+        }
         phase(snapshot == nil ? "creating volume" : "cloning")
         var size = settings.volumeSize
         if let snapshot {
             guard let snap = try await client.getIfPresent(path(.volumesnapshots, snapshot)), snap.at("status.readyToUse").bool == true else {
-                throw Failure("generation \(g.number) of \(g.project) has no ready snapshot (\(snapshot)); run \"devdb project refresh \(g.project)\" and reset with --latest")
+                if case .generation(let g) = source {
+                    throw Failure("generation \(g.number) of \(g.project) has no ready snapshot (\(snapshot)); run \"devdb project refresh \(g.project)\" and reset with --latest")
+                }
+                throw Failure("\(source.description) has no ready VolumeSnapshot (\(snapshot))")
             }
             // A volume made from a snapshot must be at least as large as the snapshot.
             if let restore = snap.at("status.restoreSize").string, let need = Quantity.bytes(restore),
@@ -140,7 +150,7 @@ public final class KubernetesProvisioner: Provisioner {
         }
         try await client.create(path(.persistentvolumeclaims),
                                 manifests.volumeClaim(name: name, labels: manifests.databaseLabels(d), snapshot: snapshot, owner: owner, size: size))
-        if snapshot == nil {
+        if snapshot == nil, case .generation = source {
             phase("restoring the dump (no VolumeSnapshot class)")
             guard let project = try await projectLookup(d.project) else { throw Failure("project \(d.project) is gone") }
             var labels = manifests.databaseLabels(d)
@@ -159,7 +169,7 @@ public final class KubernetesProvisioner: Provisioner {
     }
 
 
-    public func reset(database d: DatabaseRecord, to g: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
+    public func reset(database d: DatabaseRecord, to g: CloneSource, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
         let name = manifests.databaseObject(d.name)
         guard let owner = try await client.getIfPresent(path(.secrets, name)) else {
             // Its objects are gone: make them again (same name, same credentials).
@@ -180,6 +190,67 @@ public final class KubernetesProvisioner: Provisioner {
 
     public func delete(database d: DatabaseRecord) async throws {
         try await removeAll(selector: databaseSelector(d.name))
+    }
+
+    // MARK: database snapshots
+
+    /// Stops the database (its Deployment is deleted: Postgres shuts down, and whatever it did not
+    /// flush is recovered from WAL like after a crash, so the volume is consistent), cuts a CSI
+    /// VolumeSnapshot of its volume, and starts it again. The PVC, Secret and Service stay.
+    public func snapshot(database d: DatabaseRecord, as s: SnapshotRecord) async throws -> SnapshotOutcome {
+        guard snapshots else {
+            throw SnapshotFailure("no VolumeSnapshot class is configured (--snapshot-class / databases.snapshotClass): snapshots need one", instanceRunning: true)
+        }
+        let name = manifests.databaseObject(d.name)
+        let snap = manifests.snapshotObject(s)
+        guard let owner = try await client.getIfPresent(path(.secrets, name)) else {
+            throw SnapshotFailure("the database's objects are gone; run \"devdb db reset \(d.name)\"", instanceRunning: false)
+        }
+        let stopped = Date()
+        var failure: String?
+        do {
+            try await client.delete(path(.deployments, name))
+            try await waitGone(path(.deployments, name))
+            try await waitNoPods(databaseSelector(d.name, component: "database"))
+            // What an interrupted try left.
+            if try await client.delete(path(.volumesnapshots, snap)) != nil { try await waitGone(path(.volumesnapshots, snap)) }
+            try await client.create(path(.volumesnapshots), manifests.volumeSnapshot(name: snap, labels: manifests.snapshotLabels(s), claim: name))
+            try await waitForSnapshotCut(snap)
+        } catch {
+            failure = "\(error)"
+            _ = try? await client.delete(path(.volumesnapshots, snap))
+        }
+        do {
+            if try await client.getIfPresent(path(.deployments, name)) == nil {
+                try await client.create(path(.deployments), manifests.deployment(d, owner: owner))
+            }
+            try await waitForDatabase(d, claim: name, snapshot: nil)
+        } catch {
+            throw SnapshotFailure("\(failure.map { $0 + "; " } ?? "")the database did not start again: \(error)", instanceRunning: false)
+        }
+        if let failure { throw SnapshotFailure(failure, instanceRunning: true) }
+        let taken = try await client.getIfPresent(path(.volumesnapshots, snap))
+        return SnapshotOutcome(method: "volumesnapshot", sizeBytes: taken?.at("status.restoreSize").string.flatMap(Quantity.bytes).map(Int64.init),
+                               unavailableSeconds: Date().timeIntervalSince(stopped))
+    }
+
+    /// Waits until the snapshot is cut (`creationTime` set, or already readyToUse): the database
+    /// may run again then, even while the snapshot is still being uploaded.
+    func waitForSnapshotCut(_ name: String) async throws {
+        let start = Date()
+        while true {
+            guard let s = try await client.getIfPresent(path(.volumesnapshots, name)) else { throw Failure("VolumeSnapshot \(name) disappeared") }
+            if s.at("status.readyToUse").bool == true || s.at("status.creationTime").string != nil { return }
+            if let message = s.at("status.error.message").string { throw Failure("VolumeSnapshot \(name) failed: \(message)") }
+            if Date().timeIntervalSince(start) > settings.snapshotTimeout {
+                throw Failure("VolumeSnapshot \(name) was not cut within \(Int(settings.snapshotTimeout)) s: check the VolumeSnapshotClass \(settings.snapshotClass ?? "") and the CSI driver's snapshotter")
+            }
+            try await sleep()
+        }
+    }
+
+    public func deleteSnapshot(_ s: SnapshotRecord) async throws {
+        try await client.delete(path(.volumesnapshots, manifests.snapshotObject(s)))
     }
 
     func databaseSelector(_ name: String, component: String? = nil) -> String {
@@ -341,8 +412,9 @@ public final class KubernetesProvisioner: Provisioner {
 
     // MARK: reconcile
 
-    public func recover(databases: [DatabaseRecord], generations: [Generation]) async throws -> RecoveryReport {
+    public func recover(databases: [DatabaseRecord], generations: [Generation], snapshots known: [SnapshotRecord]) async throws -> RecoveryReport {
         var report = RecoveryReport()
+        let knownSnapshots = Set(known.map(manifests.snapshotObject))
         let knownDatabases = Set(databases.map { KubeNames.labelValue($0.name) })
         let knownGenerations = Set(generations.map { "\(KubeNames.labelValue($0.project))/\($0.number)" })
         var orphans: Set<String> = []
@@ -350,7 +422,12 @@ public final class KubernetesProvisioner: Provisioner {
             for item in try await list(r, selector: manifests.managedSelector) {
                 let labels = item.at("metadata.labels")
                 guard let name = item.at("metadata.name").string else { continue }
-                if let db = labels[KubeNames.databaseLabel].string {
+                if let db = labels[KubeNames.snapshotOfLabel].string {
+                    if !knownSnapshots.contains(name) {
+                        try await client.delete(path(r, name))
+                        orphans.insert("snapshot \(db)@\(labels[KubeNames.snapshotLabel].string ?? "?")")
+                    }
+                } else if let db = labels[KubeNames.databaseLabel].string {
                     if !knownDatabases.contains(db) {
                         try await client.delete(path(r, name))
                         orphans.insert(db)
@@ -376,6 +453,9 @@ public final class KubernetesProvisioner: Provisioner {
                 report.unhealthy[d.name] = pods.compactMap(Self.podProblem).first
                     ?? (pods.isEmpty ? "its pod is not running" : "its pod is \(pods[0].at("status.phase").string ?? "Pending") and not ready")
             }
+        }
+        for s in known where s.state == .ready {
+            if try await client.getIfPresent(path(.volumesnapshots, manifests.snapshotObject(s))) == nil { report.missingSnapshots.append(s) }
         }
         for g in generations where g.state == .ready && snapshots {
             if try await client.getIfPresent(path(.volumesnapshots, manifests.generationObject(g))) == nil {
