@@ -316,18 +316,29 @@ def provisioning(work, scale, data, dump):
     t = time.time()
     sh([cli, "db", "reset", "second", "--wait"], env=env, timeout=3600)
     reset = time.time() - t
-    for name in ("first", "second"):
+    # A snapshot of one's own database (the database stops for the copy or reflink), then a branch from it.
+    t = time.time()
+    sh([cli, "db", "snapshot", "second", "--as", "bench", "--wait"], env=env, timeout=3600)
+    snapshot = time.time() - t
+    snap = json.loads(sh([cli, "db", "snapshots", "second", "-o", "json"], env=env).stdout)["items"][0]
+    t = time.time()
+    sh([cli, "db", "create", "third", "--from", "second@bench", "--wait"], env=env, timeout=3600)
+    branch = time.time() - t
+    for name in ("third", "first", "second"):
         sh([cli, "db", "delete", name, "--wait"], env=env, check=False)
     du = int(sh(["du", "-sb", f"{data}/generations"]).stdout.split()[0])
     api.send_signal(signal.SIGTERM)
     api.wait(timeout=60)
     return {"filesystem": sh(["stat", "-f", "-c", "%T", data]).stdout.strip(), "dump_bytes": size, "restored_bytes": du, "restore_to_ready_s": round(restore, 2), "clone_to_ready_s": round(clone, 2),
-            "reset_s": round(reset, 2), "clone_method": method}
+            "reset_s": round(reset, 2), "clone_method": method, "snapshot_s": round(snapshot, 2),
+            "snapshot_unavailable_s": round(snap.get("unavailable_seconds") or 0, 2), "snapshot_method": snap.get("method"),
+            "branch_to_ready_s": round(branch, 2)}
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="about two minutes: shorter runs, 8 clients, 1k idle, small datasets")
+    ap.add_argument("--only", choices=["provisioning"], help="run only this part (provisioning: restore, clone, reset, snapshot, branch)")
     args = ap.parse_args()
     quick = args.quick
     secs = 8 if quick else 30
@@ -344,51 +355,53 @@ def main():
                "settings": {"pgbench": f"-S -j 2 -T {secs}", "scale": 10 if quick else 50, "router": "release build, 2 I/O queues",
                             "postgres": "fsync=off, shared_buffers=256MB, trust auth on loopback"}}
     try:
-        s = Setup(work, quick)
-        paths = s.paths()
-        sh([f"{PGBIN}/pgbench", "-i", "-q", "-s", str(results["settings"]["scale"])], env=paths["direct"], timeout=1800)
-        rows = []
+        results["rows"], results["idle_bytes_per_connection"] = [], {}
+        if args.only != "provisioning":
+            s = Setup(work, quick)
+            paths = s.paths()
+            sh([f"{PGBIN}/pgbench", "-i", "-q", "-s", str(results["settings"]["scale"])], env=paths["direct"], timeout=1800)
+            rows = []
 
-        def record(scenario, path, value, unit, direct, higher_better=True):
-            ratio = (value / direct if higher_better else direct / value) if direct and value else None
-            rows.append({"scenario": scenario, "path": path, "value": round(value, 2), "unit": unit,
-                         "ratio_to_direct": round(ratio, 3) if ratio else None})
+            def record(scenario, path, value, unit, direct, higher_better=True):
+                ratio = (value / direct if higher_better else direct / value) if direct and value else None
+                rows.append({"scenario": scenario, "path": path, "value": round(value, 2), "unit": unit,
+                             "ratio_to_direct": round(ratio, 3) if ratio else None})
 
-        for clients in ([8] if quick else [8, 32]):
+            for clients in ([8] if quick else [8, 32]):
+                base = None
+                for name, env in paths.items():
+                    tps = pgbench_tps(env, clients, secs)
+                    base = base or tps
+                    record(f"select-only TPS, {clients} clients", name, tps, "tps", base)
             base = None
             for name, env in paths.items():
-                tps = pgbench_tps(env, clients, secs)
+                tps = pgbench_tps(env, 8, max(5, secs // 2), connect=True)
                 base = base or tps
-                record(f"select-only TPS, {clients} clients", name, tps, "tps", base)
-        base = None
-        for name, env in paths.items():
-            tps = pgbench_tps(env, 8, max(5, secs // 2), connect=True)
-            base = base or tps
-            record("connection setup TPS (-C), 8 clients", name, tps, "tps", base)
-        base = None
-        for name in ("direct", "router_plain", "router_tls", "pgbouncer", "haproxy"):
-            p50, p99 = latency(paths[name], max(5, secs // 2), work)
-            if base is None:
-                base = (p50, p99)
-            record("SELECT 1 latency p50", name, p50, "µs", base[0], higher_better=False)
-            record("SELECT 1 latency p99", name, p99, "µs", base[1], higher_better=False)
-            if name != "direct":
-                rows[-1]["added_us"] = p99 - base[1]
-                rows[-2]["added_us"] = p50 - base[0]
-        copy_rows = 500_000 if quick else 5_000_000  # ~100 MB / ~1 GB of COPY text
-        copy_file = f"{work}/copy.tsv"
-        sh(["psql", "-X", "-q", "-c", f"\\copy (SELECT i, repeat('x', 200) FROM generate_series(1, {copy_rows}) i) TO '{copy_file}'"], env=paths["direct"])
-        mb = os.path.getsize(copy_file) / 2**20
-        base_out = base_in = None
-        for name, env in paths.items():
-            out_s = copy_out_seconds(env, copy_rows)
-            in_s = copy_in_seconds(env, copy_file)
-            base_out, base_in = base_out or out_s, base_in or in_s
-            record(f"COPY out {mb:.0f} MiB", name, mb / out_s, "MiB/s", mb / base_out)
-            record(f"COPY in {mb:.0f} MiB", name, mb / in_s, "MiB/s", mb / base_in)
-        os.unlink(copy_file)
-        results["rows"] = rows
-        results["idle_bytes_per_connection"] = idle_memory(s, [1000] if quick else [1000, 5000, 9000], work)
+                record("connection setup TPS (-C), 8 clients", name, tps, "tps", base)
+            base = None
+            for name in ("direct", "router_plain", "router_tls", "pgbouncer", "haproxy"):
+                p50, p99 = latency(paths[name], max(5, secs // 2), work)
+                if base is None:
+                    base = (p50, p99)
+                record("SELECT 1 latency p50", name, p50, "µs", base[0], higher_better=False)
+                record("SELECT 1 latency p99", name, p99, "µs", base[1], higher_better=False)
+                if name != "direct":
+                    rows[-1]["added_us"] = p99 - base[1]
+                    rows[-2]["added_us"] = p50 - base[0]
+            copy_rows = 500_000 if quick else 5_000_000  # ~100 MB / ~1 GB of COPY text
+            copy_file = f"{work}/copy.tsv"
+            sh(["psql", "-X", "-q", "-c", f"\\copy (SELECT i, repeat('x', 200) FROM generate_series(1, {copy_rows}) i) TO '{copy_file}'"], env=paths["direct"])
+            mb = os.path.getsize(copy_file) / 2**20
+            base_out = base_in = None
+            for name, env in paths.items():
+                out_s = copy_out_seconds(env, copy_rows)
+                in_s = copy_in_seconds(env, copy_file)
+                base_out, base_in = base_out or out_s, base_in or in_s
+                record(f"COPY out {mb:.0f} MiB", name, mb / out_s, "MiB/s", mb / base_out)
+                record(f"COPY in {mb:.0f} MiB", name, mb / in_s, "MiB/s", mb / base_in)
+            os.unlink(copy_file)
+            results["rows"] = rows
+            results["idle_bytes_per_connection"] = idle_memory(s, [1000] if quick else [1000, 5000, 9000], work)
         scale = 20 if quick else 1500  # restored cluster: roughly 100 MB quick, over 1 GB full
         dump = f"{work}/shop-{scale}.dump"
         sh([f"{ROOT}/scripts/make-sample-dump", dump, str(scale)], timeout=3600)
@@ -429,10 +442,12 @@ def write_report(r):
     lines += ["", "| idle sessions | router bytes/session | PgBouncer bytes/session |", "|---|---|---|"]
     for count, v in r["idle_bytes_per_connection"].items():
         lines.append(f"| {count} | {v.get('router')} | {v.get('pgbouncer')} |")
-    lines += ["", "| filesystem | dump | restored | restore→ready | clone→ready | reset | clone method |", "|---|---|---|---|---|---|---|"]
-    for p in r["provisioning"]:
+    lines += ["", "| filesystem | dump | restored | restore→ready | clone→ready | reset | clone method | snapshot (unavailable) | branch→ready |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for p in r.get("provisioning", []):
         lines.append(f"| {p['filesystem']} | {p['dump_bytes'] / 2**20:.1f} MiB | {p['restored_bytes'] / 2**20:.0f} MiB | {p['restore_to_ready_s']} s | "
-                     f"{p['clone_to_ready_s']} s | {p['reset_s']} s | {p['clone_method']} |")
+                     f"{p['clone_to_ready_s']} s | {p['reset_s']} s | {p['clone_method']} | {p['snapshot_s']} s ({p['snapshot_unavailable_s']} s, "
+                     f"{p['snapshot_method']}) | {p['branch_to_ready_s']} s |")
     text = "\n".join(lines) + "\n"
     open(f"{out}/{stamp}-{r['mode']}.md", "w").write(text)
     print(text)

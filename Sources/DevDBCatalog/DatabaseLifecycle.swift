@@ -152,7 +152,7 @@ public enum DatabaseLifecycle {
             return next == d ? .ignore : .commit(next, effects: [], actions: [])
 
         case .succeeded(let op, let instance):
-            guard d.operation?.id == op, d.operation?.kind != .delete else { return .ignore }
+            guard d.operation?.id == op, d.operation?.kind == .create || d.operation?.kind == .reset else { return .ignore }
             var next = d
             next.backendHost = instance.host; next.backendPort = instance.port
             next.cloneMethod = instance.cloneMethod; next.note = instance.note

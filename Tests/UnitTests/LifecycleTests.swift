@@ -171,7 +171,51 @@ import Testing
         #expect(made.operation?.kind == .create)
     }
 
-    @Test func theRouteExistsExactlyWhileReadyOrUnavailable() {
+    @Test func aSnapshotKeepsARouteThatSaysStartingAndEndsReady() throws {
+        let r = ready()
+        let starting = L.Effect.setRoute(RouteRecord(host: "127.0.0.1", port: 16001, state: .starting))
+        let taking = try #require(commit(r, .snapshot(name: "before"), effects: [starting, .addSnapshot("before")]))
+        #expect(taking.state == .snapshotting && taking.operation?.kind == .snapshot && taking.operation?.target == "before")
+        let op = try #require(taking.operation?.id)
+        let outcome = SnapshotOutcome(method: "reflink", sizeBytes: 1, unavailableSeconds: 0.2)
+        let done = try #require(commit(taking, .snapshotTaken(operation: op, outcome), effects: [.finishSnapshot("before", outcome, reason: nil), readyRoute]))
+        #expect(done.state == .ready && done.operation == nil)
+        // Failed, the database serving again: ready, the snapshot failed.
+        let again = try #require(commit(taking, .snapshotFailed(operation: op, reason: "disk full", instanceRunning: true),
+                                        effects: [.finishSnapshot("before", nil, reason: "disk full"), readyRoute]))
+        #expect(again.state == .ready)
+        // Failed and the database did not come back: failed, no route, told how to recover.
+        let down = try #require(commit(taking, .snapshotFailed(operation: op, reason: "x", instanceRunning: false)))
+        #expect(down.state == .failed && (down.reason ?? "").contains("devdb db reset kate-pg"))
+        // A generic failure or success of another kind does not end a snapshot.
+        #expect(L.decide(taking, .failed(operation: op, reason: "x")) == .ignore)
+        #expect(L.decide(taking, .succeeded(operation: op, instance)) == .ignore)
+    }
+
+    @Test func snapshotsAreRefusedUnlessReadyAndOtherWorkWaitsForThem() throws {
+        #expect(try #require(refusal(fresh(), .snapshot(name: "x"))).message.contains("being created"))
+        var failed = ready()
+        failed.state = .failed
+        let r = try #require(refusal(failed, .snapshot(name: "x")))
+        #expect(r.message.contains("a snapshot needs it ready") && r.hint.contains("devdb db reset"))
+        let taking = try #require(commit(ready(), .snapshot(name: "s")))
+        #expect(try #require(refusal(taking, .reset(latest: false))).message.contains("being snapshotted"))
+        #expect(try #require(refusal(taking, .snapshot(name: "t"))).message.contains("being snapshotted"))
+        // A delete waits for it, then runs.
+        let queued = try #require(commit(taking, .delete, effects: [], actions: []))
+        guard case .commit(let next?, let fx, let acts) = L.decide(queued, .snapshotTaken(operation: taking.operation!.id,
+                                                                                        SnapshotOutcome(method: "copy", sizeBytes: nil, unavailableSeconds: 1)),
+                                                             newOperationID: { "del" }) else { Issue.record("no commit"); return }
+        #expect(next.state == .deleting && acts == [.run(.init(kind: .delete, id: "del"))])
+        #expect(fx.contains(.removeRoute) && fx.contains { if case .finishSnapshot = $0 { return true }; return false })
+    }
+
+    @Test func resetToASnapshotCarriesItsTarget() throws {
+        let d = try #require(commit(ready(), .reset(latest: false, to: "kate-pg@before")))
+        #expect(d.operation?.kind == .reset && d.operation?.target == "kate-pg@before")
+    }
+
+    @Test func theRouteExistsExactlyWhileReadyUnavailableOrSnapshotting() {
         // Walk random event sequences; after each commit, a route-setting effect appears only
         // when the new state serves, and leaving a serving state removes it.
         var rng = SystemRandomNumberGenerator()
@@ -182,7 +226,9 @@ import Testing
                 let op = d.operation?.id ?? "none"
                 let events: [L.Event] = [.reset(latest: Bool.random(using: &rng)), .delete, .succeeded(operation: op, instance),
                                          .failed(operation: op, reason: "x"), .deleted(operation: op), .instanceMissing,
-                                         .instanceUnhealthy(reason: "y"), .instanceHealthy, .resume, .routeRepair]
+                                         .instanceUnhealthy(reason: "y"), .instanceHealthy, .resume, .routeRepair, .snapshot(name: "s"),
+                                         .snapshotTaken(operation: op, SnapshotOutcome(method: "copy", sizeBytes: nil, unavailableSeconds: 0)),
+                                         .snapshotFailed(operation: op, reason: "z", instanceRunning: Bool.random(using: &rng))]
                 let e = events.randomElement(using: &rng)!
                 guard case .commit(let next, let fx, _) = L.decide(d, e, newOperationID: ids.next) else { continue }
                 for f in fx {
@@ -190,7 +236,7 @@ import Testing
                     if f == .removeRoute { hasRoute = false }
                 }
                 guard let next else { #expect(!hasRoute); break }
-                #expect(hasRoute == (next.state == .ready || next.state == .unavailable), "\(e): \(d.state) -> \(next.state)")
+                #expect(hasRoute == (next.state == .ready || next.state == .unavailable || next.state == .snapshotting), "\(e): \(d.state) -> \(next.state)")
                 #expect(next.state.isTransitional == (next.operation != nil), "\(e): \(next.state) op \(String(describing: next.operation))")
                 d = next
             }
