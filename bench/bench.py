@@ -343,6 +343,7 @@ def main():
     quick = args.quick
     secs = 8 if quick else 30
     work = tempfile.mkdtemp(prefix="devdb-bench-")
+    os.chmod(work, 0o711)  # the instances' postgres user passes through to the data directories
     results = {"mode": "quick" if quick else "full", "started": datetime.datetime.utcnow().isoformat() + "Z",
                "machine": {"cores": os.cpu_count(), "kernel": platform.release(),
                            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)},

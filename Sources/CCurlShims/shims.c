@@ -61,3 +61,7 @@ static curl_socket_t open_public_only(void *clientp, curlsocktype purpose, struc
 CURLcode devdb_curl_public_addresses_only(CURL *h) {
     return curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_public_only);
 }
+
+CURLcode devdb_curl_set_header_function(CURL *h, size_t (*fn)(char *, size_t, size_t, void *)) {
+    return curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, fn);
+}

@@ -22,6 +22,8 @@ public struct APIConfiguration: Sendable {
     public var reconcileIntervalSeconds: Double = 60
     /// Fetch dumps from loopback, private and link-local hosts too (tests with local servers).
     public var allowPrivateDumpHosts = false
+    /// Seconds between checks of dumps for changes and of refresh schedules.
+    public var refreshCheckIntervalSeconds: Double = 300
     /// Snapshots one database may have.
     public var maxSnapshotsPerDatabase = 10
     // Kubernetes provisioner.

@@ -36,7 +36,7 @@ public func buildApplication(_ config: APIConfiguration, logger: Logger) throws 
     return Application(
         router: router,
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "devdb-api"),
-        services: [ProvisioningWorker(plane: plane), Reaper(plane: plane)],
+        services: [ProvisioningWorker(plane: plane), Reaper(plane: plane), Refresher(plane: plane)],
         logger: logger)
 }
 
@@ -125,6 +125,11 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
         return d
     }
 
+    /// The project's newest ready generation.
+    @Sendable func newestReady(_ project: String) async throws -> Int? {
+        try await catalog.run { try $0.generations(project) }.filter { $0.state == .ready }.map(\.number).max()
+    }
+
     router.get("/healthz") { _, _ in "ok\n" }
     router.get("/readyz") { _, _ -> Response in
         do {
@@ -156,22 +161,35 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
         _ = try await admin(request)
         let b = try await body(CreateProjectBody.self, request)
         try checkName(b.name, what: "project")
+        var settings = Project(name: b.name, postgresMajor: b.postgres ?? 15, dumpUrl: b.dumpUrl)
+        try applySettings(&settings, afterRestoreSQL: b.afterRestoreSql, refreshOnChange: b.refreshOnChange,
+                          refreshSchedule: b.refreshSchedule, keepGenerations: b.keepGenerations)
         let p: Project
-        do { p = try await plane.createProject(name: b.name, postgres: b.postgres ?? 15, dumpUrl: b.dumpUrl) } catch CatalogError.conflict(let m) {
+        do { p = try await plane.createProject(settings) } catch CatalogError.conflict(let m) {
             throw APIError.conflict(m, hint: "choose another name, or delete the project first")
         }
-        return try jsonResponse(ProjectView(p, generations: try await catalog.run { try $0.generations(b.name) }), status: .accepted)
+        return try jsonResponse(ProjectView(p, generations: try await catalog.run { try $0.generations(b.name) }, admin: true), status: .accepted)
+    }
+    router.patch("/v1/projects/:name") { request, context -> Response in
+        _ = try await admin(request)
+        let name = try context.parameters.require("name")
+        let b = try await body(UpdateProjectBody.self, request)
+        guard let p = try await catalog.run({ try $0.updateProject(name) { p in
+            try applySettings(&p, afterRestoreSQL: b.afterRestoreSql, refreshOnChange: b.refreshOnChange,
+                              refreshSchedule: b.refreshSchedule, keepGenerations: b.keepGenerations)
+        } }) else { throw APIError.notFound("project \"\(name)\"") }
+        return try jsonResponse(ProjectView(p, generations: try await catalog.run { try $0.generations(name) }, admin: true))
     }
     router.get("/v1/projects") { request, _ -> Response in
-        _ = try await caller(request)
+        let c = try await caller(request)
         let projects = try await catalog.run { c in try c.projects().map { ($0, try c.generations($0.name)) } }
-        return try jsonResponse(ListBody(items: projects.map { ProjectView($0.0, generations: $0.1) }))
+        return try jsonResponse(ListBody(items: projects.map { ProjectView($0.0, generations: $0.1, admin: c.admin) }))
     }
     router.get("/v1/projects/:name") { request, context -> Response in
-        _ = try await caller(request)
+        let c = try await caller(request)
         let name = try context.parameters.require("name")
         guard let p = try await catalog.run({ try $0.project(name) }) else { throw APIError.notFound("project \"\(name)\"") }
-        return try jsonResponse(ProjectView(p, generations: try await catalog.run { try $0.generations(name) }))
+        return try jsonResponse(ProjectView(p, generations: try await catalog.run { try $0.generations(name) }, admin: c.admin))
     }
     router.delete("/v1/projects/:name") { request, context -> Response in
         _ = try await admin(request)
@@ -219,7 +237,7 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
         try checkName(name, what: "database")
         var expires: Date?
         if let ttl = b.ttl {
-            guard let seconds = parseTTL(ttl) else { throw APIError.badRequest("invalid ttl \"\(ttl)\"", hint: "use a number and s, m, h or d, e.g. 8h") }
+            guard let seconds = DurationText.seconds(ttl) else { throw APIError.badRequest("invalid ttl \"\(ttl)\"", hint: "use a number and s, m, h or d, e.g. 8h") }
             expires = Date().addingTimeInterval(seconds)
         }
         if try await catalog.run({ try $0.database(name) }) != nil {
@@ -250,12 +268,20 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
         if let p = q.get("project") { dbs = dbs.filter { $0.project == p } }
         if let o = q.get("owner") { dbs = dbs.filter { $0.owner == o } }
         if let s = q.get("state") { dbs = dbs.filter { $0.state.rawValue == s } }
-        return try jsonResponse(ListBody(items: dbs.map { DatabaseView($0, config: config, secrets: false) }))
+        var newest: [String: Int] = [:]
+        for p in Set(dbs.map(\.project)) { newest[p] = try await newestReady(p) }
+        return try jsonResponse(ListBody(items: dbs.map { d in
+            var view = DatabaseView(d, config: config, secrets: false)
+            view.noteNewerData(d, newest: newest[d.project])
+            return view
+        }))
     }
     router.get("/v1/databases/:name") { request, context -> Response in
         let c = try await caller(request)
         let d = try await visibleDatabase(try context.parameters.require("name"), c)
-        return try jsonResponse(DatabaseView(d, config: config, secrets: true))
+        var view = DatabaseView(d, config: config, secrets: true)
+        view.noteNewerData(d, newest: try await newestReady(d.project))
+        return try jsonResponse(view)
     }
     router.delete("/v1/databases/:name") { request, context -> Response in
         let c = try await caller(request)
@@ -355,6 +381,34 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
         guard id != "admin" else { throw APIError.badRequest("the admin token is configured, not revoked", hint: "change --admin-token-file and restart") }
         try await catalog.run { try $0.revokeToken(id: id) }
         return Response(status: .noContent)
+    }
+}
+
+/// Checks and applies project settings from a create or update body; empty text removes the
+/// after-restore SQL or the schedule.
+func applySettings(_ p: inout Project, afterRestoreSQL: String?, refreshOnChange: Bool?, refreshSchedule: String?, keepGenerations: Int?) throws {
+    if let sql = afterRestoreSQL {
+        guard sql.utf8.count <= Project.maxAfterRestoreSQLBytes else {
+            throw APIError.badRequest("after_restore_sql has \(sql.utf8.count) bytes; at most \(Project.maxAfterRestoreSQLBytes) are allowed",
+                                      hint: "keep masking SQL short: UPDATE statements with functions, not data")
+        }
+        p.afterRestoreSQL = sql.isEmpty ? nil : sql
+    }
+    if let refreshOnChange { p.refreshOnChange = refreshOnChange }
+    if let text = refreshSchedule {
+        if text.isEmpty || text == "none" {
+            p.refreshSchedule = nil
+        } else {
+            do { p.refreshSchedule = try CronSchedule(parsing: text).description } catch {
+                throw APIError.badRequest("invalid refresh schedule: \(error.description)", hint: "five fields in UTC, e.g. \"0 3 * * *\" for 03:00 daily")
+            }
+            // Counted from now, not from when the project was made.
+            p.lastScheduledRefresh = Date()
+        }
+    }
+    if let k = keepGenerations {
+        guard k >= 1 else { throw APIError.badRequest("keep_generations must be at least 1", hint: "the newest ready generation is always kept") }
+        p.keepGenerations = k
     }
 }
 

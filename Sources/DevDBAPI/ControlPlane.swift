@@ -84,17 +84,24 @@ final class ControlPlane: Sendable {
     /// while: retried with backoff until they land or the API shuts down (then the restart resumes).
     @discardableResult
     func record(_ name: String, _ event: DatabaseLifecycle.Event) async -> Catalog.Transition? {
+        let t = await persistently("recording a database outcome", ["devdb.database": "\(name)"]) {
+            try await self.catalog.run { try $0.transition(name, event) }
+        }
+        guard let t = t ?? nil else { return nil }
+        perform(name, t.actions)
+        await removeSnapshotFiles(t.removedSnapshots)
+        return t
+    }
+
+    /// Runs `body` until it succeeds, retrying with backoff (0.2 s, doubling to 5 s) while Redis or
+    /// the platform is away; nil when the API shuts down first (the restart resumes the work).
+    func persistently<T: Sendable>(_ what: String, _ metadata: Logger.Metadata = [:], quiet: Bool = false,
+                                   _ body: () async throws -> T) async -> T? {
         var delay = 0.2
         while true {
-            do {
-                guard let t = try await catalog.run({ try $0.transition(name, event) }) else { return nil }
-                perform(name, t.actions)
-                await removeSnapshotFiles(t.removedSnapshots)
-                return t
-            } catch {
+            do { return try await body() } catch {
                 if Task.isCancelled || Task.isShuttingDownGracefully { return nil }
-                logger.warning("cannot record a database outcome yet; retrying",
-                               metadata: ["devdb.database": "\(name)", "devdb.error": "\(error)"])
+                if !quiet { logger.warning("\(what) failed; retrying", metadata: metadata.merging(["devdb.error": "\(error)"]) { $1 }) }
                 try? await Task.sleep(for: .seconds(delay))
                 delay = min(delay * 2, 5)
             }
@@ -118,27 +125,65 @@ final class ControlPlane: Sendable {
 
     // MARK: projects
 
-    func createProject(name: String, postgres: Int, dumpUrl: String) async throws -> Project {
-        guard postgres == 15 else {
-            throw APIError.badRequest("PostgreSQL \(postgres) is not available here", hint: "this installation runs PostgreSQL 15; use --postgres 15")
+    var fetcher: DumpFetcher { DumpFetcher(s3: config.s3, allowPrivateHosts: config.allowPrivateDumpHosts) }
+
+    /// The dump's fingerprint now, or nil when it cannot be had (logged; the fetch says why later).
+    func fingerprint(_ project: Project) async -> String? {
+        let fetcher = self.fetcher
+        let result: Result<String, DumpError> = await withCheckedContinuation { cont in
+            DispatchQueue.global().async { cont.resume(returning: Result { () throws(DumpError) -> String in try fetcher.fingerprint(project.dumpUrl) }) }
         }
-        let fetcher = DumpFetcher(s3: config.s3, allowPrivateHosts: config.allowPrivateDumpHosts)
-        do { try fetcher.check(dumpUrl) } catch {
+        switch result {
+        case .success(let f): return f
+        case .failure(let e):
+            logger.warning("cannot check the dump for changes", metadata: ["devdb.project": "\(project.name)", "devdb.error": "\(e)"])
+            return nil
+        }
+    }
+
+    func createProject(_ settings: Project) async throws -> Project {
+        guard settings.postgresMajor == 15 else {
+            throw APIError.badRequest("PostgreSQL \(settings.postgresMajor) is not available here", hint: "this installation runs PostgreSQL 15; use --postgres 15")
+        }
+        do { try fetcher.check(settings.dumpUrl) } catch {
             throw APIError.badRequest(error.description, hint: error.hint)
         }
-        let project = Project(name: name, postgresMajor: postgres, dumpUrl: dumpUrl)
-        let g = try await catalog.run { try $0.createProject(project) }
-        if let g { submit(.seed(project: name, generation: g.number)) }
+        var project = settings
+        project.dumpFingerprint = await fingerprint(settings)
+        let g = try await catalog.run { [project] in try $0.createProject(project) }
+        if let g { submit(.seed(project: project.name, generation: g.number)) }
         return project
     }
 
     func refreshProject(_ name: String) async throws -> Generation {
         guard let p = try await catalog.run({ try $0.project(name) }) else { throw APIError.notFound("project \"\(name)\"") }
-        guard let g = try await catalog.run({ try $0.newGeneration(project: name) }) else {
+        let seen = await fingerprint(p)
+        guard let g = try await catalog.run({ try $0.newGeneration(project: name, fingerprint: seen) }) else {
             throw APIError.conflict("project \"\(p.name)\" is being deleted", hint: "create it again once it is gone")
         }
         submit(.seed(project: name, generation: g.number))
         return g
+    }
+
+    /// One pass of the refresher: a new generation for every project whose dump changed (when it
+    /// refreshes on change) or whose schedule is due. `now` is injectable for tests.
+    func refreshDue(now: Date = Date()) async {
+        guard let projects = try? await catalog.run({ try $0.projects() }) else { return }
+        for p in projects where p.refreshOnChange == true || p.refreshSchedule != nil {
+            guard let generations = try? await catalog.run({ try $0.generations(p.name) }),
+                  !generations.contains(where: GenerationLifecycle.isSeeding) else { continue }
+            let seen = p.refreshOnChange == true ? await fingerprint(p) : nil
+            guard let reason = RefreshPolicy.decide(p, generations: generations, now: now, fingerprint: seen) else { continue }
+            let g: Generation?
+            switch reason {
+            case .changed(let f): g = try? await catalog.run { try $0.newGeneration(project: p.name, fingerprint: f) }
+            case .scheduled(let at): g = try? await catalog.run { try $0.newGeneration(project: p.name, fingerprint: seen, scheduledAt: at) }
+            }
+            guard let g else { continue }
+            logger.info("refreshing project", metadata: ["devdb.project": "\(p.name)", "devdb.generation": "\(g.number)", "devdb.reason": "\(reason)"])
+            count("refresh_started")
+            submit(.seed(project: p.name, generation: g.number))
+        }
     }
 
     /// Marks the project `deleting` (refused while it has databases), cancels its seeds and
@@ -159,21 +204,13 @@ final class ControlPlane: Sendable {
         let handles = seeds.withLock { $0.values.filter { $0.project == name } }
         handles.forEach { $0.cancel() }
         for _ in 0..<600 where !handles.allSatisfy(\.isFinished) { try? await Task.sleep(for: .milliseconds(100)) }
-        var delay = 0.2
-        while true {
-            do {
-                for g in try await catalog.run({ try $0.generations(name) }) { try await provisioner.deleteGeneration(g) }
-                try await catalog.run { try $0.removeProject(name) }
-                logger.info("project deleted", metadata: ["devdb.project": "\(name)", "devdb.seeds_cancelled": "\(handles.count)"])
-                count("project_delete_ok")
-                return
-            } catch {
-                if Task.isCancelled || Task.isShuttingDownGracefully { return }
-                logger.warning("project delete not finished yet; retrying", metadata: ["devdb.project": "\(name)", "devdb.error": "\(error)"])
-                try? await Task.sleep(for: .seconds(delay))
-                delay = min(delay * 2, 5)
-            }
+        let done: Void? = await persistently("deleting a project", ["devdb.project": "\(name)"]) {
+            for g in try await self.catalog.run({ try $0.generations(name) }) { try await self.provisioner.deleteGeneration(g) }
+            try await self.catalog.run { try $0.removeProject(name) }
         }
+        guard done != nil else { return }
+        logger.info("project deleted", metadata: ["devdb.project": "\(name)", "devdb.seeds_cancelled": "\(handles.count)"])
+        count("project_delete_ok")
     }
 
     // MARK: seeding
@@ -214,18 +251,10 @@ final class ControlPlane: Sendable {
             }
             event = .failed(reason: String(describing: error))
         }
-        var delay = 0.2
-        while true {
-            do {
-                try await catalog.run { try $0.apply(event, project: name, generation: number) }
-                break
-            } catch {
-                if Task.isCancelled || Task.isShuttingDownGracefully { return }
-                logger.warning("cannot record a seed outcome yet; retrying", metadata: ["devdb.project": "\(name)", "devdb.error": "\(error)"])
-                try? await Task.sleep(for: .seconds(delay))
-                delay = min(delay * 2, 5)
-            }
+        let recorded = await persistently("recording a seed outcome", ["devdb.project": "\(name)"]) {
+            try await self.catalog.run { try $0.apply(event, project: name, generation: number) }
         }
+        guard recorded != nil else { return }
         if case .failed(let reason) = event {
             logger.warning("restore failed", metadata: ["devdb.project": "\(name)", "devdb.error": "\(reason)"])
             count("seed_failed")
@@ -237,15 +266,18 @@ final class ControlPlane: Sendable {
         }
     }
 
-    /// Removes generations that are neither the newest ready one nor used by a database. Waits
-    /// while any database of the project is being made (it may be about to take an older one).
+    /// Removes generations that are neither among the project's newest `keep_generations` ready
+    /// ones nor used by a database or snapshot. Waits while any database of the project is being
+    /// made (it may be about to take an older one).
     func collectGenerations(_ project: String) async {
-        guard let generations = try? await catalog.run({ try $0.generations(project) }),
+        guard let p = try? await catalog.run({ try $0.project(project) }),
+              let generations = try? await catalog.run({ try $0.generations(project) }),
               let databases = try? await catalog.run({ try $0.databases() }).filter({ $0.project == project }),
+              let snapshots = try? await catalog.run({ try $0.allSnapshots() }).map(\.0).filter({ $0.project == project }),
               !databases.contains(where: { $0.state.isTransitional && $0.state != .deleting }) else { return }
-        let used = Set(databases.compactMap(\.generation))
-        let newest = generations.filter { $0.state == .ready }.map(\.number).max()
-        for g in generations where g.number != newest && !used.contains(g.number) && (g.state == .ready || g.state == .failed) {
+        let used = Set(databases.compactMap(\.generation) + snapshots.compactMap(\.generation))
+        let kept = Set(generations.filter { $0.state == .ready }.map(\.number).sorted().suffix(p.keepGenerations ?? Project.defaultKeepGenerations))
+        for g in generations where !kept.contains(g.number) && !used.contains(g.number) && (g.state == .ready || g.state == .failed) {
             try? await provisioner.deleteGeneration(g)
             try? await catalog.run { try $0.removeGeneration(g) }
         }
@@ -324,14 +356,7 @@ final class ControlPlane: Sendable {
 
     /// The record, reading through Redis blips.
     func currentRecord(_ name: String) async -> DatabaseRecord? {
-        var delay = 0.2
-        while true {
-            do { return try await catalog.run { try $0.database(name) } } catch {
-                if Task.isCancelled || Task.isShuttingDownGracefully { return nil }
-                try? await Task.sleep(for: .seconds(delay))
-                delay = min(delay * 2, 5)
-            }
-        }
+        await persistently("reading a database", quiet: true) { try await self.catalog.run { try $0.database(name) } } ?? nil
     }
 
     func createInstance(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation) async {
@@ -571,6 +596,20 @@ struct ProvisioningWorker: Service {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Checks projects that refresh on change or on a schedule, every --refresh-check-interval.
+struct Refresher: Service {
+    let plane: ControlPlane
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            do {
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(plane.config.refreshCheckIntervalSeconds)) }
+            } catch { return }
+            await plane.refreshDue()
         }
     }
 }

@@ -1,4 +1,5 @@
 import DevDBCatalog
+import DevDBCore
 import Foundation
 
 /// A database as the API shows it. `password`, `uri` and `psql` only appear on show/create.
@@ -11,6 +12,9 @@ struct DatabaseView: Encodable {
     var pending: String?
     /// For a branch: the snapshot it was made from, `DB@SNAP`.
     var base: String?
+    /// The project has a newer ready generation than the one this database holds.
+    var newerGeneration: Int?
+    var hint: String?
     /// On delete: the database's snapshots that go with it, and those kept for branches.
     var snapshotsDeleted: [String]?
     var snapshotsKept: [KeptSnapshot]?
@@ -46,6 +50,16 @@ struct DatabaseView: Encodable {
             uri = "postgresql://\(d.user):\(d.password)@\(host):\(port)/\(d.database)?sslmode=require" + (hostaddr.map { "&hostaddr=\($0)" } ?? "")
             psql = "psql \"host=\(host)" + (hostaddr.map { " hostaddr=\($0)" } ?? "") + " port=\(port) user=\(d.user) password=\(d.password) dbname=\(d.database) sslmode=require\""
         }
+    }
+}
+
+extension DatabaseView {
+    /// Says when the project has newer data than this database holds (it stays on its generation
+    /// until a reset --latest).
+    mutating func noteNewerData(_ d: DatabaseRecord, newest: Int?) {
+        guard let newest, let mine = d.generation, newest > mine, d.base == nil else { return }
+        newerGeneration = newest
+        hint = "newer data: run devdb db reset \(d.name) --latest"
     }
 }
 
@@ -95,9 +109,22 @@ struct ProjectView: Encodable {
     var reason: String?
     var createdAt: Date
     var generations: [GenerationView]
-    init(_ p: Project, generations: [Generation]) {
+    /// Whether generations are masked by after-restore SQL; the SQL itself only for admins.
+    var masks: Bool
+    var afterRestoreSql: String?
+    var refreshOnChange: Bool
+    var refreshSchedule: String?
+    var nextScheduledRefresh: Date?
+    var keepGenerations: Int
+    init(_ p: Project, generations: [Generation], admin: Bool) {
         name = p.name; postgres = p.postgresMajor; dumpUrl = p.dumpUrl; state = p.state.rawValue; reason = p.reason
         createdAt = p.createdAt; self.generations = generations.map(GenerationView.init)
+        masks = p.afterRestoreSQL?.isEmpty == false
+        afterRestoreSql = admin ? p.afterRestoreSQL : nil
+        refreshOnChange = p.refreshOnChange ?? false
+        refreshSchedule = p.refreshSchedule
+        nextScheduledRefresh = p.refreshSchedule.flatMap { try? CronSchedule(parsing: $0) }?.next(after: p.lastScheduledRefresh ?? p.createdAt)
+        keepGenerations = p.keepGenerations ?? Project.defaultKeepGenerations
     }
 }
 
@@ -113,7 +140,22 @@ struct TokenView: Encodable {
 
 struct ListBody<T: Encodable>: Encodable { var items: [T] }
 
-struct CreateProjectBody: Decodable { var name: String; var postgres: Int?; var dumpUrl: String }
+struct CreateProjectBody: Decodable {
+    var name: String
+    var postgres: Int?
+    var dumpUrl: String
+    var afterRestoreSql: String?
+    var refreshOnChange: Bool?
+    var refreshSchedule: String?
+    var keepGenerations: Int?
+}
+/// Absent fields stay as they are; an empty `after_restore_sql` or `refresh_schedule` removes it.
+struct UpdateProjectBody: Decodable {
+    var afterRestoreSql: String?
+    var refreshOnChange: Bool?
+    var refreshSchedule: String?
+    var keepGenerations: Int?
+}
 struct CreateDatabaseBody: Decodable {
     var name: String?
     /// Required unless `from` names the database to branch from.
@@ -125,15 +167,3 @@ struct CreateDatabaseBody: Decodable {
 struct ResetBody: Decodable { var latest: Bool?; var to: String? }
 struct CreateSnapshotBody: Decodable { var name: String? }
 struct CreateTokenBody: Decodable { var user: String; var admin: Bool? }
-
-/// "8h", "30m", "2d", "90s" → seconds.
-func parseTTL(_ text: String) -> TimeInterval? {
-    guard let unit = text.last, let n = Double(text.dropLast()), n > 0 else { return nil }
-    switch unit {
-    case "s": return n
-    case "m": return n * 60
-    case "h": return n * 3600
-    case "d": return n * 86400
-    default: return nil
-    }
-}

@@ -275,8 +275,23 @@ public final class Catalog: Sendable {
 
     // MARK: generations
 
-    /// A new generation, unless the project is being deleted (nil then).
-    public func newGeneration(project: String) throws -> Generation? {
+    /// Changes a project's settings (guarded: a concurrent change makes it read and apply again).
+    public func updateProject(_ name: String, _ change: (inout Project) throws -> Void) throws -> Project? {
+        try optimistic("project \(name)") { () throws -> (Transaction, Project)? in
+            guard let (p, raw) = try getRaw(Project.self, Key.project(name)) else { return nil }
+            var next = p
+            try change(&next)
+            var t = Transaction()
+            t.guards = [.value(Key.project(name), raw)]
+            t.commands = [["SET", Key.project(name), Self.encode(next)]]
+            return (t, next)
+        }
+    }
+
+    /// A new generation, unless the project is being deleted (nil then). The dump's fingerprint
+    /// and the time of a scheduled refresh are recorded on the project in the same transaction,
+    /// so a restart neither repeats nor skips a refresh.
+    public func newGeneration(project: String, fingerprint: String? = nil, scheduledAt: Date? = nil) throws -> Generation? {
         try optimistic("a new generation of \(project)") { () throws -> (Transaction, Generation)? in
             guard let (p, raw) = try getRaw(Project.self, Key.project(project)), p.state != .deleting else { return nil }
             let n = (try cmd(["GET", Key.generationSeq(project)]).integer ?? 0) + 1
@@ -288,6 +303,8 @@ public final class Catalog: Sendable {
             if n == 1 { t.guards[1] = .value(Key.generationSeq(project), nil) }
             var seeding = p
             seeding.state = p.state == .failed ? .seeding : p.state
+            if let fingerprint { seeding.dumpFingerprint = fingerprint }
+            if let scheduledAt { seeding.lastScheduledRefresh = scheduledAt }
             if seeding != p { t.commands.append(["SET", Key.project(project), Self.encode(seeding)]) }
             return (t, g)
         }

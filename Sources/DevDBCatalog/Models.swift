@@ -13,6 +13,22 @@ public struct Project: Codable, Sendable, Equatable {
     public var state: State
     public var reason: String?
     public var createdAt: Date
+    /// SQL run once per generation after the restore and ANALYZE, before the snapshot (masking).
+    public var afterRestoreSQL: String?
+    /// Start a new generation when the dump changes (checked every --refresh-check-interval).
+    public var refreshOnChange: Bool?
+    /// A five-field cron schedule (UTC) of refreshes, whether the dump changed or not.
+    public var refreshSchedule: String?
+    /// Ready generations kept besides those databases and snapshots use (default 2).
+    public var keepGenerations: Int?
+    /// What the dump looked like when the newest generation started (ETag, Last-Modified, size).
+    public var dumpFingerprint: String?
+    /// When the schedule last started a refresh.
+    public var lastScheduledRefresh: Date?
+
+    public static let defaultKeepGenerations = 2
+    /// The most SQL `after_restore_sql` may hold.
+    public static let maxAfterRestoreSQLBytes = 256 * 1024
 
     public init(name: String, postgresMajor: Int, dumpUrl: String, state: State = .seeding, reason: String? = nil, createdAt: Date = Date()) {
         self.name = name; self.postgresMajor = postgresMajor; self.dumpUrl = dumpUrl

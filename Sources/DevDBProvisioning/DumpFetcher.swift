@@ -164,15 +164,7 @@ public struct DumpFetcher: Sendable {
             return progress.cancelled() ? 1 : 0
         }
         _ = devdb_curl_set_pointer(curl, CURLOPT_XFERINFODATA, box)
-        if sign {
-            guard let id = s3.accessKeyID, let secret = s3.secretAccessKey else { throw .missingCredentials }
-            _ = devdb_curl_set_string(curl, CURLOPT_AWS_SIGV4, "aws:amz:\(s3.region):s3")
-            _ = devdb_curl_set_string(curl, CURLOPT_USERPWD, "\(id):\(secret)")
-            // S3 wants the payload hash; a GET has an empty body.
-            headers = curl_slist_append(headers, "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
-            if let token = s3.sessionToken { headers = curl_slist_append(headers, "x-amz-security-token: \(token)") }
-            _ = devdb_curl_set_pointer(curl, CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(headers))
-        }
+        try signIfNeeded(curl, sign: sign, headers: &headers)
         let rc = curl_easy_perform(curl)
         fclose(file)
         closed = true
@@ -198,12 +190,82 @@ public struct DumpFetcher: Sendable {
         try Self.checkMagic(destination, url: url)
     }
 
+    /// Signs an S3 request (SigV4 through libcurl); the header list is the caller's to free.
+    func signIfNeeded(_ curl: UnsafeMutableRawPointer, sign: Bool, headers: inout UnsafeMutablePointer<curl_slist>?) throws(DumpError) {
+        if sign {
+            guard let id = s3.accessKeyID, let secret = s3.secretAccessKey else { throw .missingCredentials }
+            _ = devdb_curl_set_string(curl, CURLOPT_AWS_SIGV4, "aws:amz:\(s3.region):s3")
+            _ = devdb_curl_set_string(curl, CURLOPT_USERPWD, "\(id):\(secret)")
+            // S3 wants the payload hash; a GET has an empty body.
+            headers = curl_slist_append(headers, "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+            if let token = s3.sessionToken { headers = curl_slist_append(headers, "x-amz-security-token: \(token)") }
+            _ = devdb_curl_set_pointer(curl, CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(headers))
+        }
+    }
+
+    /// What the dump looks like now, cheaply: ETag, Last-Modified and Content-Length from a HEAD
+    /// (http, https, s3), size and modification time for files. A change means a new dump.
+    public func fingerprint(_ url: String) throws(DumpError) -> String {
+        let (target, sign) = try resolve(url)
+        if target.hasPrefix("file://") {
+            let path = String(target.dropFirst("file://".count)).removingPercentEncoding ?? String(target.dropFirst("file://".count))
+            var st = stat()
+            guard stat(path, &st) == 0 else { throw .notFound(url) }
+            return "size=\(st.st_size);mtime=\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
+        }
+        guard let curl = curl_easy_init() else { throw .transfer("cannot initialise libcurl") }
+        defer { curl_easy_cleanup(curl) }
+        var headers: UnsafeMutablePointer<curl_slist>?
+        defer { if let headers { curl_slist_free_all(headers) } }
+        _ = devdb_curl_set_string(curl, CURLOPT_URL, target)
+        _ = devdb_curl_set_long(curl, CURLOPT_NOBODY, 1)
+        _ = devdb_curl_set_long(curl, CURLOPT_FOLLOWLOCATION, 1)
+        _ = devdb_curl_set_long(curl, CURLOPT_CONNECTTIMEOUT, 20)
+        _ = devdb_curl_set_long(curl, CURLOPT_TIMEOUT, 60)
+        _ = devdb_curl_set_string(curl, CURLOPT_PROTOCOLS_STR, "http,https")
+        _ = devdb_curl_set_string(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https")
+        if !allowPrivateHosts && !(sign && s3.endpoint != nil) { _ = devdb_curl_public_addresses_only(curl) }
+        let box = Unmanaged.passRetained(HeaderBox()).toOpaque()
+        defer { Unmanaged<HeaderBox>.fromOpaque(box).release() }
+        _ = devdb_curl_set_header_function(curl) { ptr, size, count, data in
+            let line = String(decoding: UnsafeRawBufferPointer(start: ptr, count: size * count), as: UTF8.self)
+            Unmanaged<HeaderBox>.fromOpaque(data!).takeUnretainedValue().add(line)
+            return size * count
+        }
+        _ = devdb_curl_set_pointer(curl, CURLOPT_HEADERDATA, box)
+        try signIfNeeded(curl, sign: sign, headers: &headers)
+        let rc = curl_easy_perform(curl)
+        guard rc == CURLE_OK else { throw .transfer("\(String(cString: curl_easy_strerror(rc))) (\(url))") }
+        var code: Int = 0
+        _ = devdb_curl_get_response_code(curl, &code)
+        switch code {
+        case 200..<300: break
+        case 404: throw .notFound(url)
+        case 401, 403: throw .denied(url, code)
+        default: throw .transfer("HTTP \(code) from \(url)")
+        }
+        let h = Unmanaged<HeaderBox>.fromOpaque(box).takeUnretainedValue().fields
+        let parts = ["etag", "last-modified", "content-length"].compactMap { k in h[k].map { "\(k)=\($0)" } }
+        guard !parts.isEmpty else { throw .transfer("\(url) answers without ETag, Last-Modified or Content-Length: its changes cannot be seen") }
+        return parts.joined(separator: ";")
+    }
+
     /// A custom-format pg_dump archive starts with "PGDMP".
     public static func checkMagic(_ path: String, url: String) throws(DumpError) {
         guard let f = fopen(path, "rb") else { throw .notADump(url) }
         defer { fclose(f) }
         var magic = [UInt8](repeating: 0, count: 5)
         guard fread(&magic, 1, 5, f) == 5, magic == Array("PGDMP".utf8) else { throw .notADump(url) }
+    }
+}
+
+/// Response headers of the last response (a redirect's are replaced by the final answer's).
+final class HeaderBox: @unchecked Sendable {  // written by libcurl's callback on the transfer's thread, read after it
+    var fields: [String: String] = [:]
+    func add(_ line: String) {
+        if line.hasPrefix("HTTP/") { fields = [:]; return }
+        guard let colon = line.firstIndex(of: ":") else { return }
+        fields[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }
 

@@ -58,6 +58,9 @@ public final class LocalProvisioner: Provisioner {
         // Dumps hold whole databases: only the API's user (and root) may read them.
         chmod(dataDirectory.appendingPathComponent("dumps").path, 0o700)
         try Self.giveToPostgres(dataDirectory.path, recursive: false)
+        if getuid() == 0, let check = try? Subprocess.runBlocking(Subprocess.asPostgres(["test", "-w", self.dataDirectory.path])), check.status != 0 {
+            throw SubprocessError(description: "the postgres user cannot reach \(self.dataDirectory.path): let it pass through the parent directories (chmod o+x on each) or choose another --data-dir")
+        }
         for sub in ["generations", "instances", "snapshots", "s", "dumps"] { try Self.giveToPostgres(dataDirectory.appendingPathComponent(sub).path, recursive: false) }
     }
 
@@ -162,6 +165,10 @@ public final class LocalProvisioner: Provisioner {
                                        asPostgres: true, what: "pg_restore")
             progress("analyzing", size)
             try await psql(socket: run, database: Self.appDatabase, sql: "ANALYZE")
+            if let sql = project.afterRestoreSQL, !sql.isEmpty {
+                progress("running the after-restore SQL", size)
+                try await runAfterRestore(sql, socket: run)
+            }
             progress("stopping", size)
         } catch {
             await stopPostmaster(pgdata: "\(dir)/pgdata")
@@ -169,6 +176,20 @@ public final class LocalProvisioner: Provisioner {
         }
         try await Subprocess.check([tool("pg_ctl"), "-D", "\(dir)/pgdata", "-m", "fast", "-w", "stop"], asPostgres: true, what: "stopping Postgres after the restore")
         _ = try? await Subprocess.run(["sync", "-f", dir])
+    }
+
+    /// Runs the project's after-restore SQL as the database owner, stopping at the first error,
+    /// from a 0600 file in the private socket directory (it may hold salts). Errors name the line.
+    func runAfterRestore(_ sql: String, socket: String) async throws {
+        let file = "\(socket)/after-restore.sql"
+        FileManager.default.createFile(atPath: file, contents: Data(sql.utf8), attributes: [.posixPermissions: 0o600])
+        defer { unlink(file) }
+        try Self.giveToPostgres(file, recursive: false)
+        let out = try await Subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", socket, "-p", "5432", "-U", "postgres",
+                                            "-d", Self.appDatabase, "-c", "SET ROLE \(Self.appUser)", "-f", file], asPostgres: true)
+        guard out.status == 0 else {
+            throw SubprocessError(description: "the after-restore SQL failed: " + out.tail.replacingOccurrences(of: "psql:\(file):", with: "line "))
+        }
     }
 
     func psql(socket: String, database: String, sql: String) async throws {
@@ -209,16 +230,10 @@ public final class LocalProvisioner: Provisioner {
         return true
     }
 
+    /// The instance made again from `source`, on the port it has.
     public func reset(database d: DatabaseRecord, to source: CloneSource, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
         guard d.backendPort != nil else { throw SubprocessError(description: "database \(d.name) has no port") }
-        try await stopAndRemove(d.name)
-        let port = try await leaseFreePort(for: d)
-        do {
-            return try await cloneAndStart(d, from: source, port: port, phase: phase)
-        } catch {
-            try? await stopAndRemove(d.name)
-            throw error
-        }
+        return try await create(database: d, from: source, phase: phase)
     }
 
     public func delete(database d: DatabaseRecord) async throws {

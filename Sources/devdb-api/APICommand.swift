@@ -37,6 +37,9 @@ struct APICommand: AsyncParsableCommand {
     @Flag(name: .customLong("allow-private-dump-hosts"),
           help: "Allow dump URLs whose host is loopback, private or link-local (refused by default: such URLs reach internal services).")
     var allowPrivateDumpHosts = false
+    @Option(name: .customLong("refresh-check-interval"),
+            help: ArgumentHelp("How often to check dumps of projects that refresh on change (a HEAD request) and refresh schedules.", valueName: "duration"))
+    var refreshCheckInterval = "5m"
     @Option(name: .customLong("max-snapshots"), help: "Snapshots one database may have (devdb db snapshot); more are refused with 409.")
     var maxSnapshots = 10
 
@@ -92,6 +95,10 @@ struct APICommand: AsyncParsableCommand {
         c.reconcileIntervalSeconds = reconcileInterval
         c.allowPrivateDumpHosts = allowPrivateDumpHosts
         c.maxSnapshotsPerDatabase = maxSnapshots
+        guard let refresh = DurationText.seconds(refreshCheckInterval) else {
+            throw ValidationError("invalid --refresh-check-interval \"\(refreshCheckInterval)\": use a number and s, m or h, e.g. 5m")
+        }
+        c.refreshCheckIntervalSeconds = refresh
         c.kubeconfig = kubeconfig
         c.kubeContext = kubeContext
         c.namespace = namespace

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DevDBCore
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -84,7 +85,43 @@ let projectColumns: [(title: String, key: String)] = [("name", "name"), ("postgr
 
 struct ProjectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "project", abstract: "Projects: a dump and the generations restored from it.",
-                                                    subcommands: [Create.self, List.self, Show.self, Delete.self, Refresh.self])
+                                                    subcommands: [Create.self, List.self, Show.self, Update.self, Delete.self, Refresh.self])
+
+    /// How a project's data is prepared and kept fresh (create and update).
+    struct DataOptions: ParsableArguments {
+        @Option(name: .customLong("after-restore"),
+                help: ArgumentHelp("SQL run after each restore, before the snapshot, as the database owner (e.g. masking); \"none\" removes it.", valueName: "file.sql"))
+        var afterRestore: String?
+        @Flag(name: .customLong("refresh-on-change"), inversion: .prefixedNo,
+              help: "Start a new generation when the dump changes (checked every --refresh-check-interval of the API).")
+        var refreshOnChange: Bool?
+        @Option(name: .customLong("refresh-schedule"),
+                help: ArgumentHelp("Refresh on a five-field cron schedule in UTC, e.g. \"0 3 * * *\"; \"none\" removes it.", valueName: "cron"))
+        var refreshSchedule: String?
+        @Option(name: .customLong("keep-generations"), help: ArgumentHelp("Ready generations to keep besides those in use (default 2).", valueName: "k"))
+        var keepGenerations: Int?
+
+        func validate() throws {
+            if let k = keepGenerations, k < 1 { throw ValidationError("--keep-generations must be at least 1") }
+        }
+
+        /// The body fields these options set.
+        func body() throws -> JSONObject {
+            var b: JSONObject = [:]
+            if let file = afterRestore {
+                if file == "none" { b["after_restore_sql"] = "" } else {
+                    guard let sql = try? String(contentsOfFile: file, encoding: .utf8) else {
+                        throw CLIError(description: "cannot read \(file): give a file of SQL, or none", code: Exit.failure)
+                    }
+                    b["after_restore_sql"] = sql
+                }
+            }
+            if let refreshOnChange { b["refresh_on_change"] = refreshOnChange }
+            if let refreshSchedule { b["refresh_schedule"] = refreshSchedule == "none" ? "" : refreshSchedule }
+            if let keepGenerations { b["keep_generations"] = keepGenerations }
+            return b
+        }
+    }
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a project from a pg_dump -Fc archive (admins).")
@@ -92,13 +129,34 @@ struct ProjectCommand: ParsableCommand {
         @Argument(help: "Project name (a-z, 0-9, -).") var name: String
         @Option(help: ArgumentHelp("file://, http(s):// or s3://bucket/key of the dump.", valueName: "url")) var dump: String
         @Option(help: "PostgreSQL major version.") var postgres = 15
+        @OptionGroup var data: DataOptions
         @OptionGroup var waiting: WaitOptions
 
         func run() async throws {
             let api = try global.client()
-            let (data, object) = try await api.call("POST", "/v1/projects", body: ["name": name, "dump_url": dump, "postgres": postgres])
+            let body = try data.body().merging(["name": name, "dump_url": dump, "postgres": postgres]) { $1 }
+            let (data, object) = try await api.call("POST", "/v1/projects", body: body)
             if waiting.wait { try await waitForProject(api, name, waiting); return try await show(api, name, global.output) }
             if global.output == .json { printJSON(data) } else { print("project \(object["name"] ?? name) created; restoring its dump (devdb project show \(name))") }
+        }
+    }
+
+    struct Update: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Change how a project's data is prepared and refreshed (admins).",
+            discussion: "Changes apply from the next generation on; run \"devdb project refresh NAME\" to make one now.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "The project.") var name: String
+        @OptionGroup var data: DataOptions
+
+        func run() async throws {
+            let body = try data.body()
+            guard !body.isEmpty else {
+                throw CLIError(description: "nothing to change: give --after-restore, --[no-]refresh-on-change, --refresh-schedule or --keep-generations", code: Exit.failure)
+            }
+            let api = try global.client()
+            _ = try await api.call("PATCH", "/v1/projects/\(name)", body: body)
+            try await show(api, name, global.output)
         }
     }
 
@@ -149,7 +207,12 @@ struct ProjectCommand: ParsableCommand {
     static func show(_ api: APIClient, _ name: String, _ output: OutputFormat) async throws {
         let (data, object) = try await api.call("GET", "/v1/projects/\(name)")
         if output == .json { return printJSON(data) }
-        printFields(object, ["name", "postgres", "dump_url", "state", "reason"])
+        var fields = object
+        fields["masks"] = (object["masks"] as? Bool) == true ? "yes (after-restore SQL runs before each snapshot)" : "no"
+        fields["refresh"] = [(object["refresh_on_change"] as? Bool) == true ? "on change" : nil,
+                             (object["refresh_schedule"] as? String).map { "on schedule \($0) UTC" }].compactMap { $0 }.joined(separator: ", ")
+        if (fields["refresh"] as? String)?.isEmpty == true { fields["refresh"] = "by hand (devdb project refresh)" }
+        printFields(fields, ["name", "postgres", "dump_url", "state", "reason", "masks", "refresh", "next_scheduled_refresh", "keep_generations"])
         print("")
         printTable(object["generations"] as? [JSONObject] ?? [],
                    columns: [("generation", "number"), ("state", "state"), ("phase", "phase"), ("bytes", "bytes_fetched"), ("restore_s", "restore_seconds"), ("reason", "reason")])
@@ -165,25 +228,13 @@ struct WaitOptions: ParsableArguments {
     var timeout: String?
 
     func validate() throws {
-        if let timeout, parseDuration(timeout) == nil { throw ValidationError("invalid --timeout \"\(timeout)\": use a number and s, m or h, e.g. 10m") }
+        if let timeout, DurationText.seconds(timeout) == nil { throw ValidationError("invalid --timeout \"\(timeout)\": use a number and s, m or h, e.g. 10m") }
         if timeout != nil && !wait { throw ValidationError("--timeout goes with --wait") }
     }
 
-    var deadline: Date? { timeout.flatMap(parseDuration).map { Date().addingTimeInterval($0) } }
+    var deadline: Date? { timeout.flatMap(DurationText.seconds).map { Date().addingTimeInterval($0) } }
 }
 
-/// "90s", "10m", "2h", "1d" or plain seconds.
-func parseDuration(_ text: String) -> TimeInterval? {
-    if let n = Double(text), n > 0 { return n }
-    guard let unit = text.last, let n = Double(text.dropLast()), n > 0 else { return nil }
-    switch unit {
-    case "s": return n
-    case "m": return n * 60
-    case "h": return n * 3600
-    case "d": return n * 86400
-    default: return nil
-    }
-}
 
 /// Runs `step` every `milliseconds` until it reports done (or throws). Transient failures (the
 /// API unreachable or answering 502/503/504, e.g. while it or Redis restarts) are retried with
@@ -293,7 +344,8 @@ struct DBCommand: ParsableCommand {
             let (data, object) = try await global.client().call("GET", "/v1/databases", query: q)
             if global.output == .json { return printJSON(data) }
             printTable(object["items"] as? [JSONObject] ?? [],
-                       columns: [("name", "name"), ("project", "project"), ("owner", "owner"), ("state", "state"), ("host", "host"), ("expires", "expires_at")])
+                       columns: [("name", "name"), ("project", "project"), ("owner", "owner"), ("state", "state"), ("host", "host"), ("expires", "expires_at"),
+                                 ("newer", "newer_generation")])
         }
     }
 
@@ -452,6 +504,7 @@ struct DBCommand: ParsableCommand {
         if output == .json { return printJSON(data) }
         printFields(object, ["name", "project", "owner", "state", "pending", "phase", "reason", "generation", "base", "host", "hostaddr", "port", "user",
                              "password", "database", "clone_method", "note", "expires_at", "uri"])
+        if let hint = object["hint"] as? String { print("\n\(hint)") }
         if object["state"] as? String == "ready" {
             print("\nconnect with:\n  \(describe(object["psql"]))")
         }

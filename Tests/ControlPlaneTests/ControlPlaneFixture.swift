@@ -42,7 +42,7 @@ final class ControlPlaneFixture: @unchecked Sendable {
         dataDirectory = directory.appendingPathComponent("data")
         dumps = directory.appendingPathComponent("dumps")
         try FileManager.default.createDirectory(at: dumps.appendingPathComponent("bucket"), withIntermediateDirectories: true)
-        try Self.makeShopDump(directory: directory, to: dumps.appendingPathComponent("shop.dump"))
+        try Self.makeShopDump(directory: directory, to: dumps.appendingPathComponent("shop.dump"), more: dumps.appendingPathComponent("shop-more.dump"))
         try FileManager.default.copyItem(at: dumps.appendingPathComponent("shop.dump"), to: dumps.appendingPathComponent("bucket/shop.dump"))
         try "this is not a dump\n".write(to: dumps.appendingPathComponent("notes.txt"), atomically: true, encoding: .utf8)
         adminToken = "ddb_admin_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
@@ -75,6 +75,8 @@ final class ControlPlaneFixture: @unchecked Sendable {
             "--allow-private-dump-hosts",
             // Small, so the limit test need not take ten snapshots.
             "--max-snapshots", "4",
+            // Dumps of projects that refresh on change are checked every second.
+            "--refresh-check-interval", "1s",
         ] + extra, logDirectory: directory, environment: [
             "AWS_ACCESS_KEY_ID": s3Access, "AWS_SECRET_ACCESS_KEY": s3Secret, "AWS_REGION": "eu-west-1",
             "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:\(s3Port)",
@@ -94,8 +96,9 @@ final class ControlPlaneFixture: @unchecked Sendable {
                                 router: router, portRange: portRange, s3Port: s3Port, extra: extraAPIArguments)
     }
 
-    /// A small shop database dumped with pg_dump -Fc from a real PostgreSQL 15.
-    static func makeShopDump(directory: URL, to file: URL) throws {
+    /// A small shop database dumped with pg_dump -Fc from a real PostgreSQL 15 (2000 orders), and
+    /// the same with 500 orders more (newer data, for refresh tests).
+    static func makeShopDump(directory: URL, to file: URL, more: URL) throws {
         let pg = try PostgresServer(directory: directory, name: "dump-source")
         try pg.psql("CREATE DATABASE shop")
         try pg.psql("""
@@ -105,6 +108,9 @@ final class ControlPlaneFixture: @unchecked Sendable {
             INSERT INTO orders (customer_id, total_cents) SELECT 1 + i % 500, i * 3 FROM generate_series(1, 2000) i;
             """, database: "shop")
         try run(["pg_dump", "-Fc", "-h", "127.0.0.1", "-p", String(pg.port), "-U", "postgres", "-d", "shop", "-f", file.path],
+                environment: ["PGPASSWORD": pg.password])
+        try pg.psql("INSERT INTO orders (customer_id, total_cents) SELECT 1 + i % 500, i FROM generate_series(1, 500) i", database: "shop")
+        try run(["pg_dump", "-Fc", "-h", "127.0.0.1", "-p", String(pg.port), "-U", "postgres", "-d", "shop", "-f", more.path],
                 environment: ["PGPASSWORD": pg.password])
         pg.process.stop(SIGINT)
     }

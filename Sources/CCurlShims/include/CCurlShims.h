@@ -22,3 +22,5 @@ int devdb_spawn_close_from(posix_spawn_file_actions_t *actions, int lowfd);
 int devdb_is_private_address(const struct sockaddr *sa);
 /// Makes libcurl refuse to connect to such addresses (redirects and DNS answers included).
 CURLcode devdb_curl_public_addresses_only(CURL *h);
+/// CURLOPT_HEADERFUNCTION (variadic setopt); the data pointer goes with CURLOPT_HEADERDATA.
+CURLcode devdb_curl_set_header_function(CURL *h, size_t (*fn)(char *, size_t, size_t, void *));

@@ -232,7 +232,12 @@ public struct KubeManifests: Sendable {
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "volumeMounts": .array(fetchMounts),
         ]
-        let restore = postgresContainer(name: "restore", script: Self.restoreScript(jobs: settings.restoreJobs))
+        var restore = postgresContainer(name: "restore", script: Self.restoreScript(jobs: settings.restoreJobs))
+        if project.afterRestoreSQL?.isEmpty == false {
+            // The masking SQL (it may hold salts) is a Secret the restore step reads as a file.
+            restore["volumeMounts"] = .array(restore["volumeMounts"].array + [["name": "after-restore", "mountPath": .string(Self.afterRestoreMount), "readOnly": true]])
+            volumes.append(["name": "after-restore", "secret": ["secretName": .string(afterRestoreSecretName(name)), "defaultMode": 0o440]])
+        }
         return ["apiVersion": "batch/v1", "kind": "Job", "metadata": metadata(name, labels, owner: owner),
                 "spec": [
                     "backoffLimit": 0,
@@ -249,6 +254,15 @@ public struct KubeManifests: Sendable {
                 ]]
     }
 
+    public static let afterRestoreMount = "/etc/devdb/after-restore"
+    /// The Secret holding a project's after-restore SQL for one restore Job.
+    public func afterRestoreSecretName(_ job: String) -> String { job.count + 4 <= 63 ? "\(job)-sql" : "\(job.prefix(50))-\(KubeNames.shortHash(job))-sql" }
+
+    public func afterRestoreSecret(job: String, labels: [String: String], sql: String, owner: JSONValue?) -> JSONValue {
+        ["apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": metadata(afterRestoreSecretName(job), labels, owner: owner),
+         "stringData": ["after-restore.sql": .string(sql)]]
+    }
+
     /// The scripts the containers run. In a pod the DEVDB_* variables are unset and the defaults
     /// (the mounts above) apply; the tests run the same scripts against PostgreSQL 15 with
     /// temporary directories in their place.
@@ -262,6 +276,11 @@ public struct KubeManifests: Sendable {
         psql -X -v ON_ERROR_STOP=1 -h "$SOCKETS" -U postgres -d postgres -c 'CREATE ROLE \(LocalProvisioner.appUser) LOGIN' -c 'CREATE DATABASE \(LocalProvisioner.appDatabase) OWNER \(LocalProvisioner.appUser)'
         pg_restore -h "$SOCKETS" -U postgres -d \(LocalProvisioner.appDatabase) --no-owner --no-privileges --role=\(LocalProvisioner.appUser) -j \(jobs) "$DATA/devdb-restore.dump"
         psql -X -v ON_ERROR_STOP=1 -h "$SOCKETS" -U postgres -d \(LocalProvisioner.appDatabase) -c ANALYZE
+        SQL="${DEVDB_AFTER_RESTORE:-\(afterRestoreMount)/after-restore.sql}"
+        if [ -f "$SQL" ]; then
+            psql -X -q -v ON_ERROR_STOP=1 -h "$SOCKETS" -U postgres -d \(LocalProvisioner.appDatabase) -c 'SET ROLE \(LocalProvisioner.appUser)' -f "$SQL" \
+                || { echo "the after-restore SQL failed (see above)" >&2; exit 1; }
+        fi
         pg_ctl -D "$PGDATA" -m fast -w stop
         rm -f "$DATA/devdb-restore.dump"
         sync

@@ -77,6 +77,9 @@ public final class KubernetesProvisioner: Provisioner {
             progress("fetching", 0)
             let claim = try await client.create(path(.persistentvolumeclaims), manifests.volumeClaim(name: volume, labels: labels, snapshot: nil, owner: nil))
             let job = manifests.restoreJobName(volume)
+            if let sql = project.afterRestoreSQL, !sql.isEmpty {
+                try await client.create(path(.secrets), manifests.afterRestoreSecret(job: job, labels: labels, sql: sql, owner: claim))
+            }
             try await client.create(path(.jobs), manifests.restoreJob(name: job, claim: volume, labels: labels, project: project, owner: claim))
             try await waitForJob(job, claim: volume) { progress($0, 0) }
             progress("snapshotting", 0)
@@ -156,6 +159,9 @@ public final class KubernetesProvisioner: Provisioner {
             var labels = manifests.databaseLabels(d)
             labels["app.kubernetes.io/component"] = "restore"
             let job = manifests.restoreJobName(name)
+            if let sql = project.afterRestoreSQL, !sql.isEmpty, try await client.getIfPresent(path(.secrets, manifests.afterRestoreSecretName(job))) == nil {
+                try await client.create(path(.secrets), manifests.afterRestoreSecret(job: job, labels: labels, sql: sql, owner: owner))
+            }
             try await client.create(path(.jobs), manifests.restoreJob(name: job, claim: name, labels: labels, project: project, owner: owner))
             try await waitForJob(job, claim: name) { p in phase(p == "restoring" || p == "fetching" ? "\(p) the dump (no VolumeSnapshot class)" : p) }
             try await client.delete(path(.jobs, job))

@@ -2,7 +2,7 @@
 
     python3 s3_sigv4_server.py PORT ACCESS_KEY SECRET_KEY DIRECTORY
 
-GET /<bucket>/<key> serves DIRECTORY/<bucket>/<key> only when the request is signed with the
+GET (and HEAD) /<bucket>/<key> serves DIRECTORY/<bucket>/<key> (with ETag and Last-Modified) only when the request is signed with the
 given key pair (region any, service s3). Bucket "locked" always answers 403 AccessDenied. A bad
 or missing signature answers 403 SignatureDoesNotMatch; a missing object 404 NoSuchKey.
 """
@@ -25,7 +25,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def check_signature(self):
         auth = self.headers.get("Authorization", "")
@@ -48,7 +49,10 @@ class Handler(BaseHTTPRequestHandler):
         expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
         return hmac.compare_digest(expected, parts["Signature"])
 
-    def do_GET(self):
+    def do_HEAD(self):
+        self.do_GET(body=False)
+
+    def do_GET(self, body=True):
         path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).lstrip("/")
         if not self.check_signature():
             return self.fail(403, "SignatureDoesNotMatch")
@@ -60,8 +64,11 @@ class Handler(BaseHTTPRequestHandler):
         data = open(file, "rb").read()
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
+        self.send_header("ETag", '"' + hashlib.md5(data).hexdigest() + '"')
+        self.send_header("Last-Modified", self.date_time_string(int(os.path.getmtime(file))))
         self.end_headers()
-        self.wfile.write(data)
+        if body:
+            self.wfile.write(data)
 
 
 ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
