@@ -162,7 +162,7 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
         let b = try await body(CreateProjectBody.self, request)
         try checkName(b.name, what: "project")
         var settings = Project(name: b.name, postgresMajor: b.postgres ?? 15, dumpUrl: b.dumpUrl)
-        try applySettings(&settings, afterRestoreSQL: b.afterRestoreSql, refreshOnChange: b.refreshOnChange,
+        try applySettings(&settings, afterRestoreSql: b.afterRestoreSql, refreshOnChange: b.refreshOnChange,
                           refreshSchedule: b.refreshSchedule, keepGenerations: b.keepGenerations)
         let p: Project
         do { p = try await plane.createProject(settings) } catch CatalogError.conflict(let m) {
@@ -175,7 +175,7 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
         let name = try context.parameters.require("name")
         let b = try await body(UpdateProjectBody.self, request)
         guard let p = try await catalog.run({ try $0.updateProject(name) { p in
-            try applySettings(&p, afterRestoreSQL: b.afterRestoreSql, refreshOnChange: b.refreshOnChange,
+            try applySettings(&p, afterRestoreSql: b.afterRestoreSql, refreshOnChange: b.refreshOnChange,
                               refreshSchedule: b.refreshSchedule, keepGenerations: b.keepGenerations)
         } }) else { throw APIError.notFound("project \"\(name)\"") }
         return try jsonResponse(ProjectView(p, generations: try await catalog.run { try $0.generations(name) }, admin: true))
@@ -386,13 +386,13 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
 
 /// Checks and applies project settings from a create or update body; empty text removes the
 /// after-restore SQL or the schedule.
-func applySettings(_ p: inout Project, afterRestoreSQL: String?, refreshOnChange: Bool?, refreshSchedule: String?, keepGenerations: Int?) throws {
-    if let sql = afterRestoreSQL {
+func applySettings(_ p: inout Project, afterRestoreSql: String?, refreshOnChange: Bool?, refreshSchedule: String?, keepGenerations: Int?) throws {
+    if let sql = afterRestoreSql {
         guard sql.utf8.count <= Project.maxAfterRestoreSQLBytes else {
             throw APIError.badRequest("after_restore_sql has \(sql.utf8.count) bytes; at most \(Project.maxAfterRestoreSQLBytes) are allowed",
                                       hint: "keep masking SQL short: UPDATE statements with functions, not data")
         }
-        p.afterRestoreSQL = sql.isEmpty ? nil : sql
+        p.afterRestoreSql = sql.isEmpty ? nil : sql
     }
     if let refreshOnChange { p.refreshOnChange = refreshOnChange }
     if let text = refreshSchedule {

@@ -119,8 +119,8 @@ struct ProjectView: Encodable {
     init(_ p: Project, generations: [Generation], admin: Bool) {
         name = p.name; postgres = p.postgresMajor; dumpUrl = p.dumpUrl; state = p.state.rawValue; reason = p.reason
         createdAt = p.createdAt; self.generations = generations.map(GenerationView.init)
-        masks = p.afterRestoreSQL?.isEmpty == false
-        afterRestoreSql = admin ? p.afterRestoreSQL : nil
+        masks = p.afterRestoreSql?.isEmpty == false
+        afterRestoreSql = admin ? p.afterRestoreSql : nil
         refreshOnChange = p.refreshOnChange ?? false
         refreshSchedule = p.refreshSchedule
         nextScheduledRefresh = p.refreshSchedule.flatMap { try? CronSchedule(parsing: $0) }?.next(after: p.lastScheduledRefresh ?? p.createdAt)

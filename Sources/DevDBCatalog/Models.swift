@@ -14,7 +14,7 @@ public struct Project: Codable, Sendable, Equatable {
     public var reason: String?
     public var createdAt: Date
     /// SQL run once per generation after the restore and ANALYZE, before the snapshot (masking).
-    public var afterRestoreSQL: String?
+    public var afterRestoreSql: String?
     /// Start a new generation when the dump changes (checked every --refresh-check-interval).
     public var refreshOnChange: Bool?
     /// A five-field cron schedule (UTC) of refreshes, whether the dump changed or not.

@@ -165,7 +165,7 @@ public final class LocalProvisioner: Provisioner {
                                        asPostgres: true, what: "pg_restore")
             progress("analyzing", size)
             try await psql(socket: run, database: Self.appDatabase, sql: "ANALYZE")
-            if let sql = project.afterRestoreSQL, !sql.isEmpty {
+            if let sql = project.afterRestoreSql, !sql.isEmpty {
                 progress("running the after-restore SQL", size)
                 try await runAfterRestore(sql, socket: run)
             }

@@ -10,12 +10,12 @@ extension KubernetesProvisionerTests {
     /// PostgreSQL 15.
     @Test func afterRestoreSQLIsAMountedSecretTheRestoreScriptRuns() async throws {
         var masked = shop
-        masked.afterRestoreSQL = "UPDATE orders SET total_cents = 0; -- salt: s3cret-salt\n"
+        masked.afterRestoreSql = "UPDATE orders SET total_cents = 0; -- salt: s3cret-salt\n"
         let k = try KubeDouble()
         let p = try k.provisioner(projects: [masked])
         try await p.seed(project: masked, generation: generation()) { _, _ in }
         let secret = try #require(try await k.created("Secret").first { $0.at("metadata.name").string == "devdb-gen-shop-1-restore-sql" })
-        #expect(secret.at("stringData.after-restore\\.sql").string ?? secret["stringData"]["after-restore.sql"].string == masked.afterRestoreSQL)
+        #expect(secret.at("stringData.after-restore\\.sql").string ?? secret["stringData"]["after-restore.sql"].string == masked.afterRestoreSql)
         #expect(secret.at("metadata.ownerReferences")[0]["kind"].string == "PersistentVolumeClaim", "it goes with the restore's volume")
         let job = try #require(try await k.created("Job").first)
         let spec = job.at("spec.template.spec")
@@ -43,17 +43,22 @@ extension KubernetesProvisionerTests {
         let sockets = directory.appendingPathComponent("sockets")
         try FileManager.default.createDirectory(at: sockets, withIntermediateDirectories: true)
         let good = directory.appendingPathComponent("good.sql"), bad = directory.appendingPathComponent("bad.sql")
-        try masked.afterRestoreSQL!.write(to: good, atomically: true, encoding: .utf8)
+        try masked.afterRestoreSql!.write(to: good, atomically: true, encoding: .utf8)
         try "SELECT 1;\nUPDATE missing_table SET x = 1;\n".write(to: bad, atomically: true, encoding: .utf8)
         if getuid() == 0 { try run(["chown", "-R", "postgres:postgres", directory.path]) }
         let asPostgres = getuid() == 0 ? ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"] : []
         let script = KubeManifests.restoreScript(jobs: 2)
+        // The script's output goes to a file: a failed restore leaves its postmaster running (the
+        // pod would just end), and it must not hold the test's pipe open.
         func restoreWith(_ sql: URL) throws -> CommandResult {
             try run(asPostgres + ["cp", dumpFile.path, data.appendingPathComponent("devdb-restore.dump").path])
-            return try run(asPostgres + ["sh", "-ec", script], environment: [
+            let log = directory.appendingPathComponent("restore-\(sql.lastPathComponent).log").path
+            var r = try run(asPostgres + ["sh", "-c", "sh -ec \"$1\" > \"$2\" 2>&1", "sh", script, log], environment: [
                 "PATH": "\(TestPaths.postgresBin):/usr/bin:/bin", "PGDATA": data.appendingPathComponent("pgdata").path,
                 "DEVDB_DATA": data.path, "DEVDB_SOCKETS": sockets.path, "DEVDB_AFTER_RESTORE": sql.path,
             ], timeout: 180, check: false)
+            r.stdout = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            return r
         }
         let failed = try restoreWith(bad)
         #expect(failed.status != 0)

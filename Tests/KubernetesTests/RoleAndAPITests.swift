@@ -67,6 +67,7 @@ extension KubernetesProvisionerTests {
             "--data-dir", k.directory.appendingPathComponent("data").path, "--db-domain", "db.devdb.test",
             "--router-host", "", "--router-port", "5432", "--admin-token-file", k.directory.appendingPathComponent("admin-token").path,
             "--poll-interval", "0.1", "--ready-timeout", "20", "--reconcile-interval", "1", "--reap-interval", "1",
+            "--refresh-check-interval", "1s",
         ], logDirectory: k.directory)
         defer { api.stop(SIGTERM) }
         try waitUntil(timeout: 30, "API on \(apiPort)") {
@@ -125,9 +126,26 @@ extension KubernetesProvisionerTests {
         _ = try await k.client().create("/api/v1/namespaces/\(KubeDouble.namespace)/secrets", stray)
         try await waitUntilAsync { try await k.object("Secret", "devdb-db-stray") == nil }
 
+        // Fresh data: a masked project that refreshes when its dump changes. Each restore Job gets
+        // the SQL as its own Secret; the refresher starts generation 2 when the file changes.
+        let dumpFile = k.directory.appendingPathComponent("fresh.dump")
+        try Data("PGDMP-stand-in".utf8).write(to: dumpFile)
+        let mask = k.directory.appendingPathComponent("mask.sql")
+        try "UPDATE customers SET email = 'x@example.com';\n".write(to: mask, atomically: true, encoding: .utf8)
+        let fresh = try devdb(["project", "create", "fresh", "--dump", "file://\(dumpFile.path)", "--refresh-on-change", "--after-restore", mask.path, "--wait"])
+        #expect(fresh.status == 0, "\(fresh.stdout)\(fresh.stderr)")
+        #expect(try await k.created("Secret").first { $0.at("metadata.name") == "devdb-gen-fresh-1-restore-sql" }?["stringData"]["after-restore.sql"].string
+                == "UPDATE customers SET email = 'x@example.com';\n")
+        try Data("PGDMP-stand-in, newer".utf8).write(to: dumpFile)
+        try waitUntil(timeout: 60, "generation 2 of fresh from the changed dump") {
+            let p = try? JSONValue.decode(Data(devdb(["project", "show", "fresh", "--output", "json"]).stdout.utf8))
+            return p?["generations"].array.contains { $0["number"] == 2 && $0["state"] == "ready" } == true
+        }
+        #expect(try await k.created("Secret").contains { $0.at("metadata.name") == "devdb-gen-fresh-2-restore-sql" })
+
         let deleted = try devdb(["db", "delete", "kate-pg", "--wait"])
         #expect(deleted.status == 0, "\(deleted.stdout)\(deleted.stderr)")
-        try await waitUntilAsync { try await k.inventory() == ["VolumeSnapshot/devdb-gen-shop-1"] }
+        try await waitUntilAsync { try await k.inventory().filter { !$0.contains("fresh") } == ["VolumeSnapshot/devdb-gen-shop-1"] }
         #expect(try redis.cli(["EXISTS", "devdb:route:kate-pg"]).stdout.contains("0"))
     }
 }

@@ -233,7 +233,7 @@ public struct KubeManifests: Sendable {
             "volumeMounts": .array(fetchMounts),
         ]
         var restore = postgresContainer(name: "restore", script: Self.restoreScript(jobs: settings.restoreJobs))
-        if project.afterRestoreSQL?.isEmpty == false {
+        if project.afterRestoreSql?.isEmpty == false {
             // The masking SQL (it may hold salts) is a Secret the restore step reads as a file.
             restore["volumeMounts"] = .array(restore["volumeMounts"].array + [["name": "after-restore", "mountPath": .string(Self.afterRestoreMount), "readOnly": true]])
             volumes.append(["name": "after-restore", "secret": ["secretName": .string(afterRestoreSecretName(name)), "defaultMode": 0o440]])
@@ -273,6 +273,8 @@ public struct KubeManifests: Sendable {
         initdb -D "$PGDATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8
         printf 'local all postgres trust\\nhost all all 0.0.0.0/0 scram-sha-256\\nhost all all ::/0 scram-sha-256\\n' > "$PGDATA/pg_hba.conf"
         pg_ctl -D "$PGDATA" -w -t 300 -o "-c listen_addresses='' -k $SOCKETS -c fsync=off -c full_page_writes=off -c maintenance_work_mem=256MB -c max_wal_size=4GB" start
+        # Whatever fails below, Postgres does not outlive the script (after the clean stop at the end this does nothing).
+        trap 'pg_ctl -D "$PGDATA" -m immediate -w stop >/dev/null 2>&1 || true' EXIT
         psql -X -v ON_ERROR_STOP=1 -h "$SOCKETS" -U postgres -d postgres -c 'CREATE ROLE \(LocalProvisioner.appUser) LOGIN' -c 'CREATE DATABASE \(LocalProvisioner.appDatabase) OWNER \(LocalProvisioner.appUser)'
         pg_restore -h "$SOCKETS" -U postgres -d \(LocalProvisioner.appDatabase) --no-owner --no-privileges --role=\(LocalProvisioner.appUser) -j \(jobs) "$DATA/devdb-restore.dump"
         psql -X -v ON_ERROR_STOP=1 -h "$SOCKETS" -U postgres -d \(LocalProvisioner.appDatabase) -c ANALYZE

@@ -77,7 +77,7 @@ public final class KubernetesProvisioner: Provisioner {
             progress("fetching", 0)
             let claim = try await client.create(path(.persistentvolumeclaims), manifests.volumeClaim(name: volume, labels: labels, snapshot: nil, owner: nil))
             let job = manifests.restoreJobName(volume)
-            if let sql = project.afterRestoreSQL, !sql.isEmpty {
+            if let sql = project.afterRestoreSql, !sql.isEmpty {
                 try await client.create(path(.secrets), manifests.afterRestoreSecret(job: job, labels: labels, sql: sql, owner: claim))
             }
             try await client.create(path(.jobs), manifests.restoreJob(name: job, claim: volume, labels: labels, project: project, owner: claim))
@@ -159,7 +159,7 @@ public final class KubernetesProvisioner: Provisioner {
             var labels = manifests.databaseLabels(d)
             labels["app.kubernetes.io/component"] = "restore"
             let job = manifests.restoreJobName(name)
-            if let sql = project.afterRestoreSQL, !sql.isEmpty, try await client.getIfPresent(path(.secrets, manifests.afterRestoreSecretName(job))) == nil {
+            if let sql = project.afterRestoreSql, !sql.isEmpty, try await client.getIfPresent(path(.secrets, manifests.afterRestoreSecretName(job))) == nil {
                 try await client.create(path(.secrets), manifests.afterRestoreSecret(job: job, labels: labels, sql: sql, owner: owner))
             }
             try await client.create(path(.jobs), manifests.restoreJob(name: job, claim: name, labels: labels, project: project, owner: owner))
