@@ -24,6 +24,8 @@ public struct APIConfiguration: Sendable {
     public var allowPrivateDumpHosts = false
     /// Seconds between checks of dumps for changes and of refresh schedules.
     public var refreshCheckIntervalSeconds: Double = 300
+    /// Seconds without a session before a database hibernates (0: never); per database too.
+    public var hibernateAfterSeconds: Double = 1800
     /// Snapshots one database may have.
     public var maxSnapshotsPerDatabase = 10
     // Kubernetes provisioner.

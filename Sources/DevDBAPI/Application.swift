@@ -36,7 +36,7 @@ public func buildApplication(_ config: APIConfiguration, logger: Logger) throws 
     return Application(
         router: router,
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "devdb-api"),
-        services: [ProvisioningWorker(plane: plane), Reaper(plane: plane), Refresher(plane: plane)],
+        services: [ProvisioningWorker(plane: plane), Reaper(plane: plane), Refresher(plane: plane), WakeListener(plane: plane)],
         logger: logger)
 }
 
@@ -253,6 +253,12 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
                                     password: Catalog.randomHex(16), database: LocalProvisioner.appDatabase, expiresAt: expires)
         record.base = base
         record.generation = source?.generation
+        if let text = b.hibernateAfter {
+            guard let seconds = hibernateAfterSeconds(text) else {
+                throw APIError.badRequest("invalid hibernate_after \"\(text)\"", hint: "use a duration such as 30m or 2h, or never")
+            }
+            record.hibernateAfterSeconds = seconds
+        }
         do { try await catalog.run { [record] in try $0.createDatabase(record) } } catch CatalogError.conflict(let m) {
             throw APIError.conflict(m, hint: m.hasPrefix("project") ? "wait until it is gone, then create it again" : "choose another name; names are unique in the installation")
         } catch CatalogError.notFound(let m) {
@@ -324,6 +330,41 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
         guard let t, let updated = t.record else { throw APIError.notFound("database \"\(d.name)\"") }
         plane.perform(d.name, t.actions)
         return try jsonResponse(DatabaseView(updated, config: config, secrets: true), status: .accepted)
+    }
+
+    router.patch("/v1/databases/:name") { request, context -> Response in
+        let c = try await caller(request)
+        let d = try await visibleDatabase(try context.parameters.require("name"), c)
+        let b = try await body(UpdateDatabaseBody.self, request)
+        var ttl: Double?, sleep: Double?
+        if let text = b.ttl {
+            guard let s = DurationText.seconds(text) else { throw APIError.badRequest("invalid ttl \"\(text)\"", hint: "use a number and s, m, h or d, e.g. 8h") }
+            ttl = s
+        }
+        if let text = b.hibernateAfter {
+            guard let s = hibernateAfterSeconds(text) else {
+                throw APIError.badRequest("invalid hibernate_after \"\(text)\"", hint: "use a duration such as 30m or 2h, or never")
+            }
+            sleep = s
+        }
+        guard let updated = try await catalog.run({ [ttl, sleep] in try $0.updateDatabase(d.name) { r in
+            if let ttl { r.expiresAt = Date().addingTimeInterval(ttl) }
+            if let sleep { r.hibernateAfterSeconds = sleep }
+        } }) else { throw APIError.notFound("database \"\(d.name)\"") }
+        return try jsonResponse(DatabaseView(updated, config: config, secrets: false))
+    }
+    // Scale to zero by hand: stop (hibernate) and start (wake).
+    router.post("/v1/databases/:name/stop") { request, context -> Response in
+        let c = try await caller(request)
+        let d = try await visibleDatabase(try context.parameters.require("name"), c)
+        guard let updated = try await plane.request(d.name, .hibernate(now: Date())) else { throw APIError.notFound("database \"\(d.name)\"") }
+        return try jsonResponse(DatabaseView(updated, config: config, secrets: false), status: .accepted)
+    }
+    router.post("/v1/databases/:name/start") { request, context -> Response in
+        let c = try await caller(request)
+        let d = try await visibleDatabase(try context.parameters.require("name"), c)
+        guard let updated = try await plane.request(d.name, .wake) else { throw APIError.notFound("database \"\(d.name)\"") }
+        return try jsonResponse(DatabaseView(updated, config: config, secrets: false), status: .accepted)
     }
 
     // Snapshots of a database (its owner or admins).

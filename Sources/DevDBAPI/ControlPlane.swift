@@ -2,6 +2,7 @@ import DevDBCatalog
 import DevDBCore
 import DevDBProvisioning
 import Foundation
+import DevDBRedis
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -315,7 +316,55 @@ final class ControlPlane: Sendable {
         case .reset: await resetInstance(d, op)
         case .delete: await deleteInstance(d, op)
         case .snapshot: await snapshotInstance(d, op)
+        case .stop: await stopInstance(d, op)
+        case .start: await startInstance(d, op)
         }
+    }
+
+    func stopInstance(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation) async {
+        do {
+            try await provisioner.stop(database: d)
+            await record(d.name, .stopped(operation: op.id, at: Date()))
+            logger.info("database hibernated", metadata: ["devdb.database": "\(d.name)"])
+            count("hibernate_ok")
+        } catch {
+            await fail(d, op, error)
+        }
+    }
+
+    func startInstance(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation) async {
+        let started = Date()
+        do {
+            let info = try await provisioner.start(database: d)
+            await record(d.name, .succeeded(operation: op.id, .init(host: info.host, port: info.port, cloneMethod: info.cloneMethod,
+                                                                   note: info.note, generation: d.generation)))
+            logger.info("database woken", metadata: ["devdb.database": "\(d.name)", "devdb.seconds": "\(String(format: "%.2f", Date().timeIntervalSince(started)))"])
+            count("wake_ok")
+        } catch {
+            await fail(d, op, error)
+        }
+    }
+
+    /// Wakes a database a router (or `devdb db start`) asked for; a wake asked twice wakes once.
+    func wake(_ name: String) async {
+        await apply(name, .wake)
+        _ = try? await catalog.run { try $0.clearWakeRequest(name) }
+    }
+
+    /// Hibernates ready databases no router has had a session on for their hibernate-after
+    /// (per database, or --hibernate-after). A database with an open session never sleeps.
+    func hibernateIdle(now: Date = Date()) async {
+        guard let databases = try? await catalog.run({ try $0.databases() }) else { return }
+        for d in databases where d.state == .ready {
+            let after = d.hibernateAfterSeconds ?? config.hibernateAfterSeconds
+            guard after > 0, let activity = try? await catalog.run({ try $0.activity(d.name, now: now) }), activity.open == 0 else { continue }
+            let since = [activity.lastActive, d.readyAt, d.createdAt].compactMap { $0 }.max() ?? d.createdAt
+            guard now.timeIntervalSince(since) >= after else { continue }
+            logger.info("hibernating an idle database", metadata: ["devdb.database": "\(d.name)", "devdb.idle_seconds": "\(Int(now.timeIntervalSince(since)))"])
+            await apply(d.name, .hibernate(now: now))
+        }
+        // Wake requests a missed message left in the set.
+        for name in (try? await catalog.run({ try $0.wakeRequests() })) ?? [] { await wake(name) }
     }
 
     /// Waits for a snapshot to be ready (an implicit snapshot for a branch is taken meanwhile).
@@ -553,6 +602,7 @@ final class ControlPlane: Sendable {
     }
 
     func reapExpired() async {
+        await hibernateIdle()
         guard let databases = try? await catalog.run({ try $0.databases() }) else { return }
         let now = Date()
         for d in databases where (d.expiresAt.map { $0 < now } ?? false) && d.state != .deleting && d.deleteQueued != true {
@@ -595,6 +645,23 @@ struct ProvisioningWorker: Service {
                     case .deleteProject(let p): await plane.finishProjectDelete(p)
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Listens for wake requests from routers (`devdb:wake`); missed ones are in a set the reaper drains.
+struct WakeListener: Service {
+    let plane: ControlPlane
+
+    func run() async throws {
+        let subscriber = RedisSubscriber(url: plane.catalog.redis.url, channel: RouteContract.wakeChannel)
+        let (names, continuation) = AsyncStream.makeStream(of: String.self)
+        subscriber.start(onConnected: {}, onDisconnected: { _ in }, onMessage: { continuation.yield($0) })
+        defer { subscriber.stop() }
+        await withDiscardingTaskGroup { group in
+            for await name in names.cancelOnGracefulShutdown() {
+                group.addTask { await plane.wake(name) }
             }
         }
     }

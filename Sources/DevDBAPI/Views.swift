@@ -12,6 +12,9 @@ struct DatabaseView: Encodable {
     var pending: String?
     /// For a branch: the snapshot it was made from, `DB@SNAP`.
     var base: String?
+    /// Seconds without a session before it sleeps (nil: never), and since when it sleeps.
+    var hibernateAfterSeconds: Double?
+    var hibernatedAt: Date?
     /// The project has a newer ready generation than the one this database holds.
     var newerGeneration: Int?
     var hint: String?
@@ -37,8 +40,11 @@ struct DatabaseView: Encodable {
 
     init(_ d: DatabaseRecord, config: APIConfiguration, secrets: Bool) {
         name = d.name; project = d.project; owner = d.owner; state = d.state.rawValue; reason = d.reason; phase = d.phase
-        pending = d.deleteQueued == true ? "delete" : nil
+        pending = d.deleteQueued == true ? "delete" : d.wakeQueued == true ? "wake" : nil
         base = d.base
+        let after = d.hibernateAfterSeconds ?? config.hibernateAfterSeconds
+        hibernateAfterSeconds = after > 0 ? after : nil
+        hibernatedAt = [.hibernating, .hibernated, .waking].contains(d.state) ? d.hibernatedAt : nil
         generation = d.generation
         host = "\(d.name).\(config.dbDomain)"
         hostaddr = config.routerHost.isEmpty ? nil : config.routerHost
@@ -163,6 +169,15 @@ struct CreateDatabaseBody: Decodable {
     var ttl: String?
     /// `NAME@SNAP` (a branch from that snapshot) or `NAME` (from NAME's state now).
     var from: String?
+    /// "30m", "never" (or "0"); absent: the API's --hibernate-after.
+    var hibernateAfter: String?
+}
+struct UpdateDatabaseBody: Decodable { var ttl: String?; var hibernateAfter: String? }
+
+/// "never"/"0" → 0 (never sleeps); a duration → seconds; nil → invalid.
+func hibernateAfterSeconds(_ text: String) -> Double? {
+    if text == "never" || text == "0" { return 0 }
+    return DurationText.seconds(text)
 }
 struct ResetBody: Decodable { var latest: Bool?; var to: String? }
 struct CreateSnapshotBody: Decodable { var name: String? }

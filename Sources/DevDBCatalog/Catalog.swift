@@ -389,6 +389,19 @@ public final class Catalog: Sendable {
 
     public func database(_ name: String) throws(CatalogError) -> DatabaseRecord? { try getJSON(DatabaseRecord.self, Key.database(name)) }
 
+    /// Changes settings of a database that are not lifecycle state (TTL, hibernate-after), guarded.
+    public func updateDatabase(_ name: String, _ change: @escaping (inout DatabaseRecord) -> Void) throws -> DatabaseRecord? {
+        try optimistic("database \(name)") { () throws -> (Transaction, DatabaseRecord)? in
+            guard let (d, raw) = try getRaw(DatabaseRecord.self, Key.database(name)) else { return nil }
+            var next = d
+            change(&next)
+            var t = Transaction()
+            t.guards = [.value(Key.database(name), raw)]
+            t.commands = [["SET", Key.database(name), Self.encode(next)]]
+            return (t, next)
+        }
+    }
+
     public func databases(owner: String? = nil) throws(CatalogError) -> [DatabaseRecord] {
         let names = try members(owner.map(Key.ownerDatabases) ?? Key.databases)
         return try mgetJSON(DatabaseRecord.self, names.map(Key.database))
@@ -559,6 +572,26 @@ public final class Catalog: Sendable {
         t.commands = [["SET", Key.snapshot(s.database, s.name), Self.encode(failed)]]
         return try commit(t)
     }
+
+    // MARK: scale to zero
+
+    /// What routers report of a route: open sessions (from routers heard from in the last
+    /// `fresh` seconds) and the last time any router saw it in use.
+    public func activity(_ name: String, now: Date = Date(), fresh: Double = 60) throws(CatalogError) -> (open: Int, lastActive: Date?) {
+        var open = 0
+        var last: Double?
+        for (_, value) in try cmd(["HGETALL", RouteContract.activityKey(name)]).fieldMap {
+            let parts = value.split(separator: " ").compactMap { Double($0) }
+            guard parts.count == 3 else { continue }
+            if now.timeIntervalSince1970 - parts[2] <= fresh { open += Int(parts[0]) }
+            last = max(last ?? 0, parts[1])
+        }
+        return (open, last.map { Date(timeIntervalSince1970: $0) })
+    }
+
+    /// Names routers asked to wake (the set survives an API that was not listening).
+    public func wakeRequests() throws(CatalogError) -> [String] { try members(RouteContract.wakeRequests) }
+    public func clearWakeRequest(_ name: String) throws(CatalogError) { _ = try cmd(["SREM", RouteContract.wakeRequests, name]) }
 
     // MARK: routes (the router contract)
 

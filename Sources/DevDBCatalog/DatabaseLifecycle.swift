@@ -21,6 +21,12 @@ public enum DatabaseLifecycle {
         case delete
         /// Save the database's state now as snapshot `name`.
         case snapshot(name: String)
+        /// Stop it until someone connects (idle, or `devdb db stop`).
+        case hibernate(now: Date)
+        /// Start it again (a router holding a client, or `devdb db start`). Repeated wakes wake once.
+        case wake
+        /// The stop of a hibernation finished.
+        case stopped(operation: String, at: Date)
         // Progress and outcomes (the worker), for the operation with this id.
         case progress(operation: String, state: DatabaseRecord.State?, phase: String?, generation: Int?)
         case succeeded(operation: String, Instance)
@@ -100,8 +106,13 @@ public enum DatabaseLifecycle {
         case .snapshot(let name):
             if let refusal = busy(d, doing: "snapshot") { return .refuse(refusal) }
             guard d.state == .ready else {
-                return .refuse(Refusal(message: "database \"\(d.name)\" is \(d.state.rawValue); a snapshot needs it ready",
-                                       hint: d.state == .failed ? "reset it first: devdb db reset \(d.name)" : "wait until it is ready (devdb db show \(d.name))"))
+                let hint: String
+                switch d.state {
+                case .failed: hint = "reset it first: devdb db reset \(d.name)"
+                case .hibernated: hint = "wake it first: devdb db start \(d.name) --wait"
+                default: hint = "wait until it is ready (devdb db show \(d.name))"
+                }
+                return .refuse(Refusal(message: "database \"\(d.name)\" is \(d.state.rawValue); a snapshot needs it ready", hint: hint))
             }
             guard let host = d.backendHost, let port = d.backendPort else { return .ignore }
             var next = d
@@ -134,6 +145,43 @@ public enum DatabaseLifecycle {
             }
             return .commit(next, effects: [finish] + (running ? routeEffects(next) : [.removeRoute]), actions: [])
 
+        case .hibernate(let now):
+            if d.state == .hibernated || d.state == .hibernating { return .ignore }
+            if let refusal = busy(d, doing: "stop") { return .refuse(refusal) }
+            guard d.state == .ready else {
+                return .refuse(Refusal(message: "database \"\(d.name)\" is \(d.state.rawValue); only a ready database can be stopped",
+                                       hint: d.state == .failed ? "reset it: devdb db reset \(d.name)" : "wait until it is ready (devdb db show \(d.name))"))
+            }
+            var next = d
+            next.state = .hibernating
+            next.operation = .init(kind: .stop, id: newOperationID())
+            next.hibernatedAt = now
+            return .commit(next, effects: routeEffects(next), actions: [.run(next.operation!)])
+
+        case .stopped(let op, let at):
+            guard d.operation?.id == op, d.operation?.kind == .stop else { return .ignore }
+            var next = d
+            next.operation = nil; next.phase = nil
+            next.state = .hibernated
+            next.hibernatedAt = at
+            if d.deleteQueued == true { return startDelete(from: next, newOperationID: newOperationID) }
+            if d.wakeQueued == true { return startWake(from: next, newOperationID: newOperationID) }
+            return .commit(next, effects: [], actions: [])
+
+        case .wake:
+            switch d.state {
+            case .hibernated:
+                if d.deleteQueued == true { return .ignore }
+                return startWake(from: d, newOperationID: newOperationID)
+            case .hibernating:
+                if d.wakeQueued == true || d.deleteQueued == true { return .ignore }
+                var next = d
+                next.wakeQueued = true
+                return .commit(next, effects: [], actions: [])
+            default:
+                return .ignore  // awake, or waking already
+            }
+
         case .delete:
             if d.state == .deleting || d.deleteQueued == true { return .ignore }
             var next = d
@@ -152,8 +200,9 @@ public enum DatabaseLifecycle {
             return next == d ? .ignore : .commit(next, effects: [], actions: [])
 
         case .succeeded(let op, let instance):
-            guard d.operation?.id == op, d.operation?.kind == .create || d.operation?.kind == .reset else { return .ignore }
+            guard d.operation?.id == op, [.create, .reset, .start].contains(d.operation?.kind) else { return .ignore }
             var next = d
+            next.readyAt = Date(); next.hibernatedAt = nil; next.wakeQueued = nil
             next.backendHost = instance.host; next.backendPort = instance.port
             next.cloneMethod = instance.cloneMethod; next.note = instance.note
             if let g = instance.generation { next.generation = g }
@@ -165,10 +214,18 @@ public enum DatabaseLifecycle {
             guard d.operation?.id == op, d.operation?.kind != .snapshot else { return .ignore }
             var next = d
             if d.operation?.kind != .delete && d.deleteQueued == true { return startDelete(from: d, newOperationID: newOperationID) }
+            if d.operation?.kind == .stop {
+                // It could not be stopped: it keeps serving.
+                next.state = .ready; next.operation = nil; next.hibernatedAt = nil; next.wakeQueued = nil
+                next.reason = "it could not be stopped to sleep: \(reason)"
+                return .commit(next, effects: routeEffects(next), actions: [])
+            }
             next.state = .failed; next.operation = nil; next.phase = nil; next.deleteQueued = nil
             next.reason = d.operation?.kind == .delete
-                ? "delete failed: \(reason); run \"devdb db delete \(d.name)\" again" : reason
-            return .commit(next, effects: [], actions: [])
+                ? "delete failed: \(reason); run \"devdb db delete \(d.name)\" again"
+                : d.operation?.kind == .start ? "it did not wake up: \(reason)" : reason
+            next.wakeQueued = nil
+            return .commit(next, effects: hadRoute(d) ? [.removeRoute] : [], actions: [])
 
         case .deleted(let op):
             guard d.operation?.id == op, d.operation?.kind == .delete else { return .ignore }
@@ -212,13 +269,32 @@ public enum DatabaseLifecycle {
     }
 
     /// The states that keep a route: `ready` (route `ready`), `unavailable` and `snapshotting`
-    /// (route `starting`: clients are told to try again in a moment).
-    public static func hasRoute(_ state: DatabaseRecord.State) -> Bool { state == .ready || state == .unavailable || state == .snapshotting }
+    /// (route `starting`: clients are told to try again in a moment), and `hibernating`,
+    /// `hibernated`, `waking` (route `hibernated`: the router holds clients and asks for a wake).
+    public static func hasRoute(_ state: DatabaseRecord.State) -> Bool {
+        [.ready, .unavailable, .snapshotting, .hibernating, .hibernated, .waking].contains(state)
+    }
     static func hadRoute(_ d: DatabaseRecord) -> Bool { hasRoute(d.state) }
+
+    static func routeState(_ state: DatabaseRecord.State) -> RouteState {
+        switch state {
+        case .ready: return .ready
+        case .hibernating, .hibernated, .waking: return .hibernated
+        default: return .starting
+        }
+    }
 
     static func routeEffects(_ d: DatabaseRecord) -> [Effect] {
         guard let host = d.backendHost, let port = d.backendPort else { return [] }
-        return [.setRoute(RouteRecord(host: host, port: port, state: d.state == .ready ? .ready : .starting))]
+        return [.setRoute(RouteRecord(host: host, port: port, state: routeState(d.state)))]
+    }
+
+    static func startWake(from d: DatabaseRecord, newOperationID: () -> String) -> Decision {
+        var next = d
+        next.state = .waking
+        next.wakeQueued = nil
+        next.operation = .init(kind: .start, id: newOperationID())
+        return .commit(next, effects: routeEffects(next), actions: [.run(next.operation!)])
     }
 
     /// Why a request cannot start now: a delete runs or waits, or other work runs.
@@ -231,6 +307,8 @@ public enum DatabaseLifecycle {
         switch d.operation?.kind {
         case .reset: what = "being reset"
         case .snapshot: what = "being snapshotted"
+        case .stop: what = "going to sleep"
+        case .start: what = "waking up"
         default: what = "being created"
         }
         return Refusal(message: "database \"\(d.name)\" is \(what) (state \(d.state.rawValue))",

@@ -65,19 +65,21 @@ public struct DatabaseRecord: Codable, Sendable, Equatable {
         case unavailable
         /// Briefly stopped while a snapshot of it is taken; ready again right after.
         case snapshotting
+        /// Idle: being stopped, stopped (costs nothing but its disk), being started again.
+        case hibernating, hibernated, waking
 
         /// States in which work is in flight (an operation runs or is about to be resumed).
         public var isTransitional: Bool {
             switch self {
-            case .provisioning, .restoring, .cloning, .starting, .deleting, .snapshotting: return true
-            case .ready, .failed, .unavailable: return false
+            case .provisioning, .restoring, .cloning, .starting, .deleting, .snapshotting, .hibernating, .waking: return true
+            case .ready, .failed, .unavailable, .hibernated: return false
             }
         }
     }
     /// The work in flight: what it is and a fresh id per accepted operation, so an outcome
     /// reported for an operation that is no longer current (a retry, a stale job) is ignored.
     public struct Operation: Codable, Sendable, Equatable {
-        public enum Kind: String, Codable, Sendable { case create, reset, delete, snapshot }
+        public enum Kind: String, Codable, Sendable { case create, reset, delete, snapshot, stop, start }
         public var kind: Kind
         public var id: String
         /// For resets: to the project's newest generation instead of the database's own.
@@ -98,6 +100,13 @@ public struct DatabaseRecord: Codable, Sendable, Equatable {
     public var deleteQueued: Bool?
     /// For a branch: the snapshot it was made from, `DB@SNAP`; a plain reset goes back to it.
     public var base: String?
+    /// Seconds without a session before it hibernates: nil the API's default, 0 never.
+    public var hibernateAfterSeconds: Double?
+    /// When it last became ready (made, reset, woken): idle time counts from here at least.
+    public var readyAt: Date?
+    public var hibernatedAt: Date?
+    /// A wake asked for while it was being stopped: it starts again once stopped.
+    public var wakeQueued: Bool?
     public var reason: String?
     public var phase: String?
     public var generation: Int?

@@ -8,10 +8,19 @@ public enum RouteContract {
     /// Hash written by a router for a live session: `host`, `port`, `pid`, `secret` (hex) of the
     /// backend, with a TTL the router refreshes while the session lives.
     public static func cancelKey(_ routerKeyHex: String) -> String { "devdb:cancel:\(routerKeyHex)" }
+    /// Routers ask for a hibernated database to be woken: `SADD devdb:wake-requests <name>` (so an
+    /// API that was not listening still sees it) and `PUBLISH devdb:wake <name>`.
+    public static let wakeChannel = "devdb:wake"
+    public static let wakeRequests = "devdb:wake-requests"
+    /// Hash per route: field = router id, value = "<open sessions> <last active, epoch s> <written, epoch s>".
+    /// Routers write it every few seconds; the API hibernates databases nobody uses.
+    public static func activityKey(_ name: String) -> String { "devdb:activity:\(name)" }
 }
 
 public enum RouteState: String, Sendable, Equatable {
     case ready, starting, stopped
+    /// Asleep: the router holds the client, asks for a wake and waits for `ready`.
+    case hibernated
 }
 
 /// One route as stored in `devdb:route:<name>`.

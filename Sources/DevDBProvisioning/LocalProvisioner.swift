@@ -317,6 +317,28 @@ public final class LocalProvisioner: Provisioner {
                                unavailableSeconds: unavailable)
     }
 
+    // MARK: hibernation
+
+    /// `pg_ctl stop -m fast`: sessions end, a shutdown checkpoint is written.
+    public func stop(database d: DatabaseRecord) async throws {
+        if await isRunning(d.name) {
+            try await Subprocess.check([tool("pg_ctl"), "-D", "\(instanceDir(d.name))/pgdata", "-m", "fast", "-w", "-t", "60", "stop"],
+                                       asPostgres: true, what: "stopping Postgres to hibernate")
+        }
+    }
+
+    public func start(database d: DatabaseRecord) async throws -> InstanceInfo {
+        guard let port = d.backendPort, FileManager.default.fileExists(atPath: "\(instanceDir(d.name))/pgdata/PG_VERSION") else {
+            throw SubprocessError(description: "its data directory is gone; run \"devdb db reset \(d.name)\"")
+        }
+        if await !isRunning(d.name) {
+            let pidFile = "\(instanceDir(d.name))/pgdata/postmaster.pid"
+            if FileManager.default.fileExists(atPath: pidFile) { unlink(pidFile) }
+            try await start(d.name, port: port)
+        }
+        return InstanceInfo(host: "127.0.0.1", port: port, cloneMethod: d.cloneMethod ?? "copy", note: d.note)
+    }
+
     public func deleteSnapshot(_ s: SnapshotRecord) async throws {
         try? FileManager.default.removeItem(atPath: snapshotDir(s))
         let parent = dataDirectory.appendingPathComponent("snapshots/\(s.database)").path

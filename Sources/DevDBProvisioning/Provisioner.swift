@@ -59,6 +59,10 @@ public protocol Provisioner: Sendable {
     func snapshot(database: DatabaseRecord, as snapshot: SnapshotRecord) async throws -> SnapshotOutcome
     /// Removes a snapshot's files or VolumeSnapshot.
     func deleteSnapshot(_ snapshot: SnapshotRecord) async throws
+    /// Stops the instance cleanly to hibernate it, keeping everything it needs to start again.
+    func stop(database: DatabaseRecord) async throws
+    /// Starts a hibernated instance again and waits until it serves.
+    func start(database: DatabaseRecord) async throws -> InstanceInfo
     /// Removes everything the instance had (process, files; the catalog frees its port lease).
     func delete(database: DatabaseRecord) async throws
     /// Removes what a failed create or reset left (process, files), keeping what the record

@@ -9,6 +9,7 @@ public final class RouterMetrics: Sendable {
         case noRoute = "no_route", routeConflict = "route_conflict", routeStoreUnavailable = "route_store_unavailable"
         case backendRejected = "backend_rejected", shuttingDown = "shutting_down", clientClosed = "client_closed"
         case cancelRequest = "cancel_request"
+        case wakeFailed = "wake_failed", wakeTimeout = "wake_timeout"
     }
 
     public enum CancelOutcome: String, Sendable, CaseIterable {
@@ -32,7 +33,26 @@ public final class RouterMetrics: Sendable {
     static let buckets: [Double] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
     private let handshake = Mutex<(counts: [Int], sum: Double, count: Int)>(([Int](repeating: 0, count: 13), 0, 0))
 
+    // outcome (woken, failed, timeout) -> count, and the woken ones' latency.
+    private let wakes = Mutex<[String: Int]>([:])
+    private let wakeLatency = Mutex<(counts: [Int], sum: Double, count: Int)>(([Int](repeating: 0, count: 13), 0, 0))
+    public let wakesRequested = Atomic<Int>(0)
+
     public init() {}
+
+    func wakeRequested() { wakesRequested.add(1, ordering: .relaxed) }
+
+    func wakeEnded(_ outcome: String, seconds: Double?) {
+        wakes.withLock { $0[outcome, default: 0] += 1 }
+        guard let seconds else { return }
+        wakeLatency.withLock { h in
+            for (i, b) in Self.wakeBuckets.enumerated() where seconds <= b { h.counts[i] += 1 }
+            h.sum += seconds
+            h.count += 1
+        }
+    }
+
+    static let wakeBuckets: [Double] = [0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60]
 
     public func connection(_ outcome: Outcome, route: String?) {
         let key = "outcome=\"\(outcome.rawValue)\",route=\"\(route ?? "")\""
@@ -68,6 +88,16 @@ public final class RouterMetrics: Sendable {
         out += "devdb_router_handshake_duration_seconds_bucket{le=\"+Inf\"} \(h.count)\n"
         out += "devdb_router_handshake_duration_seconds_sum \(h.sum)\n"
         out += "devdb_router_handshake_duration_seconds_count \(h.count)\n"
+        header("devdb_router_wakes_requested_total", "counter", "Wakes of hibernated databases this router asked for (one per database, however many clients wait).")
+        out += "devdb_router_wakes_requested_total \(wakesRequested.load(ordering: .relaxed))\n"
+        header("devdb_router_wakes_total", "counter", "Wake waits by outcome: woken, failed, timeout (per waiting client for timeouts).")
+        for (k, v) in wakes.withLock({ $0 }).sorted(by: { $0.key < $1.key }) { out += "devdb_router_wakes_total{outcome=\"\(k)\"} \(v)\n" }
+        header("devdb_router_wake_duration_seconds", "histogram", "Time from asking for a wake to the route being ready.")
+        let w = wakeLatency.withLock { $0 }
+        for (i, b) in Self.wakeBuckets.enumerated() { out += "devdb_router_wake_duration_seconds_bucket{le=\"\(b)\"} \(w.counts[i])\n" }
+        out += "devdb_router_wake_duration_seconds_bucket{le=\"+Inf\"} \(w.count)\n"
+        out += "devdb_router_wake_duration_seconds_sum \(w.sum)\n"
+        out += "devdb_router_wake_duration_seconds_count \(w.count)\n"
         header("devdb_router_route_cache_total", "counter", "Route lookups answered by the cache (hit) or Redis (miss).")
         out += "devdb_router_route_cache_total{result=\"hit\"} \(cacheHits.load(ordering: .relaxed))\n"
         out += "devdb_router_route_cache_total{result=\"miss\"} \(cacheMisses.load(ordering: .relaxed))\n"

@@ -43,6 +43,11 @@ public final class RouteResolver: Sendable {
     /// Blocking Redis calls run here, never on connection queues.
     private let redisQueue = DispatchQueue(label: "devdb.router.redis")
     private let subscriber: RedisSubscriber
+    /// Told of every route change after the cache entry is dropped (wake waiters listen here);
+    /// nil is passed when every route may have changed (the subscription came back).
+    private let observer = Mutex<(@Sendable (String?) -> Void)?>(nil)
+
+    public func observeChanges(_ callback: @escaping @Sendable (String?) -> Void) { observer.withLock { $0 = callback } }
 
     public init(redis: RedisClient, metrics: RouterMetrics, log: Log, negativeTTL: Double, refreshAfter: Double) {
         self.redis = redis
@@ -58,12 +63,16 @@ public final class RouteResolver: Sendable {
             onConnected: { [self] in
                 log.info("subscribed to route changes", ["channel": RouteContract.routesChannel])
                 invalidateAll()
+                observer.withLock { $0 }?(nil)
             },
             onDisconnected: { [self] why in
                 metrics.redisErrors.add(1, ordering: .relaxed)
                 log.warning("route subscription lost; serving cached routes", ["error": why])
             },
-            onMessage: { [self] name in invalidate(name) })
+            onMessage: { [self] name in
+                invalidate(name)
+                observer.withLock { $0 }?(name)
+            })
     }
 
     public func stop() { subscriber.stop() }

@@ -45,8 +45,12 @@ public final class Router: Sendable {
         let resolver = RouteResolver(redis: redis, metrics: metrics, log: log, negativeTTL: config.negativeCacheSeconds,
                                      refreshAfter: config.routeRefreshSeconds)
         let cancelKeys = CancelKeyRegistry(redis: redis, metrics: metrics, log: log, ttl: config.cancelKeyTTL)
+        // Wakes and activity get their own connections: their calls must not wait behind lookups.
+        let wakes = WakeCoordinator(redis: RedisClient(url: config.redis), resolver: resolver, metrics: metrics, log: log)
+        resolver.observeChanges { name in if let name { wakes.routeChanged(name) } else { wakes.recheckAll() } }
         ctx = RouterContext(config: config, log: log, metrics: metrics, resolver: resolver, cancelKeys: cancelKeys,
-                            serverTLS: serverTLS, backendTLS: backendTLS)
+                            serverTLS: serverTLS, backendTLS: backendTLS, wakes: wakes,
+                            activity: RouteActivity(redis: RedisClient(url: config.redis), log: log))
         let laneCount = config.ioQueues > 0 ? config.ioQueues : max(2, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
         lanes = (0..<laneCount).map { IOLane(index: $0) }
 
@@ -81,6 +85,7 @@ public final class Router: Sendable {
         watchTLSFiles()
         ctx.resolver.start()
         ctx.cancelKeys.startRefreshing()
+        ctx.activity.start(interval: ctx.config.activityInterval)
         admin?.start { [self] path in
             switch path {
             case "/metrics": return (200, "text/plain; version=0.0.4", ctx.metrics.render(ready: ready.load(ordering: .relaxed)))
@@ -193,6 +198,7 @@ public final class Router: Sendable {
         if open == 0 || monotonicSeconds() >= deadline {
             if open > 0 { ctx.log.warning("drain timeout; closing remaining connections", ["open_connections": String(open)]) }
             ctx.resolver.stop()
+            ctx.activity.stop()
             ctx.cancelKeys.flush()
             done()
             return

@@ -34,6 +34,10 @@ public struct RouterConfig: Sendable {
     /// Number of serial queues connections are spread over.
     public var ioQueues: Int = 0
     public var logLevel: LogLevel = .info
+    /// How long a client of a hibernated database waits for it to wake.
+    public var wakeTimeout: Double = 60
+    /// Seconds between reports of sessions per route to Redis (the API hibernates idle databases).
+    public var activityInterval: Double = 5
 
     public init() {}
 }

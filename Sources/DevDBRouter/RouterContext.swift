@@ -27,11 +27,15 @@ final class RouterContext: Sendable {
     let handshakes: HandshakeLimiter
     let cancelRate: AddressRateLimiter
     let backendTLS: TLSContext?
+    let wakes: WakeCoordinator
+    let activity: RouteActivity
     /// Replaced on SIGHUP; sessions take the current one when their handshake starts.
     private let serverTLS: Mutex<TLSContext?>
 
     init(config: RouterConfig, log: Log, metrics: RouterMetrics, resolver: RouteResolver, cancelKeys: CancelKeyRegistry,
-         serverTLS: TLSContext?, backendTLS: TLSContext?) {
+         serverTLS: TLSContext?, backendTLS: TLSContext?, wakes: WakeCoordinator, activity: RouteActivity) {
+        self.wakes = wakes
+        self.activity = activity
         self.config = config
         self.log = log
         self.metrics = metrics

@@ -10,6 +10,8 @@ final class Session: @unchecked Sendable {
     enum Phase {
         case proxyHeader, startup, tlsHello, tlsHandshake, tlsStartup
         case resolving, connecting, backendSSL, backendTLSHandshake
+        /// The database is hibernated: waiting for the API to wake it (up to --wake-timeout).
+        case waking
         case relaying
         /// An error was sent; waiting for the client to close (so it reads the error, not a reset).
         case lingering
@@ -87,7 +89,7 @@ final class Session: @unchecked Sendable {
     }
 
     private func startupDeadlinePassed() {
-        guard !routed, phase != .closed, phase != .lingering else { return }
+        guard !routed, phase != .closed, phase != .lingering, phase != .waking else { return }
         if phase == .tlsHandshake || phase == .tlsHello {
             ctx.metrics.tlsFailure("timeout")
         }
@@ -101,7 +103,7 @@ final class Session: @unchecked Sendable {
 
     private func clientReadable() {
         switch phase {
-        case .proxyHeader, .startup, .tlsHello, .tlsStartup, .resolving, .connecting, .backendSSL, .backendTLSHandshake:
+        case .proxyHeader, .startup, .tlsHello, .tlsStartup, .resolving, .waking, .connecting, .backendSSL, .backendTLSHandshake:
             guard readClientIntoInbound() else { return }
             advance()
         case .tlsHandshake:
@@ -217,7 +219,7 @@ final class Session: @unchecked Sendable {
             case .tlsStartup:
                 guard !inbound.isEmpty else { return }
                 guard parseStartupPacket(insideTLS: true) else { return }
-            case .tlsHandshake, .resolving, .connecting, .backendSSL, .backendTLSHandshake, .relaying, .lingering, .closed:
+            case .tlsHandshake, .resolving, .waking, .connecting, .backendSSL, .backendTLSHandshake, .relaying, .lingering, .closed:
                 return
             }
         }
@@ -385,6 +387,11 @@ final class Session: @unchecked Sendable {
                 sqlState: SQLState.cannotConnectNow,
                 message: "DevDB cannot look up database \"\(name)\" right now",
                 hint: "The route store is unavailable; try again in a few seconds."))
+        case .found(let r) where r.state == .hibernated:
+            // Held while the database wakes; the wake has its own timeout, not the startup's.
+            phase = .waking
+            releaseHandshakeSlot()
+            ctx.wakes.wait(name, timeout: ctx.config.wakeTimeout, on: queue) { [self] outcome in wakeEnded(outcome) }
         case .found(let r) where r.state != .ready:
             let hint = r.state == .starting
                 ? "It is still starting; try again in a few seconds, or run \"devdb db show \(name)\"."
@@ -408,6 +415,22 @@ final class Session: @unchecked Sendable {
                     }
                 }
             }
+        }
+    }
+
+    private func wakeEnded(_ outcome: WakeCoordinator.Outcome) {
+        guard phase == .waking, let name = routeName else { return }
+        switch outcome {
+        case .ready(let r):
+            phase = .resolving
+            routeResolved(.found(r))
+        case .failed(let why):
+            fail(.wakeFailed, ErrorResponse(sqlState: SQLState.cannotConnectNow, message: "database \"\(name)\" was asleep and \(why)",
+                                            hint: "Run \"devdb db show \(name)\" for the reason."))
+        case .timedOut:
+            fail(.wakeTimeout, ErrorResponse(sqlState: SQLState.cannotConnectNow,
+                                             message: "database \"\(name)\" was asleep and did not wake up within \(Int(ctx.config.wakeTimeout)) seconds",
+                                             hint: "Try again in a moment, or run \"devdb db show \(name)\"."))
         }
     }
 
@@ -635,6 +658,7 @@ final class Session: @unchecked Sendable {
                     }
                 case .ready:
                     sessionCounted = true
+                    if let routeName { ctx.activity.opened(routeName) }
                     ctx.metrics.activeSessions.add(1, ordering: .relaxed)
                 case .backendError(let e):
                     ctx.log.info("backend refused the session", ["route": routeName ?? "", "sqlstate": e.sqlState])
@@ -721,7 +745,10 @@ final class Session: @unchecked Sendable {
         phase = .closed
         releaseHandshakeSlot()
         if let routerKey { ctx.cancelKeys.unregister(routerKey) }
-        if sessionCounted { ctx.metrics.activeSessions.subtract(1, ordering: .relaxed) }
+        if sessionCounted {
+            ctx.metrics.activeSessions.subtract(1, ordering: .relaxed)
+            if let routeName { ctx.activity.closed(routeName) }
+        }
         ctx.metrics.activeConnections.subtract(1, ordering: .relaxed)
         client.close()
         backend?.close()

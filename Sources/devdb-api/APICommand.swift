@@ -40,6 +40,9 @@ struct APICommand: AsyncParsableCommand {
     @Option(name: .customLong("refresh-check-interval"),
             help: ArgumentHelp("How often to check dumps of projects that refresh on change (a HEAD request) and refresh schedules.", valueName: "duration"))
     var refreshCheckInterval = "5m"
+    @Option(name: .customLong("hibernate-after"),
+            help: ArgumentHelp("Stop databases no session has used for this long; the router wakes them on the next connection (0: never). Per database: devdb db update NAME --hibernate-after.", valueName: "duration"))
+    var hibernateAfter = "30m"
     @Option(name: .customLong("max-snapshots"), help: "Snapshots one database may have (devdb db snapshot); more are refused with 409.")
     var maxSnapshots = 10
 
@@ -99,6 +102,10 @@ struct APICommand: AsyncParsableCommand {
             throw ValidationError("invalid --refresh-check-interval \"\(refreshCheckInterval)\": use a number and s, m or h, e.g. 5m")
         }
         c.refreshCheckIntervalSeconds = refresh
+        guard let sleep = hibernateAfter == "0" ? 0 : DurationText.seconds(hibernateAfter) else {
+            throw ValidationError("invalid --hibernate-after \"\(hibernateAfter)\": use a duration such as 30m, or 0 to never hibernate")
+        }
+        c.hibernateAfterSeconds = sleep
         c.kubeconfig = kubeconfig
         c.kubeContext = kubeContext
         c.namespace = namespace

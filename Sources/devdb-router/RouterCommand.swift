@@ -73,6 +73,10 @@ struct RouterCommand: ParsableCommand {
     @Option(name: .customLong("io-queues"), help: "Serial queues connections are spread over (0: one per core).")
     var ioQueues: Int = 0
 
+    @Option(name: .customLong("wake-timeout"), help: ArgumentHelp("How long a client of a hibernated database is held while it wakes.", valueName: "seconds"))
+    var wakeTimeout: Double = 60
+    @Option(name: .customLong("activity-interval"), help: ArgumentHelp("Seconds between reports of sessions per route to Redis (the API hibernates databases nobody uses).", valueName: "seconds"))
+    var activityInterval: Double = 5
     @Option(name: .customLong("log-level"), help: "debug, info, warning or error.")
     var logLevel: String = "info"
 
@@ -80,7 +84,7 @@ struct RouterCommand: ParsableCommand {
         prefix: "DEVDB_ROUTER_",
         names: ["listen", "redis", "redis-password-file", "db-domain", "tls-cert", "tls-key", "tls-reload-interval", "backend-ca", "metrics-listen", "startup-timeout",
                 "max-handshakes-per-address", "drain-timeout", "proxy-protocol-from", "cancel-rate", "cancel-key-ttl",
-                "io-queues", "log-level"],
+                "io-queues", "wake-timeout", "activity-interval", "log-level"],
         repeatable: ["listen", "db-domain", "proxy-protocol-from"])
 
     func validate() throws {
@@ -91,7 +95,8 @@ struct RouterCommand: ParsableCommand {
         guard startupTimeout > 0, drainTimeout >= 0 else { throw ValidationError("timeouts must be positive.") }
         guard maxHandshakesPerAddress > 0 else { throw ValidationError("--max-handshakes-per-address must be at least 1.") }
         guard tlsReloadInterval >= 0 else { throw ValidationError("--tls-reload-interval must be 0 (off) or a number of seconds.") }
-                guard cancelKeyTTL >= 3 else { throw ValidationError("--cancel-key-ttl must be at least 3 seconds.") }
+        guard cancelKeyTTL >= 3 else { throw ValidationError("--cancel-key-ttl must be at least 3 seconds.") }
+        guard wakeTimeout > 0, activityInterval > 0 else { throw ValidationError("--wake-timeout and --activity-interval must be positive.") }
         for d in dbDomain where d.isEmpty || d.hasPrefix(".") || d.hasSuffix(".") {
             throw ValidationError("--db-domain \"\(d)\" must be a domain such as db.devdb.example.com.")
         }
@@ -120,6 +125,8 @@ struct RouterCommand: ParsableCommand {
         c.drainTimeout = drainTimeout
         c.cancelRatePerSecond = cancelRate
         c.cancelKeyTTL = cancelKeyTTL
+        c.wakeTimeout = wakeTimeout
+        c.activityInterval = activityInterval
         c.ioQueues = ioQueues
         c.logLevel = LogLevel(name: logLevel) ?? .info
         return c

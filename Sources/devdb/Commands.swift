@@ -292,7 +292,7 @@ func formatBytes(_ value: Any?) -> String {
 struct DBCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "db", abstract: "Your databases.",
                                                     subcommands: [Create.self, List.self, Show.self, Delete.self, Reset.self, Connect.self,
-                                                                  Snapshot.self, Snapshots.self])
+                                                                  Snapshot.self, Snapshots.self, Stop.self, Start.self, Update.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -303,6 +303,9 @@ struct DBCommand: ParsableCommand {
         @Option(help: "The project to copy (not with --from).") var project: String?
         @Option(help: ArgumentHelp("Branch from another of your databases: NAME@SNAP (a snapshot) or NAME (its state now).", valueName: "name[@snap]"))
         var from: String?
+        @Option(name: .customLong("hibernate-after"),
+                help: ArgumentHelp("Stop it after this long without a session (30m, 2h) or never; the next connection wakes it. Default: the API's.", valueName: "duration|never"))
+        var hibernateAfter: String?
 
         func validate() throws {
             if project == nil && from == nil { throw ValidationError("say which project to copy (--project) or which database to branch from (--from)") }
@@ -316,6 +319,7 @@ struct DBCommand: ParsableCommand {
             if let project { body["project"] = project }
             if let from { body["from"] = from }
             if let name { body["name"] = name }
+            if let hibernateAfter { body["hibernate_after"] = hibernateAfter }
             if let ttl { body["ttl"] = ttl }
             let (data, object) = try await api.call("POST", "/v1/databases", body: body)
             let created = object["name"] as? String ?? name ?? ""
@@ -344,8 +348,8 @@ struct DBCommand: ParsableCommand {
             let (data, object) = try await global.client().call("GET", "/v1/databases", query: q)
             if global.output == .json { return printJSON(data) }
             printTable(object["items"] as? [JSONObject] ?? [],
-                       columns: [("name", "name"), ("project", "project"), ("owner", "owner"), ("state", "state"), ("host", "host"), ("expires", "expires_at"),
-                                 ("newer", "newer_generation")])
+                       columns: [("name", "name"), ("project", "project"), ("owner", "owner"), ("state", "state"), ("since", "hibernated_at"),
+                                 ("host", "host"), ("expires", "expires_at"), ("newer", "newer_generation")])
         }
     }
 
@@ -414,7 +418,7 @@ struct DBCommand: ParsableCommand {
         @Argument(parsing: .captureForPassthrough, help: "Extra psql arguments, e.g. -c 'SELECT 1'.") var psqlArguments: [String] = []
         func run() async throws {
             let (_, d) = try await global.client().call("GET", "/v1/databases/\(name)")
-            guard d["state"] as? String == "ready" else {
+            guard ["ready", "hibernated", "hibernating", "waking"].contains(d["state"] as? String ?? "") else {
                 throw CLIError(description: "database \(name) is \(describe(d["state"])); wait for it (devdb db show \(name))", code: Exit.failure)
             }
             let hostaddr = (d["hostaddr"] as? String).map { " hostaddr=\($0)" } ?? ""
@@ -424,6 +428,58 @@ struct DBCommand: ParsableCommand {
             var cargs = args.map { strdup($0) } + [nil]
             execvp("psql", &cargs)
             throw CLIError(description: "cannot run psql: \(String(cString: strerror(errno))) (install postgresql-client)", code: Exit.failure)
+        }
+    }
+
+    struct Stop: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Put a database to sleep now (its Postgres stops; the next connection, or devdb db start, wakes it).")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Your database.") var name: String
+        @OptionGroup var waiting: WaitOptions
+        func run() async throws {
+            let api = try global.client()
+            let (data, _) = try await api.call("POST", "/v1/databases/\(name)/stop")
+            if waiting.wait { try await waitForDatabase(api, name, until: "hibernated", waiting) }
+            if global.output == .json { return printJSON(data) }
+            print(waiting.wait ? "database \(name) is asleep; connecting to it wakes it" : "database \(name) is going to sleep")
+        }
+    }
+
+    struct Start: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Wake a sleeping database.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Your database.") var name: String
+        @OptionGroup var waiting: WaitOptions
+        func run() async throws {
+            let api = try global.client()
+            let (data, _) = try await api.call("POST", "/v1/databases/\(name)/start")
+            if waiting.wait {
+                try await waitForDatabase(api, name, until: "ready", waiting)
+                return try await DBCommand.show(api, name, global.output)
+            }
+            if global.output == .json { return printJSON(data) }
+            print("database \(name) is waking up")
+        }
+    }
+
+    struct Update: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Change a database's TTL or when it goes to sleep.")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Your database.") var name: String
+        @Option(help: ArgumentHelp("Delete it this long from now: 90m, 8h, 2d.", valueName: "duration")) var ttl: String?
+        @Option(name: .customLong("hibernate-after"), help: ArgumentHelp("Sleep after this long without a session, or never.", valueName: "duration|never"))
+        var hibernateAfter: String?
+        func validate() throws {
+            if ttl == nil && hibernateAfter == nil { throw ValidationError("nothing to change: give --ttl or --hibernate-after") }
+        }
+        func run() async throws {
+            var body: JSONObject = [:]
+            if let ttl { body["ttl"] = ttl }
+            if let hibernateAfter { body["hibernate_after"] = hibernateAfter }
+            let api = try global.client()
+            _ = try await api.call("PATCH", "/v1/databases/\(name)", body: body)
+            try await DBCommand.show(api, name, global.output)
         }
     }
 
@@ -502,10 +558,11 @@ struct DBCommand: ParsableCommand {
     static func show(_ api: APIClient, _ name: String, _ output: OutputFormat) async throws {
         let (data, object) = try await api.call("GET", "/v1/databases/\(name)")
         if output == .json { return printJSON(data) }
-        printFields(object, ["name", "project", "owner", "state", "pending", "phase", "reason", "generation", "base", "host", "hostaddr", "port", "user",
-                             "password", "database", "clone_method", "note", "expires_at", "uri"])
+        printFields(object, ["name", "project", "owner", "state", "hibernated_at", "pending", "phase", "reason", "generation", "base", "host", "hostaddr", "port", "user",
+                             "password", "database", "clone_method", "note", "hibernate_after_seconds", "expires_at", "uri"])
         if let hint = object["hint"] as? String { print("\n\(hint)") }
-        if object["state"] as? String == "ready" {
+        if ["ready", "hibernated", "hibernating", "waking"].contains(object["state"] as? String ?? "") {
+            if object["state"] as? String != "ready" { print("\nasleep: connecting wakes it (a few seconds)") }
             print("\nconnect with:\n  \(describe(object["psql"]))")
         }
     }

@@ -38,7 +38,9 @@ final class ControlPlaneFixture: @unchecked Sendable {
         try killLeftoversWhenTestsEnd(under: directory)
         redis = try RedisServer(directory: directory, persistent: persistentRedis)
         certs = try TestCertificates(directory: directory, domain: Self.domain)
-        router = try RouterProcess(directory: directory, redis: redis, domain: Self.domain, tls: certs)
+        // Sessions are reported every second, so hibernation tests need not wait long.
+        router = try RouterProcess(directory: directory, redis: redis, domain: Self.domain, tls: certs,
+                                   extra: ["--activity-interval", "1", "--wake-timeout", "30"])
         dataDirectory = directory.appendingPathComponent("data")
         dumps = directory.appendingPathComponent("dumps")
         try FileManager.default.createDirectory(at: dumps.appendingPathComponent("bucket"), withIntermediateDirectories: true)

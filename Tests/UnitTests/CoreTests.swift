@@ -49,10 +49,12 @@ import Testing
         let redis = RedisClient(url: RedisURL())
         let metrics = RouterMetrics()
         let log = Log(level: .error)
-        let ctx = RouterContext(config: config, log: log, metrics: metrics,
-                                resolver: RouteResolver(redis: redis, metrics: metrics, log: log, negativeTTL: 1, refreshAfter: 1),
+        let resolver = RouteResolver(redis: redis, metrics: metrics, log: log, negativeTTL: 1, refreshAfter: 1)
+        let ctx = RouterContext(config: config, log: log, metrics: metrics, resolver: resolver,
                                 cancelKeys: CancelKeyRegistry(redis: redis, metrics: metrics, log: log, ttl: 30),
-                                serverTLS: nil, backendTLS: nil)
+                                serverTLS: nil, backendTLS: nil,
+                                wakes: WakeCoordinator(redis: redis, resolver: resolver, metrics: metrics, log: log),
+                                activity: RouteActivity(redis: redis, log: log))
         #expect(ctx.routeName(fromSNI: "kate-pg.db.devdb.example.com") == "kate-pg")
         #expect(ctx.routeName(fromSNI: "KATE-PG.DB.DEVDB.EXAMPLE.COM") == "kate-pg")
         #expect(ctx.routeName(fromSNI: "a.b.db.devdb.example.com") == nil)

@@ -255,6 +255,31 @@ public final class KubernetesProvisioner: Provisioner {
         }
     }
 
+    // MARK: hibernation
+
+    /// Scales the database to zero: its Deployment goes (Postgres shuts down); the PVC, Secret and
+    /// Service stay, so it starts again with its data, credentials and address.
+    public func stop(database d: DatabaseRecord) async throws {
+        let name = manifests.databaseObject(d.name)
+        try await client.delete(path(.deployments, name))
+        try await waitGone(path(.deployments, name))
+        try await waitNoPods(databaseSelector(d.name, component: "database"))
+    }
+
+    /// Back from zero: the Deployment again, ready when its pod is (image pull, volume attach,
+    /// Postgres start and the readiness probe).
+    public func start(database d: DatabaseRecord) async throws -> InstanceInfo {
+        let name = manifests.databaseObject(d.name)
+        guard let owner = try await client.getIfPresent(path(.secrets, name)) else {
+            throw Failure("its objects are gone; run \"devdb db reset \(d.name)\"")
+        }
+        if try await client.getIfPresent(path(.deployments, name)) == nil {
+            try await client.create(path(.deployments), manifests.deployment(d, owner: owner))
+        }
+        try await waitForDatabase(d, claim: name, snapshot: nil)
+        return InstanceInfo(host: manifests.serviceHost(d.name), port: 5432, cloneMethod: d.cloneMethod ?? "snapshot", note: d.note)
+    }
+
     public func deleteSnapshot(_ s: SnapshotRecord) async throws {
         try await client.delete(path(.volumesnapshots, manifests.snapshotObject(s)))
     }
