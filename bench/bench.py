@@ -335,10 +335,49 @@ def provisioning(work, scale, data, dump):
             "branch_to_ready_s": round(branch, 2)}
 
 
+def wakes(work, dump, count=20):
+    """Connect-to-first-row on a hibernated database, `count` times: psql through the router
+    (plaintext, route in options) while the database sleeps; the router asks for the wake and
+    holds the client until it is ready. Local provisioner, the sample project."""
+    api_port, redis_port, router_port = free_port(), free_port(), free_port()
+    spawn(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""], f"{work}/redis-wake-{redis_port}.log")
+    wait_port(redis_port)
+    data = f"{work}/wake-data"
+    os.makedirs(data, exist_ok=True)
+    redis = f"redis://127.0.0.1:{redis_port}/0"
+    router_bin = f"{ROOT}/.build/release/devdb-router"
+    if not os.path.exists(router_bin):
+        router_bin = f"{ROOT}/.build/debug/devdb-router"
+    spawn([router_bin, "--listen", f"127.0.0.1:{router_port}", "--redis", redis, "--db-domain", "db.devdb.bench",
+           "--metrics-listen", f"127.0.0.1:{free_port()}", "--activity-interval", "1"], f"{work}/router-wake.log")
+    spawn([f"{ROOT}/.build/debug/devdb-api", "--listen", f"127.0.0.1:{api_port}", "--redis", redis, "--data-dir", data,
+           "--port-range", "18100-18199", "--reap-interval", "1"], f"{work}/api-wake-{api_port}.log")
+    wait_port(api_port)
+    wait_port(router_port)
+    time.sleep(0.5)
+    env = {"DEVDB_SERVER": f"http://127.0.0.1:{api_port}", "DEVDB_TOKEN": open(f"{data}/admin-token").read().strip(),
+           "XDG_CONFIG_HOME": f"{work}/cli-wake"}
+    cli = f"{ROOT}/.build/debug/devdb"
+    sh([cli, "project", "create", "shop", "--dump", f"file://{dump}", "--wait"], env=env, timeout=600)
+    sh([cli, "db", "create", "sleeper", "--project", "shop", "--hibernate-after", "never", "--wait"], env=env, timeout=600)
+    password = json.loads(sh([cli, "db", "show", "sleeper", "-o", "json"], env=env).stdout)["password"]
+    conninfo = f"host=127.0.0.1 port={router_port} user=app dbname=app sslmode=disable options='-c devdb.route=sleeper'"
+    times = []
+    for _ in range(count):
+        sh([cli, "db", "stop", "sleeper", "--wait"], env=env, timeout=120)
+        t = time.time()
+        out = sh(["psql", "-X", "-At", "-c", "SELECT count(*) FROM orders", conninfo], env={"PGPASSWORD": password}, timeout=120).stdout.strip()
+        times.append(time.time() - t)
+        assert out.isdigit(), out
+    times.sort()
+    return {"wakes": count, "p50_s": round(times[len(times) // 2], 3), "p95_s": round(times[int(len(times) * 0.95) - 1], 3),
+            "max_s": round(times[-1], 3), "router": "release" if "release" in router_bin else "debug"}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="about two minutes: shorter runs, 8 clients, 1k idle, small datasets")
-    ap.add_argument("--only", choices=["provisioning"], help="run only this part (provisioning: restore, clone, reset, snapshot, branch)")
+    ap.add_argument("--only", choices=["provisioning", "wakes"], help="run only this part (provisioning: restore, clone, reset, snapshot, branch; wakes: 20 wakes of a sleeping database)")
     args = ap.parse_args()
     quick = args.quick
     secs = 8 if quick else 30
@@ -357,7 +396,7 @@ def main():
                             "postgres": "fsync=off, shared_buffers=256MB, trust auth on loopback"}}
     try:
         results["rows"], results["idle_bytes_per_connection"] = [], {}
-        if args.only != "provisioning":
+        if args.only is None:
             s = Setup(work, quick)
             paths = s.paths()
             sh([f"{PGBIN}/pgbench", "-i", "-q", "-s", str(results["settings"]["scale"])], env=paths["direct"], timeout=1800)
@@ -403,15 +442,20 @@ def main():
             os.unlink(copy_file)
             results["rows"] = rows
             results["idle_bytes_per_connection"] = idle_memory(s, [1000] if quick else [1000, 5000, 9000], work)
-        scale = 20 if quick else 1500  # restored cluster: roughly 100 MB quick, over 1 GB full
-        dump = f"{work}/shop-{scale}.dump"
-        sh([f"{ROOT}/scripts/make-sample-dump", dump, str(scale)], timeout=3600)
-        results["provisioning"] = [provisioning(work, scale, f"{work}/devdb-data", dump)]
-        xfs = mount_xfs(work, 4 if quick else 12)
-        if xfs:
-            results["provisioning"].append(provisioning(work, scale, f"{xfs}/devdb-data", dump))
-        else:
-            results["provisioning_note"] = "no loop-mounted XFS here: reflink clones not measured"
+        if args.only in (None, "wakes"):
+            sample = f"{work}/shop-sample.dump"
+            sh([f"{ROOT}/scripts/make-sample-dump", sample], timeout=600)
+            results["wakes"] = wakes(work, sample)
+        if args.only in (None, "provisioning"):
+            scale = 20 if quick else 1500  # restored cluster: roughly 100 MB quick, over 1 GB full
+            dump = f"{work}/shop-{scale}.dump"
+            sh([f"{ROOT}/scripts/make-sample-dump", dump, str(scale)], timeout=3600)
+            results["provisioning"] = [provisioning(work, scale, f"{work}/devdb-data", dump)]
+            xfs = mount_xfs(work, 4 if quick else 12)
+            if xfs:
+                results["provisioning"].append(provisioning(work, scale, f"{xfs}/devdb-data", dump))
+            else:
+                results["provisioning_note"] = "no loop-mounted XFS here: reflink clones not measured"
     finally:
         for p in procs:
             try:
@@ -443,6 +487,10 @@ def write_report(r):
     lines += ["", "| idle sessions | router bytes/session | PgBouncer bytes/session |", "|---|---|---|"]
     for count, v in r["idle_bytes_per_connection"].items():
         lines.append(f"| {count} | {v.get('router')} | {v.get('pgbouncer')} |")
+    if "wakes" in r:
+        w = r["wakes"]
+        lines += ["", "| wakes of a sleeping database (connect to first row) | p50 | p95 | max | router |", "|---|---|---|---|---|",
+                  f"| {w['wakes']} | {w['p50_s']} s | {w['p95_s']} s | {w['max_s']} s | {w['router']} build |"]
     lines += ["", "| filesystem | dump | restored | restore→ready | clone→ready | reset | clone method | snapshot (unavailable) | branch→ready |",
               "|---|---|---|---|---|---|---|---|---|"]
     for p in r.get("provisioning", []):

@@ -210,6 +210,47 @@ import Testing
         #expect(fx.contains(.removeRoute) && fx.contains { if case .finishSnapshot = $0 { return true }; return false })
     }
 
+    @Test func hibernationStopsThenWakesOnceAndKeepsARouteThatSaysHibernated() throws {
+        let sleeping = L.Effect.setRoute(RouteRecord(host: "127.0.0.1", port: 16001, state: .hibernated))
+        let now = Date()
+        let stopping = try #require(commit(ready(), .hibernate(now: now), effects: [sleeping]))
+        #expect(stopping.state == .hibernating && stopping.operation?.kind == .stop)
+        let stopOp = try #require(stopping.operation?.id)
+        // A wake while it is being stopped waits for the stop, then starts it: once.
+        let queued = try #require(commit(stopping, .wake, effects: [], actions: []))
+        #expect(queued.wakeQueued == true)
+        #expect(L.decide(queued, .wake) == .ignore)
+        guard case .commit(let waking?, _, let acts) = L.decide(queued, .stopped(operation: stopOp, at: now), newOperationID: { "start" }) else {
+            Issue.record("no commit"); return
+        }
+        #expect(waking.state == .waking && acts == [.run(.init(kind: .start, id: "start"))])
+        // Without a wake, stopped means hibernated; a wake then starts it, and twice wakes once.
+        let asleep = try #require(commit(stopping, .stopped(operation: stopOp, at: now), effects: [], actions: []))
+        #expect(asleep.state == .hibernated && asleep.operation == nil && asleep.hibernatedAt == now)
+        let woken = try #require(commit(asleep, .wake, effects: [sleeping]))
+        #expect(woken.state == .waking)
+        #expect(L.decide(woken, .wake) == .ignore)
+        let up = try #require(commit(woken, .succeeded(operation: woken.operation!.id, instance), effects: [readyRoute]))
+        #expect(up.state == .ready && up.hibernatedAt == nil && up.readyAt != nil)
+        // A wake that fails: failed, the route goes (the router's waiters hear of it).
+        let broken = try #require(commit(woken, .failed(operation: woken.operation!.id, reason: "bad config"), effects: [.removeRoute]))
+        #expect(broken.state == .failed && (broken.reason ?? "").contains("did not wake up"))
+        // A stop that fails leaves it serving.
+        let kept = try #require(commit(stopping, .failed(operation: stopOp, reason: "busy"), effects: [readyRoute]))
+        #expect(kept.state == .ready)
+    }
+
+    @Test func sleepingDatabasesCanBeResetAndDeletedButNotSnapshotted() throws {
+        let stopping = try #require(commit(ready(), .hibernate(now: Date())))
+        let asleep = try #require(commit(stopping, .stopped(operation: stopping.operation!.id, at: Date())))
+        #expect(try #require(commit(asleep, .reset(latest: false), effects: [.removeRoute])).operation?.kind == .reset)
+        #expect(try #require(commit(asleep, .delete, effects: [.removeRoute])).state == .deleting)
+        #expect(try #require(refusal(asleep, .snapshot(name: "s"))).hint.contains("devdb db start kate-pg"))
+        // Stopping is only for ready databases; a sleeping one is already asleep.
+        #expect(L.decide(asleep, .hibernate(now: Date())) == .ignore)
+        #expect(try #require(refusal(fresh(), .hibernate(now: Date()))).message.contains("being created"))
+    }
+
     @Test func resetToASnapshotCarriesItsTarget() throws {
         let d = try #require(commit(ready(), .reset(latest: false, to: "kate-pg@before")))
         #expect(d.operation?.kind == .reset && d.operation?.target == "kate-pg@before")
@@ -228,7 +269,8 @@ import Testing
                                          .failed(operation: op, reason: "x"), .deleted(operation: op), .instanceMissing,
                                          .instanceUnhealthy(reason: "y"), .instanceHealthy, .resume, .routeRepair, .snapshot(name: "s"),
                                          .snapshotTaken(operation: op, SnapshotOutcome(method: "copy", sizeBytes: nil, unavailableSeconds: 0)),
-                                         .snapshotFailed(operation: op, reason: "z", instanceRunning: Bool.random(using: &rng))]
+                                         .snapshotFailed(operation: op, reason: "z", instanceRunning: Bool.random(using: &rng)),
+                                         .hibernate(now: Date()), .wake, .stopped(operation: op, at: Date())]
                 let e = events.randomElement(using: &rng)!
                 guard case .commit(let next, let fx, _) = L.decide(d, e, newOperationID: ids.next) else { continue }
                 for f in fx {
@@ -236,7 +278,8 @@ import Testing
                     if f == .removeRoute { hasRoute = false }
                 }
                 guard let next else { #expect(!hasRoute); break }
-                #expect(hasRoute == (next.state == .ready || next.state == .unavailable || next.state == .snapshotting), "\(e): \(d.state) -> \(next.state)")
+                #expect(hasRoute == L.hasRoute(next.state), "\(e): \(d.state) -> \(next.state)")
+                #expect([.ready, .unavailable, .snapshotting, .hibernating, .hibernated, .waking].contains(next.state) == L.hasRoute(next.state))
                 #expect(next.state.isTransitional == (next.operation != nil), "\(e): \(next.state) op \(String(describing: next.operation))")
                 d = next
             }
