@@ -148,12 +148,28 @@ backend pg
 
 
 def pgbench_tps(env, clients, seconds, connect=False):
+    return pgbench_run(env, clients, seconds, connect)[0]
+
+
+def pgbench_run(env, clients, seconds, connect=False):
+    """TPS and the number of transactions of one pgbench -S run."""
     cmd = [f"{PGBIN}/pgbench", "-n", "-S", "-c", str(clients), "-j", "2", "-T", str(seconds)] + (["-C"] if connect else [])
     out = sh(cmd, env=env, timeout=seconds + 120).stdout
+    tps = txns = None
     for line in out.splitlines():
         if line.startswith("tps = "):
-            return float(line.split()[2])
-    raise SystemExit("no tps in pgbench output:\n" + out)
+            tps = float(line.split()[2])
+        if line.startswith("number of transactions actually processed:"):
+            txns = int(line.split(":")[1].split("/")[0].strip())
+    if tps is None:
+        raise SystemExit("no tps in pgbench output:\n" + out)
+    return tps, txns or max(1, int(tps * seconds))
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far, from /proc/PID/stat."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def latency(env, seconds, work):
@@ -407,12 +423,18 @@ def main():
                 rows.append({"scenario": scenario, "path": path, "value": round(value, 2), "unit": unit,
                              "ratio_to_direct": round(ratio, 3) if ratio else None})
 
+            # CPU per transaction of each proxy process (not the client's or Postgres'), same run.
+            proxy_pid = {"router_plain": s.router.pid, "router_tls": s.router.pid, "pgbouncer": s.bouncer.pid, "haproxy": s.haproxy.pid}
             for clients in ([8] if quick else [8, 32]):
                 base = None
                 for name, env in paths.items():
-                    tps = pgbench_tps(env, clients, secs)
+                    pid = proxy_pid.get(name)
+                    before = cpu_seconds(pid) if pid else None
+                    tps, txns = pgbench_run(env, clients, secs)
                     base = base or tps
                     record(f"select-only TPS, {clients} clients", name, tps, "tps", base)
+                    if pid:
+                        rows[-1]["cpu_us_per_txn"] = round((cpu_seconds(pid) - before) / txns * 1e6, 1)
             base = None
             for name, env in paths.items():
                 tps = pgbench_tps(env, 8, max(5, secs // 2), connect=True)
@@ -480,10 +502,11 @@ def write_report(r):
     lines = [f"Run {r['started']} ({r['mode']}); {r['machine']['cores']} cores, {r['machine']['memory_gib']} GiB, kernel {r['machine']['kernel']}",
              f"Versions: {r['versions']['postgres']}; {r['versions']['pgbouncer']}; {r['versions']['haproxy']}; {r['versions']['swift']}",
              f"Settings: pgbench {r['settings']['pgbench']}, scale {r['settings']['scale']}; {r['settings']['postgres']}; router {r['settings']['router']}",
-             "", "| scenario | path | value | ratio to direct |", "|---|---|---|---|"]
+             "", "| scenario | path | value | ratio to direct | proxy CPU µs/transaction |", "|---|---|---|---|---|"]
     for row in r["rows"]:
         extra = f" (+{row['added_us']} µs)" if "added_us" in row else ""
-        lines.append(f"| {row['scenario']} | {row['path']} | {row['value']} {row['unit']}{extra} | {row['ratio_to_direct']} |")
+        cpu = row.get("cpu_us_per_txn", "")
+        lines.append(f"| {row['scenario']} | {row['path']} | {row['value']} {row['unit']}{extra} | {row['ratio_to_direct']} | {cpu} |")
     lines += ["", "| idle sessions | router bytes/session | PgBouncer bytes/session |", "|---|---|---|"]
     for count, v in r["idle_bytes_per_connection"].items():
         lines.append(f"| {count} | {v.get('router')} | {v.get('pgbouncer')} |")

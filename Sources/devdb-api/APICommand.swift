@@ -77,8 +77,9 @@ struct APICommand: AsyncParsableCommand {
                 "port-range", "reap-interval", "log-level", "reconcile-interval", "kubeconfig", "kube-context", "namespace", "instance",
                 "postgres-image", "tools-image", "image-pull-policy", "storage-class", "snapshot-class", "volume-size",
                 "db-cpu-request", "db-memory-request", "db-cpu-limit", "db-memory-limit", "s3-secret", "restore-jobs", "cluster-domain",
-                "bind-timeout", "ready-timeout", "restore-timeout", "snapshot-timeout", "poll-interval"],
-        repeatable: [])
+                "bind-timeout", "ready-timeout", "restore-timeout", "snapshot-timeout", "poll-interval",
+                "refresh-check-interval", "hibernate-after", "max-snapshots"],
+        repeatable: [], flags: ["allow-private-dump-hosts"])
 
     func makeConfiguration() throws -> APIConfiguration {
         var c = APIConfiguration()

@@ -34,6 +34,10 @@ import Testing
     }
 
     @Test func environmentFillsOptionsTheCommandLineLeavesOut() {
+        let flagged = EnvironmentOptions(prefix: "DEVDB_API_", names: ["hibernate-after"], repeatable: [], flags: ["allow-private-dump-hosts"])
+        #expect(flagged.merge(arguments: [], environment: ["DEVDB_API_ALLOW_PRIVATE_DUMP_HOSTS": "true", "DEVDB_API_HIBERNATE_AFTER": "2h"])
+                == ["--hibernate-after", "2h", "--allow-private-dump-hosts"])
+        #expect(flagged.merge(arguments: [], environment: ["DEVDB_API_ALLOW_PRIVATE_DUMP_HOSTS": "false"]) == [])
         let env = EnvironmentOptions(prefix: "DEVDB_ROUTER_", names: ["listen", "redis", "db-domain"], repeatable: ["listen", "db-domain"])
         #expect(env.variable(for: "db-domain") == "DEVDB_ROUTER_DB_DOMAIN")
         let merged = env.merge(arguments: ["--redis", "redis://cli"],
