@@ -145,13 +145,7 @@ public struct DumpFetcher: Sendable {
         defer { curl_easy_cleanup(curl) }
         var headers: UnsafeMutablePointer<curl_slist>?
         defer { if let headers { curl_slist_free_all(headers) } }
-        _ = devdb_curl_set_string(curl, CURLOPT_URL, target)
-        _ = devdb_curl_set_long(curl, CURLOPT_FOLLOWLOCATION, 1)
-        _ = devdb_curl_set_long(curl, CURLOPT_CONNECTTIMEOUT, 20)
-        _ = devdb_curl_set_string(curl, CURLOPT_PROTOCOLS_STR, "file,http,https")
-        _ = devdb_curl_set_string(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https")
-        let trustedEndpoint = sign && s3.endpoint != nil
-        if !allowPrivateHosts && !trustedEndpoint { _ = devdb_curl_public_addresses_only(curl) }
+        let trustedEndpoint = configure(curl, target, sign: sign, protocols: "file,http,https")
         _ = devdb_curl_set_write_function(curl) { ptr, size, count, userdata in
             fwrite(ptr, size, count, userdata!.assumingMemoryBound(to: FILE.self))
         }
@@ -179,15 +173,32 @@ public struct DumpFetcher: Sendable {
             }
         }
         guard rc == CURLE_OK else { throw .transfer("\(String(cString: curl_easy_strerror(rc))) (\(url))") }
-        if !target.hasPrefix("file://") {
-            switch code {
-            case 200..<300: break
-            case 404: throw .notFound(url)
-            case 401, 403: throw .denied(url, code)
-            default: throw .transfer("HTTP \(code) from \(url)")
-            }
-        }
+        if !target.hasPrefix("file://") { try Self.checkStatus(code, url) }
         try Self.checkMagic(destination, url: url)
+    }
+
+    /// What fetch and fingerprint set alike: the URL, redirects, timeouts, protocols, and (unless
+    /// allowed, or the operator's own S3 endpoint) public addresses only. Returns whether the
+    /// endpoint is trusted.
+    func configure(_ curl: UnsafeMutableRawPointer, _ target: String, sign: Bool, protocols: String) -> Bool {
+        _ = devdb_curl_set_string(curl, CURLOPT_URL, target)
+        _ = devdb_curl_set_long(curl, CURLOPT_FOLLOWLOCATION, 1)
+        _ = devdb_curl_set_long(curl, CURLOPT_CONNECTTIMEOUT, 20)
+        _ = devdb_curl_set_string(curl, CURLOPT_PROTOCOLS_STR, protocols)
+        _ = devdb_curl_set_string(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https")
+        let trustedEndpoint = sign && s3.endpoint != nil
+        if !allowPrivateHosts && !trustedEndpoint { _ = devdb_curl_public_addresses_only(curl) }
+        return trustedEndpoint
+    }
+
+    /// An HTTP answer as a dump error: found, missing, denied, or something else.
+    static func checkStatus(_ code: Int, _ url: String) throws(DumpError) {
+        switch code {
+        case 200..<300: return
+        case 404: throw .notFound(url)
+        case 401, 403: throw .denied(url, code)
+        default: throw .transfer("HTTP \(code) from \(url)")
+        }
     }
 
     /// Signs an S3 request (SigV4 through libcurl); the header list is the caller's to free.
@@ -217,14 +228,9 @@ public struct DumpFetcher: Sendable {
         defer { curl_easy_cleanup(curl) }
         var headers: UnsafeMutablePointer<curl_slist>?
         defer { if let headers { curl_slist_free_all(headers) } }
-        _ = devdb_curl_set_string(curl, CURLOPT_URL, target)
+        _ = configure(curl, target, sign: sign, protocols: "http,https")
         _ = devdb_curl_set_long(curl, CURLOPT_NOBODY, 1)
-        _ = devdb_curl_set_long(curl, CURLOPT_FOLLOWLOCATION, 1)
-        _ = devdb_curl_set_long(curl, CURLOPT_CONNECTTIMEOUT, 20)
         _ = devdb_curl_set_long(curl, CURLOPT_TIMEOUT, 60)
-        _ = devdb_curl_set_string(curl, CURLOPT_PROTOCOLS_STR, "http,https")
-        _ = devdb_curl_set_string(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https")
-        if !allowPrivateHosts && !(sign && s3.endpoint != nil) { _ = devdb_curl_public_addresses_only(curl) }
         let box = Unmanaged.passRetained(HeaderBox()).toOpaque()
         defer { Unmanaged<HeaderBox>.fromOpaque(box).release() }
         _ = devdb_curl_set_header_function(curl) { ptr, size, count, data in
@@ -238,12 +244,7 @@ public struct DumpFetcher: Sendable {
         guard rc == CURLE_OK else { throw .transfer("\(String(cString: curl_easy_strerror(rc))) (\(url))") }
         var code: Int = 0
         _ = devdb_curl_get_response_code(curl, &code)
-        switch code {
-        case 200..<300: break
-        case 404: throw .notFound(url)
-        case 401, 403: throw .denied(url, code)
-        default: throw .transfer("HTTP \(code) from \(url)")
-        }
+        try Self.checkStatus(code, url)
         let h = Unmanaged<HeaderBox>.fromOpaque(box).takeUnretainedValue().fields
         let parts = ["etag", "last-modified", "content-length"].compactMap { k in h[k].map { "\(k)=\($0)" } }
         guard !parts.isEmpty else { throw .transfer("\(url) answers without ETag, Last-Modified or Content-Length: its changes cannot be seen") }

@@ -82,22 +82,17 @@ public final class RouterMetrics: Sendable {
         out += "devdb_router_active_connections \(activeConnections.load(ordering: .relaxed))\n"
         header("devdb_router_active_sessions", "gauge", "Routed sessions relaying now.")
         out += "devdb_router_active_sessions \(activeSessions.load(ordering: .relaxed))\n"
-        header("devdb_router_handshake_duration_seconds", "histogram", "Time from accept to routed.")
-        let h = handshake.withLock { $0 }
-        for (i, b) in Self.buckets.enumerated() { out += "devdb_router_handshake_duration_seconds_bucket{le=\"\(b)\"} \(h.counts[i])\n" }
-        out += "devdb_router_handshake_duration_seconds_bucket{le=\"+Inf\"} \(h.count)\n"
-        out += "devdb_router_handshake_duration_seconds_sum \(h.sum)\n"
-        out += "devdb_router_handshake_duration_seconds_count \(h.count)\n"
+        func histogram(_ name: String, _ help: String, _ buckets: [Double], _ h: (counts: [Int], sum: Double, count: Int)) {
+            header(name, "histogram", help)
+            for (i, b) in buckets.enumerated() { out += "\(name)_bucket{le=\"\(b)\"} \(h.counts[i])\n" }
+            out += "\(name)_bucket{le=\"+Inf\"} \(h.count)\n\(name)_sum \(h.sum)\n\(name)_count \(h.count)\n"
+        }
+        histogram("devdb_router_handshake_duration_seconds", "Time from accept to routed.", Self.buckets, handshake.withLock { $0 })
         header("devdb_router_wakes_requested_total", "counter", "Wakes of hibernated databases this router asked for (one per database, however many clients wait).")
         out += "devdb_router_wakes_requested_total \(wakesRequested.load(ordering: .relaxed))\n"
         header("devdb_router_wakes_total", "counter", "Wake waits by outcome: woken, failed, timeout (per waiting client for timeouts).")
         for (k, v) in wakes.withLock({ $0 }).sorted(by: { $0.key < $1.key }) { out += "devdb_router_wakes_total{outcome=\"\(k)\"} \(v)\n" }
-        header("devdb_router_wake_duration_seconds", "histogram", "Time from asking for a wake to the route being ready.")
-        let w = wakeLatency.withLock { $0 }
-        for (i, b) in Self.wakeBuckets.enumerated() { out += "devdb_router_wake_duration_seconds_bucket{le=\"\(b)\"} \(w.counts[i])\n" }
-        out += "devdb_router_wake_duration_seconds_bucket{le=\"+Inf\"} \(w.count)\n"
-        out += "devdb_router_wake_duration_seconds_sum \(w.sum)\n"
-        out += "devdb_router_wake_duration_seconds_count \(w.count)\n"
+        histogram("devdb_router_wake_duration_seconds", "Time from asking for a wake to the route being ready.", Self.wakeBuckets, wakeLatency.withLock { $0 })
         header("devdb_router_route_cache_total", "counter", "Route lookups answered by the cache (hit) or Redis (miss).")
         out += "devdb_router_route_cache_total{result=\"hit\"} \(cacheHits.load(ordering: .relaxed))\n"
         out += "devdb_router_route_cache_total{result=\"miss\"} \(cacheMisses.load(ordering: .relaxed))\n"
