@@ -105,27 +105,27 @@ public enum DatabaseLifecycle {
 
         case .snapshot(let name):
             if let refusal = busy(d, doing: "snapshot") { return .refuse(refusal) }
-            guard d.state == .ready else {
-                let hint: String
-                switch d.state {
-                case .failed: hint = "reset it first: devdb db reset \(d.name)"
-                case .hibernated: hint = "wake it first: devdb db start \(d.name) --wait"
-                default: hint = "wait until it is ready (devdb db show \(d.name))"
-                }
-                return .refuse(Refusal(message: "database \"\(d.name)\" is \(d.state.rawValue); a snapshot needs it ready", hint: hint))
+            guard d.state == .ready || d.state == .hibernated else {
+                let hint = d.state == .failed ? "reset it first: devdb db reset \(d.name)" : "wait until it is ready (devdb db show \(d.name))"
+                return .refuse(Refusal(message: "database \"\(d.name)\" is \(d.state.rawValue); a snapshot needs it ready or asleep", hint: hint))
             }
-            guard let host = d.backendHost, let port = d.backendPort else { return .ignore }
+            guard d.backendHost != nil, d.backendPort != nil else { return .ignore }
             var next = d
             next.state = .snapshotting
-            next.operation = .init(kind: .snapshot, id: newOperationID(), target: name)
+            // A sleeping database is already stopped: it is copied as it is and stays asleep.
+            next.operation = .init(kind: .snapshot, id: newOperationID(), target: name, asleep: d.state == .hibernated ? true : nil)
             next.phase = "snapshot \(name)"
-            return .commit(next, effects: [.setRoute(RouteRecord(host: host, port: port, state: .starting)), .addSnapshot(name)],
-                           actions: [.run(next.operation!)])
+            return .commit(next, effects: routeEffects(next) + [.addSnapshot(name)], actions: [.run(next.operation!)])
 
         case .snapshotTaken(let op, let outcome):
             guard d.operation?.id == op, d.operation?.kind == .snapshot, let name = d.operation?.target else { return .ignore }
             var next = d
-            next.state = .ready; next.operation = nil; next.phase = nil; next.reason = nil
+            next.state = d.operation?.asleep == true ? .hibernated : .ready
+            next.operation = nil; next.phase = nil; next.reason = nil
+            if next.state == .hibernated && d.wakeQueued == true && d.deleteQueued != true {
+                guard case .commit(let waking, let fx, let acts) = startWake(from: next, newOperationID: newOperationID) else { return .ignore }
+                return .commit(waking, effects: [.finishSnapshot(name, outcome, reason: nil)] + fx, actions: acts)
+            }
             if d.deleteQueued == true {
                 guard case .commit(let deleting, let fx, let acts) = startDelete(from: next, newOperationID: newOperationID) else { return .ignore }
                 return .commit(deleting, effects: [.finishSnapshot(name, outcome, reason: nil)] + fx, actions: acts)
@@ -135,15 +135,20 @@ public enum DatabaseLifecycle {
         case .snapshotFailed(let op, let reason, let running):
             guard d.operation?.id == op, d.operation?.kind == .snapshot, let name = d.operation?.target else { return .ignore }
             var next = d
+            let asleep = d.operation?.asleep == true
             next.operation = nil; next.phase = nil
-            next.state = running ? .ready : .failed
-            next.reason = running ? nil : "it did not start again after a snapshot: \(reason); run \"devdb db reset \(d.name)\""
+            next.state = asleep ? .hibernated : running ? .ready : .failed
+            next.reason = asleep || running ? nil : "it did not start again after a snapshot: \(reason); run \"devdb db reset \(d.name)\""
             let finish = DatabaseLifecycle.Effect.finishSnapshot(name, nil, reason: reason)
             if d.deleteQueued == true {
                 guard case .commit(let deleting, let fx, let acts) = startDelete(from: next, newOperationID: newOperationID) else { return .ignore }
                 return .commit(deleting, effects: [finish] + fx, actions: acts)
             }
-            return .commit(next, effects: [finish] + (running ? routeEffects(next) : [.removeRoute]), actions: [])
+            if asleep && d.wakeQueued == true && d.deleteQueued != true {
+                guard case .commit(let waking, let fx, let acts) = startWake(from: next, newOperationID: newOperationID) else { return .ignore }
+                return .commit(waking, effects: [finish] + fx, actions: acts)
+            }
+            return .commit(next, effects: [finish] + (asleep || running ? routeEffects(next) : [.removeRoute]), actions: [])
 
         case .hibernate(let now):
             if d.state == .hibernated || d.state == .hibernating { return .ignore }
@@ -174,10 +179,9 @@ public enum DatabaseLifecycle {
                 if d.deleteQueued == true { return .ignore }
                 return startWake(from: d, newOperationID: newOperationID)
             case .hibernating:
-                if d.wakeQueued == true || d.deleteQueued == true { return .ignore }
-                var next = d
-                next.wakeQueued = true
-                return .commit(next, effects: [], actions: [])
+                return queueWake(d)
+            case .snapshotting where d.operation?.asleep == true:
+                return queueWake(d)
             default:
                 return .ignore  // awake, or waking already
             }
@@ -276,17 +280,27 @@ public enum DatabaseLifecycle {
     }
     static func hadRoute(_ d: DatabaseRecord) -> Bool { hasRoute(d.state) }
 
-    static func routeState(_ state: DatabaseRecord.State) -> RouteState {
-        switch state {
+    static func routeState(_ d: DatabaseRecord) -> RouteState {
+        switch d.state {
         case .ready: return .ready
         case .hibernating, .hibernated, .waking: return .hibernated
+        // A sleeping database being snapshotted still sleeps: clients ask for a wake, which waits for the snapshot.
+        case .snapshotting where d.operation?.asleep == true: return .hibernated
         default: return .starting
         }
     }
 
     static func routeEffects(_ d: DatabaseRecord) -> [Effect] {
         guard let host = d.backendHost, let port = d.backendPort else { return [] }
-        return [.setRoute(RouteRecord(host: host, port: port, state: routeState(d.state)))]
+        return [.setRoute(RouteRecord(host: host, port: port, state: routeState(d)))]
+    }
+
+    /// A wake while it is being stopped or snapshotted asleep: it wakes when that is done.
+    static func queueWake(_ d: DatabaseRecord) -> Decision {
+        if d.wakeQueued == true || d.deleteQueued == true { return .ignore }
+        var next = d
+        next.wakeQueued = true
+        return .commit(next, effects: [], actions: [])
     }
 
     static func startWake(from d: DatabaseRecord, newOperationID: () -> String) -> Decision {

@@ -86,8 +86,10 @@ public struct DatabaseRecord: Codable, Sendable, Equatable {
         public var latest: Bool?
         /// For snapshots: the snapshot's name. For resets: the snapshot to go back to, `DB@SNAP`.
         public var target: String?
-        public init(kind: Kind, id: String, latest: Bool? = nil, target: String? = nil) {
-            self.kind = kind; self.id = id; self.latest = latest; self.target = target
+        /// A snapshot of a sleeping database: copied as it is, and it stays asleep.
+        public var asleep: Bool?
+        public init(kind: Kind, id: String, latest: Bool? = nil, target: String? = nil, asleep: Bool? = nil) {
+            self.kind = kind; self.id = id; self.latest = latest; self.target = target; self.asleep = asleep
         }
     }
     public var name: String

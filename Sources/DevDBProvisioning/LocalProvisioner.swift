@@ -303,6 +303,12 @@ public final class LocalProvisioner: Provisioner {
         var failure: String?
         var method = "copy"
         do { method = try await Self.cloneDirectory(from: pgdata, to: "\(target)/pgdata") } catch { failure = "\(error)" }
+        if d.operation?.asleep == true {
+            // It was asleep (stopped cleanly): it stays so.
+            if let failure { try? FileManager.default.removeItem(atPath: target); throw SnapshotFailure(failure, instanceRunning: false) }
+            let size = try? await Subprocess.run(["du", "-sb", target])
+            return SnapshotOutcome(method: method, sizeBytes: size.flatMap { Int64($0.output.split(separator: "\t").first ?? "") }, unavailableSeconds: 0)
+        }
         do { try await start(d.name, port: port) } catch {
             try? FileManager.default.removeItem(atPath: target)
             throw SnapshotFailure("\(failure.map { $0 + "; " } ?? "")starting Postgres again failed: \(error)", instanceRunning: false)

@@ -126,9 +126,14 @@ extension ControlPlaneEndToEnd {
             let stop = try f.devdb(["db", "stop", "by-hand", "--wait"])
             #expect(stop.status == 0, "\(stop.output)")
             #expect(state(f, "by-hand") == "hibernated" && !instanceRuns(f, "by-hand"))
-            // A second stop is no error; a snapshot says to wake it first.
+            // A second stop is no error. A snapshot copies it as it is: it stays asleep.
             #expect(try f.devdb(["db", "stop", "by-hand"]).status == 0)
-            #expect(try f.devdb(["db", "snapshot", "by-hand"]).stderr.contains("devdb db start by-hand"))
+            let snap = try f.devdb(["db", "snapshot", "by-hand", "--as", "asleep", "--wait"])
+            #expect(snap.status == 0 && snap.stdout.contains("unavailable for 0.0 s"), "\(snap.output)")
+            #expect(state(f, "by-hand") == "hibernated" && !instanceRuns(f, "by-hand"))
+            let branch = try f.json(["db", "create", "by-hand-b", "--from", "by-hand@asleep", "--wait"])
+            #expect(try f.runPsqlLine(branch["psql"] as! String, "SELECT count(*) FROM orders").stdout.hasPrefix("2000"))
+            #expect(try f.devdb(["db", "delete", "by-hand-b", "--wait"]).status == 0)
             let start = try f.devdb(["db", "start", "by-hand", "--wait"])
             #expect(start.status == 0, "\(start.output)")
             #expect(try f.runPsqlLine(d["psql"] as! String, "SELECT count(*) FROM orders").stdout.hasPrefix("2000"))

@@ -28,6 +28,15 @@ extension KubernetesProvisionerTests {
         let report = try await p.recover(databases: [sleeping], generations: [generation()], snapshots: [])
         #expect(report.missing.isEmpty && report.orphansRemoved.isEmpty)
 
+        // A snapshot while asleep cuts the volume as it is and leaves it at zero.
+        var snapping = sleeping
+        snapping.operation = .init(kind: .snapshot, id: "s1", target: "asleep", asleep: true)
+        let snap = SnapshotRecord(database: d.name, name: "asleep", owner: d.owner, project: d.project, generation: 1)
+        let outcome = try await p.snapshot(database: snapping, as: snap)
+        #expect(outcome.unavailableSeconds == 0)
+        #expect(try await k.object("VolumeSnapshot", p.manifests.snapshotObject(snap)) != nil)
+        #expect(!(try await k.inventory()).contains("Deployment/\(name)"), "still asleep")
+
         let back = try await p.start(database: ready)
         #expect(back.host == info.host && back.port == 5432)
         let awake = try await k.inventory()

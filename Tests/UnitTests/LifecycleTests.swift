@@ -240,12 +240,26 @@ import Testing
         #expect(kept.state == .ready)
     }
 
-    @Test func sleepingDatabasesCanBeResetAndDeletedButNotSnapshotted() throws {
+    @Test func sleepingDatabasesAreResetDeletedAndSnapshottedWithoutWaking() throws {
         let stopping = try #require(commit(ready(), .hibernate(now: Date())))
         let asleep = try #require(commit(stopping, .stopped(operation: stopping.operation!.id, at: Date())))
         #expect(try #require(commit(asleep, .reset(latest: false), effects: [.removeRoute])).operation?.kind == .reset)
         #expect(try #require(commit(asleep, .delete, effects: [.removeRoute])).state == .deleting)
-        #expect(try #require(refusal(asleep, .snapshot(name: "s"))).hint.contains("devdb db start kate-pg"))
+        // A snapshot of a sleeping database copies it as it is: the route still says hibernated.
+        let sleeping = L.Effect.setRoute(RouteRecord(host: "127.0.0.1", port: 16001, state: .hibernated))
+        let taking = try #require(commit(asleep, .snapshot(name: "s"), effects: [sleeping, .addSnapshot("s")]))
+        #expect(taking.state == .snapshotting && taking.operation?.asleep == true)
+        let outcome = SnapshotOutcome(method: "copy", sizeBytes: nil, unavailableSeconds: 0)
+        #expect(try #require(commit(taking, .snapshotTaken(operation: taking.operation!.id, outcome))).state == .hibernated)
+        // A client that connects meanwhile asks for a wake: it runs once the snapshot is taken.
+        let queued = try #require(commit(taking, .wake, effects: [], actions: []))
+        #expect(queued.wakeQueued == true)
+        guard case .commit(let waking?, _, let acts) = L.decide(queued, .snapshotTaken(operation: taking.operation!.id, outcome), newOperationID: { "w" }) else {
+            Issue.record("no commit"); return
+        }
+        #expect(waking.state == .waking && acts == [.run(.init(kind: .start, id: "w"))])
+        // A snapshot that fails leaves it asleep.
+        #expect(try #require(commit(taking, .snapshotFailed(operation: taking.operation!.id, reason: "disk", instanceRunning: false))).state == .hibernated)
         // Stopping is only for ready databases; a sleeping one is already asleep.
         #expect(L.decide(asleep, .hibernate(now: Date())) == .ignore)
         #expect(try #require(refusal(fresh(), .hibernate(now: Date()))).message.contains("being created"))

@@ -226,6 +226,13 @@ public final class KubernetesProvisioner: Provisioner {
             failure = "\(error)"
             _ = try? await client.delete(path(.volumesnapshots, snap))
         }
+        if d.operation?.asleep == true {
+            // Scaled to zero already: the volume is cut as it is, and the database stays asleep.
+            if let failure { throw SnapshotFailure(failure, instanceRunning: false) }
+            let taken = try await client.getIfPresent(path(.volumesnapshots, snap))
+            return SnapshotOutcome(method: "volumesnapshot", sizeBytes: taken?.at("status.restoreSize").string.flatMap(Quantity.bytes).map(Int64.init),
+                                   unavailableSeconds: 0)
+        }
         do {
             if try await client.getIfPresent(path(.deployments, name)) == nil {
                 try await client.create(path(.deployments), manifests.deployment(d, owner: owner))
