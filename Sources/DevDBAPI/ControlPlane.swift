@@ -485,7 +485,17 @@ final class ControlPlane: Sendable {
 
     func deleteInstance(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation) async {
         do {
-            try await provisioner.delete(database: d)
+            // An accepted delete is carried out: a failure (a file busy, the cluster briefly away)
+            // is tried again a few times before the database is marked failed.
+            var attempt = 0
+            while true {
+                do { try await provisioner.delete(database: d); break } catch {
+                    attempt += 1
+                    if attempt >= 5 || Task.isCancelled { throw error }
+                    logger.warning("delete failed; trying again", metadata: ["devdb.database": "\(d.name)", "devdb.error": "\(error)"])
+                    try await Task.sleep(for: .seconds(Double(attempt)))
+                }
+            }
             await record(d.name, .deleted(operation: op.id))
             count("delete_ok")
             await collectGenerations(d.project)

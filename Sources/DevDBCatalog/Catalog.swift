@@ -150,6 +150,8 @@ public final class Catalog: Sendable {
         case field(String, String, String?)
         /// The set has exactly `count` members.
         case cardinality(String, Int)
+        /// The key exists (of any type).
+        case exists(String)
     }
 
     /// Writes applied together when every guard holds. `HDELIFEQ key field value` deletes the
@@ -178,6 +180,9 @@ public final class Catalog: Sendable {
           elseif kind == 'C' then
             if redis.call('SCARD', ARGV[i + 1]) ~= tonumber(ARGV[i + 2]) then return 0 end
             i = i + 3
+          elseif kind == 'E' then
+            if redis.call('EXISTS', ARGV[i + 1]) ~= 1 then return 0 end
+            i = i + 2
           else
             return redis.error_reply('unknown guard ' .. kind)
           end
@@ -204,6 +209,7 @@ public final class Catalog: Sendable {
             case .value(let key, let raw): args += ["V", key, raw == nil ? "0" : "1", raw ?? ""]
             case .field(let key, let field, let value): args += ["F", key, field, value == nil ? "0" : "1", value ?? ""]
             case .cardinality(let key, let n): args += ["C", key, String(n)]
+            case .exists(let key): args += ["E", key]
             }
         }
         for c in t.commands + t.publish.map({ ["PUBLISH", RouteContract.routesChannel, $0] }) { args += [String(c.count)] + c }
@@ -600,19 +606,21 @@ public final class Catalog: Sendable {
         return fields.isEmpty ? nil : try? RouteRecord(fields: fields)
     }
 
-    /// Removes a route if the database is still as read (`raw`, nil: it does not exist).
+    /// Removes a route if the database is still as read (`raw`, nil: it does not exist) and the
+    /// route is still there (false: nothing was removed).
     public func removeRoute(_ name: String, ifDatabaseIs raw: String?) throws(CatalogError) -> Bool {
         var t = Transaction()
-        t.guards = [.value(Key.database(name), raw)]
+        t.guards = [.value(Key.database(name), raw), .exists(RouteContract.routeKey(name))]
         t.commands = [["DEL", RouteContract.routeKey(name)]]
         t.publish = [name]
         return try commit(t)
     }
 
-    /// Deletes a key left by a project that no longer exists (guarded: the project is still absent).
+    /// Deletes a key left by a project that no longer exists (guarded: the project is still
+    /// absent and the key still there).
     public func removeOrphanKey(_ key: String, project: String) throws(CatalogError) -> Bool {
         var t = Transaction()
-        t.guards = [.value(Key.project(project), nil)]
+        t.guards = [.value(Key.project(project), nil), .exists(key)]
         t.commands = [["DEL", key]]
         return try commit(t)
     }
@@ -646,10 +654,11 @@ public final class Catalog: Sendable {
         } ?? false
     }
 
-    /// Removes a lease if it still belongs to `owner` and the owner's record is still `raw`.
+    /// Removes a lease if it still belongs to `owner` and the owner's record is still `raw`
+    /// (false: nothing was removed).
     public func releaseLease(_ port: Int, owner: String, ifDatabaseIs raw: String?) throws(CatalogError) -> Bool {
         var t = Transaction()
-        t.guards = [.value(Key.database(owner), raw)]
+        t.guards = [.value(Key.database(owner), raw), .field(Key.ports, String(port), owner)]
         t.commands = [["HDELIFEQ", Key.ports, String(port), owner]]
         return try commit(t)
     }

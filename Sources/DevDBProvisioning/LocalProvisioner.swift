@@ -139,7 +139,7 @@ public final class LocalProvisioner: Provisioner {
         try Task.checkCancellation()
         let size = (try? FileManager.default.attributesOfItem(atPath: dump)[.size] as? Int64) ?? 0
         let dir = generationDir(g)
-        try? FileManager.default.removeItem(atPath: dir)
+        try? await Self.removeTree(dir)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try Self.giveToPostgres(dataDirectory.appendingPathComponent("generations/\(g.project)").path, recursive: false)
         try Self.giveToPostgres(dir, recursive: false)
@@ -246,7 +246,7 @@ public final class LocalProvisioner: Provisioner {
 
     public func deleteGeneration(_ g: Generation) async throws {
         await stopPostmaster(pgdata: "\(generationDir(g))/pgdata")
-        try? FileManager.default.removeItem(atPath: generationDir(g))
+        try await Self.removeTree(generationDir(g))
         try? FileManager.default.removeItem(atPath: socketDir("g:\(g.project)/\(g.number)"))
         unlink(dumpPath(g))
         let projectDir = dataDirectory.appendingPathComponent("generations/\(g.project)").path
@@ -286,7 +286,7 @@ public final class LocalProvisioner: Provisioner {
         guard let port = d.backendPort else { throw SnapshotFailure("database \(d.name) has no instance", instanceRunning: false) }
         let pgdata = "\(instanceDir(d.name))/pgdata"
         let target = snapshotDir(s)
-        try? FileManager.default.removeItem(atPath: target)
+        try? await Self.removeTree(target)  // what an interrupted try left (and its cp, if it still runs)
         do {
             try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
             try Self.giveToPostgres(dataDirectory.appendingPathComponent("snapshots/\(s.database)").path, recursive: false)
@@ -297,6 +297,7 @@ public final class LocalProvisioner: Provisioner {
             do {
                 try await Subprocess.check([tool("pg_ctl"), "-D", pgdata, "-m", "fast", "-w", "-t", "60", "stop"], asPostgres: true, what: "stopping Postgres for the snapshot")
             } catch {
+                try? await Self.removeTree(target)
                 throw SnapshotFailure("\(error)", instanceRunning: await isRunning(d.name))
             }
         }
@@ -305,17 +306,17 @@ public final class LocalProvisioner: Provisioner {
         do { method = try await Self.cloneDirectory(from: pgdata, to: "\(target)/pgdata") } catch { failure = "\(error)" }
         if d.operation?.asleep == true {
             // It was asleep (stopped cleanly): it stays so.
-            if let failure { try? FileManager.default.removeItem(atPath: target); throw SnapshotFailure(failure, instanceRunning: false) }
+            if let failure { try? await Self.removeTree(target); throw SnapshotFailure(failure, instanceRunning: false) }
             let size = try? await Subprocess.run(["du", "-sb", target])
             return SnapshotOutcome(method: method, sizeBytes: size.flatMap { Int64($0.output.split(separator: "\t").first ?? "") }, unavailableSeconds: 0)
         }
         do { try await start(d.name, port: port) } catch {
-            try? FileManager.default.removeItem(atPath: target)
+            try? await Self.removeTree(target)
             throw SnapshotFailure("\(failure.map { $0 + "; " } ?? "")starting Postgres again failed: \(error)", instanceRunning: false)
         }
         let unavailable = monotonicNow() - stopped
         if let failure {
-            try? FileManager.default.removeItem(atPath: target)
+            try? await Self.removeTree(target)
             throw SnapshotFailure(failure, instanceRunning: true)
         }
         let size = try? await Subprocess.run(["du", "-sb", target])
@@ -346,7 +347,7 @@ public final class LocalProvisioner: Provisioner {
     }
 
     public func deleteSnapshot(_ s: SnapshotRecord) async throws {
-        try? FileManager.default.removeItem(atPath: snapshotDir(s))
+        try await Self.removeTree(snapshotDir(s))
         let parent = dataDirectory.appendingPathComponent("snapshots/\(s.database)").path
         if (try? FileManager.default.contentsOfDirectory(atPath: parent))?.isEmpty == true { try? FileManager.default.removeItem(atPath: parent) }
     }
@@ -368,10 +369,22 @@ public final class LocalProvisioner: Provisioner {
     private func stopAndRemove(_ name: String) async throws {
         let dir = instanceDir(name)
         await stopPostmaster(pgdata: "\(dir)/pgdata")
-        if FileManager.default.fileExists(atPath: dir) {
-            try FileManager.default.removeItem(atPath: dir)
-        }
+        try await Self.removeTree(dir)
         try? FileManager.default.removeItem(atPath: socketDirectory(database: name))
+    }
+
+    /// Removes a directory tree for good. Helpers an API killed mid-work left running (a `cp -a`
+    /// still filling it) are stopped first, and `rm -rf` tolerates entries that vanish underneath
+    /// it (a reconcile removing the same orphan); tried a few times.
+    static func removeTree(_ dir: String) async throws {
+        for attempt in 0..<5 {
+            Postmasters.killHelpers(mentioning: dir + "/")
+            guard FileManager.default.fileExists(atPath: dir) else { return }
+            let out = try await Subprocess.run(["rm", "-rf", dir])
+            if out.status == 0 && !FileManager.default.fileExists(atPath: dir) { return }
+            if attempt == 4 { throw SubprocessError(description: "cannot remove \(dir): \(out.tail)") }
+            try? await Task.sleep(for: .milliseconds(200 * (attempt + 1)))
+        }
     }
 
     /// Stops the postmaster of `pgdata` however it can: `pg_ctl stop -m immediate`, then the pid
@@ -523,6 +536,17 @@ enum Postmasters {
     static func commandLine(_ pid: pid_t) -> [String]? {
         guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"), !data.isEmpty else { return nil }
         return data.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }.filter { !$0.isEmpty }
+    }
+
+    /// Kills processes other than postmasters whose command line names `path` (a `cp -a` into an
+    /// instance directory started by an API that was killed).
+    static func killHelpers(mentioning path: String) {
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = pid_t(entry), pid != getpid(), let argv = commandLine(pid), let first = argv.first,
+                  (first as NSString).lastPathComponent != "postgres", !argv.contains("-D"),
+                  argv.contains(where: { $0.hasPrefix(path) || $0 + "/" == path }) else { continue }
+            kill(pid, SIGKILL)
+        }
     }
 
     /// SIGQUIT (immediate shutdown: the postmaster stops its children), then SIGKILL if it stays.
