@@ -11,11 +11,8 @@ extension KubernetesProvisionerTests {
     @Test func hibernateScalesToZeroAndWakeComesBackWithTheSameObjects() async throws {
         let k = try KubeDouble()
         let p = try k.provisioner()
-        try await p.seed(project: shop, generation: generation()) { _, _ in }
-        let d = database()
-        let info = try await p.create(database: d, from: generation()) { _ in }
-        var ready = d
-        ready.backendHost = info.host; ready.backendPort = info.port
+        let ready = try await readyDatabase(p)
+        let d = ready
         let name = "devdb-db-kate-pg"
 
         try await p.stop(database: ready)
@@ -38,7 +35,7 @@ extension KubernetesProvisionerTests {
         #expect(!(try await k.inventory()).contains("Deployment/\(name)"), "still asleep")
 
         let back = try await p.start(database: ready)
-        #expect(back.host == info.host && back.port == 5432)
+        #expect(back.host == ready.backendHost && back.port == 5432)
         let awake = try await k.inventory()
         #expect(awake.contains("Deployment/\(name)"))
         #expect(try await k.objects().contains { $0["kind"] == "Pod" && Self.ready($0) })

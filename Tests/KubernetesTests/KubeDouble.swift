@@ -117,6 +117,15 @@ final class KubeDouble: @unchecked Sendable {
 }
 
 let shop = Project(name: "shop", postgresMajor: 15, dumpUrl: "s3://dumps/shop.dump")
+
+/// A seeded generation and a ready database `kate-pg` made from it, as the catalog would record it.
+func readyDatabase(_ p: KubernetesProvisioner) async throws -> DatabaseRecord {
+    try await p.seed(project: shop, generation: generation()) { _, _ in }
+    var d = database()
+    let info = try await p.create(database: d, from: generation()) { _ in }
+    d.backendHost = info.host; d.backendPort = info.port; d.state = .ready
+    return d
+}
 func generation(_ n: Int = 1) -> Generation { Generation(project: "shop", number: n, state: .ready) }
 func database(_ name: String = "kate-pg") -> DatabaseRecord {
     DatabaseRecord(name: name, project: "shop", owner: "kate@example.com", user: "app", password: "pw-" + UUID().uuidString.prefix(8).lowercased(),

@@ -10,11 +10,8 @@ extension KubernetesProvisionerTests {
     @Test func snapshotBranchResetToAndDeleteAgainstTheDouble() async throws {
         let k = try KubeDouble()
         let p = try k.provisioner()
-        try await p.seed(project: shop, generation: generation()) { _, _ in }
-        let d = database()
-        let info = try await p.create(database: d, from: generation()) { _ in }
-        var ready = d
-        ready.backendHost = info.host; ready.backendPort = info.port; ready.state = .ready
+        let ready = try await readyDatabase(p)
+        let d = ready
         let snap = SnapshotRecord(database: d.name, name: "before", owner: d.owner, project: d.project, generation: 1)
 
         let outcome = try await p.snapshot(database: ready, as: snap)
