@@ -58,7 +58,9 @@ final class RouterContext: Sendable {
     /// The route named by an SNI host name: its first label, when the rest is one of the
     /// configured domains. nil when the name is under none of them.
     func routeName(fromSNI sni: String) -> String? {
-        let name = sni.lowercased()
+        // Host names are case-insensitive, and a fully qualified one may end with a dot.
+        var name = sni.lowercased()
+        if name.hasSuffix(".") { name.removeLast() }
         for domain in config.dbDomains {
             guard name.count > domain.count + 1, name.hasSuffix("." + domain) else { continue }
             let label = name.dropLast(domain.count + 1)

@@ -43,6 +43,10 @@ final class Session: @unchecked Sendable {
     private var rewriter = BackendStartupRewriter()
     private var routerKey: BackendKey?
     private var routed = false
+    /// The route was found in Redis: only then is its name a metric label (names of unknown routes
+    /// are the client's to choose, and would make unbounded series).
+    private var routeKnown = false
+    private var metricRoute: String? { routeKnown ? routeName : nil }
     private var sessionCounted = false
 
     init(ctx: RouterContext, lane: IOLane, fd: Int32, peer: SocketAddress?) {
@@ -334,7 +338,7 @@ final class Session: @unchecked Sendable {
         if let options = message["options"] {
             var parsed = StartupOptions(parsing: options)
             do throws(WireError) {
-                optionRoute = try parsed.removeRoute()
+                optionRoute = try parsed.removeRoute()?.lowercased()  // names are case-insensitive, as in the host name
             } catch {
                 return fail(.routeConflict, ErrorResponse(sqlState: SQLState.connectionRejected, message: "\(error)",
                                                           hint: "Name one database with options=-c devdb.route=NAME."))
@@ -375,6 +379,7 @@ final class Session: @unchecked Sendable {
 
     private func routeResolved(_ result: RouteLookup) {
         guard phase == .resolving, let name = routeName else { return }
+        if case .found = result { routeKnown = true }
         switch result {
         case .notFound:
             fail(.unknownRoute, ErrorResponse(
@@ -707,7 +712,7 @@ final class Session: @unchecked Sendable {
     /// for the client to close so it reads the error instead of a connection reset.
     private func fail(_ outcome: RouterMetrics.Outcome, _ error: ErrorResponse) {
         guard phase != .closed && phase != .lingering else { return }
-        ctx.metrics.connection(outcome, route: routeName ?? sniRoute)
+        ctx.metrics.connection(outcome, route: metricRoute)
         ctx.log.info("connection refused", ["client": clientLabel, "route": routeName ?? sniRoute ?? "",
                                             "outcome": outcome.rawValue, "message": error.message])
         let canWrite = phase != .tlsHandshake  // mid-handshake nothing readable can be sent
@@ -740,7 +745,7 @@ final class Session: @unchecked Sendable {
     private func finish(_ outcome: RouterMetrics.Outcome?, countOutcome: Bool = true) {
         guard phase != .closed else { return }
         if countOutcome, !routed, let outcome {
-            ctx.metrics.connection(outcome, route: routeName ?? sniRoute)
+            ctx.metrics.connection(outcome, route: metricRoute)
         }
         phase = .closed
         releaseHandshakeSlot()

@@ -31,6 +31,23 @@ extension RouterEndToEnd {
             #expect(r.stdout.contains("alpha"))
         }
 
+        @Test func routeNamesInOptionsAreCaseInsensitiveLikeHostNames() throws {
+            let f = try RouterFixture.get()
+            let conn = "host=127.0.0.1 port=\(f.router.port) user=postgres dbname=postgres sslmode=disable options='-c devdb.route=ALPHA'"
+            let r = try psql(conn, "SELECT name FROM devdb_marker", password: f.password)
+            #expect(r.status == 0, "\(r.output)")
+            #expect(r.stdout.contains("alpha"))
+        }
+
+        @Test func unknownRoutesShareOneMetricLabel() throws {
+            let f = try RouterFixture.get()
+            let chosen = "made-up-\(UUID().uuidString.prefix(8).lowercased())"
+            _ = try psql(f.plain(chosen), "SELECT 1", password: f.password)
+            let text = try f.router.metrics()
+            #expect(!text.contains(chosen), "a client-chosen name became a metric label")
+            #expect(text.contains("devdb_router_connections_total{outcome=\"unknown_route\",route=\"\"}"))
+        }
+
         @Test func otherOptionsSurviveTheRouteBeingStripped() throws {
             let f = try RouterFixture.get()
             let conn = "host=127.0.0.1 port=\(f.router.port) user=postgres dbname=postgres sslmode=disable "

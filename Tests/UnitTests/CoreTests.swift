@@ -61,6 +61,7 @@ import Testing
                                 activity: RouteActivity(redis: redis, log: log))
         #expect(ctx.routeName(fromSNI: "kate-pg.db.devdb.example.com") == "kate-pg")
         #expect(ctx.routeName(fromSNI: "KATE-PG.DB.DEVDB.EXAMPLE.COM") == "kate-pg")
+        #expect(ctx.routeName(fromSNI: "kate-pg.db.devdb.example.com.") == "kate-pg", "a fully qualified name with its trailing dot")
         #expect(ctx.routeName(fromSNI: "a.b.db.devdb.example.com") == nil)
         #expect(ctx.routeName(fromSNI: "db.devdb.example.com") == nil)
         #expect(ctx.routeName(fromSNI: "kate.otherdb.devdb.example.com") == nil)
