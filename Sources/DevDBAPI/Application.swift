@@ -324,11 +324,9 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
             guards = [.value(Catalog.Key.snapshot(d.name, snap), raw)]
             to = s.reference
         }
-        let t: Catalog.Transition?
-        do { t = try await catalog.run { [guards, to] in try $0.transition(d.name, .reset(latest: b.latest ?? false, to: to), guards: guards) } }
-        catch let r as DatabaseLifecycle.Refusal { throw APIError.conflict(r.message, hint: r.hint) }
-        guard let t, let updated = t.record else { throw APIError.notFound("database \"\(d.name)\"") }
-        plane.perform(d.name, t.actions)
+        guard let updated = try await plane.request(d.name, .reset(latest: b.latest ?? false, to: to), guards: guards) else {
+            throw APIError.notFound("database \"\(d.name)\"")
+        }
         return try jsonResponse(DatabaseView(updated, config: config, secrets: true), status: .accepted)
     }
 

@@ -70,13 +70,10 @@ final class ControlPlane: Sendable {
 
     // MARK: requests
 
-    /// Applies a request to a database; a refusal becomes 409 with the state machine's words.
-    func request(_ name: String, _ event: DatabaseLifecycle.Event) async throws -> DatabaseRecord? {
-        let t: Catalog.Transition?
-        do { t = try await catalog.run { try $0.transition(name, event) } } catch let r as DatabaseLifecycle.Refusal {
-            throw APIError.conflict(r.message, hint: r.hint)
-        }
-        guard let t else { return nil }
+    /// Applies a request to a database (a refusal reaches the client as 409 through the error
+    /// middleware); `guards` must still hold when it commits.
+    func request(_ name: String, _ event: DatabaseLifecycle.Event, guards: [Catalog.Guard] = []) async throws -> DatabaseRecord? {
+        guard let t = try await catalog.run({ try $0.transition(name, event, guards: guards) }) else { return nil }
         perform(name, t.actions)
         return t.record
     }
@@ -190,11 +187,7 @@ final class ControlPlane: Sendable {
     /// Marks the project `deleting` (refused while it has databases), cancels its seeds and
     /// removes its generations. An API stopped half-way finishes on restart.
     func deleteProject(_ name: String) async throws {
-        let decision: ProjectLifecycle.DeleteDecision?
-        do { decision = try await catalog.run { try $0.requestProjectDelete(name) } } catch let r as DatabaseLifecycle.Refusal {
-            throw APIError.conflict(r.message, hint: r.hint)
-        }
-        switch decision {
+        switch try await catalog.run({ try $0.requestProjectDelete(name) }) {
         case nil: throw APIError.notFound("project \"\(name)\"")
         case .refuse(let r): throw APIError.conflict(r.message, hint: r.hint)
         case .commit, .alreadyDeleting: await finishProjectDelete(name)
@@ -585,8 +578,7 @@ final class ControlPlane: Sendable {
         var removed: [String] = []
         for key in try await catalog.run({ try $0.scan(RouteContract.routeKey("*")) }) {
             let name = String(key.dropFirst(RouteContract.routeKey("").count))
-            let raw = try await catalog.run { try $0.databaseRaw(name) }
-            let d = raw.flatMap { try? CatalogJSON.decoder.decode(DatabaseRecord.self, from: Data($0.utf8)) }
+            let (d, raw) = try await catalog.run { try $0.databaseAsRead(name) }
             if let d, DatabaseLifecycle.hasRoute(d.state) {
                 let route = try await catalog.run { try $0.route(name) }
                 if route?.host != d.backendHost || route?.port != d.backendPort { await apply(name, .routeRepair) }
@@ -598,8 +590,7 @@ final class ControlPlane: Sendable {
             if try await catalog.run({ try $0.route(d.name) }) == nil { await apply(d.name, .routeRepair); removed.append("(restored route \(d.name))") }
         }
         for (port, owner) in try await catalog.run({ try $0.portOwners() }) {
-            let raw = try await catalog.run { try $0.databaseRaw(owner) }
-            let d = raw.flatMap { try? CatalogJSON.decoder.decode(DatabaseRecord.self, from: Data($0.utf8)) }
+            let (d, raw) = try await catalog.run { try $0.databaseAsRead(owner) }
             if d?.backendPort == port { continue }
             if try await catalog.run({ try $0.releaseLease(port, owner: owner, ifDatabaseIs: raw) }) { removed.append("port lease \(port) of \(owner)") }
         }

@@ -532,8 +532,7 @@ public final class Catalog: Sendable {
     public func deleteSnapshot(_ db: String, _ name: String) throws -> SnapshotRecord? {
         try optimistic("snapshot \(db)@\(name)") { () throws -> (Transaction, SnapshotRecord)? in
             guard let (s, sraw) = try getRaw(SnapshotRecord.self, Key.snapshot(db, name)) else { return nil }
-            let dbRaw = try databaseRaw(db)
-            let d = dbRaw.flatMap { try? Self.decode(DatabaseRecord.self, $0, key: Key.database(db)) }
+            let (d, dbRaw) = try databaseAsRead(db)
             if s.state == .taking {
                 throw DatabaseLifecycle.Refusal(message: "snapshot \(s.reference) is being taken", hint: "wait until it is ready (devdb db snapshots \(db)), then delete it")
             }
@@ -625,8 +624,11 @@ public final class Catalog: Sendable {
         return try commit(t)
     }
 
-    /// The raw text of a database record, for guards.
-    public func databaseRaw(_ name: String) throws(CatalogError) -> String? { try cmd(["GET", Key.database(name)]).string }
+    /// A database record with the exact text it was read as (for guards); both nil when it does not exist.
+    public func databaseAsRead(_ name: String) throws(CatalogError) -> (DatabaseRecord?, String?) {
+        guard let (d, raw) = try getRaw(DatabaseRecord.self, Key.database(name)) else { return (nil, nil) }
+        return (d, raw)
+    }
 
     // MARK: local ports
 
