@@ -4,6 +4,7 @@ import PackageDescription
 // Module graph (see README "Module map"):
 //   C system libraries + CDevDBShims  ->  DevDBNet (sockets, TLS), DevDBRedis (hiredis)
 //   DevDBCore (names, route contract) and PostgresWire (pure wire protocol, no I/O)
+//   DevDBRouterCore (connection-start state machine, refusals; no I/O)
 //   DevDBRouter (router runtime)  ->  devdb-router (thin executable)
 // The router's graph must never reach SwiftNIO: scripts/check-router-no-nio enforces it.
 let package = Package(
@@ -38,6 +39,8 @@ let package = Package(
         // Pure modules: no I/O.
         .target(name: "DevDBCore"),
         .target(name: "PostgresWire"),
+        // The router's decisions without I/O: the connection-start state machine and refusals.
+        .target(name: "DevDBRouterCore", dependencies: ["DevDBCore", "PostgresWire"]),
 
         // The only Swift code that touches sockets, OpenSSL and hiredis.
         .target(name: "DevDBNet", dependencies: ["COpenSSL", "CDevDBShims"]),
@@ -45,7 +48,7 @@ let package = Package(
 
         // Router runtime and its executable.
         .target(name: "DevDBRouter",
-                dependencies: ["DevDBCore", "PostgresWire", "DevDBNet", "DevDBRedis"]),
+                dependencies: ["DevDBCore", "PostgresWire", "DevDBRouterCore", "DevDBNet", "DevDBRedis"]),
         .executableTarget(name: "devdb-router", dependencies: [
             "DevDBRouter",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -74,7 +77,7 @@ let package = Package(
         // Tests.
         .target(name: "DevDBTestSupport", dependencies: ["DevDBCore"], path: "Tests/DevDBTestSupport"),
         .testTarget(name: "UnitTests",
-                    dependencies: ["PostgresWire", "DevDBCore", "DevDBNet", "DevDBRedis", "DevDBRouter", "DevDBCatalog"],
+                    dependencies: ["PostgresWire", "DevDBCore", "DevDBRouterCore", "DevDBNet", "DevDBRedis", "DevDBRouter", "DevDBCatalog"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "RouterIntegrationTests", dependencies: ["DevDBTestSupport", "DevDBCore"]),
         .testTarget(name: "KubernetesTests",

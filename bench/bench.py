@@ -393,7 +393,8 @@ def wakes(work, dump, count=20):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="about two minutes: shorter runs, 8 clients, 1k idle, small datasets")
-    ap.add_argument("--only", choices=["provisioning", "wakes"], help="run only this part (provisioning: restore, clone, reset, snapshot, branch; wakes: 20 wakes of a sleeping database)")
+    ap.add_argument("--only", choices=["select", "provisioning", "wakes"], help="run only this part (select: select-only TPS and proxy CPU per transaction, every path, rounds interleaved; provisioning: restore, clone, reset, snapshot, branch; wakes: 20 wakes of a sleeping database)")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds of the select-only comparison, interleaved across paths (default: 1, or 3 with --only select)")
     args = ap.parse_args()
     quick = args.quick
     secs = 8 if quick else 30
@@ -412,7 +413,7 @@ def main():
                             "postgres": "fsync=off, shared_buffers=256MB, trust auth on loopback"}}
     try:
         results["rows"], results["idle_bytes_per_connection"] = [], {}
-        if args.only is None:
+        if args.only in (None, "select"):
             s = Setup(work, quick)
             paths = s.paths()
             sh([f"{PGBIN}/pgbench", "-i", "-q", "-s", str(results["settings"]["scale"])], env=paths["direct"], timeout=1800)
@@ -425,16 +426,32 @@ def main():
 
             # CPU per transaction of each proxy process (not the client's or Postgres'), same run.
             proxy_pid = {"router_plain": s.router.pid, "router_tls": s.router.pid, "pgbouncer": s.bouncer.pid, "haproxy": s.haproxy.pid}
+            # Rounds are interleaved (direct, router, PgBouncer, HAProxy, then again): the machine's
+            # speed drifts ±10% between minutes, so each path sees the same drift. Sums over rounds.
+            rounds = args.rounds or (3 if args.only == "select" else 1)
             for clients in ([8] if quick else [8, 32]):
+                totals = {name: [0.0, 0, 0.0] for name in paths}  # seconds of pgbench, transactions, proxy CPU
+                for _ in range(rounds):
+                    for name, env in paths.items():
+                        pid = proxy_pid.get(name)
+                        before = cpu_seconds(pid) if pid else None
+                        tps, txns = pgbench_run(env, clients, secs)
+                        totals[name][0] += txns / tps if tps else 0
+                        totals[name][1] += txns
+                        if pid:
+                            totals[name][2] += cpu_seconds(pid) - before
                 base = None
-                for name, env in paths.items():
-                    pid = proxy_pid.get(name)
-                    before = cpu_seconds(pid) if pid else None
-                    tps, txns = pgbench_run(env, clients, secs)
+                for name in paths:
+                    seconds, txns, cpu = totals[name]
+                    tps = txns / seconds if seconds else 0
                     base = base or tps
-                    record(f"select-only TPS, {clients} clients", name, tps, "tps", base)
-                    if pid:
-                        rows[-1]["cpu_us_per_txn"] = round((cpu_seconds(pid) - before) / txns * 1e6, 1)
+                    record(f"select-only TPS, {clients} clients" + (f" ({rounds} rounds)" if rounds > 1 else ""), name, tps, "tps", base)
+                    if proxy_pid.get(name):
+                        rows[-1]["cpu_us_per_txn"] = round(cpu / txns * 1e6, 1)
+                if args.only == "select":
+                    results["rows"] = rows
+                    continue
+        if args.only is None:
             base = None
             for name, env in paths.items():
                 tps = pgbench_tps(env, 8, max(5, secs // 2), connect=True)

@@ -47,3 +47,29 @@ void devdb_ssl_ctx_use_postgresql_alpn(SSL_CTX *ctx) {
 
 int devdb_ssl_offer_postgresql_alpn(SSL *ssl) { return SSL_set_alpn_protos(ssl, pg_alpn, sizeof(pg_alpn)); }
 
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+int devdb_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int devdb_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = events;
+    ev.data.u64 = token;
+    return epoll_ctl(epfd, op, fd, &ev);
+}
+
+int devdb_epoll_wait(int epfd, struct devdb_event *out, int max, int timeout_ms) {
+    struct epoll_event evs[256];
+    if (max > 256) max = 256;
+    int n = epoll_wait(epfd, evs, max, timeout_ms);
+    for (int i = 0; i < n; i++) {
+        out[i].events = evs[i].events;
+        out[i].token = evs[i].data.u64;
+    }
+    return n;
+}
+
+int devdb_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }

@@ -158,6 +158,9 @@ public final class TLSSession {
         return String(decoding: UnsafeBufferPointer(start: data, count: Int(len)), as: UTF8.self)
     }
 
+    /// The handshake has completed (close_notify is only meaningful after it).
+    public var handshakeDone: Bool { SSL_is_init_finished(ssl) == 1 }
+
     /// Decrypted bytes buffered inside OpenSSL (not visible as socket readability).
     public var hasBufferedPlaintext: Bool { SSL_pending(ssl) > 0 }
 

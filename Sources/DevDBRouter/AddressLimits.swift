@@ -1,27 +1,37 @@
 import DevDBNet
 import Synchronization
 
-/// Counts unfinished handshakes per client address and refuses more than `limit`, so one
-/// address cannot hold the router's startup slots (slowloris).
-public final class HandshakeLimiter: Sendable {
-    private let limit: Int
-    private let counts = Mutex<[SocketAddress.Host: Int]>([:])
+/// Counts unfinished connection starts, per client address and in all. An address is held to
+/// `perAddress` unfinished starts only while the router is under pressure (`pressure` or more
+/// unfinished starts in all), so a burst from one address (an office NAT, a pool warming up) is
+/// served, while a flood of stalled starts cannot crowd everyone else out. The caller refuses a
+/// start that was not admitted where the client can read it (after TLS), and always ends it.
+public final class StartLimiter: Sendable {
+    private let perAddress: Int
+    private let pressure: Int
+    private let counts = Mutex<(total: Int, byAddress: [SocketAddress.Host: Int])>((0, [:]))
 
-    public init(limit: Int) { self.limit = limit }
+    public init(perAddress: Int, pressure: Int) {
+        self.perAddress = perAddress
+        self.pressure = pressure
+    }
 
-    public func acquire(_ host: SocketAddress.Host) -> Bool {
+    /// Counts a start; returns whether it is admitted. Every `begin` needs one `end`.
+    public func begin(_ host: SocketAddress.Host) -> Bool {
         counts.withLock { c in
-            let n = c[host, default: 0]
-            guard n < limit else { return false }
-            c[host] = n + 1
-            return true
+            let mine = c.byAddress[host, default: 0]
+            let admitted = c.total < pressure || mine < perAddress
+            c.total += 1
+            c.byAddress[host] = mine + 1
+            return admitted
         }
     }
 
-    public func release(_ host: SocketAddress.Host) {
+    public func end(_ host: SocketAddress.Host) {
         counts.withLock { c in
-            let n = (c[host] ?? 1) - 1
-            c[host] = n > 0 ? n : nil
+            c.total -= 1
+            let n = (c.byAddress[host] ?? 1) - 1
+            c.byAddress[host] = n > 0 ? n : nil
         }
     }
 }

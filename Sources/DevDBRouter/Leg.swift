@@ -1,17 +1,10 @@
-import Dispatch
 import DevDBNet
 
-/// One side of a session (client or backend): its socket, optional TLS, its Dispatch sources
-/// and the bytes waiting to be written to it. Confined to the session's queue.
-final class Leg: @unchecked Sendable {  // used only on its session's queue
-    let fd: Int32
+/// One side of a session (client or backend): its socket, optional TLS, its readiness handlers
+/// (on the session's event loop) and the bytes waiting to be written to it. Confined to the
+/// session's loop thread.
+final class Leg: PolledDescriptor, @unchecked Sendable {  // used only on its session's loop thread
     var tls: TLSSession?
-    private var readSource: DispatchSourceRead?
-    private var writeSource: DispatchSourceWrite?
-    private var readRunning = false
-    private var writeRunning = false
-    private var liveSources = 0
-    private var closing = false
 
     /// Bytes that must be written to this leg before more are read from its peer (backpressure).
     private var pending: [UInt8] = []
@@ -23,57 +16,12 @@ final class Leg: @unchecked Sendable {  // used only on its session's queue
     private(set) var writeShut = false
     var readClosed = false
 
-    init(fd: Int32) { self.fd = fd }
 
     // MARK: reading
 
     func read(into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
         if let tls { return tls.read(into: buffer) }
         return SocketIO.read(fd, into: buffer)
-    }
-
-    /// Starts (or resumes) read notifications.
-    func watchReadable(on queue: DispatchQueue, _ handler: @escaping () -> Void) {
-        if readSource == nil {
-            let s = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
-            s.setEventHandler(handler: handler)
-            s.setCancelHandler { [self] in sourceCancelled() }
-            readSource = s
-            liveSources += 1
-            readRunning = true
-            s.resume()
-        } else if !readRunning {
-            readRunning = true
-            readSource!.resume()
-        }
-    }
-
-    func pauseReading() {
-        guard readRunning, let s = readSource else { return }
-        readRunning = false
-        s.suspend()
-    }
-
-    // MARK: writing
-
-    func watchWritable(on queue: DispatchQueue, _ handler: @escaping () -> Void) {
-        if writeSource == nil {
-            let s = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
-            s.setCancelHandler { [self] in sourceCancelled() }
-            writeSource = s
-            liveSources += 1
-        }
-        writeSource!.setEventHandler(handler: handler)
-        if !writeRunning {
-            writeRunning = true
-            writeSource!.resume()
-        }
-    }
-
-    func stopWatchingWritable() {
-        guard writeRunning, let s = writeSource else { return }
-        writeRunning = false
-        s.suspend()
     }
 
     private func writeOnce(_ buf: UnsafeRawBufferPointer) -> IOResult {
@@ -131,34 +79,14 @@ final class Leg: @unchecked Sendable {  // used only on its session's queue
 
     // MARK: teardown
 
-    /// Cancels every source; the descriptor is closed once the last cancel handler has run.
+    /// Closes the socket; with TLS up, says close_notify first (libpq reports a TLS connection
+    /// that ends without it as "SSL error: unexpected eof").
     func close() {
-        guard !closing else { return }
-        closing = true
-        if liveSources == 0 {
-            SocketIO.close(fd)
-            return
+        guard !isClosed else { return }
+        if let tls, !writeShut, tls.handshakeDone {
+            writeShut = true
+            tls.shutdown()
         }
-        // A suspended source must be resumed before it is cancelled (libdispatch traps otherwise).
-        if let s = readSource {
-            if !readRunning { s.resume() }
-            s.cancel()
-        }
-        if let s = writeSource {
-            if !writeRunning { s.resume() }
-            s.cancel()
-        }
-        readRunning = false
-        writeRunning = false
-    }
-
-    private func sourceCancelled() {
-        liveSources -= 1
-        if liveSources == 0 {
-            // Break the handler -> session -> leg cycles and release the descriptor.
-            readSource = nil
-            writeSource = nil
-            SocketIO.close(fd)
-        }
+        closeDescriptor()
     }
 }

@@ -1,3 +1,4 @@
+import DevDBRouterCore
 import Synchronization
 
 /// The router's metrics, written as Prometheus text. All names and labels are here.
@@ -10,6 +11,10 @@ public final class RouterMetrics: Sendable {
         case backendRejected = "backend_rejected", shuttingDown = "shutting_down", clientClosed = "client_closed"
         case cancelRequest = "cancel_request"
         case wakeFailed = "wake_failed", wakeTimeout = "wake_timeout"
+
+        /// Every refusal kind is an outcome of the same name.
+        init(_ kind: Refusal.Kind) { self.init(rawValue: kind.rawValue)! }
+        init(_ quiet: ConnectionStart.QuietEnd) { self.init(rawValue: quiet.rawValue)! }
     }
 
     public enum CancelOutcome: String, Sendable, CaseIterable {

@@ -1,5 +1,6 @@
 import Dispatch
 import DevDBCore
+import DevDBNet
 import DevDBRedis
 import Synchronization
 #if canImport(Glibc)
@@ -86,8 +87,8 @@ public final class RouteResolver: Sendable {
     }
 
     /// Looks a route up. On a cache hit `completion` runs before this returns; otherwise it
-    /// runs later on `queue`.
-    public func lookup(_ name: String, on queue: DispatchQueue, completion: @escaping @Sendable (RouteLookup) -> Void) {
+    /// runs later on `executor`.
+    public func lookup(_ name: String, on executor: any JobExecutor, completion: @escaping @Sendable (RouteLookup) -> Void) {
         let now = monotonicSeconds()
         let hit: (Entry, stale: Bool)? = cache.withLock { c in
             guard let e = c[name] else { return nil }
@@ -101,7 +102,7 @@ public final class RouteResolver: Sendable {
             return
         }
         metrics.cacheMisses.add(1, ordering: .relaxed)
-        fetch(name) { result in queue.async { completion(result) } }
+        fetch(name) { result in executor.execute { completion(result) } }
     }
 
     /// Warms the cache (e.g. from the SNI of a ClientHello while the TLS handshake runs).

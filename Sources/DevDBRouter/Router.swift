@@ -14,7 +14,7 @@ public struct RouterStartError: Error, CustomStringConvertible {
 /// The router: listeners, the admin (metrics/health) endpoint, TLS reloads and draining.
 public final class Router: Sendable {
     let ctx: RouterContext
-    private let lanes: [IOLane]
+    private let lanes: [EventLoop]
     private let nextLane = Atomic<Int>(0)
     private let acceptQueue = DispatchQueue(label: "devdb.router.accept")
     // Listener sources; created in start(), cancelled in drain(). Guarded by the mutex.
@@ -37,10 +37,6 @@ public final class Router: Sendable {
         } else if config.tlsCertificate != nil || config.tlsKey != nil {
             throw RouterStartError(description: "--tls-cert and --tls-key must be given together")
         }
-        var backendTLS: TLSContext?
-        do { backendTLS = try TLSContext(clientCAFile: config.backendCAFile) } catch {
-            throw RouterStartError(description: error.description)
-        }
         let redis = RedisClient(url: config.redis)
         let resolver = RouteResolver(redis: redis, metrics: metrics, log: log, negativeTTL: config.negativeCacheSeconds,
                                      refreshAfter: config.routeRefreshSeconds)
@@ -49,10 +45,16 @@ public final class Router: Sendable {
         let wakes = WakeCoordinator(redis: RedisClient(url: config.redis), resolver: resolver, metrics: metrics, log: log)
         resolver.observeChanges { name in if let name { wakes.routeChanged(name) } else { wakes.recheckAll() } }
         ctx = RouterContext(config: config, log: log, metrics: metrics, resolver: resolver, cancelKeys: cancelKeys,
-                            serverTLS: serverTLS, backendTLS: backendTLS, wakes: wakes,
+                            serverTLS: serverTLS, wakes: wakes,
                             activity: RouteActivity(redis: RedisClient(url: config.redis), log: log))
         let laneCount = config.ioQueues > 0 ? config.ioQueues : max(2, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-        lanes = (0..<laneCount).map { IOLane(index: $0) }
+        var loops: [EventLoop] = []
+        for index in 0..<laneCount {
+            do { loops.append(try EventLoop(name: "devdb.router.io.\(index)")) } catch {
+                throw RouterStartError(description: "cannot create an event loop: \(error)")
+            }
+        }
+        lanes = loops
 
         var fds: [Int32] = []
         var ports: [UInt16] = []
@@ -82,6 +84,7 @@ public final class Router: Sendable {
 
     public func start() {
         raiseDescriptorLimit()
+        for lane in lanes { lane.start() }
         watchTLSFiles()
         ctx.resolver.start()
         ctx.cancelKeys.startRefreshing()
@@ -118,7 +121,7 @@ public final class Router: Sendable {
             case .accepted(let conn, let peer):
                 let lane = lanes[nextLane.wrappingAdd(1, ordering: .relaxed).oldValue % lanes.count]
                 let session = Session(ctx: ctx, lane: lane, fd: conn, peer: peer)
-                lane.queue.async { session.start() }
+                lane.execute { session.begin() }
             case .wouldBlock:
                 return
             case .failed(let e):

@@ -13,12 +13,13 @@ public struct RouterConfig: Sendable {
     /// swapping a mounted Secret) is loaded as on SIGHUP. 0: only SIGHUP reloads.
     public var tlsReloadInterval: Double = 60
     /// CA used to verify backends for routes with `tls=true`; nil means encrypt without verifying.
-    public var backendCAFile: String?
     public var metricsListen: SocketAddress? = try! SocketAddress(parsing: "0.0.0.0:9187")
     /// Accept-to-routed limit.
     public var startupTimeout: Double = 10
     /// Unfinished handshakes allowed per client address.
     public var maxHandshakesPerAddress = 32
+    /// Unfinished starts in all from which `maxHandshakesPerAddress` applies.
+    public var handshakePressure = 512
     public var maxStartupPacket = 10_000
     public var drainTimeout: Double = 30
     /// Peers allowed (and required) to send a PROXY protocol v2 header.

@@ -1,21 +1,7 @@
 import Dispatch
 import DevDBNet
+import DevDBRouterCore
 import Synchronization
-
-/// A serial queue and the scratch buffer its sessions read into. Sessions are spread over a
-/// small fixed set of lanes; both directions of a session run on its lane, so the scratch
-/// buffer is never used by two reads at once.
-final class IOLane: @unchecked Sendable {  // `scratch` is only touched on `queue`
-    let queue: DispatchQueue
-    let scratch: UnsafeMutableRawBufferPointer
-
-    static let scratchSize = 64 * 1024
-
-    init(index: Int) {
-        queue = DispatchQueue(label: "devdb.router.io.\(index)")
-        scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.scratchSize, alignment: 16)
-    }
-}
 
 /// What every session shares. Each member is safe to use from any queue.
 final class RouterContext: Sendable {
@@ -24,16 +10,16 @@ final class RouterContext: Sendable {
     let metrics: RouterMetrics
     let resolver: RouteResolver
     let cancelKeys: CancelKeyRegistry
-    let handshakes: HandshakeLimiter
+    let starts: StartLimiter
+    let startSettings: ConnectionStart.Settings
     let cancelRate: AddressRateLimiter
-    let backendTLS: TLSContext?
     let wakes: WakeCoordinator
     let activity: RouteActivity
     /// Replaced on SIGHUP; sessions take the current one when their handshake starts.
     private let serverTLS: Mutex<TLSContext?>
 
     init(config: RouterConfig, log: Log, metrics: RouterMetrics, resolver: RouteResolver, cancelKeys: CancelKeyRegistry,
-         serverTLS: TLSContext?, backendTLS: TLSContext?, wakes: WakeCoordinator, activity: RouteActivity) {
+         serverTLS: TLSContext?, wakes: WakeCoordinator, activity: RouteActivity) {
         self.wakes = wakes
         self.activity = activity
         self.config = config
@@ -41,10 +27,12 @@ final class RouterContext: Sendable {
         self.metrics = metrics
         self.resolver = resolver
         self.cancelKeys = cancelKeys
-        self.handshakes = HandshakeLimiter(limit: config.maxHandshakesPerAddress)
+        self.starts = StartLimiter(perAddress: config.maxHandshakesPerAddress, pressure: config.handshakePressure)
+        self.startSettings = ConnectionStart.Settings(
+            tlsAvailable: serverTLS != nil, dbDomains: config.dbDomains, maxStartupPacket: config.maxStartupPacket,
+            startupTimeoutSeconds: Int(config.startupTimeout.rounded()), wakeTimeoutSeconds: Int(config.wakeTimeout.rounded()))
         self.cancelRate = AddressRateLimiter(ratePerSecond: config.cancelRatePerSecond)
         self.serverTLS = Mutex(serverTLS)
-        self.backendTLS = backendTLS
     }
 
     var tls: TLSContext? { serverTLS.withLock { $0 } }
@@ -55,17 +43,8 @@ final class RouterContext: Sendable {
         config.proxyProtocolTrusted.contains { $0.contains(host) }
     }
 
-    /// The route named by an SNI host name: its first label, when the rest is one of the
-    /// configured domains. nil when the name is under none of them.
+    /// The route named by an SNI host name (see `ConnectionStart.routeName(fromSNI:domains:)`).
     func routeName(fromSNI sni: String) -> String? {
-        // Host names are case-insensitive, and a fully qualified one may end with a dot.
-        var name = sni.lowercased()
-        if name.hasSuffix(".") { name.removeLast() }
-        for domain in config.dbDomains {
-            guard name.count > domain.count + 1, name.hasSuffix("." + domain) else { continue }
-            let label = name.dropLast(domain.count + 1)
-            if !label.contains(".") { return String(label) }
-        }
-        return nil
+        ConnectionStart.routeName(fromSNI: sni, domains: config.dbDomains)
     }
 }

@@ -1,5 +1,6 @@
 import Dispatch
 import DevDBCore
+import DevDBNet
 import DevDBRedis
 import Foundation
 import Synchronization
@@ -15,7 +16,7 @@ final class WakeCoordinator: Sendable {
 
     struct Waiter {
         let id: UInt64
-        let queue: DispatchQueue
+        let executor: any JobExecutor
         let callback: @Sendable (Outcome) -> Void
     }
 
@@ -35,12 +36,12 @@ final class WakeCoordinator: Sendable {
         self.log = log
     }
 
-    /// Waits for `name` to be woken; `callback` runs once, on `queue`.
-    func wait(_ name: String, timeout: Double, on queue: DispatchQueue, callback: @escaping @Sendable (Outcome) -> Void) {
+    /// Waits for `name` to be woken; `callback` runs once, on `executor`.
+    func wait(_ name: String, timeout: Double, on executor: any JobExecutor, callback: @escaping @Sendable (Outcome) -> Void) {
         let id = nextID.add(1, ordering: .relaxed).oldValue
         let first = waiting.withLock { w -> Bool in
             let isFirst = w[name] == nil
-            w[name, default: (monotonicSeconds(), [])].waiters.append(Waiter(id: id, queue: queue, callback: callback))
+            w[name, default: (monotonicSeconds(), [])].waiters.append(Waiter(id: id, executor: executor, callback: callback))
             return isFirst
         }
         if first {
@@ -56,7 +57,7 @@ final class WakeCoordinator: Sendable {
                 check(name)
             }
         }
-        queue.asyncAfter(deadline: .now() + timeout) { [self] in
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout) { [self] in
             let expired = waiting.withLock { w -> Waiter? in
                 guard var entry = w[name], let i = entry.waiters.firstIndex(where: { $0.id == id }) else { return nil }
                 let waiter = entry.waiters.remove(at: i)
@@ -65,7 +66,7 @@ final class WakeCoordinator: Sendable {
             }
             if let expired {
                 metrics.wakeEnded("timeout", seconds: nil)
-                expired.callback(.timedOut)
+                expired.executor.execute { expired.callback(.timedOut) }
             }
         }
     }
@@ -98,7 +99,7 @@ final class WakeCoordinator: Sendable {
             } else {
                 metrics.wakeEnded("failed", seconds: nil)
             }
-            for w in entry.waiters { w.queue.async { w.callback(outcome) } }
+            for w in entry.waiters { w.executor.execute { w.callback(outcome) } }
         }
     }
 }

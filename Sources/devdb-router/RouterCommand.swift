@@ -46,17 +46,17 @@ struct RouterCommand: ParsableCommand {
     @Option(name: .customLong("tls-reload-interval"), help: ArgumentHelp("Seconds between checks of --tls-cert/--tls-key for changes (renewals, Kubernetes Secret updates); 0: reload only on SIGHUP.", valueName: "seconds"))
     var tlsReloadInterval: Double = 60
 
-    @Option(name: .customLong("backend-ca"), help: ArgumentHelp("CA file to verify backends of routes with tls=true (default: encrypt without verifying).", valueName: "path"))
-    var backendCA: String?
-
     @Option(name: .customLong("metrics-listen"), help: ArgumentHelp("Address for /metrics, /healthz and /readyz; 'off' disables it.", valueName: "host:port"))
     var metricsListen: String = "0.0.0.0:9187"
 
     @Option(name: .customLong("startup-timeout"), help: ArgumentHelp("Seconds a connection may take from accept to routed.", valueName: "seconds"))
     var startupTimeout: Double = 10
 
-    @Option(name: .customLong("max-handshakes-per-address"), help: "Unfinished connection starts allowed per client address.")
+    @Option(name: .customLong("max-handshakes-per-address"), help: "Unfinished connection starts allowed per client address while the router is under pressure (see --handshake-pressure); more are refused after TLS, where clients can read why.")
     var maxHandshakesPerAddress: Int = 32
+
+    @Option(name: .customLong("handshake-pressure"), help: "Unfinished connection starts, all addresses together, from which --max-handshakes-per-address applies; below it bursts from one address are served.")
+    var handshakePressure: Int = 512
 
     @Option(name: .customLong("drain-timeout"), help: ArgumentHelp("Seconds to let sessions finish after SIGTERM.", valueName: "seconds"))
     var drainTimeout: Double = 30
@@ -82,8 +82,8 @@ struct RouterCommand: ParsableCommand {
 
     static let environmentOptions = EnvironmentOptions(
         prefix: "DEVDB_ROUTER_",
-        names: ["listen", "redis", "redis-password-file", "db-domain", "tls-cert", "tls-key", "tls-reload-interval", "backend-ca", "metrics-listen", "startup-timeout",
-                "max-handshakes-per-address", "drain-timeout", "proxy-protocol-from", "cancel-rate", "cancel-key-ttl",
+        names: ["listen", "redis", "redis-password-file", "db-domain", "tls-cert", "tls-key", "tls-reload-interval", "metrics-listen", "startup-timeout",
+                "max-handshakes-per-address", "handshake-pressure", "drain-timeout", "proxy-protocol-from", "cancel-rate", "cancel-key-ttl",
                 "io-queues", "wake-timeout", "activity-interval", "log-level"],
         repeatable: ["listen", "db-domain", "proxy-protocol-from"])
 
@@ -93,7 +93,9 @@ struct RouterCommand: ParsableCommand {
         }
         guard LogLevel(name: logLevel) != nil else { throw ValidationError("--log-level must be debug, info, warning or error.") }
         guard startupTimeout > 0, drainTimeout >= 0 else { throw ValidationError("timeouts must be positive.") }
-        guard maxHandshakesPerAddress > 0 else { throw ValidationError("--max-handshakes-per-address must be at least 1.") }
+        guard maxHandshakesPerAddress > 0, handshakePressure > 0 else {
+            throw ValidationError("--max-handshakes-per-address and --handshake-pressure must be at least 1.")
+        }
         guard tlsReloadInterval >= 0 else { throw ValidationError("--tls-reload-interval must be 0 (off) or a number of seconds.") }
         guard cancelKeyTTL >= 3 else { throw ValidationError("--cancel-key-ttl must be at least 3 seconds.") }
         guard wakeTimeout > 0, activityInterval > 0 else { throw ValidationError("--wake-timeout and --activity-interval must be positive.") }
@@ -119,9 +121,9 @@ struct RouterCommand: ParsableCommand {
         c.tlsCertificate = tlsCert
         c.tlsKey = tlsKey
         c.tlsReloadInterval = tlsReloadInterval
-        c.backendCAFile = backendCA
         c.startupTimeout = startupTimeout
         c.maxHandshakesPerAddress = maxHandshakesPerAddress
+        c.handshakePressure = handshakePressure
         c.drainTimeout = drainTimeout
         c.cancelRatePerSecond = cancelRate
         c.cancelKeyTTL = cancelKeyTTL

@@ -36,6 +36,9 @@ public enum TestPaths {
 
     public static let postgresBin = "/usr/lib/postgresql/15/bin"
 
+    /// The repository's venv Python (scripts/install-deps puts psycopg 3 with libpq 18 there).
+    public static var venvPython: String { repositoryRoot.appendingPathComponent(".venv/bin/python3").path }
+
     /// A fresh directory the `postgres` user can write to.
     public static func makeTemporaryDirectory(_ prefix: String) throws -> URL {
         let url = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("\(prefix)-\(UUID().uuidString.prefix(8))")

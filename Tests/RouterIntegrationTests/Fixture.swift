@@ -35,7 +35,7 @@ final class RouterFixture: @unchecked Sendable {
         try redis.setRoute("alpha", port: alpha.port)
         try redis.setRoute("beta", port: beta.port)
         router = try RouterProcess(directory: directory, redis: redis, domain: Self.domain, tls: certs,
-                                   extra: ["--startup-timeout", "2", "--max-handshakes-per-address", "20"])
+                                   extra: ["--startup-timeout", "2", "--max-handshakes-per-address", "20", "--handshake-pressure", "100"])
     }
 
     var password: String { alpha.password }

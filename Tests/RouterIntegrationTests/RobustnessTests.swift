@@ -87,20 +87,6 @@ extension RouterEndToEnd {
             #expect(Array(bytes.dropFirst(5)) == [0, 3, 0, 0])
         }
 
-        @Test func unfinishedHandshakesArePerAddressCapped() throws {
-            let f = try RouterFixture.get()
-            // The fixture allows 20 unfinished starts per address.
-            let held = try (0..<20).map { _ in try RawClient(port: f.router.port) }
-            try waitUntil("router counted the held connections") {
-                ((try? f.router.metric("devdb_router_active_connections")) ?? 0) >= 20
-            }
-            let refused = try RawClient(port: f.router.port)
-            let (bytes, closed) = refused.readAll(timeout: 5)
-            #expect(closed)
-            #expect(Packets.errorFields(bytes)?["C"] == "53300")
-            withExtendedLifetime(held) {}
-        }
-
         @Test func directTLSRequiresALPNPostgresql() throws {
             let f = try RouterFixture.get()
             let script = """

@@ -56,7 +56,7 @@ import Testing
         let resolver = RouteResolver(redis: redis, metrics: metrics, log: log, negativeTTL: 1, refreshAfter: 1)
         let ctx = RouterContext(config: config, log: log, metrics: metrics, resolver: resolver,
                                 cancelKeys: CancelKeyRegistry(redis: redis, metrics: metrics, log: log, ttl: 30),
-                                serverTLS: nil, backendTLS: nil,
+                                serverTLS: nil,
                                 wakes: WakeCoordinator(redis: redis, resolver: resolver, metrics: metrics, log: log),
                                 activity: RouteActivity(redis: redis, log: log))
         #expect(ctx.routeName(fromSNI: "kate-pg.db.devdb.example.com") == "kate-pg")

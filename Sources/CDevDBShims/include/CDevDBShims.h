@@ -21,3 +21,11 @@ void devdb_ssl_ctx_use_postgresql_alpn(SSL_CTX *ctx);
 /// Client side: offer ALPN "postgresql".
 int devdb_ssl_offer_postgresql_alpn(SSL *ssl);
 
+
+/// epoll without the packed `struct epoll_event` (which Swift imports poorly): interest changes
+/// take the event mask and a 64-bit token; waits fill plain structs.
+struct devdb_event { uint32_t events; uint64_t token; };
+int devdb_epoll_create(void);
+int devdb_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token);
+int devdb_epoll_wait(int epfd, struct devdb_event *out, int max, int timeout_ms);
+int devdb_eventfd(void);

@@ -1,0 +1,239 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CDevDBShims
+import Dispatch
+import Synchronization
+
+/// Linux's epoll constants (the header's enum does not reach Swift through the shim).
+enum Epoll {
+    static let input: UInt32 = 0x001
+    static let output: UInt32 = 0x004
+    static let error: UInt32 = 0x008
+    static let hangUp: UInt32 = 0x010
+    static let add: Int32 = 1
+    static let delete: Int32 = 2
+    static let modify: Int32 = 3
+}
+
+/// Something that runs closures on its own thread or queue.
+public protocol JobExecutor: Sendable {
+    func execute(_ job: @escaping @Sendable () -> Void)
+}
+
+extension DispatchQueue: JobExecutor {
+    public func execute(_ job: @escaping @Sendable () -> Void) { async(execute: job) }
+}
+
+/// One thread blocked in `epoll_wait` that runs, inline, the handlers of every descriptor that
+/// became ready: no hand-off to another thread per readiness event (what a Dispatch source pays:
+/// libdispatch's epoll thread wakes, then a worker thread runs the handler). Level-triggered.
+///
+/// Everything that touches a `PolledDescriptor` runs on the loop's thread. Other threads hand
+/// work over with `execute` (a mutex-guarded list and an eventfd wake-up); timers go through
+/// Dispatch and then `execute`, since they are per connection, not per query.
+public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread state is touched only on that thread
+    /// Read buffer shared by everything on this loop (one read runs at a time).
+    public let scratch: UnsafeMutableRawBufferPointer
+    public static let scratchSize = 64 * 1024
+    public let name: String
+
+    private let epfd: Int32
+    private let wakeFD: Int32
+    private let jobs = Mutex<[@Sendable () -> Void]>([])
+    /// Work queued by the loop for itself, run after the current batch (loop thread only).
+    private var local: [() -> Void] = []
+    /// Descriptors closed during the current batch: kept alive until the batch ends, because
+    /// later events of the same batch still carry pointers to them.
+    private var graveyard: [PolledDescriptor] = []
+    private let events = UnsafeMutablePointer<devdb_event>.allocate(capacity: 256)
+
+    public init(name: String) throws(Errno) {
+        self.name = name
+        epfd = devdb_epoll_create()
+        guard epfd >= 0 else { throw Errno.current }
+        wakeFD = devdb_eventfd()
+        guard wakeFD >= 0 else { let e = Errno.current; Glibc.close(epfd); throw e }
+        guard devdb_epoll_ctl(epfd, Epoll.add, wakeFD, Epoll.input, 0) == 0 else {
+            let e = Errno.current; Glibc.close(epfd); Glibc.close(wakeFD); throw e
+        }
+        scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.scratchSize, alignment: 16)
+    }
+
+    /// Starts the loop's thread. The loop runs for the life of the process.
+    public func start() {
+        let box = Unmanaged.passRetained(self).toOpaque()
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { arg in
+            let loop = Unmanaged<EventLoop>.fromOpaque(arg!).takeRetainedValue()
+            loop.run()
+            return nil
+        }, box)
+        precondition(rc == 0, "cannot start the event loop thread \(name): \(Errno(rc))")
+        pthread_detach(thread)
+    }
+
+    /// Runs `job` on the loop's thread (from any thread).
+    public func execute(_ job: @escaping @Sendable () -> Void) {
+        jobs.withLock { $0.append(job) }
+        var one: UInt64 = 1
+        _ = Glibc.write(wakeFD, &one, 8)
+    }
+
+    /// Runs `job` on the loop's thread after `seconds`.
+    public func after(_ seconds: Double, _ job: @escaping @Sendable () -> Void) {
+        DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { [self] in execute(job) }
+    }
+
+    /// From the loop's thread: runs `job` after the descriptors ready now had their turn.
+    public func soon(_ job: @escaping () -> Void) {
+        local.append(job)
+    }
+
+    // MARK: the loop
+
+    private func run() {
+        while true {
+            let n = devdb_epoll_wait(epfd, events, 256, local.isEmpty ? -1 : 0)
+            if n < 0 {
+                if errno == EINTR { continue }
+                fatalError("epoll_wait failed on \(name): \(Errno.current)")
+            }
+            var woken = false
+            for i in 0..<Int(n) {
+                let token = events[i].token
+                if token == 0 { woken = true; continue }
+                let d = Unmanaged<PolledDescriptor>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(token))!).takeUnretainedValue()
+                d.handle(events[i].events)
+            }
+            if woken {
+                var count: UInt64 = 0
+                _ = Glibc.read(wakeFD, &count, 8)
+                let batch = jobs.withLock { j -> [@Sendable () -> Void] in
+                    let b = j
+                    j.removeAll(keepingCapacity: true)
+                    return b
+                }
+                for job in batch { job() }
+            }
+            if !local.isEmpty {
+                let batch = local
+                local.removeAll(keepingCapacity: true)
+                for job in batch { job() }
+            }
+            if !graveyard.isEmpty { graveyard.removeAll(keepingCapacity: true) }
+        }
+    }
+
+    // MARK: registrations (loop thread)
+
+    fileprivate func apply(_ d: PolledDescriptor, mask: UInt32) {
+        let token = UInt64(UInt(bitPattern: Unmanaged.passUnretained(d).toOpaque()))
+        if d.registered {
+            if devdb_epoll_ctl(epfd, Epoll.modify, d.fd, mask, token) == 0 { d.mask = mask; return }
+            // Not there any more: add it again below.
+            d.registered = false
+        }
+        if devdb_epoll_ctl(epfd, Epoll.add, d.fd, mask, token) == 0 {
+            d.registered = true
+            d.mask = mask
+        } else {
+            // The descriptor is unusable (closed under us); report it as an error to its owner.
+            d.mask = mask
+            soon { [d] in d.handle(Epoll.error) }
+        }
+    }
+
+    fileprivate func remove(_ d: PolledDescriptor) {
+        if d.registered {
+            _ = devdb_epoll_ctl(epfd, Epoll.delete, d.fd, 0, 0)
+            d.registered = false
+        }
+    }
+
+    fileprivate func bury(_ d: PolledDescriptor) { graveyard.append(d) }
+}
+
+/// A non-blocking descriptor watched by an `EventLoop`. Its handlers run on the loop's thread;
+/// `closeDescriptor` unregisters and closes it and drops the handlers (breaking their cycles).
+open class PolledDescriptor: @unchecked Sendable {  // confined to its loop's thread
+    public let fd: Int32
+    public let loop: EventLoop
+    fileprivate var registered = false
+    fileprivate var mask: UInt32 = 0
+    public private(set) var readWatched = false
+    public private(set) var writeWatched = false
+    public private(set) var isClosed = false
+    private var readHandler: (() -> Void)?
+    private var writeHandler: (() -> Void)?
+
+    public init(fd: Int32, loop: EventLoop) {
+        self.fd = fd
+        self.loop = loop
+    }
+
+    /// Calls `handler` whenever the descriptor is readable (or hung up, or in error).
+    public func watchReadable(_ handler: @escaping () -> Void) {
+        readHandler = handler
+        resumeReading()
+    }
+
+    /// Read notifications on again, with the last handler (a no-op when they are on).
+    public func resumeReading() {
+        guard !isClosed, !readWatched || !registered else { return }
+        readWatched = true
+        update()
+    }
+
+    public func pauseReading() {
+        guard readWatched else { return }
+        readWatched = false
+        update()
+    }
+
+    public func watchWritable(_ handler: @escaping () -> Void) {
+        writeHandler = handler
+        guard !isClosed, !writeWatched || !registered else { return }
+        writeWatched = true
+        update()
+    }
+
+    public func stopWatchingWritable() {
+        guard writeWatched else { return }
+        writeWatched = false
+        update()
+    }
+
+    private func update() {
+        guard !isClosed else { return }
+        let mask = (readWatched ? Epoll.input : 0) | (writeWatched ? Epoll.output : 0)
+        if registered && mask == self.mask { return }
+        if mask == 0 && !registered { return }
+        loop.apply(self, mask: mask)
+    }
+
+    fileprivate func handle(_ events: UInt32) {
+        guard !isClosed else { return }
+        let trouble = events & (Epoll.hangUp | Epoll.error) != 0
+        if readWatched && (trouble || events & Epoll.input != 0) { readHandler?() }
+        guard !isClosed else { return }
+        if writeWatched && (trouble || events & Epoll.output != 0) { writeHandler?() }
+        guard !isClosed else { return }
+        // Level-triggered HUP/ERR is reported whatever the mask: with nothing watched it would
+        // fire forever, so take the descriptor out until someone watches it again.
+        if trouble && !readWatched && !writeWatched { loop.remove(self) }
+    }
+
+    /// Unregisters and closes the descriptor. Safe to call more than once.
+    open func closeDescriptor() {
+        guard !isClosed else { return }
+        isClosed = true
+        loop.remove(self)
+        readHandler = nil
+        writeHandler = nil
+        readWatched = false
+        writeWatched = false
+        Glibc.close(fd)
+        loop.bury(self)
+    }
+}
