@@ -22,7 +22,6 @@ long devdb_ssl_ctx_set_partial_write_modes(SSL_CTX *ctx) {
 
 long devdb_bio_set_mem_eof_return(BIO *bio, long v) { return BIO_set_mem_eof_return(bio, v); }
 
-int devdb_ssl_set_sni(SSL *ssl, const char *name) { return (int)SSL_set_tlsext_host_name(ssl, name); }
 
 unsigned long devdb_ssl_op_no_renegotiation(void) { return SSL_OP_NO_RENEGOTIATION; }
 unsigned long devdb_ssl_op_no_compression(void) { return SSL_OP_NO_COMPRESSION; }
@@ -45,7 +44,6 @@ void devdb_ssl_ctx_use_postgresql_alpn(SSL_CTX *ctx) {
     SSL_CTX_set_alpn_select_cb(ctx, devdb_alpn_select, NULL);
 }
 
-int devdb_ssl_offer_postgresql_alpn(SSL *ssl) { return SSL_set_alpn_protos(ssl, pg_alpn, sizeof(pg_alpn)); }
 
 
 #include <sys/epoll.h>

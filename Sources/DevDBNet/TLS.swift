@@ -44,20 +44,6 @@ public final class TLSContext: @unchecked Sendable {  // SSL_CTX is thread-safe 
         devdb_ssl_ctx_use_postgresql_alpn(ctx)
     }
 
-    /// A client context for optional TLS to backends. Backends are addressed by the route,
-    /// inside the cluster; the certificate is verified when `caFile` is given.
-    public init(clientCAFile caFile: String?) throws(TLSError) {
-        guard let ctx = SSL_CTX_new(TLS_client_method()) else { throw TLSError(description: opensslErrorText()) }
-        self.ctx = ctx
-        try configure()
-        if let caFile {
-            guard SSL_CTX_load_verify_locations(ctx, caFile, nil) == 1 else {
-                throw TLSError(description: "cannot load CA file \(caFile): \(opensslErrorText())")
-            }
-            SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nil)
-        }
-    }
-
     private func configure() throws(TLSError) {
         guard devdb_ssl_ctx_set_min_tls12(ctx) == 1 else { throw TLSError(description: opensslErrorText()) }
         _ = devdb_ssl_ctx_set_partial_write_modes(ctx)
@@ -94,20 +80,10 @@ public final class TLSSession {
             SSL_set_bio(ssl, rbio, wbio)
             readingFromMemory = true
         }
+        // Read whole socket buffers at once instead of a record header, then its body: one
+        // read(2) per flight instead of two. `hasPendingInput` then tells whether to read on.
+        SSL_set_read_ahead(ssl, 1)
         SSL_set_accept_state(ssl)
-    }
-
-    public init(client context: TLSContext, fd: Int32, serverName: String?) throws(TLSError) {
-        guard let ssl = SSL_new(context.ctx) else { throw TLSError(description: opensslErrorText()) }
-        self.ssl = ssl
-        self.context = context
-        self.fd = fd
-        readingFromMemory = false
-        let bio = BIO_new_socket(fd, BIO_NOCLOSE)
-        SSL_set_bio(ssl, bio, bio)
-        if let serverName, SocketAddress.parseIP(serverName) == nil { _ = devdb_ssl_set_sni(ssl, serverName) }
-        _ = devdb_ssl_offer_postgresql_alpn(ssl)
-        SSL_set_connect_state(ssl)
     }
 
     deinit { SSL_free(ssl) }
@@ -161,8 +137,9 @@ public final class TLSSession {
     /// The handshake has completed (close_notify is only meaningful after it).
     public var handshakeDone: Bool { SSL_is_init_finished(ssl) == 1 }
 
-    /// Decrypted bytes buffered inside OpenSSL (not visible as socket readability).
-    public var hasBufferedPlaintext: Bool { SSL_pending(ssl) > 0 }
+    /// Bytes OpenSSL already took from the socket (decrypted or not): socket readability will not
+    /// announce them, so the reader must go on while this is true.
+    public var hasPendingInput: Bool { SSL_has_pending(ssl) == 1 || readingFromMemory }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
         while true {

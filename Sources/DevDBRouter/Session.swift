@@ -323,10 +323,10 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
                     dst.watchWritable { [self] in legWritable(dst) }
                     return
                 }
-                // A short plaintext read drained the socket: skip the read that would only say
-                // EAGAIN (the read source fires again when more arrives). TLS may hold more
-                // decrypted bytes than the socket shows, so it reads on.
-                if n < lane.scratch.count && src.tls == nil {
+                // A short read drained the socket: skip the read that would only say EAGAIN (the
+                // loop reports the socket again when more arrives). TLS reads on only while
+                // OpenSSL holds bytes the socket no longer shows.
+                if n < lane.scratch.count && !(src.tls?.hasPendingInput ?? false) {
                     src.resumeReading()  // it may have been paused by backpressure
                     return
                 }

@@ -34,31 +34,7 @@ public struct BackendStartupRewriter: Sendable {
     private var pending: [UInt8] = []
     /// Startup messages from a backend are small; a larger one is a protocol error.
     public static let maxMessageLength = 1 << 20
-    /// Remove SCRAM channel-binding mechanisms (`*-PLUS`) from AuthenticationSASL. Needed when
-    /// the router-to-backend leg is TLS: the binding would be to the backend's certificate, which
-    /// the client never saw (and a plaintext client refuses -PLUS outright).
-    public let hidesChannelBinding: Bool
-
-    public init(hidesChannelBinding: Bool = false) { self.hidesChannelBinding = hidesChannelBinding }
-
-    /// AuthenticationSASL without the `-PLUS` mechanisms; nil when it is not one or nothing changes.
-    static func withoutChannelBinding(_ message: ArraySlice<UInt8>) -> [UInt8]? {
-        let m = Array(message)
-        guard m.count >= 9, readU32(m, at: 5) == 10 else { return nil }
-        var reader = ByteReader(m, from: 9)
-        var kept: [String] = []
-        var dropped = false
-        while let name = reader.cString(), !name.isEmpty {
-            if name.hasSuffix("-PLUS") { dropped = true } else { kept.append(name) }
-        }
-        guard dropped, !kept.isEmpty else { return nil }
-        var out: [UInt8] = [UInt8(ascii: "R"), 0, 0, 0, 0]
-        out.appendU32(10)
-        for k in kept { out.appendCString(k) }
-        out.append(0)
-        out.setU32(UInt32(out.count - 1), at: 1)
-        return out
-    }
+    public init() {}
 
     /// Feeds bytes from the backend. Returns the bytes to send to the client and the events seen.
     /// `makeRouterKey` chooses the key the client gets in place of the backend's.
@@ -88,8 +64,6 @@ public struct BackendStartupRewriter: Sendable {
                 output.append(contentsOf: pending[start..<end])
                 events.append(.ready)
                 isFinished = true
-            case UInt8(ascii: "R") where hidesChannelBinding:
-                output.append(contentsOf: Self.withoutChannelBinding(pending[start..<end]) ?? Array(pending[start..<end]))
             case UInt8(ascii: "E"):
                 let message = Array(pending[start..<end])
                 output.append(contentsOf: message)

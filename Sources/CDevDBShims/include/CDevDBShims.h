@@ -13,13 +13,10 @@ int devdb_socket_nonblock(int domain, int type, int protocol);
 long devdb_ssl_ctx_set_min_tls12(SSL_CTX *ctx);
 long devdb_ssl_ctx_set_partial_write_modes(SSL_CTX *ctx);
 long devdb_bio_set_mem_eof_return(BIO *bio, long v);
-int devdb_ssl_set_sni(SSL *ssl, const char *name);
 unsigned long devdb_ssl_op_no_renegotiation(void);
 unsigned long devdb_ssl_op_no_compression(void);
 /// Sets the ALPN select callback that chooses "postgresql" or fails the handshake.
 void devdb_ssl_ctx_use_postgresql_alpn(SSL_CTX *ctx);
-/// Client side: offer ALPN "postgresql".
-int devdb_ssl_offer_postgresql_alpn(SSL *ssl);
 
 
 /// epoll without the packed `struct epoll_event` (which Swift imports poorly): interest changes
