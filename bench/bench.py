@@ -91,7 +91,8 @@ class Setup:
         self.router = spawn([f"{ROOT}/.build/release/devdb-router", "--listen", f"127.0.0.1:{self.router_port}",
                              "--redis", f"redis://127.0.0.1:{self.redis_port}/0", "--db-domain", DOMAIN,
                              "--tls-cert", f"{work}/tls.crt", "--tls-key", f"{work}/tls.key", "--metrics-listen", "off",
-                             "--max-handshakes-per-address", "100000", "--log-level", "warning"], f"{work}/router.log")
+                             "--max-handshakes-per-address", "100000", "--log-level", "warning"]
+                            + os.environ.get("DEVDB_BENCH_ROUTER_ARGS", "").split(), f"{work}/router.log")
         wait_port(self.router_port)
         # PgBouncer, session mode
         self.bouncer_port = free_port()

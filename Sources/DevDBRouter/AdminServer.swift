@@ -41,8 +41,7 @@ final class AdminServer: @unchecked Sendable {  // `source` is set once in start
         var request: [UInt8] = []
         var buf = [UInt8](repeating: 0, count: 2048)
         while request.count < 8192 {
-            let n = read(fd, &buf, buf.count)
-            if n <= 0 { break }
+            guard case .bytes(let n) = buf.withUnsafeMutableBytes({ SocketIO.read(fd, into: $0) }) else { break }
             request.append(contentsOf: buf[0..<n])
             if request.count >= 4, request.suffix(4).elementsEqual([13, 10, 13, 10]) { break }
         }
@@ -62,8 +61,7 @@ final class AdminServer: @unchecked Sendable {  // `source` is set once in start
         if parts.first != "HEAD" { out += body }
         var off = 0
         while off < out.count {
-            let n = out[off...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { break }
+            guard case .bytes(let n) = out[off...].withUnsafeBytes({ SocketIO.write(fd, $0) }), n > 0 else { break }
             off += n
         }
     }
