@@ -21,6 +21,8 @@ let package = Package(
         // The API only; never the router (scripts/check-router-no-nio).
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
+        // Logging API for the router (NIO-free; the API already has it through Hummingbird).
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
     ],
     targets: [
         // C libraries, reached through system-library targets.
@@ -48,7 +50,8 @@ let package = Package(
 
         // Router runtime and its executable.
         .target(name: "DevDBRouter",
-                dependencies: ["DevDBCore", "PostgresWire", "DevDBRouterCore", "DevDBNet", "DevDBRedis"]),
+                dependencies: ["DevDBCore", "PostgresWire", "DevDBRouterCore", "DevDBNet", "DevDBRedis",
+                               .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "devdb-router", dependencies: [
             "DevDBRouter",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -394,7 +394,7 @@ def wakes(work, dump, count=20):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="about two minutes: shorter runs, 8 clients, 1k idle, small datasets")
-    ap.add_argument("--only", choices=["select", "provisioning", "wakes"], help="run only this part (select: select-only TPS and proxy CPU per transaction, every path, rounds interleaved; provisioning: restore, clone, reset, snapshot, branch; wakes: 20 wakes of a sleeping database)")
+    ap.add_argument("--only", choices=["select", "idle", "provisioning", "wakes"], help="run only this part (select: select-only TPS and proxy CPU per transaction, every path, rounds interleaved; idle: memory per idle session, router and PgBouncer; provisioning: restore, clone, reset, snapshot, branch; wakes: 20 wakes of a sleeping database)")
     ap.add_argument("--rounds", type=int, default=None, help="rounds of the select-only comparison, interleaved across paths (default: 1, or 3 with --only select)")
     args = ap.parse_args()
     quick = args.quick
@@ -414,6 +414,9 @@ def main():
                             "postgres": "fsync=off, shared_buffers=256MB, trust auth on loopback"}}
     try:
         results["rows"], results["idle_bytes_per_connection"] = [], {}
+        if args.only == "idle":
+            s = Setup(work, quick)
+            results["idle_bytes_per_connection"] = idle_memory(s, [1000] if quick else [1000, 5000, 9000], work)
         if args.only in (None, "select"):
             s = Setup(work, quick)
             paths = s.paths()

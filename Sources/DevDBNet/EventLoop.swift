@@ -5,6 +5,14 @@ import CDevDBShims
 import Dispatch
 import Synchronization
 
+/// Monotonic seconds.
+@inline(__always)
+public func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
 /// Linux's epoll constants (the header's enum does not reach Swift through the shim).
 enum Epoll {
     static let input: UInt32 = 0x001
@@ -47,6 +55,11 @@ public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread
     /// later events of the same batch still carry pointers to them.
     private var graveyard: [PolledDescriptor] = []
     private let events = UnsafeMutablePointer<devdb_event>.allocate(capacity: 256)
+    /// Timers of this loop (loop thread only): a min-heap of (deadline, id) and the jobs by id.
+    /// A cancelled timer's job is dropped at once; its 16-byte heap entry goes when it is due.
+    private var timerHeap: [(deadline: Double, id: UInt64)] = []
+    private var timerJobs: [UInt64: () -> Void] = [:]
+    private var nextTimerID: UInt64 = 1
 
     public init(name: String) throws(Errno) {
         self.name = name
@@ -80,9 +93,55 @@ public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread
         _ = Glibc.write(wakeFD, &one, 8)
     }
 
-    /// Runs `job` on the loop's thread after `seconds`.
-    public func after(_ seconds: Double, _ job: @escaping @Sendable () -> Void) {
-        DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { [self] in execute(job) }
+    /// From the loop's thread: runs `job` on it after `seconds`, unless cancelled first.
+    @discardableResult
+    public func schedule(after seconds: Double, _ job: @escaping () -> Void) -> UInt64 {
+        let id = nextTimerID
+        nextTimerID += 1
+        timerJobs[id] = job
+        timerHeap.append((monotonicSeconds() + seconds, id))
+        var i = timerHeap.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard timerHeap[parent].deadline > timerHeap[i].deadline else { break }
+            timerHeap.swapAt(parent, i)
+            i = parent
+        }
+        return id
+    }
+
+    /// From the loop's thread: drops a timer's job (a no-op when it already ran).
+    public func cancel(timer id: UInt64) {
+        timerJobs.removeValue(forKey: id)
+    }
+
+    private func popTimer() {
+        let last = timerHeap.removeLast()
+        guard !timerHeap.isEmpty else { return }
+        timerHeap[0] = last
+        var i = 0
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < timerHeap.count && timerHeap[l].deadline < timerHeap[m].deadline { m = l }
+            if r < timerHeap.count && timerHeap[r].deadline < timerHeap[m].deadline { m = r }
+            if m == i { return }
+            timerHeap.swapAt(i, m)
+            i = m
+        }
+    }
+
+    /// Runs due timers; returns the epoll timeout until the next one (-1: none).
+    private func runTimers() -> Int32 {
+        let now = monotonicSeconds()
+        while let first = timerHeap.first, first.deadline <= now {
+            popTimer()
+            if let job = timerJobs.removeValue(forKey: first.id) { job() }
+        }
+        // Cancelled timers at the top would wake the loop for nothing: drop them.
+        while let first = timerHeap.first, timerJobs[first.id] == nil { popTimer() }
+        guard let next = timerHeap.first else { return -1 }
+        return Int32(min(60_000, max(1, ((next.deadline - now) * 1000).rounded(.up))))
     }
 
     /// From the loop's thread: runs `job` after the descriptors ready now had their turn.
@@ -94,7 +153,8 @@ public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread
 
     private func run() {
         while true {
-            let n = devdb_epoll_wait(epfd, events, 256, local.isEmpty ? -1 : 0)
+            let timeout = runTimers()
+            let n = devdb_epoll_wait(epfd, events, 256, local.isEmpty ? timeout : 0)
             if n < 0 {
                 if errno == EINTR { continue }
                 fatalError("epoll_wait failed on \(name): \(Errno.current)")
@@ -198,7 +258,9 @@ open class PolledDescriptor: @unchecked Sendable {  // confined to its loop's th
         update()
     }
 
+    /// Write notifications off; the handler is dropped (an idle session keeps no closure for it).
     public func stopWatchingWritable() {
+        writeHandler = nil
         guard writeWatched else { return }
         writeWatched = false
         update()

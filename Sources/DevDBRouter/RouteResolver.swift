@@ -7,14 +7,6 @@ import Synchronization
 import Glibc
 #endif
 
-/// Monotonic seconds.
-@inline(__always)
-func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
-
 public enum RouteLookup: Sendable, Equatable {
     case found(RouteRecord)
     case notFound

@@ -13,11 +13,17 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
     private let lane: EventLoop
     private let client: Leg
     private var backend: Leg?
-    private var start: ConnectionStart
+    /// The connection-start machine, boxed and dropped once the session relays (an idle session
+    /// should hold as little as possible).
+    private final class StartBox { var machine: ConnectionStart; init(_ m: ConnectionStart) { machine = m } }
+    private var start: StartBox?
+    private var startState: ConnectionStart.State { start?.machine.state ?? .handedOff }
     private let acceptedAt = monotonicSeconds()
     private var clientHost: SocketAddress.Host?
     private var clientLabel: String
     private var holdsStartSlot = false
+    /// The startup deadline's timer on the loop, cancelled when the start ends.
+    private var startTimer: UInt64?
     private var relaying = false
     private var lingering = false
     private var ended = false
@@ -46,14 +52,17 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
             admitted = ctx.starts.begin(host)
             holdsStartSlot = true
         }
-        start = ConnectionStart(settings: ctx.startSettings, behindProxy: behindProxy, admitted: admitted,
-                                clientAddress: peer.map { SocketAddress(host: $0.host, port: 0).hostString } ?? "unknown")
+        start = StartBox(ConnectionStart(settings: ctx.startSettings, behindProxy: behindProxy, admitted: admitted,
+                                clientAddress: peer.map { SocketAddress(host: $0.host, port: 0).hostString } ?? "unknown"))
     }
 
     func begin() {
         ctx.metrics.activeConnections.add(1, ordering: .relaxed)
         SocketIO.setNoDelayAndKeepAlive(client.fd)
-        lane.after(ctx.config.startupTimeout) { [weak self] in self?.handle(.deadline) }
+        startTimer = lane.schedule(after: ctx.config.startupTimeout) { [self] in
+            startTimer = nil
+            handle(.deadline)
+        }
         client.watchReadable { [self] in clientReadable() }
     }
 
@@ -61,7 +70,8 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
 
     private func handle(_ event: ConnectionStart.Event) {
         guard !ended else { return }
-        for action in start.handle(event) { perform(action) }
+        guard let start else { return }
+        for action in start.machine.handle(event) { perform(action) }
     }
 
     private func perform(_ action: ConnectionStart.Action) {
@@ -121,6 +131,13 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
             }
         case .connect(let r):
             route = r
+            if startTimer == nil {
+                // After a wake: the connect gets a deadline of its own.
+                startTimer = lane.schedule(after: ctx.config.startupTimeout) { [self] in
+                    startTimer = nil
+                    handle(.deadline)
+                }
+            }
             if let ip = SocketAddress.parseIP(r.host) {
                 backendAddresses = [SocketAddress(host: ip, port: UInt16(r.port))]
                 connectNext()
@@ -150,7 +167,7 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
     private func clientReadable() {
         if relaying { return pump(from: client, to: backend!, backendToClient: false) }
         if lingering { return discardUntilEOF() }
-        if case .tlsHandshake = start.state { return continueTLSHandshake() }
+        if case .tlsHandshake = startState { return continueTLSHandshake() }
         readClient()
     }
 
@@ -158,7 +175,7 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
     /// the machine stops taking bytes (a TLS handshake starts, the relay starts, a refusal).
     private func readClient() {
         while !ended && !relaying && !lingering {
-            if case .tlsHandshake = start.state { return }
+            if case .tlsHandshake = startState { return }
             switch client.read(into: lane.scratch) {
             case .bytes(let n):
                 handle(.clientBytes(Array(UnsafeRawBufferPointer(rebasing: lane.scratch[0..<n]))))
@@ -192,7 +209,7 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
             client.stopWatchingWritable()
             handle(.tlsEstablished(serverName: tls.serverName, alpn: tls.negotiatedALPN))
             // The client may have sent its StartupMessage in the same flight.
-            if case .tlsStartup = start.state { readClient() }
+            if case .tlsStartup = startState { readClient() }
         case .wantRead:
             client.stopWatchingWritable()
         case .wantWrite:
@@ -216,6 +233,10 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
     /// The start is over (routed, asleep, refused or closed): it no longer counts against its
     /// address's unfinished starts.
     private func endStart() {
+        if let startTimer {
+            lane.cancel(timer: startTimer)
+            self.startTimer = nil
+        }
         if holdsStartSlot, let host = clientHost {
             ctx.starts.end(host)
             holdsStartSlot = false
@@ -225,7 +246,7 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
     // MARK: backend
 
     private func connectNext() {
-        guard case .connecting = start.state, !ended else { return }
+        guard case .connecting = startState, !ended else { return }
         guard !backendAddresses.isEmpty else {
             ctx.log.warning("backend unreachable", ["route": routeName ?? "", "backend": "\(route?.host ?? ""):\(route?.port ?? 0)", "error": lastConnectError])
             return handle(.backendFailed(lostAfterConnect: false))
@@ -242,7 +263,7 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
     }
 
     private func backendConnected(_ leg: Leg) {
-        guard case .connecting = start.state, leg === backend else { return }
+        guard case .connecting = startState, leg === backend else { return }
         leg.stopWatchingWritable()
         if let error = SocketIO.connectResult(leg.fd) {
             lastConnectError = error.description
@@ -263,6 +284,8 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
             return refuse(.backendLost(routeName ?? ""))
         }
         endStart()
+        start = nil
+        backendAddresses = []
         ctx.metrics.observeHandshake(seconds: monotonicSeconds() - acceptedAt)
         ctx.metrics.connection(.routed, route: metricRoute)
         ctx.log.debug("routed", ["client": clientLabel, "route": routeName ?? ""])
@@ -432,7 +455,7 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
         relaying = false
         backend?.close()
         backend = nil
-        guard start.canWriteToClient, client.send(response.encode()) else { return finish(nil) }
+        guard start?.machine.canWriteToClient ?? true, client.send(response.encode()) else { return finish(nil) }
         lingering = true
         if client.hasPending {
             client.watchWritable { [self] in
@@ -442,7 +465,7 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
             client.shutdownWrite()
         }
         client.watchReadable { [self] in clientReadable() }
-        lane.after(2) { [weak self] in self?.finish(nil) }
+        lane.schedule(after: 2) { [self] in finish(nil) }
     }
 
     private func discardUntilEOF() {
