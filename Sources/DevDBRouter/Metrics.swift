@@ -29,8 +29,15 @@ public final class RouterMetrics: Sendable {
     public let cacheHits = Atomic<Int>(0)
     public let cacheMisses = Atomic<Int>(0)
     public let redisErrors = Atomic<Int>(0)
-    public let bytesClientToBackend = Atomic<Int>(0)
-    public let bytesBackendToClient = Atomic<Int>(0)
+    /// Bytes relayed, one pair of counters per event loop (each written by its loop's thread only,
+    /// so the relay never contends on a shared cache line); summed when scraped.
+    private let byteCounters = Mutex<[ByteCounters]>([])
+
+    func makeByteCounters() -> ByteCounters {
+        let c = ByteCounters()
+        byteCounters.withLock { $0.append(c) }
+        return c
+    }
     public let activeConnections = Atomic<Int>(0)
     public let activeSessions = Atomic<Int>(0)
 
@@ -104,8 +111,11 @@ public final class RouterMetrics: Sendable {
         header("devdb_router_redis_errors_total", "counter", "Failed Redis commands and subscriptions.")
         out += "devdb_router_redis_errors_total \(redisErrors.load(ordering: .relaxed))\n"
         header("devdb_router_bytes_relayed_total", "counter", "Bytes relayed by direction.")
-        out += "devdb_router_bytes_relayed_total{direction=\"client_to_backend\"} \(bytesClientToBackend.load(ordering: .relaxed))\n"
-        out += "devdb_router_bytes_relayed_total{direction=\"backend_to_client\"} \(bytesBackendToClient.load(ordering: .relaxed))\n"
+        let counters = byteCounters.withLock { $0 }
+        let up = counters.reduce(0) { $0 + $1.clientToBackend.load(ordering: .relaxed) }
+        let down = counters.reduce(0) { $0 + $1.backendToClient.load(ordering: .relaxed) }
+        out += "devdb_router_bytes_relayed_total{direction=\"client_to_backend\"} \(up)\n"
+        out += "devdb_router_bytes_relayed_total{direction=\"backend_to_client\"} \(down)\n"
         header("devdb_router_tls_failures_total", "counter", "Failed TLS handshakes by reason.")
         for (k, v) in tlsFailures.withLock({ $0 }).sorted(by: { $0.key < $1.key }) { out += "devdb_router_tls_failures_total{reason=\"\(k)\"} \(v)\n" }
         header("devdb_router_cancels_total", "counter", "Cancel requests by outcome.")
@@ -114,4 +124,12 @@ public final class RouterMetrics: Sendable {
         out += "devdb_router_ready \(ready ? 1 : 0)\n"
         return out
     }
+}
+
+/// Relayed bytes of one event loop. Padded so two loops' counters never share a cache line.
+final class ByteCounters: Sendable {
+    private let padBefore = (0, 0, 0, 0, 0, 0, 0, 0)
+    let clientToBackend = Atomic<Int>(0)
+    let backendToClient = Atomic<Int>(0)
+    private let padAfter = (0, 0, 0, 0, 0, 0, 0, 0)
 }

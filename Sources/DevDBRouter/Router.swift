@@ -15,6 +15,7 @@ public struct RouterStartError: Error, CustomStringConvertible {
 public final class Router: Sendable {
     let ctx: RouterContext
     private let lanes: [EventLoop]
+    private let laneBytes: [ByteCounters]
     private let nextLane = Atomic<Int>(0)
     private let acceptQueue = DispatchQueue(label: "devdb.router.accept")
     // Listener sources; created in start(), cancelled in drain(). Guarded by the mutex.
@@ -55,6 +56,7 @@ public final class Router: Sendable {
             }
         }
         lanes = loops
+        laneBytes = loops.map { _ in metrics.makeByteCounters() }
 
         var fds: [Int32] = []
         var ports: [UInt16] = []
@@ -119,8 +121,9 @@ public final class Router: Sendable {
         while true {
             switch Sockets.accept(fd) {
             case .accepted(let conn, let peer):
-                let lane = lanes[nextLane.wrappingAdd(1, ordering: .relaxed).oldValue % lanes.count]
-                let session = Session(ctx: ctx, lane: lane, fd: conn, peer: peer)
+                let index = nextLane.wrappingAdd(1, ordering: .relaxed).oldValue % lanes.count
+                let lane = lanes[index]
+                let session = Session(ctx: ctx, lane: lane, bytes: laneBytes[index], fd: conn, peer: peer)
                 lane.execute { session.begin() }
             case .wouldBlock:
                 return

@@ -11,6 +11,7 @@ import PostgresWire
 final class Session: @unchecked Sendable {  // confined to its loop's thread
     private let ctx: RouterContext
     private let lane: EventLoop
+    private let bytes: ByteCounters
     private let client: Leg
     private var backend: Leg?
     /// The connection-start machine, boxed and dropped once the session relays (an idle session
@@ -40,9 +41,10 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
     private var routerKey: BackendKey?
     private var sessionCounted = false
 
-    init(ctx: RouterContext, lane: EventLoop, fd: Int32, peer: SocketAddress?) {
+    init(ctx: RouterContext, lane: EventLoop, bytes: ByteCounters, fd: Int32, peer: SocketAddress?) {
         self.ctx = ctx
         self.lane = lane
+        self.bytes = bytes
         self.client = Leg(fd: fd, loop: lane)
         self.clientHost = peer?.host
         self.clientLabel = peer?.description ?? "unknown"
@@ -329,7 +331,7 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
                 let chunk = UnsafeRawBufferPointer(rebasing: lane.scratch[0..<n])
                 let ok: Bool
                 if backendToClient {
-                    ctx.metrics.bytesBackendToClient.add(n, ordering: .relaxed)
+                    bytes.backendToClient.add(n, ordering: .relaxed)
                     if rewriter.isFinished {
                         ok = dst.send(chunk)
                     } else {
@@ -337,7 +339,7 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
                         ok = dst.send(out)
                     }
                 } else {
-                    ctx.metrics.bytesClientToBackend.add(n, ordering: .relaxed)
+                    bytes.clientToBackend.add(n, ordering: .relaxed)
                     ok = dst.send(chunk)
                 }
                 guard ok else { return finish(nil) }
