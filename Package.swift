@@ -80,7 +80,7 @@ let package = Package(
         // Tests.
         .target(name: "DevDBTestSupport", dependencies: ["DevDBCore"], path: "Tests/DevDBTestSupport"),
         .testTarget(name: "UnitTests",
-                    dependencies: ["PostgresWire", "DevDBCore", "DevDBRouterCore", "DevDBNet", "DevDBRedis", "DevDBRouter", "DevDBCatalog"],
+                    dependencies: ["PostgresWire", "DevDBCore", "DevDBRouterCore", "DevDBNet", "DevDBRedis", "DevDBRouter", "DevDBCatalog", "DevDBProvisioning"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "RouterIntegrationTests", dependencies: ["DevDBTestSupport", "DevDBCore"]),
         .testTarget(name: "KubernetesTests",

@@ -17,7 +17,8 @@ public struct APIConfiguration: Sendable {
     public var portRange: ClosedRange<Int> = 16000...16999
     public var s3 = S3Settings.fromEnvironment()
     public var reapIntervalSeconds: Double = 30
-    public var postgresBin = "/usr/lib/postgresql/15/bin"
+    /// Extra PostgreSQL majors for the local provisioner (--postgres-bin-dir MAJOR=DIR), besides Debian's.
+    public var postgresBinDirectories: [Int: String] = [:]
     /// Seconds between reconciles of the catalog with what runs.
     public var reconcileIntervalSeconds: Double = 60
     /// Fetch dumps from loopback, private and link-local hosts too (tests with local servers).

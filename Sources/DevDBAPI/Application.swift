@@ -13,7 +13,8 @@ public func buildApplication(_ config: APIConfiguration, logger: Logger) throws 
     switch config.provisioner {
     case "local":
         provisioner = try LocalProvisioner(dataDirectory: config.dataDirectory, catalog: catalog, fetcher: DumpFetcher(s3: config.s3, allowPrivateHosts: config.allowPrivateDumpHosts),
-                                           portRange: config.portRange, postgresBin: config.postgresBin)
+                                           portRange: config.portRange,
+                                           postgres: try PostgresInstallations.discover(configured: config.postgresBinDirectories))
     case "kubernetes":
         let connection = try KubeConnection.resolve(kubeconfig: config.kubeconfig, context: config.kubeContext, namespace: config.namespace)
         logger.info("kubernetes provisioner", metadata: ["devdb.k8s.server": "\(connection.server)", "devdb.k8s.namespace": "\(connection.namespace)",
@@ -161,11 +162,12 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
         _ = try await admin(request)
         let b = try await body(CreateProjectBody.self, request)
         try checkName(b.name, what: "project")
-        var settings = Project(name: b.name, postgresMajor: b.postgres ?? 15, dumpUrl: b.dumpUrl)
+        // The major is the dump's own unless --postgres says otherwise (decided by the plane).
+        var settings = Project(name: b.name, postgresMajor: b.postgres ?? 0, dumpUrl: b.dumpUrl)
         try applySettings(&settings, afterRestoreSql: b.afterRestoreSql, refreshOnChange: b.refreshOnChange,
                           refreshSchedule: b.refreshSchedule, keepGenerations: b.keepGenerations)
         let p: Project
-        do { p = try await plane.createProject(settings) } catch CatalogError.conflict(let m) {
+        do { p = try await plane.createProject(settings, explicitMajor: b.postgres) } catch CatalogError.conflict(let m) {
             throw APIError.conflict(m, hint: "choose another name, or delete the project first")
         }
         return try jsonResponse(ProjectView(p, generations: try await catalog.run { try $0.generations(b.name) }, admin: true), status: .accepted)
@@ -323,6 +325,11 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
             // The snapshot must still be there when the reset is accepted.
             guards = [.value(Catalog.Key.snapshot(d.name, snap), raw)]
             to = s.reference
+        }
+        if b.latest == true, d.generation != nil,
+           let latest = try await catalog.run({ try $0.generations(d.project) }).filter({ $0.state == .ready }).max(by: { $0.number < $1.number }),
+           latest.major != (d.postgresMajor ?? 15) {
+            throw APIError.conflict(ControlPlane.crossMajorReset(d, from: d.postgresMajor ?? 15, to: latest), hint: "devdb db create NEW --project \(d.project)")
         }
         guard let updated = try await plane.request(d.name, .reset(latest: b.latest ?? false, to: to), guards: guards) else {
             throw APIError.notFound("database \"\(d.name)\"")

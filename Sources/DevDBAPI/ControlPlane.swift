@@ -139,14 +139,41 @@ final class ControlPlane: Sendable {
         }
     }
 
-    func createProject(_ settings: Project) async throws -> Project {
-        guard settings.postgresMajor == 15 else {
-            throw APIError.badRequest("PostgreSQL \(settings.postgresMajor) is not available here", hint: "this installation runs PostgreSQL 15; use --postgres 15")
+    /// The dump's format and source major from its first MiB, or nil when it cannot be read now
+    /// (the seed's fetch reports why). A file that is not a dump is a `DumpError.notADump`.
+    /// Cancelling the task aborts the fetch.
+    func inspectDump(_ url: String) async throws(DumpError) -> DumpInfo? {
+        let fetcher = self.fetcher
+        let cancelled = CancelFlag()
+        let result: Result<DumpInfo, DumpError> = await withTaskCancellationHandler {
+            await withCheckedContinuation { cont in
+                DispatchQueue.global().async {
+                    cont.resume(returning: Result { () throws(DumpError) -> DumpInfo in try fetcher.inspect(url, cancelled: { cancelled.isSet }) })
+                }
+            }
+        } onCancel: { cancelled.set() }
+        switch result {
+        case .success(let info): return info
+        case .failure(let e):
+            if case .notADump = e { throw e }
+            logger.info("cannot read the dump's header yet", metadata: ["devdb.url": "\(url)", "devdb.error": "\(e)"])
+            return nil
         }
+    }
+
+    /// Creates a project. Its PostgreSQL major is `explicitMajor` or the dump's own (read from the
+    /// dump's header); a major older than the dump's, or one this installation cannot run, is refused.
+    func createProject(_ settings: Project, explicitMajor: Int? = nil) async throws -> Project {
         do { try fetcher.check(settings.dumpUrl) } catch {
             throw APIError.badRequest(error.description, hint: error.hint)
         }
+        // What the dump says about its major. One that is no dump at all is accepted here and its
+        // generation fails, saying what the file is (as a dump that cannot be fetched does).
+        let info = try? await inspectDump(settings.dumpUrl)
         var project = settings
+        do { project.postgresMajor = try provisioner.chooseMajor(explicit: explicitMajor, source: info?.sourceMajor) } catch {
+            throw APIError.badRequest(error.message, hint: error.hint)
+        }
         project.dumpFingerprint = await fingerprint(settings)
         let g = try await catalog.run { [project] in try $0.createProject(project) }
         if let g { submit(.seed(project: project.name, generation: g.number)) }
@@ -228,11 +255,32 @@ final class ControlPlane: Sendable {
 
     func seed(project name: String, generation number: Int) async {
         guard let project = try? await catalog.run({ try $0.project(name) }), project.state != .deleting,
-              let g = try? await catalog.run({ try $0.generation(name, number) }), GenerationLifecycle.isSeeding(g) else { return }
+              var g = try? await catalog.run({ try $0.generation(name, number) }), GenerationLifecycle.isSeeding(g) else { return }
         let started = Date()
         let catalog = self.catalog
         let event: GenerationLifecycle.Event
         do {
+            if g.postgresMajor == nil {
+                // The generation's major: the project's, or the dump's when a refresh brought a
+                // dump from a newer major (older generations and their databases keep theirs).
+                let info = try await inspectDump(project.dumpUrl)
+                try Task.checkCancellation()
+                var chosen = project.postgresMajor
+                if let source = info?.sourceMajor, source > chosen {
+                    do { chosen = try provisioner.chooseMajor(explicit: nil, source: source) } catch {
+                        throw ProvisioningFailure("\(error.message): \(error.hint)")
+                    }
+                }
+                let major = chosen
+                _ = await persistently("recording the generation's major", ["devdb.project": "\(name)"]) {
+                    try await self.catalog.run { try $0.apply(.inspected(major: major, format: info?.format.rawValue), project: name, generation: number) }
+                }
+                g.postgresMajor = major
+                if major != project.postgresMajor {
+                    logger.info("the new dump is from a newer PostgreSQL major", metadata: ["devdb.project": "\(name)", "devdb.major": "\(major)"])
+                    _ = try? await catalog.run { try $0.updateProject(name) { $0.postgresMajor = max($0.postgresMajor, major) } }
+                }
+            }
             try await provisioner.seed(project: project, generation: g) { phase, bytes in
                 _ = try? catalog.apply(.progress(phase: phase, bytes: bytes), project: name, generation: number)
             }
@@ -409,10 +457,12 @@ final class ControlPlane: Sendable {
                 await record(name, .progress(operation: op.id, state: .cloning, phase: "waiting for snapshot \(base)", generation: nil))
                 let s = try await readySnapshot(base, for: name)
                 await record(name, .progress(operation: op.id, state: .cloning, phase: "cloning \(base)", generation: s.generation))
-                let info = try await provisioner.create(database: d, from: .snapshot(s)) { phase in
+                var made = d
+                made.postgresMajor = await major(of: .snapshot(s))
+                let info = try await provisioner.create(database: made, from: .snapshot(s)) { phase in
                     self.progressNow(name, op.id, state: phase == "starting" ? .starting : nil, phase: phase)
                 }
-                return await finish(d, op, info: info, generation: s.generation)
+                return await finish(d, op, info: info, generation: s.generation, major: made.postgresMajor)
             }
             let g = try await readyGeneration(for: d.project, stop: {
                 (try? await self.catalog.run { try $0.database(name) })?.deleteQueued == true ? "deleted while waiting for the project's restore" : nil
@@ -420,10 +470,12 @@ final class ControlPlane: Sendable {
                 await self.record(name, .progress(operation: op.id, state: .restoring, phase: "waiting for the project's restore", generation: nil))
             }
             await record(name, .progress(operation: op.id, state: .cloning, phase: "cloning", generation: g.number))
-            let info = try await provisioner.create(database: d, from: g) { phase in
+            var made = d
+            made.postgresMajor = g.major
+            let info = try await provisioner.create(database: made, from: g) { phase in
                 self.progressNow(name, op.id, state: phase == "starting" ? .starting : nil, phase: phase)
             }
-            await finish(d, op, info: info, generation: g.number)
+            await finish(d, op, info: info, generation: g.number, major: g.major)
         } catch {
             await fail(d, op, error)
         }
@@ -433,7 +485,12 @@ final class ControlPlane: Sendable {
         do {
             let target: CloneSource
             if op.latest == true {
-                target = .generation(try await readyGeneration(for: d.project) {})
+                let latest = try await readyGeneration(for: d.project) {}
+                let mine = d.postgresMajor ?? 15
+                guard d.generation == nil || latest.major == mine else {
+                    throw ProvisioningFailure(Self.crossMajorReset(d, from: mine, to: latest))
+                }
+                target = .generation(latest)
             } else if let snapshot = op.target ?? d.base {
                 // To one of its snapshots, or a branch back to the snapshot it was made from.
                 target = .snapshot(try await readySnapshot(snapshot, for: d.name))
@@ -443,7 +500,9 @@ final class ControlPlane: Sendable {
                 }
                 target = .generation(g)
             }
-            let info = try await provisioner.reset(database: d, to: target) { phase in
+            var made = d
+            made.postgresMajor = await major(of: target)
+            let info = try await provisioner.reset(database: made, to: target) { phase in
                 self.progressNow(d.name, op.id, state: phase == "starting" ? .starting : nil, phase: phase)
             }
             let generation: Int?
@@ -451,15 +510,30 @@ final class ControlPlane: Sendable {
             case .generation(let g): generation = g.number
             case .snapshot(let s): generation = s.generation
             }
-            await finish(d, op, info: info, generation: generation)
+            await finish(d, op, info: info, generation: generation, major: made.postgresMajor)
         } catch {
             await fail(d, op, error)
         }
     }
 
-    func finish(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation, info: InstanceInfo, generation: Int?) async {
+    /// Why a reset to the latest generation is refused when that one runs another major.
+    static func crossMajorReset(_ d: DatabaseRecord, from: Int, to latest: Generation) -> String {
+        "reset --latest would move \(d.name) from PostgreSQL \(from) to \(latest.major) (generation \(latest.number) of \(d.project) was restored into \(latest.major)); a database keeps its major: create a new database for the new data (devdb db create NAME --project \(d.project)), or reset without --latest to its own generation"
+    }
+
+    /// The major a clone source runs: a generation's own, or a snapshot's generation's.
+    func major(of source: CloneSource) async -> Int {
+        switch source {
+        case .generation(let g): return g.major
+        case .snapshot(let s):
+            if let n = s.generation, let g = try? await catalog.run({ try $0.generation(s.project, n) }) { return g.major }
+            return (try? await catalog.run({ try $0.database(s.database) }))??.postgresMajor ?? 15
+        }
+    }
+
+    func finish(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation, info: InstanceInfo, generation: Int?, major: Int? = nil) async {
         let after = await record(d.name, .succeeded(operation: op.id, .init(host: info.host, port: info.port, cloneMethod: info.cloneMethod,
-                                                                               note: info.note, generation: generation)))
+                                                                               note: info.note, generation: generation, postgresMajor: major)))
         if after?.record?.state == .ready {
             logger.info("database ready", metadata: ["devdb.database": "\(d.name)", "devdb.operation": "\(op.kind.rawValue)", "devdb.clone": "\(info.cloneMethod)"])
             count("\(op.kind.rawValue)_ok")

@@ -24,6 +24,8 @@ struct DatabaseView: Encodable {
     var reason: String?
     var phase: String?
     var generation: Int?
+    /// The PostgreSQL major it runs (its generation's); nil until it is made.
+    var postgres: Int?
     var host: String
     /// Where the router is when the name does not resolve (one machine); nil with wildcard DNS.
     var hostaddr: String?
@@ -46,6 +48,7 @@ struct DatabaseView: Encodable {
         hibernateAfterSeconds = after > 0 ? after : nil
         hibernatedAt = [.hibernating, .hibernated, .waking].contains(d.state) ? d.hibernatedAt : nil
         generation = d.generation
+        postgres = d.postgresMajor ?? (d.generation == nil ? nil : 15)
         host = "\(d.name).\(config.dbDomain)"
         hostaddr = config.routerHost.isEmpty ? nil : config.routerHost
         port = config.routerPort
@@ -100,10 +103,15 @@ struct GenerationView: Encodable {
     var phase: String?
     var bytesFetched: Int64
     var restoreSeconds: Double?
+    /// The PostgreSQL major it restores into (decided when its seed starts).
+    var postgres: Int?
+    /// The dump's format, read from its bytes.
+    var dumpFormat: String?
     var createdAt: Date
     init(_ g: Generation) {
         number = g.number; state = g.state.rawValue; reason = g.reason; phase = g.phase; bytesFetched = g.bytesFetched
         restoreSeconds = g.restoreSeconds; createdAt = g.createdAt
+        postgres = g.postgresMajor ?? (g.state == .ready ? 15 : nil); dumpFormat = g.dumpFormat
     }
 }
 

@@ -53,8 +53,11 @@ public enum DatabaseLifecycle {
         public var note: String?
         /// The generation it holds the data of (a branch: its snapshot's, where known).
         public var generation: Int?
-        public init(host: String, port: Int, cloneMethod: String, note: String? = nil, generation: Int?) {
+        /// The PostgreSQL major it runs (its generation's).
+        public var postgresMajor: Int?
+        public init(host: String, port: Int, cloneMethod: String, note: String? = nil, generation: Int?, postgresMajor: Int? = nil) {
             self.host = host; self.port = port; self.cloneMethod = cloneMethod; self.note = note; self.generation = generation
+            self.postgresMajor = postgresMajor
         }
     }
 
@@ -210,6 +213,7 @@ public enum DatabaseLifecycle {
             next.backendHost = instance.host; next.backendPort = instance.port
             next.cloneMethod = instance.cloneMethod; next.note = instance.note
             if let g = instance.generation { next.generation = g }
+            if let m = instance.postgresMajor { next.postgresMajor = m }
             if d.deleteQueued == true { return startDelete(from: next, newOperationID: newOperationID) }
             next.state = .ready; next.operation = nil; next.phase = nil; next.reason = nil
             return .commit(next, effects: [.setRoute(RouteRecord(host: instance.host, port: instance.port, state: .ready))], actions: [])
@@ -349,6 +353,8 @@ public enum DatabaseLifecycle {
 public enum GenerationLifecycle {
     public enum Event: Sendable, Equatable {
         case progress(phase: String, bytes: Int64)
+        /// The seed read the dump: the major it restores into and the dump's format.
+        case inspected(major: Int, format: String?)
         case succeeded(seconds: Double, bytes: Int64?)
         case failed(reason: String)
     }
@@ -364,6 +370,9 @@ public enum GenerationLifecycle {
             next.phase = phase
             next.bytesFetched = max(g.bytesFetched, bytes)
             next.state = phase == "fetching" ? .fetching : .restoring
+        case .inspected(let major, let format):
+            next.postgresMajor = major
+            if let format { next.dumpFormat = format }
         case .succeeded(let seconds, let bytes):
             next.state = .ready; next.phase = nil; next.readyAt = now; next.restoreSeconds = seconds
             if let bytes { next.bytesFetched = max(g.bytesFetched, bytes) }

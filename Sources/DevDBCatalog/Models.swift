@@ -49,6 +49,13 @@ public struct Generation: Codable, Sendable, Equatable {
     public var createdAt: Date
     public var readyAt: Date?
     public var restoreSeconds: Double?
+    /// The PostgreSQL major this generation is restored into and its databases run (nil: 15, from
+    /// before majors were recorded). Decided when its seed starts, from the project and the dump.
+    public var postgresMajor: Int?
+    /// The dump's format as read from its bytes (custom, tar, directory-tar, plain, plain-gzip, plain-zstd).
+    public var dumpFormat: String?
+
+    public var major: Int { postgresMajor ?? 15 }
 
     public init(project: String, number: Int, state: State = .fetching, createdAt: Date = Date()) {
         self.project = project; self.number = number; self.state = state
@@ -112,6 +119,8 @@ public struct DatabaseRecord: Codable, Sendable, Equatable {
     public var reason: String?
     public var phase: String?
     public var generation: Int?
+    /// The PostgreSQL major it runs (its generation's; nil: 15, from before majors were recorded).
+    public var postgresMajor: Int?
     /// Where the instance listens (the router's backend), set once a port is allocated.
     public var backendHost: String?
     public var backendPort: Int?

@@ -38,7 +38,8 @@ public enum DumpError: Error, Equatable, CustomStringConvertible {
     case notFound(String)
     case denied(String, Int)
     case transfer(String)
-    case notADump(String)
+    /// The URL and what it holds instead (the inspector's words).
+    case notADump(String, found: String)
     case missingCredentials
     /// The host resolves to a loopback, private or link-local address (or does not resolve).
     case privateHost(String, String)
@@ -61,7 +62,7 @@ public enum DumpError: Error, Equatable, CustomStringConvertible {
         case .notFound(let u): return "dump not found at \(u) (404): check the URL or upload the dump"
         case .denied(let u, let code): return "access to the dump at \(u) was denied (\(code)): check the credentials and the bucket policy"
         case .transfer(let why): return "fetching the dump failed: \(why)"
-        case .notADump(let u): return "\(u) is not a pg_dump archive: make it with pg_dump -Fc"
+        case .notADump(let u, let found): return "\(u): \(found)"
         case .privateHost(let host, let address): return "dump host \(host) resolves to \(address), a loopback, private or link-local address; DevDB does not fetch dumps from such addresses"
         case .unresolvable(let host): return "dump host \(host) does not resolve"
         case .cancelled: return "the fetch was cancelled"
@@ -129,11 +130,12 @@ public struct DumpFetcher: Sendable {
     }
 
     /// Fetches `url` to `destination`, calling `progress` with the bytes received so far.
-    /// Checks the PGDMP magic of a custom-format archive.
     /// The file is created 0600 (a dump holds a whole database). `cancelled` is polled while the
-    /// transfer runs; returning true aborts it.
+    /// transfer runs; returning true aborts it. With `firstBytes`, only that many bytes from the
+    /// start are asked for (an HTTP range), to read the dump's format and version before a restore.
+    /// The caller inspects what arrived (`DumpInspector`).
     public func fetch(_ url: String, to destination: String, progress: @escaping @Sendable (Int64) -> Void,
-                      cancelled: @escaping @Sendable () -> Bool = { false }) throws(DumpError) {
+                      cancelled: @escaping @Sendable () -> Bool = { false }, firstBytes: Int? = nil) throws(DumpError) {
         let (target, sign) = try resolve(url)
         let fd = open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw .transfer("cannot write \(destination): \(String(cString: strerror(errno)))") }
@@ -146,6 +148,11 @@ public struct DumpFetcher: Sendable {
         var headers: UnsafeMutablePointer<curl_slist>?
         defer { if let headers { curl_slist_free_all(headers) } }
         let trustedEndpoint = configure(curl, target, sign: sign, protocols: "file,http,https")
+        if let firstBytes {
+            _ = devdb_curl_set_string(curl, CURLOPT_RANGE, "0-\(firstBytes - 1)")
+            // A look at the header, not the transfer: a slow server does not hold up the caller.
+            _ = devdb_curl_set_long(curl, CURLOPT_TIMEOUT, 8)
+        }
         _ = devdb_curl_set_write_function(curl) { ptr, size, count, userdata in
             fwrite(ptr, size, count, userdata!.assumingMemoryBound(to: FILE.self))
         }
@@ -166,6 +173,8 @@ public struct DumpFetcher: Sendable {
         _ = devdb_curl_get_response_code(curl, &code)
         if rc == CURLE_FILE_COULDNT_READ_FILE { throw .notFound(url) }
         if rc == CURLE_ABORTED_BY_CALLBACK { throw .cancelled }
+        // A range past the end of a small file, or a server that sent more than asked: fine.
+        if firstBytes != nil, rc == CURLE_WRITE_ERROR || rc == CURLE_RANGE_ERROR || rc == CURLE_BAD_DOWNLOAD_RESUME { return }
         if rc == CURLE_COULDNT_CONNECT, !allowPrivateHosts, !trustedEndpoint, let host = URLComponents(string: target)?.host {
             // libcurl refused every address (our socket callback) or the host did not answer.
             do throws(DumpError) { try check("http://\(host)/") } catch {
@@ -174,7 +183,28 @@ public struct DumpFetcher: Sendable {
         }
         guard rc == CURLE_OK else { throw .transfer("\(String(cString: curl_easy_strerror(rc))) (\(url))") }
         if !target.hasPrefix("file://") { try Self.checkStatus(code, url) }
-        try Self.checkMagic(destination, url: url)
+    }
+
+    /// The format and source version of the dump at `url`, from its first MiB (a ranged GET).
+    /// Throws what the fetch throws, or `.notADump` naming what was found.
+    public func inspect(_ url: String, cancelled: @escaping @Sendable () -> Bool = { false }) throws(DumpError) -> DumpInfo {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("devdb-prefix-\(UUID().uuidString)")
+        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("prefix").path
+        try fetch(url, to: file, progress: { _ in }, cancelled: cancelled, firstBytes: DumpInspector.prefixLength)
+        // A server that ignores ranges sends it all; only the prefix is read either way.
+        do { return try DumpInspector.inspect(prefix: Self.readPrefix(file)) } catch {
+            throw .notADump(url, found: error.description)
+        }
+    }
+
+    static func readPrefix(_ path: String) -> [UInt8] {
+        guard let f = fopen(path, "rb") else { return [] }
+        defer { fclose(f) }
+        var buf = [UInt8](repeating: 0, count: DumpInspector.prefixLength)
+        let n = fread(&buf, 1, buf.count, f)
+        return Array(buf[0..<n])
     }
 
     /// What fetch and fingerprint set alike: the URL, redirects, timeouts, protocols, and (unless
@@ -251,13 +281,6 @@ public struct DumpFetcher: Sendable {
         return parts.joined(separator: ";")
     }
 
-    /// A custom-format pg_dump archive starts with "PGDMP".
-    public static func checkMagic(_ path: String, url: String) throws(DumpError) {
-        guard let f = fopen(path, "rb") else { throw .notADump(url) }
-        defer { fclose(f) }
-        var magic = [UInt8](repeating: 0, count: 5)
-        guard fread(&magic, 1, 5, f) == 5, magic == Array("PGDMP".utf8) else { throw .notADump(url) }
-    }
 }
 
 /// Response headers of the last response (a redirect's are replaced by the final answer's).

@@ -20,10 +20,13 @@ import Glibc
 /// Socket directories are short hashes so every valid database name (up to 63 characters) fits
 /// the 107-byte limit of a unix socket path. Local logins: the instance user only, by `peer`
 /// (`local all postgres peer map=devdb`); TCP logins by scram-sha-256. No `trust`.
-public final class LocalProvisioner: Provisioner {
+public final class LocalProvisioner: Provisioner, PostgresMajors {
+    public var availableMajors: [Int]? { postgres.majors }
+
     public let kind = "local"
     public let dataDirectory: URL
-    public let postgresBin: String
+    /// The PostgreSQL majors this machine runs, and their binaries.
+    public let postgres: PostgresInstallations
     private let catalog: Catalog
     private let fetcher: DumpFetcher
     private let portRange: ClosedRange<Int>
@@ -40,12 +43,15 @@ public final class LocalProvisioner: Provisioner {
     }
 
     public init(dataDirectory: URL, catalog: Catalog, fetcher: DumpFetcher, portRange: ClosedRange<Int>,
-                postgresBin: String = "/usr/lib/postgresql/15/bin", restoreJobs: Int = max(2, ProcessInfo.processInfo.activeProcessorCount)) throws {
+                postgres: PostgresInstallations, restoreJobs: Int = max(2, ProcessInfo.processInfo.activeProcessorCount)) throws {
         self.dataDirectory = dataDirectory.standardizedFileURL
         self.catalog = catalog
         self.fetcher = fetcher
         self.portRange = portRange
-        self.postgresBin = postgresBin
+        self.postgres = postgres
+        guard postgres.newest != nil else {
+            throw SubprocessError(description: "no PostgreSQL installation found: install postgresql-15 (Debian) or pass --postgres-bin-dir MAJOR=DIR")
+        }
         self.restoreJobs = restoreJobs
         // The longest socket path is <data-dir>/s/<12 hex>/.s.PGSQL.<5 digits>.lock.
         let longest = self.dataDirectory.path.utf8.count + "/s/".count + 12 + "/.s.PGSQL.65535.lock".count
@@ -96,7 +102,27 @@ public final class LocalProvisioner: Provisioner {
         try Self.giveToPostgres(path, recursive: false)
     }
 
-    func tool(_ name: String) -> String { "\(postgresBin)/\(name)" }
+    /// A server tool of the data directory's own major (its PG_VERSION), else of the newest.
+    func tool(_ name: String, pgdata: String) -> String {
+        let major = PostgresInstallations.major(ofDataDirectory: pgdata)
+        return "\(major.flatMap(postgres.bin) ?? postgres.bin(postgres.newest!)!)/\(name)"
+    }
+
+    /// A tool of one major (initdb of a new generation).
+    func tool(_ name: String, major: Int) throws -> String {
+        if let problem = postgres.problem(with: major) { throw SubprocessError(description: "\(problem.message): \(problem.hint)") }
+        return "\(postgres.bin(major)!)/\(name)"
+    }
+
+    /// Client tools for restores: the target major's own when it can read the archive (one made
+    /// by a pg_dump no newer than it), else the oldest installed one that can. (A newer pg_restore
+    /// sends settings an older server does not know, such as 17's transaction_timeout.)
+    func restoreTool(_ name: String, target: Int? = nil, dumpedBy: String? = nil) -> String {
+        let needed = dumpedBy.flatMap(DumpInspector.major(of:)) ?? 0
+        let major = target.flatMap { t in t >= needed ? postgres.bin(t).map { _ in t } : nil }
+            ?? postgres.majors.first(where: { $0 >= max(needed, target ?? 0) }) ?? postgres.newest!
+        return "\(postgres.bin(major)!)/\(name)"
+    }
 
     /// Local logins by peer for the instance user only, TCP by password. Written into every data
     /// directory this provisioner starts.
@@ -138,6 +164,13 @@ public final class LocalProvisioner: Provisioner {
         } onCancel: { cancelled.set() }
         try Task.checkCancellation()
         let size = (try? FileManager.default.attributesOfItem(atPath: dump)[.size] as? Int64) ?? 0
+        // The format from the bytes, not the name; a file that is no dump fails here, saying what it is.
+        let info: DumpInfo
+        do { info = try DumpInspector.inspect(file: dump) } catch { throw SubprocessError(description: "\(project.dumpUrl): \(error.description)") }
+        if let source = info.sourceMajor, source > g.major {
+            throw SubprocessError(description: "the dump was made from PostgreSQL \(source), newer than this generation's \(g.major): it cannot be restored into it")
+        }
+        let initdb = try tool("initdb", major: g.major)
         let dir = generationDir(g)
         try? await Self.removeTree(dir)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -145,7 +178,7 @@ public final class LocalProvisioner: Provisioner {
         try Self.giveToPostgres(dir, recursive: false)
         try Self.giveToPostgres(dump, recursive: false)
         progress("initdb", size)
-        try await Subprocess.check([tool("initdb"), "-D", "\(dir)/pgdata", "-U", "postgres", "--auth-local=peer",
+        try await Subprocess.check([initdb, "-D", "\(dir)/pgdata", "-U", "postgres", "--auth-local=peer",
                                     "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"], asPostgres: true, what: "initdb")
         try writeAuthentication(pgdata: "\(dir)/pgdata")
         let run = socketDir("g:\(g.project)/\(g.number)")
@@ -153,16 +186,14 @@ public final class LocalProvisioner: Provisioner {
         defer { try? FileManager.default.removeItem(atPath: run) }
         // Restore with durability off (the clean shutdown and a sync make the result durable),
         // listening on a socket only.
-        try await Subprocess.check([tool("pg_ctl"), "-D", "\(dir)/pgdata", "-w", "-t", "120", "-l", "\(dir)/restore.log", "-o",
+        try await Subprocess.check([tool("pg_ctl", pgdata: "\(dir)/pgdata"), "-D", "\(dir)/pgdata", "-w", "-t", "120", "-l", "\(dir)/restore.log", "-o",
                                     "-p 5432 -c listen_addresses='' -k \(run) -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c maintenance_work_mem=256MB -c max_wal_size=4GB",
                                     "start"], asPostgres: true, what: "starting Postgres for the restore")
         do {
             progress("restoring", size)
             try await psql(socket: run, database: "postgres", sql: "CREATE ROLE \(Self.appUser) LOGIN")
             try await psql(socket: run, database: "postgres", sql: "CREATE DATABASE \(Self.appDatabase) OWNER \(Self.appUser)")
-            try await Subprocess.check([tool("pg_restore"), "-h", run, "-p", "5432", "-U", "postgres", "-d", Self.appDatabase,
-                                        "--no-owner", "--no-privileges", "--role=\(Self.appUser)", "-j", String(restoreJobs), dump],
-                                       asPostgres: true, what: "pg_restore")
+            try await restore(dump, info, major: g.major, socket: run, size: size, generationDir: dir, progress: progress)
             progress("analyzing", size)
             try await psql(socket: run, database: Self.appDatabase, sql: "ANALYZE")
             if let sql = project.afterRestoreSql, !sql.isEmpty {
@@ -174,9 +205,119 @@ public final class LocalProvisioner: Provisioner {
             await stopPostmaster(pgdata: "\(dir)/pgdata")
             throw error
         }
-        try await Subprocess.check([tool("pg_ctl"), "-D", "\(dir)/pgdata", "-m", "fast", "-w", "stop"], asPostgres: true, what: "stopping Postgres after the restore")
+        try await Subprocess.check([tool("pg_ctl", pgdata: "\(dir)/pgdata"), "-D", "\(dir)/pgdata", "-m", "fast", "-w", "stop"], asPostgres: true, what: "stopping Postgres after the restore")
         _ = try? await Subprocess.run(["sync", "-f", dir])
     }
+
+    /// Restores `dump` into the app database, by format: archives with pg_restore (see restoreTool)
+    /// (parallel where the format allows), plain SQL with psql stopping at the first error.
+    func restore(_ dump: String, _ info: DumpInfo, major: Int, socket run: String, size: Int64, generationDir dir: String,
+                 progress: @escaping @Sendable (String, Int64) -> Void) async throws {
+        let format = info.format
+        let pgRestore = [restoreTool("pg_restore", target: major, dumpedBy: info.dumpedBy), "-h", run, "-p", "5432", "-U", "postgres", "-d", Self.appDatabase,
+                         "--no-owner", "--no-privileges", "--role=\(Self.appUser)"]
+        switch format {
+        case .custom:
+            progress("restoring", size)
+            try await Subprocess.check(pgRestore + ["-j", String(restoreJobs), dump], asPostgres: true, what: "pg_restore")
+        case .tar:
+            progress("restoring", size)
+            try await Subprocess.check(pgRestore + [dump], asPostgres: true, what: "pg_restore")
+        case .directoryTar:
+            progress("unpacking the directory archive", size)
+            let unpacked = "\(dir)/dump"
+            try FileManager.default.createDirectory(atPath: unpacked, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            defer { try? FileManager.default.removeItem(atPath: unpacked) }
+            try await Subprocess.check(["tar", "-xf", dump, "-C", unpacked, "--no-same-owner"], what: "unpacking the directory archive")
+            try Self.giveToPostgres(unpacked, recursive: true)
+            guard let toc = FileManager.default.enumerator(atPath: unpacked)?.compactMap({ $0 as? String }).first(where: { $0 == "toc.dat" || $0.hasSuffix("/toc.dat") }) else {
+                throw SubprocessError(description: "the directory archive has no toc.dat")
+            }
+            let archive = "\(unpacked)/\(toc)".replacingOccurrences(of: "/toc.dat", with: "")
+            progress("restoring", size)
+            try await Subprocess.check(pgRestore + ["-j", String(restoreJobs), archive], asPostgres: true, what: "pg_restore")
+        case .plain, .plainGzip, .plainZstd:
+            try await restorePlain(dump, format, psql: restoreTool("psql", target: major), socket: run, size: size, progress: progress)
+        }
+    }
+
+    /// Plain SQL: the roles it names (owners, grantees) are made first, as roles without login,
+    /// so its ALTER ... OWNER and GRANT statements succeed; it runs as the superuser with
+    /// ON_ERROR_STOP; then everything those roles or the superuser own in the app database is
+    /// given to the app user, as pg_restore --no-owner would have. Progress is how far the
+    /// reader (psql, gzip or zstd) is in the dump file.
+    func restorePlain(_ dump: String, _ format: DumpFormat, psql psqlTool: String, socket run: String, size: Int64,
+                      progress: @escaping @Sendable (String, Int64) -> Void) async throws {
+        let cat: String
+        switch format {
+        case .plainGzip: cat = "gzip -dc"
+        case .plainZstd: cat = "zstd -dcq"
+        default: cat = "cat"
+        }
+        progress("reading the roles the SQL names", size)
+        let names = try await Subprocess.run(["sh", "-c", "\(cat) < \"$1\" | grep -oE '(OWNER TO|GRANT [A-Za-z, ]+ ON [^;]+ TO) [^;]+;' | grep -oE 'TO [^;]+;' | sed -E 's/^TO //; s/;$//' | tr ',' '\\n' | sed -E 's/^ +//; s/ +$//' | sort -u", "sh", dump])
+        let reserved: Set<String> = ["postgres", "public", "CURRENT_USER", "SESSION_USER", "CURRENT_ROLE", Self.appUser]
+        let roles = names.output.split(separator: "\n").map { $0.replacingOccurrences(of: "\"", with: "") }
+            .filter { !$0.isEmpty && !reserved.contains($0) && $0.count <= 63 && !$0.contains(" ") && !$0.hasPrefix("pg_") }
+        for role in roles {
+            try await psql(socket: run, database: "postgres", sql: "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = \(Self.literal(role))) THEN CREATE ROLE \(Self.identifier(role)) NOLOGIN; END IF; END$$")
+        }
+        progress("restoring plain SQL", size)
+        let psqlCommand = "\(psqlTool) -X -q -v ON_ERROR_STOP=1 -h \(run) -p 5432 -U postgres -d \(Self.appDatabase)"
+        let script = format == .plain ? "\(psqlCommand) -f \"$1\"" : "set -o pipefail; \(cat) < \"$1\" | \(psqlCommand)"
+        let ticker = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                if let read = Self.readPosition(of: dump), size > 0 {
+                    let percent = Int(Double(read) * 100 / Double(size))
+                    progress("restoring plain SQL: \(percent)% (\(read / 1_048_576) of \(size / 1_048_576) MiB read)", size)
+                }
+            }
+        }
+        defer { ticker.cancel() }
+        let out = try await Subprocess.run(["bash", "-c", script, "bash", dump], asPostgres: true)
+        guard out.status == 0 else { throw SubprocessError(description: "restoring the plain SQL dump failed: \(out.tail)") }
+        ticker.cancel()
+        progress("giving the restored objects to \(Self.appUser)", size)
+        let owners = (["postgres"] + roles).map(Self.literal).joined(separator: ", ")
+        try await psql(socket: run, database: Self.appDatabase, sql: """
+            DO $$DECLARE r record; BEGIN
+              FOR r IN SELECT n.nspname FROM pg_namespace n WHERE pg_get_userbyid(n.nspowner) IN (\(owners))
+                        AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' LOOP
+                EXECUTE format('ALTER SCHEMA %I OWNER TO \(Self.appUser)', r.nspname);
+              END LOOP;
+              FOR r IN SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                        WHERE pg_get_userbyid(c.relowner) IN (\(owners)) AND c.relkind IN ('r','p','v','m','S','f')
+                          AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
+                          AND NOT (c.relkind = 'S' AND EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a','i'))) LOOP
+                EXECUTE format('ALTER %s %I.%I OWNER TO \(Self.appUser)',
+                  CASE r.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+                  r.nspname, r.relname);
+              END LOOP;
+            END$$
+            """)
+        for role in roles {
+            try await psql(socket: run, database: Self.appDatabase, sql: "REASSIGN OWNED BY \(Self.identifier(role)) TO \(Self.appUser)")
+        }
+    }
+
+    /// How far some process reading `path` is in it (from /proc/<pid>/fdinfo), or nil.
+    static func readPosition(of path: String) -> Int64? {
+        guard let pids = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
+        for pid in pids where pid.allSatisfy(\.isNumber) {
+            guard let fds = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else { continue }
+            for fd in fds {
+                guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)"), target == path,
+                      let info = try? String(contentsOfFile: "/proc/\(pid)/fdinfo/\(fd)", encoding: .utf8),
+                      let line = info.split(separator: "\n").first(where: { $0.hasPrefix("pos:") }) else { continue }
+                return Int64(line.dropFirst(4).trimmingCharacters(in: .whitespaces))
+            }
+        }
+        return nil
+    }
+
+    static func literal(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "''") + "'" }
+    static func identifier(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
 
     /// Runs the project's after-restore SQL as the database owner, stopping at the first error,
     /// from a 0600 file in the private socket directory (it may hold salts). Errors name the line.
@@ -185,7 +326,7 @@ public final class LocalProvisioner: Provisioner {
         FileManager.default.createFile(atPath: file, contents: Data(sql.utf8), attributes: [.posixPermissions: 0o600])
         defer { unlink(file) }
         try Self.giveToPostgres(file, recursive: false)
-        let out = try await Subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", socket, "-p", "5432", "-U", "postgres",
+        let out = try await Subprocess.run([restoreTool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", socket, "-p", "5432", "-U", "postgres",
                                             "-d", Self.appDatabase, "-c", "SET ROLE \(Self.appUser)", "-f", file], asPostgres: true)
         guard out.status == 0 else {
             throw SubprocessError(description: "the after-restore SQL failed: " + out.tail.replacingOccurrences(of: "psql:\(file):", with: "line "))
@@ -193,7 +334,7 @@ public final class LocalProvisioner: Provisioner {
     }
 
     func psql(socket: String, database: String, sql: String) async throws {
-        try await Subprocess.check(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", socket, "-p", "5432", "-U", "postgres",
+        try await Subprocess.check([restoreTool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", socket, "-p", "5432", "-U", "postgres",
                                     "-d", database, "-c", sql], asPostgres: true, what: "psql")
     }
 
@@ -272,7 +413,7 @@ public final class LocalProvisioner: Provisioner {
                                        attributes: [.posixPermissions: 0o600])
         try Self.giveToPostgres(sqlFile, recursive: false)
         defer { unlink(sqlFile) }
-        try await Subprocess.check(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", socketDirectory(database: d.name), "-p", String(port), "-U", "postgres",
+        try await Subprocess.check([restoreTool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", socketDirectory(database: d.name), "-p", String(port), "-U", "postgres",
                                     "-d", "postgres", "-f", sqlFile], asPostgres: true, what: "setting the password")
         return InstanceInfo(host: "127.0.0.1", port: port, cloneMethod: method)
     }
@@ -295,7 +436,7 @@ public final class LocalProvisioner: Provisioner {
         let stopped = monotonicNow()
         if await isRunning(d.name) {
             do {
-                try await Subprocess.check([tool("pg_ctl"), "-D", pgdata, "-m", "fast", "-w", "-t", "60", "stop"], asPostgres: true, what: "stopping Postgres for the snapshot")
+                try await Subprocess.check([tool("pg_ctl", pgdata: pgdata), "-D", pgdata, "-m", "fast", "-w", "-t", "60", "stop"], asPostgres: true, what: "stopping Postgres for the snapshot")
             } catch {
                 try? await Self.removeTree(target)
                 throw SnapshotFailure("\(error)", instanceRunning: await isRunning(d.name))
@@ -329,7 +470,7 @@ public final class LocalProvisioner: Provisioner {
     /// `pg_ctl stop -m fast`: sessions end, a shutdown checkpoint is written.
     public func stop(database d: DatabaseRecord) async throws {
         if await isRunning(d.name) {
-            try await Subprocess.check([tool("pg_ctl"), "-D", "\(instanceDir(d.name))/pgdata", "-m", "fast", "-w", "-t", "60", "stop"],
+            try await Subprocess.check([tool("pg_ctl", pgdata: "\(instanceDir(d.name))/pgdata"), "-D", "\(instanceDir(d.name))/pgdata", "-m", "fast", "-w", "-t", "60", "stop"],
                                        asPostgres: true, what: "stopping Postgres to hibernate")
         }
     }
@@ -356,13 +497,13 @@ public final class LocalProvisioner: Provisioner {
         let dir = instanceDir(name)
         let sockets = socketDirectory(database: name)
         try makeSocketDir(sockets)
-        try await Subprocess.check([tool("pg_ctl"), "-D", "\(dir)/pgdata", "-w", "-t", "60", "-l", "\(dir)/postgres.log", "-o",
+        try await Subprocess.check([tool("pg_ctl", pgdata: "\(dir)/pgdata"), "-D", "\(dir)/pgdata", "-w", "-t", "60", "-l", "\(dir)/postgres.log", "-o",
                                     "-p \(port) -c listen_addresses=127.0.0.1 -k \(sockets) -c password_encryption=scram-sha-256",
                                     "start"], asPostgres: true, what: "starting Postgres")
     }
 
     func isRunning(_ name: String) async -> Bool {
-        let out = try? await Subprocess.run([tool("pg_ctl"), "-D", "\(instanceDir(name))/pgdata", "status"], asPostgres: true)
+        let out = try? await Subprocess.run([tool("pg_ctl", pgdata: "\(instanceDir(name))/pgdata"), "-D", "\(instanceDir(name))/pgdata", "status"], asPostgres: true)
         return out?.status == 0
     }
 
@@ -392,7 +533,7 @@ public final class LocalProvisioner: Provisioner {
     /// line names this data directory (its directory may be gone already).
     func stopPostmaster(pgdata: String) async {
         if FileManager.default.fileExists(atPath: "\(pgdata)/postmaster.pid") {
-            _ = try? await Subprocess.run([tool("pg_ctl"), "-D", pgdata, "-m", "immediate", "-w", "-t", "10", "stop"], asPostgres: true)
+            _ = try? await Subprocess.run([tool("pg_ctl", pgdata: pgdata), "-D", pgdata, "-m", "immediate", "-w", "-t", "10", "stop"], asPostgres: true)
         }
         for p in Postmasters.list() where p.dataDirectory == pgdata { await Postmasters.stop(p.pid) }
     }
@@ -512,10 +653,11 @@ public final class LocalProvisioner: Provisioner {
 }
 
 /// A flag set from a cancellation handler and read by a libcurl callback.
-final class CancelFlag: Sendable {
+public final class CancelFlag: Sendable {
     private let flag = Atomic<Bool>(false)
-    func set() { flag.store(true, ordering: .relaxed) }
-    var isSet: Bool { flag.load(ordering: .relaxed) }
+    public init() {}
+    public func set() { flag.store(true, ordering: .relaxed) }
+    public var isSet: Bool { flag.load(ordering: .relaxed) }
 }
 
 /// Postmasters on this machine, found through /proc: a postmaster's command line keeps the

@@ -46,7 +46,7 @@ public enum CloneSource: Sendable, Equatable {
 
 /// Makes generations and database instances. The local provisioner runs Postgres processes;
 /// the Kubernetes provisioner makes pods, volumes and CSI snapshots behind the same calls.
-public protocol Provisioner: Sendable {
+public protocol Provisioner: PostgresMajors {
     var kind: String { get }
     /// Fetches the project's dump and restores it into `generation`, reporting phases and bytes.
     func seed(project: Project, generation: Generation, progress: @escaping @Sendable (_ phase: String, _ bytes: Int64) -> Void) async throws
@@ -72,6 +72,44 @@ public protocol Provisioner: Sendable {
     /// After a restart and then periodically (reconcile): starts or checks catalogued instances
     /// and removes instances and generations the catalog does not know.
     func recover(databases: [DatabaseRecord], generations: [Generation], snapshots: [SnapshotRecord]) async throws -> RecoveryReport
+}
+
+/// Which PostgreSQL majors a provisioner can run.
+public protocol PostgresMajors: Sendable {
+    /// The majors it runs, ascending; nil when any major can run (Kubernetes: an image per major).
+    var availableMajors: [Int]? { get }
+}
+
+extension PostgresMajors {
+    /// The major a project gets: `explicit` when given, else the dump's own (or, when that one is
+    /// not installed, the oldest installed above it; when the dump does not tell, the newest).
+    /// Throws a refusal naming both when `explicit` is older than the dump, or what is installed.
+    public func chooseMajor(explicit: Int?, source: Int?) throws(MajorRefusal) -> Int {
+        if let explicit, let source, explicit < source {
+            throw MajorRefusal(message: "the dump was made from PostgreSQL \(source), and --postgres \(explicit) is older: a dump restores only into its own major or a newer one",
+                               hint: "use --postgres \(source) or newer, or leave --postgres out to use the dump's")
+        }
+        guard let available = availableMajors else { return explicit ?? source ?? Self.newestKnownMajor }
+        let wanted = explicit ?? source
+        if let explicit, !available.contains(explicit) { throw MajorRefusal.notInstalled(explicit, available) }
+        if let wanted, let major = available.first(where: { $0 >= wanted }) { return major }
+        if let wanted { throw MajorRefusal.notInstalled(wanted, available) }
+        guard let newest = available.last else { throw MajorRefusal.notInstalled(15, available) }
+        return newest
+    }
+
+    public static var newestKnownMajor: Int { 18 }
+}
+
+public struct MajorRefusal: Error, Equatable, CustomStringConvertible {
+    public var message: String
+    public var hint: String
+    public var description: String { message }
+
+    static func notInstalled(_ major: Int, _ available: [Int]) -> MajorRefusal {
+        let p = PostgresInstallations(binDirectories: Dictionary(uniqueKeysWithValues: available.map { ($0, "") })).problem(with: major)!
+        return MajorRefusal(message: p.message, hint: p.hint)
+    }
 }
 
 extension Provisioner {

@@ -52,7 +52,12 @@ struct APICommand: AsyncParsableCommand {
     @Option(name: .customLong("kube-context"), help: "kubernetes: kubeconfig context (default: its current-context).") var kubeContext: String?
     @Option(help: "kubernetes: namespace for databases (default: the pod's own namespace, or the context's).") var namespace: String?
     @Option(help: "kubernetes: name prefix and app.kubernetes.io/instance label of every object (the chart passes its release name).") var instance = "devdb"
-    @Option(name: .customLong("postgres-image"), help: "kubernetes: image databases and restores run (PostgreSQL 15).") var postgresImage = "postgres:15-bookworm"
+    @Option(name: .customLong("postgres-bin-dir"), help: ArgumentHelp("local: bin directory of another PostgreSQL major, as MAJOR=DIR (repeatable; Debian's /usr/lib/postgresql/*/bin are found by themselves). Environment: MAJOR=DIR,MAJOR=DIR.", valueName: "major=dir"))
+    var postgresBinDir: [String] = []
+    @Option(name: .customLong("postgres-image-template"), help: "kubernetes: image of PostgreSQL MAJOR for databases and restores; {major} is replaced.")
+    var postgresImageTemplate = "postgres:{major}-bookworm"
+    @Option(name: .customLong("postgres-image"), help: ArgumentHelp("kubernetes: the image of one major, as MAJOR=IMAGE (repeatable; wins over the template).", valueName: "major=image"))
+    var postgresImage: [String] = []
     @Option(name: .customLong("tools-image"), help: "kubernetes: DevDB's image; the restore Job fetches the dump with its devdb-fetch-dump.") var toolsImage = "ghcr.io/devdb/devdb:latest"
     @Option(name: .customLong("image-pull-policy"), help: "kubernetes: Always, IfNotPresent or Never.") var imagePullPolicy = "IfNotPresent"
     @Option(name: .customLong("storage-class"), help: "kubernetes: StorageClass of database volumes (default: the cluster's default).") var storageClass: String?
@@ -75,11 +80,11 @@ struct APICommand: AsyncParsableCommand {
         prefix: "DEVDB_API_",
         names: ["listen", "redis", "redis-password-file", "provisioner", "data-dir", "db-domain", "router-host", "router-port", "admin-token-file",
                 "port-range", "reap-interval", "log-level", "reconcile-interval", "kubeconfig", "kube-context", "namespace", "instance",
-                "postgres-image", "tools-image", "image-pull-policy", "storage-class", "snapshot-class", "volume-size",
+                "postgres-bin-dir", "postgres-image-template", "postgres-image", "tools-image", "image-pull-policy", "storage-class", "snapshot-class", "volume-size",
                 "db-cpu-request", "db-memory-request", "db-cpu-limit", "db-memory-limit", "s3-secret", "restore-jobs", "cluster-domain",
                 "bind-timeout", "ready-timeout", "restore-timeout", "snapshot-timeout", "poll-interval",
                 "refresh-check-interval", "hibernate-after", "max-snapshots"],
-        repeatable: [], flags: ["allow-private-dump-hosts"])
+        repeatable: ["postgres-bin-dir", "postgres-image"], flags: ["allow-private-dump-hosts"])
 
     func makeConfiguration() throws -> APIConfiguration {
         var c = APIConfiguration()
@@ -119,7 +124,18 @@ struct APICommand: AsyncParsableCommand {
         }
         guard restoreJobs >= 1 else { throw ValidationError("--restore-jobs must be at least 1") }
         k.instance = instance
-        k.postgresImage = postgresImage
+        guard postgresImageTemplate.contains("{major}") else {
+            throw ValidationError("--postgres-image-template must contain {major}, e.g. postgres:{major}-bookworm")
+        }
+        k.postgresImageTemplate = postgresImageTemplate
+        for entry in postgresImage.flatMap({ $0.split(separator: ",").map(String.init) }) {
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let major = Int(parts[0]), !parts[1].isEmpty else {
+                throw ValidationError("--postgres-image \"\(entry)\": expected MAJOR=IMAGE, e.g. 17=registry.example.com/postgres:17")
+            }
+            k.postgresImages[major] = parts[1]
+        }
+        do { c.postgresBinDirectories = try PostgresInstallations.parse(postgresBinDir) } catch { throw ValidationError("\(error)") }
         k.toolsImage = toolsImage
         k.imagePullPolicy = imagePullPolicy
         k.storageClass = storageClass.flatMap { $0.isEmpty ? nil : $0 }

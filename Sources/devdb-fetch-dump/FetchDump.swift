@@ -43,7 +43,16 @@ struct FetchDump: ParsableCommand {
             FileHandle.standardError.write(Data("devdb-fetch-dump: \(error.description)\n".utf8))
             throw ExitCode.failure
         }
+        // The restore step branches on the format (read from the bytes): written next to the dump.
+        let info: DumpInfo
+        do { info = try DumpInspector.inspect(file: out) } catch {
+            unlink(out)
+            FileHandle.standardError.write(Data("devdb-fetch-dump: \(url): \(error.description)\n".utf8))
+            throw ExitCode.failure
+        }
+        try? (info.format.rawValue + "\n").write(toFile: out + ".format", atomically: true, encoding: .utf8)
         let size = (try? FileManager.default.attributesOfItem(atPath: out)[.size] as? Int64) ?? 0
+        print("\(info.format.description), dumped from PostgreSQL \(info.sourceMajor.map(String.init) ?? "(unknown)")")
         print("fetched \(url) (\(size) bytes) to \(out) in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
     }
 }

@@ -124,17 +124,19 @@ struct ProjectCommand: ParsableCommand {
     }
 
     struct Create: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create a project from a pg_dump -Fc archive (admins).")
+        static let configuration = CommandConfiguration(abstract: "Create a project from a dump (admins): pg_dump -Fc, -Ft, -Fd packed as tar, or plain SQL (.sql, .sql.gz, .sql.zst).")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "Project name (a-z, 0-9, -).") var name: String
         @Option(help: ArgumentHelp("file://, http(s):// or s3://bucket/key of the dump.", valueName: "url")) var dump: String
-        @Option(help: "PostgreSQL major version.") var postgres = 15
+        @Option(help: ArgumentHelp("PostgreSQL major of its databases (default: the one the dump was made from; not older than that).", valueName: "major"))
+        var postgres: Int?
         @OptionGroup var data: DataOptions
         @OptionGroup var waiting: WaitOptions
 
         func run() async throws {
             let api = try global.client()
-            let body = try data.body().merging(["name": name, "dump_url": dump, "postgres": postgres]) { $1 }
+            var body = try data.body().merging(["name": name, "dump_url": dump]) { $1 }
+            if let postgres { body["postgres"] = postgres }
             let (data, object) = try await api.call("POST", "/v1/projects", body: body)
             if waiting.wait { try await waitForProject(api, name, waiting); return try await show(api, name, global.output) }
             if global.output == .json { printJSON(data) } else { print("project \(object["name"] ?? name) created; restoring its dump (devdb project show \(name))") }
@@ -215,7 +217,7 @@ struct ProjectCommand: ParsableCommand {
         printFields(fields, ["name", "postgres", "dump_url", "state", "reason", "masks", "refresh", "next_scheduled_refresh", "keep_generations"])
         print("")
         printTable(object["generations"] as? [JSONObject] ?? [],
-                   columns: [("generation", "number"), ("state", "state"), ("phase", "phase"), ("bytes", "bytes_fetched"), ("restore_s", "restore_seconds"), ("reason", "reason")])
+                   columns: [("generation", "number"), ("state", "state"), ("postgres", "postgres"), ("format", "dump_format"), ("phase", "phase"), ("bytes", "bytes_fetched"), ("restore_s", "restore_seconds"), ("reason", "reason")])
     }
 }
 
@@ -558,7 +560,7 @@ struct DBCommand: ParsableCommand {
     static func show(_ api: APIClient, _ name: String, _ output: OutputFormat) async throws {
         let (data, object) = try await api.call("GET", "/v1/databases/\(name)")
         if output == .json { return printJSON(data) }
-        printFields(object, ["name", "project", "owner", "state", "hibernated_at", "pending", "phase", "reason", "generation", "base", "host", "hostaddr", "port", "user",
+        printFields(object, ["name", "project", "owner", "state", "hibernated_at", "pending", "phase", "reason", "generation", "postgres", "base", "host", "hostaddr", "port", "user",
                              "password", "database", "clone_method", "note", "hibernate_after_seconds", "expires_at", "uri"])
         if let hint = object["hint"] as? String { print("\n\(hint)") }
         if ["ready", "hibernated", "hibernating", "waking"].contains(object["state"] as? String ?? "") {

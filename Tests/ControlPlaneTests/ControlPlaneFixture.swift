@@ -79,7 +79,7 @@ final class ControlPlaneFixture: @unchecked Sendable {
             "--max-snapshots", "4",
             // Dumps of projects that refresh on change are checked every second.
             "--refresh-check-interval", "1s",
-        ] + extra, logDirectory: directory, environment: [
+        ] + TestPaths.extraPostgresMajors.flatMap { ["--postgres-bin-dir", "\($0.key)=\($0.value)"] } + extra, logDirectory: directory, environment: [
             "AWS_ACCESS_KEY_ID": s3Access, "AWS_SECRET_ACCESS_KEY": s3Secret, "AWS_REGION": "eu-west-1",
             "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:\(s3Port)",
         ])

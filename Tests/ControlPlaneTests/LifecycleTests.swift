@@ -119,7 +119,7 @@ extension ControlPlaneEndToEnd {
             let cases: [(String, String, String)] = [
                 ("missing-file", "file://\(f.dumps.path)/nope.dump", "dump not found"),
                 ("http-404", "http://127.0.0.1:\(f.httpPort)/nope.dump", "dump not found"),
-                ("not-a-dump", "http://127.0.0.1:\(f.httpPort)/notes.txt", "is not a pg_dump archive"),
+                ("not-a-dump", "http://127.0.0.1:\(f.httpPort)/notes.txt", "not a PostgreSQL dump: it looks like a text file that is not SQL"),
                 ("s3-denied", "s3://locked/shop.dump", "denied (403)"),
                 ("s3-missing", "s3://bucket/missing.dump", "dump not found"),
             ]
@@ -133,7 +133,7 @@ extension ControlPlaneEndToEnd {
             // A database of a failed project fails too, saying why.
             let d = try f.devdb(["db", "create", "from-failed", "--project", "not-a-dump", "--wait"])
             #expect(d.status == 7)
-            #expect(d.stderr.contains("is not a pg_dump archive"))
+            #expect(d.stderr.contains("not a PostgreSQL dump"), "\(d.stderr)")
         }
 
         @Test func s3DumpsAreFetchedWithSigV4() throws {

@@ -36,6 +36,15 @@ public enum TestPaths {
 
     public static let postgresBin = "/usr/lib/postgresql/15/bin"
 
+    /// PostgreSQL 17 and 18 as scripts/install-deps unpacks them (major -> bin directory).
+    public static var extraPostgresMajors: [Int: String] {
+        var out: [Int: String] = [:]
+        for m in [17, 18] where FileManager.default.isExecutableFile(atPath: "/usr/local/lib/devdb/postgresql/\(m)/bin/postgres") {
+            out[m] = "/usr/local/lib/devdb/postgresql/\(m)/bin"
+        }
+        return out
+    }
+
     /// The repository's venv Python (scripts/install-deps puts psycopg 3 with libpq 18 there).
     public static var venvPython: String { repositoryRoot.appendingPathComponent(".venv/bin/python3").path }
 

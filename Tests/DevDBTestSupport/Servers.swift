@@ -76,7 +76,8 @@ public final class PostgresServer: @unchecked Sendable {
     public let process: ServerProcess
 
     /// With `tls`, the server also accepts TLS (ssl=on) with that certificate.
-    public init(directory: URL, name: String, password: String? = nil, tls: TestCertificates? = nil) throws {
+    /// `bin`: the server's bin directory (another major: `TestPaths.extraPostgresMajors`).
+    public init(directory: URL, name: String, password: String? = nil, tls: TestCertificates? = nil, bin: String = TestPaths.postgresBin) throws {
         port = freePort()
         dataDirectory = directory.appendingPathComponent("pgdata-\(name)")
         self.password = password ?? "pw-\(UUID().uuidString.prefix(12))"
@@ -84,7 +85,7 @@ public final class PostgresServer: @unchecked Sendable {
         try self.password.write(to: pwfile, atomically: true, encoding: .utf8)
         let asPostgres = getuid() == 0 ? ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"] : []
         if getuid() == 0 { try run(["chown", "postgres:postgres", pwfile.path]) }
-        try run(asPostgres + ["\(TestPaths.postgresBin)/initdb", "-D", dataDirectory.path, "-U", "postgres",
+        try run(asPostgres + ["\(bin)/initdb", "-D", dataDirectory.path, "-U", "postgres",
                               "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile=\(pwfile.path)", "-E", "UTF8",
                               "--no-sync"], timeout: 120)
         var tlsArgs: [String] = []
@@ -98,7 +99,7 @@ public final class PostgresServer: @unchecked Sendable {
             tlsArgs = ["-c", "ssl=on", "-c", "ssl_cert_file=\(cert)", "-c", "ssl_key_file=\(key)"]
         }
         process = try ServerProcess(name: "postgres-\(name)", argv: tlsArgs.isEmpty ? [
-            "\(TestPaths.postgresBin)/postgres", "-D", dataDirectory.path, "-p", String(port),
+            "\(bin)/postgres", "-D", dataDirectory.path, "-p", String(port),
             "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=\(directory.path)",
             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
             "-c", "max_connections=200", "-c", "shared_buffers=32MB",

@@ -25,7 +25,7 @@ extension KubernetesProvisionerTests {
         let text = "\(job)"
         #expect(!text.contains("s3cret-salt"), "the SQL is in the Secret only")
         // Without SQL there is no Secret and no mount.
-        let plain = KubeManifests(settings: KubernetesSettings(), namespace: "devdb").restoreJob(name: "j", claim: "c", labels: [:], project: shop, owner: nil)
+        let plain = KubeManifests(settings: KubernetesSettings(), namespace: "devdb").restoreJob(name: "j", claim: "c", labels: [:], project: shop, major: 15, owner: nil)
         #expect(!plain.at("spec.template.spec.volumes").array.contains { $0["name"] == "after-restore" })
 
         // The script itself, against PostgreSQL 15.

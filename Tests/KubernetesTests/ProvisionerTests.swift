@@ -382,3 +382,33 @@ extension KubernetesProvisionerTests {
         #expect(try await k.inventory().allSatisfy { !$0.contains("late") })
     }
 }
+
+/// Each generation and database runs the image of its own PostgreSQL major.
+@Suite struct PostgresMajorImageTests {
+    @Test func theRestoreJobAndTheDatabaseUseTheGenerationsMajor() async throws {
+        let k = try KubeDouble()
+        let p = try k.provisioner { $0.postgresImages = [18: "registry.example.com/postgres:18.6"] }
+        var g17 = generation(1)
+        g17.state = .fetching
+        g17.postgresMajor = 17
+        try await p.seed(project: shop, generation: g17) { _, _ in }
+        let job = try #require(try await k.created("Job").first)
+        #expect(job.at("spec.template.spec")["containers"][0]["image"].string == "postgres:17-bookworm")
+        // The restore step branches on the format devdb-fetch-dump read from the bytes.
+        let script = job.at("spec.template.spec")["containers"][0]["command"][2].string ?? ""
+        #expect(script.contains("plain-gzip)") && script.contains("directory-tar)"))
+
+        var d = database("eighteen")
+        d.postgresMajor = 18
+        var ready = generation(1)
+        ready.postgresMajor = 18
+        _ = try await p.create(database: d, from: ready) { _ in }
+        let deployment = try #require(try await k.created("Deployment").first)
+        let images = deployment.at("spec.template.spec")["containers"].array.compactMap { $0["image"].string }
+            + deployment.at("spec.template.spec")["initContainers"].array.compactMap { $0["image"].string }
+        #expect(!images.isEmpty && images.allSatisfy { $0 == "registry.example.com/postgres:18.6" }, "\(images)")
+        // Before majors were recorded: 15.
+        #expect(KubeManifests(settings: KubernetesSettings(), namespace: "x").deployment(database("old"), owner: ["kind": "Secret"])
+            .at("spec.template.spec")["containers"][0]["image"].string == "postgres:15-bookworm")
+    }
+}

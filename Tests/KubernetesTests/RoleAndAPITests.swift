@@ -78,7 +78,8 @@ extension KubernetesProvisionerTests {
                     environment: ["DEVDB_SERVER": "http://127.0.0.1:\(apiPort)", "DEVDB_TOKEN": adminToken,
                                   "XDG_CONFIG_HOME": k.directory.appendingPathComponent("cli").path], timeout: 120, check: false)
         }
-        let project = try devdb(["project", "create", "shop", "--dump", "s3://dumps/shop.dump", "--wait"])
+        // The double's S3 dump cannot be read by the API, so the major is given (the dump's own otherwise).
+        let project = try devdb(["project", "create", "shop", "--dump", "s3://dumps/shop.dump", "--postgres", "15", "--wait"])
         #expect(project.status == 0, "\(project.stdout)\(project.stderr)")
         #expect(try await k.inventory() == ["VolumeSnapshot/devdb-gen-shop-1"])
 
@@ -129,14 +130,16 @@ extension KubernetesProvisionerTests {
         // Fresh data: a masked project that refreshes when its dump changes. Each restore Job gets
         // the SQL as its own Secret; the refresher starts generation 2 when the file changes.
         let dumpFile = k.directory.appendingPathComponent("fresh.dump")
-        try Data("PGDMP-stand-in".utf8).write(to: dumpFile)
+        // A real archive header (pg_dump 18 of an 18 server); the double's Job does not restore it.
+        let header = try Data(contentsOf: try #require(Bundle.module.url(forResource: "Fixtures/dump-pg18-custom.dump", withExtension: nil)))
+        try (header + Data("stand-in".utf8)).write(to: dumpFile)
         let mask = k.directory.appendingPathComponent("mask.sql")
         try "UPDATE customers SET email = 'x@example.com';\n".write(to: mask, atomically: true, encoding: .utf8)
         let fresh = try devdb(["project", "create", "fresh", "--dump", "file://\(dumpFile.path)", "--refresh-on-change", "--after-restore", mask.path, "--wait"])
         #expect(fresh.status == 0, "\(fresh.stdout)\(fresh.stderr)")
         #expect(try await k.created("Secret").first { $0.at("metadata.name") == "devdb-gen-fresh-1-restore-sql" }?["stringData"]["after-restore.sql"].string
                 == "UPDATE customers SET email = 'x@example.com';\n")
-        try Data("PGDMP-stand-in, newer".utf8).write(to: dumpFile)
+        try (header + Data("stand-in, newer".utf8)).write(to: dumpFile)
         try waitUntil(timeout: 60, "generation 2 of fresh from the changed dump") {
             let p = try? JSONValue.decode(Data(devdb(["project", "show", "fresh", "--output", "json"]).stdout.utf8))
             return p?["generations"].array.contains { $0["number"] == 2 && $0["state"] == "ready" } == true

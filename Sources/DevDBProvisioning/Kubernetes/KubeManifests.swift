@@ -7,7 +7,12 @@ public struct KubernetesSettings: Sendable {
     /// Prefix of every object name and the `app.kubernetes.io/instance` label: the release's full name.
     public var instance = "devdb"
     /// Image the databases and the restore's Postgres step run (Debian's PostgreSQL 15 tools inside).
-    public var postgresImage = "postgres:15-bookworm"
+    /// The Postgres image of a major: `postgresImages[major]`, else the template with {major} replaced.
+    public var postgresImageTemplate = "postgres:{major}-bookworm"
+    public var postgresImages: [Int: String] = [:]
+    public func postgresImage(major: Int) -> String {
+        postgresImages[major] ?? postgresImageTemplate.replacingOccurrences(of: "{major}", with: String(major))
+    }
     /// DevDB's own image: the restore Job's fetch step runs `devdb-fetch-dump` from it.
     public var toolsImage = "ghcr.io/devdb/devdb:latest"
     public var imagePullPolicy = "IfNotPresent"
@@ -199,8 +204,8 @@ public struct KubeManifests: Sendable {
     var scratchMounts: [JSONValue] {
         [["name": "tmp", "mountPath": "/tmp"], ["name": "run", "mountPath": "/var/run/postgresql"]]
     }
-    func postgresContainer(name: String, script: String, extraMounts: [JSONValue] = []) -> JSONValue {
-        ["name": .string(name), "image": .string(settings.postgresImage), "imagePullPolicy": .string(settings.imagePullPolicy),
+    func postgresContainer(name: String, major: Int, script: String, extraMounts: [JSONValue] = []) -> JSONValue {
+        ["name": .string(name), "image": .string(settings.postgresImage(major: major)), "imagePullPolicy": .string(settings.imagePullPolicy),
          "command": ["/bin/sh", "-ec", .string(script)],
          "env": [["name": "PGDATA", "value": .string(Self.pgdata)]],
          "securityContext": containerSecurityContext, "resources": resources,
@@ -210,7 +215,8 @@ public struct KubeManifests: Sendable {
 
     /// The restore: fetch the dump onto the volume (DevDB's image), then initdb, pg_restore -j,
     /// ANALYZE and a clean shutdown (the Postgres image). Owned by the volume it fills.
-    public func restoreJob(name: String, claim: String, labels: [String: String], project: Project, owner: JSONValue?) -> JSONValue {
+    /// `major`: the generation's PostgreSQL major (its image restores the dump).
+    public func restoreJob(name: String, claim: String, labels: [String: String], project: Project, major: Int, owner: JSONValue?) -> JSONValue {
         // Where the dump lives is plain configuration; the S3 credentials are a mounted Secret
         // (files the fetch step reads), never environment variables.
         var fetchEnv: [JSONValue] = []
@@ -232,7 +238,7 @@ public struct KubeManifests: Sendable {
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "volumeMounts": .array(fetchMounts),
         ]
-        var restore = postgresContainer(name: "restore", script: Self.restoreScript(jobs: settings.restoreJobs))
+        var restore = postgresContainer(name: "restore", major: major, script: Self.restoreScript(jobs: settings.restoreJobs))
         if project.afterRestoreSql?.isEmpty == false {
             // The masking SQL (it may hold salts) is a Secret the restore step reads as a file.
             restore["volumeMounts"] = .array(restore["volumeMounts"].array + [["name": "after-restore", "mountPath": .string(Self.afterRestoreMount), "readOnly": true]])
@@ -276,7 +282,24 @@ public struct KubeManifests: Sendable {
         # Whatever fails below, Postgres does not outlive the script (after the clean stop at the end this does nothing).
         trap 'pg_ctl -D "$PGDATA" -m immediate -w stop >/dev/null 2>&1 || true' EXIT
         psql -X -v ON_ERROR_STOP=1 -h "$SOCKETS" -U postgres -d postgres -c 'CREATE ROLE \(LocalProvisioner.appUser) LOGIN' -c 'CREATE DATABASE \(LocalProvisioner.appDatabase) OWNER \(LocalProvisioner.appUser)'
-        pg_restore -h "$SOCKETS" -U postgres -d \(LocalProvisioner.appDatabase) --no-owner --no-privileges --role=\(LocalProvisioner.appUser) -j \(jobs) "$DATA/devdb-restore.dump"
+        DUMP="$DATA/devdb-restore.dump"
+        RESTORE="pg_restore -h $SOCKETS -U postgres -d \(LocalProvisioner.appDatabase) --no-owner --no-privileges --role=\(LocalProvisioner.appUser)"
+        PSQL="psql -X -q -v ON_ERROR_STOP=1 -h $SOCKETS -U postgres -d \(LocalProvisioner.appDatabase)"
+        # The format devdb-fetch-dump read from the dump's bytes.
+        case "$(cat "$DUMP.format" 2>/dev/null || echo custom)" in
+            custom) $RESTORE -j \(jobs) "$DUMP" ;;
+            tar) $RESTORE "$DUMP" ;;
+            directory-tar)
+                mkdir -p "$DATA/devdb-restore.d"
+                tar -xf "$DUMP" -C "$DATA/devdb-restore.d"
+                $RESTORE -j \(jobs) "$(dirname "$(find "$DATA/devdb-restore.d" -name toc.dat | head -n 1)")"
+                rm -rf "$DATA/devdb-restore.d" ;;
+            plain) $PSQL -f "$DUMP" ;;
+            plain-gzip) gzip -dc < "$DUMP" | $PSQL ;;
+            plain-zstd) command -v zstd >/dev/null || { echo "this Postgres image has no zstd: recompress the dump with gzip, or use an image with zstd" >&2; exit 1; }
+                zstd -dcq < "$DUMP" | $PSQL ;;
+            *) echo "unknown dump format $(cat "$DUMP.format")" >&2; exit 1 ;;
+        esac
         psql -X -v ON_ERROR_STOP=1 -h "$SOCKETS" -U postgres -d \(LocalProvisioner.appDatabase) -c ANALYZE
         SQL="${DEVDB_AFTER_RESTORE:-\(afterRestoreMount)/after-restore.sql}"
         if [ -f "$SQL" ]; then
@@ -284,7 +307,7 @@ public struct KubeManifests: Sendable {
                 || { echo "the after-restore SQL failed (see above)" >&2; exit 1; }
         fi
         pg_ctl -D "$PGDATA" -m fast -w stop
-        rm -f "$DATA/devdb-restore.dump"
+        rm -f "$DATA/devdb-restore.dump" "$DATA/devdb-restore.dump.format"
         sync
         """
     }
@@ -309,8 +332,9 @@ public struct KubeManifests: Sendable {
         let name = databaseObject(d.name)
         let podLabels = databaseLabels(d)
         let credentials: JSONValue = ["name": "credentials", "mountPath": "/etc/devdb/credentials", "readOnly": true]
-        let setPassword = postgresContainer(name: "set-password", script: Self.setPasswordScript, extraMounts: [credentials])
-        var postgres = postgresContainer(name: "postgres", script: Self.postgresScript)
+        let major = d.postgresMajor ?? 15
+        let setPassword = postgresContainer(name: "set-password", major: major, script: Self.setPasswordScript, extraMounts: [credentials])
+        var postgres = postgresContainer(name: "postgres", major: major, script: Self.postgresScript)
         postgres["ports"] = [["name": "postgres", "containerPort": 5432, "protocol": "TCP"]]
         postgres["readinessProbe"] = [
             "exec": ["command": ["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-U", .string(LocalProvisioner.appUser), "-d", .string(LocalProvisioner.appDatabase)]],

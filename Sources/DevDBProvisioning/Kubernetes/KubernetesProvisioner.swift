@@ -9,7 +9,10 @@ import Foundation
 ///   generation's snapshot, a one-replica `Recreate` Deployment and a ClusterIP Service, which the
 ///   route names by its cluster DNS name;
 /// - without a snapshot class every database's PVC is filled by its own restore Job instead.
-public final class KubernetesProvisioner: Provisioner {
+public final class KubernetesProvisioner: Provisioner, PostgresMajors {
+    /// Any major: each runs its own image (--postgres-image-template, --postgres-image).
+    public var availableMajors: [Int]? { nil }
+
     public let kind = "kubernetes"
     public let client: KubeClient
     public let settings: KubernetesSettings
@@ -80,7 +83,7 @@ public final class KubernetesProvisioner: Provisioner {
             if let sql = project.afterRestoreSql, !sql.isEmpty {
                 try await client.create(path(.secrets), manifests.afterRestoreSecret(job: job, labels: labels, sql: sql, owner: claim))
             }
-            try await client.create(path(.jobs), manifests.restoreJob(name: job, claim: volume, labels: labels, project: project, owner: claim))
+            try await client.create(path(.jobs), manifests.restoreJob(name: job, claim: volume, labels: labels, project: project, major: g.major, owner: claim))
             try await waitForJob(job, claim: volume) { progress($0, 0) }
             progress("snapshotting", 0)
             do {
@@ -162,7 +165,7 @@ public final class KubernetesProvisioner: Provisioner {
             if let sql = project.afterRestoreSql, !sql.isEmpty, try await client.getIfPresent(path(.secrets, manifests.afterRestoreSecretName(job))) == nil {
                 try await client.create(path(.secrets), manifests.afterRestoreSecret(job: job, labels: labels, sql: sql, owner: owner))
             }
-            try await client.create(path(.jobs), manifests.restoreJob(name: job, claim: name, labels: labels, project: project, owner: owner))
+            try await client.create(path(.jobs), manifests.restoreJob(name: job, claim: name, labels: labels, project: project, major: d.postgresMajor ?? 15, owner: owner))
             try await waitForJob(job, claim: name) { p in phase(p == "restoring" || p == "fetching" ? "\(p) the dump (no VolumeSnapshot class)" : p) }
             try await client.delete(path(.jobs, job))
             try await waitGone(path(.jobs, job))
