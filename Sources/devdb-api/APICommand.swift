@@ -59,7 +59,13 @@ struct APICommand: AsyncParsableCommand {
     @Option(name: .customLong("postgres-image"), help: ArgumentHelp("kubernetes: the image of one major, as MAJOR=IMAGE (repeatable; wins over the template).", valueName: "major=image"))
     var postgresImage: [String] = []
     @Option(name: .customLong("tools-image"), help: "kubernetes: DevDB's image; the restore Job fetches the dump with its devdb-fetch-dump.") var toolsImage = "ghcr.io/devdb/devdb:latest"
-    @Option(name: .customLong("image-pull-policy"), help: "kubernetes: Always, IfNotPresent or Never.") var imagePullPolicy = "IfNotPresent"
+    @Option(name: .customLong("image-pull-policy"), help: "kubernetes: pull policy of DevDB's image (the restore Job's fetch step): Always, IfNotPresent or Never.") var imagePullPolicy = "IfNotPresent"
+    @Option(name: .customLong("postgres-image-pull-policy"), help: "kubernetes: pull policy of the Postgres images: Always, IfNotPresent or Never.") var postgresImagePullPolicy = "IfNotPresent"
+    @Option(name: .customLong("image-pull-secret"), help: ArgumentHelp("kubernetes: a Secret every database and restore pod may pull images with (repeatable).", valueName: "name"))
+    var imagePullSecret: [String] = []
+    @Option(name: .customLong("shm-size"), help: "kubernetes: size of the memory-backed /dev/shm of database and restore pods.") var shmSize = "256Mi"
+    @Option(name: .customLong("unschedulable-timeout"), help: "kubernetes: seconds a pod may stay unschedulable (other than for its volume) before the step fails with the cluster's reason.")
+    var unschedulableTimeout: Double = 120
     @Option(name: .customLong("storage-class"), help: "kubernetes: StorageClass of database volumes (default: the cluster's default).") var storageClass: String?
     @Option(name: .customLong("snapshot-class"), help: "kubernetes: VolumeSnapshotClass for generations; empty: no snapshots, each database restores the dump.") var snapshotClass: String?
     @Option(name: .customLong("volume-size"), help: "kubernetes: size of each database volume.") var volumeSize = "10Gi"
@@ -80,11 +86,12 @@ struct APICommand: AsyncParsableCommand {
         prefix: "DEVDB_API_",
         names: ["listen", "redis", "redis-password-file", "provisioner", "data-dir", "db-domain", "router-host", "router-port", "admin-token-file",
                 "port-range", "reap-interval", "log-level", "reconcile-interval", "kubeconfig", "kube-context", "namespace", "instance",
-                "postgres-bin-dir", "postgres-image-template", "postgres-image", "tools-image", "image-pull-policy", "storage-class", "snapshot-class", "volume-size",
+                "postgres-bin-dir", "postgres-image-template", "postgres-image", "tools-image", "postgres-image-pull-policy",
+                "image-pull-secret", "shm-size", "unschedulable-timeout", "image-pull-policy", "storage-class", "snapshot-class", "volume-size",
                 "db-cpu-request", "db-memory-request", "db-cpu-limit", "db-memory-limit", "s3-secret", "restore-jobs", "cluster-domain",
                 "bind-timeout", "ready-timeout", "restore-timeout", "snapshot-timeout", "poll-interval",
                 "refresh-check-interval", "hibernate-after", "max-snapshots"],
-        repeatable: ["postgres-bin-dir", "postgres-image"], flags: ["allow-private-dump-hosts"])
+        repeatable: ["postgres-bin-dir", "postgres-image", "image-pull-secret"], flags: ["allow-private-dump-hosts"])
 
     func makeConfiguration() throws -> APIConfiguration {
         var c = APIConfiguration()
@@ -119,9 +126,14 @@ struct APICommand: AsyncParsableCommand {
         guard DatabaseName.isValid(instance), instance.count <= 30, instance.first!.isLetter else {
             throw ValidationError("--instance must be a DNS label of at most 30 characters starting with a letter, not \"\(instance)\"")
         }
-        guard ["Always", "IfNotPresent", "Never"].contains(imagePullPolicy) else {
-            throw ValidationError("--image-pull-policy must be Always, IfNotPresent or Never")
+        for (flag, policy) in [("--image-pull-policy", imagePullPolicy), ("--postgres-image-pull-policy", postgresImagePullPolicy)] {
+            guard ["Always", "IfNotPresent", "Never"].contains(policy) else { throw ValidationError("\(flag) must be Always, IfNotPresent or Never") }
         }
+        guard Quantity.bytes(shmSize) != nil else { throw ValidationError("--shm-size must be a quantity such as 256Mi") }
+        k.postgresImagePullPolicy = postgresImagePullPolicy
+        k.imagePullSecrets = imagePullSecret.flatMap { $0.split(separator: ",").map(String.init) }.filter { !$0.isEmpty }
+        k.shmSize = shmSize
+        k.unschedulableTimeout = unschedulableTimeout
         guard restoreJobs >= 1 else { throw ValidationError("--restore-jobs must be at least 1") }
         k.instance = instance
         guard postgresImageTemplate.contains("{major}") else {

@@ -105,7 +105,8 @@ final class KubeDouble: @unchecked Sendable {
 
     /// Objects the double holds, by kind and name ("Secret/devdb-db-kate").
     func inventory() async throws -> [String] {
-        try await objects().map { "\($0["kind"].string ?? "?")/\($0.at("metadata.name").string ?? "?")" }.sorted()
+        // Events are the cluster's own records of what happened, not objects DevDB makes.
+        try await objects().filter { $0["kind"].string != "Event" }.map { "\($0["kind"].string ?? "?")/\($0.at("metadata.name").string ?? "?")" }.sorted()
     }
     func object(_ kind: String, _ name: String) async throws -> JSONValue? {
         try await objects().first { $0["kind"].string == kind && $0.at("metadata.name").string == name }

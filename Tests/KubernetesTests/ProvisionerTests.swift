@@ -263,6 +263,36 @@ extension KubernetesProvisionerTests {
                                   ["restore job devdb-gen-shop-1-restore failed", "input file does not appear to be a valid archive"])
     }
 
+    @Test func anImageThatMustNotBePulledAndIsMissingFailsAtOnce() async throws {
+        // kind-e2e's mistake: pull policy Never reaching the Postgres image.
+        try await expectSeedFails(["image_never_pull": "postgres:"], ["ErrImageNeverPull", "not present with pull policy of Never", "databases.imagePullPolicy"]) {
+            $0.postgresImagePullPolicy = "Never"
+        }
+    }
+
+    @Test func aVolumeThatCannotBeMountedFailsWithTheClustersReason() async throws {
+        try await expectSeedFails(["mount_fails": "MountVolume.SetUp failed for volume \"s3-credentials\" : secret \"devdb-s3\" not found"],
+                                  ["cannot mount its volumes (FailedMount)", "secret \"devdb-s3\" not found"])
+    }
+
+    @Test func anUnschedulablePodFailsWithTheClustersReason() async throws {
+        try await expectSeedFails(["unschedulable": "0/3 nodes are available: 3 Insufficient memory."],
+                                  ["cannot be scheduled", "0/3 nodes are available: 3 Insufficient memory."]) { $0.unschedulableTimeout = 1 }
+    }
+
+    @Test func throttlingAndBlipsOfTheAPIServerAreRetried() async throws {
+        let k = try KubeDouble()
+        let p = try k.provisioner()
+        // 429 with Retry-After, then 503s, in the middle of a seed: it still finishes.
+        try await k.faults(["throttle": 2, "unavailable": 3])
+        let started = Date()
+        try await p.seed(project: shop, generation: generation()) { _, _ in }
+        let answered = try await k.requests().compactMap { $0["answered"].int }
+        #expect(answered.filter { $0 == 429 }.count == 2 && answered.filter { $0 == 503 }.count == 3, "\(answered)")
+        #expect(Date().timeIntervalSince(started) >= 2, "Retry-After: 1 was honoured twice")
+        #expect(try await k.inventory() == ["VolumeSnapshot/devdb-gen-shop-1"])
+    }
+
     @Test func aClusterWithoutTheSnapshotAPISaysWhatToDo() async throws {
         try await expectSeedFails(["no_snapshot_api": true], ["VolumeSnapshot API", "leave the snapshot class empty"])
     }

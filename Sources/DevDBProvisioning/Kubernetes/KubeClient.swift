@@ -8,8 +8,9 @@ import Glibc
 public enum KubeError: Error, CustomStringConvertible, Equatable {
     /// The API server answered with an error status (a `Status` object's reason and message).
     case status(code: Int, reason: String, message: String, request: String)
-    /// The request did not get an answer: connection, TLS verification, timeout.
-    case transport(String)
+    /// The request did not get an answer: connection, TLS verification, timeout. `transient`:
+    /// worth trying again (refused, reset, timed out), unlike a TLS verification failure.
+    case transport(String, transient: Bool = false)
 
     public var description: String {
         switch self {
@@ -21,7 +22,7 @@ public enum KubeError: Error, CustomStringConvertible, Equatable {
                 return "the Kubernetes API did not accept DevDB's credentials (401) for \(request): check the service-account token or kubeconfig user"
             }
             return "Kubernetes API \(request): \(code) \(reason): \(message)"
-        case .transport(let why): return why
+        case .transport(let why, _): return why
         }
     }
 
@@ -33,6 +34,10 @@ public struct KubeClient: Sendable {
     public let connection: KubeConnection
     /// Seconds for one request.
     public var timeout: Int = 30
+    /// Seconds a request is retried through throttling (429), server errors (500, 502, 503, 504)
+    /// and transient transport errors, with backoff (0.2 s doubling to 5 s) or the server's
+    /// Retry-After. A one-hour seed outlives a blip of the API server.
+    public var retryBudget: Double = 60
 
     /// libcurl handles kept between requests: each keeps its connection (and TLS session) to the
     /// API server open, so polls do not pay a handshake each.
@@ -63,14 +68,36 @@ public struct KubeClient: Sendable {
         do { return try await request("DELETE", path, body: options) } catch let e as KubeError where e.code == 404 { return nil }
     }
 
+    static let retriedStatuses: Set<Int> = [429, 500, 502, 503, 504]
+
     public func request(_ method: String, _ path: String, body: JSONValue? = nil) async throws -> JSONValue {
         let connection = self.connection, timeout = self.timeout
         let handles = self.handles
-        let (code, data) = try await withCheckedThrowingContinuation { (cont: CheckedContinuation<(Int, Data), any Error>) in
-            DispatchQueue.global().async {
-                do { cont.resume(returning: try Self.perform(method, connection.server + path, body: body?.encoded(), connection: connection, timeout: timeout, handles: handles)) }
-                catch { cont.resume(throwing: error) }
+        let deadline = Date().addingTimeInterval(retryBudget)
+        var attempt = 0
+        var code = 0, data = Data()
+        while true {
+            var wait: Double?
+            do {
+                let answer = try await withCheckedThrowingContinuation { (cont: CheckedContinuation<(Int, Data, Double?), any Error>) in
+                    DispatchQueue.global().async {
+                        do { cont.resume(returning: try Self.perform(method, connection.server + path, body: body?.encoded(), connection: connection, timeout: timeout, handles: handles)) }
+                        catch { cont.resume(throwing: error) }
+                    }
+                }
+                (code, data) = (answer.0, answer.1)
+                if Self.retriedStatuses.contains(code) { wait = answer.2 ?? Self.backoff(attempt) }
+            } catch let e as KubeError {
+                guard case .transport(_, true) = e, Date() < deadline else { throw e }
+                wait = Self.backoff(attempt)
             }
+            guard let pause = wait, Date().addingTimeInterval(pause) < deadline else { break }
+            attempt += 1
+            try await Task.sleep(for: .seconds(pause))
+        }
+        // A create retried after an answer that never arrived may have happened: it is there now.
+        if code == 409, method == "POST", attempt > 0, let name = body?["metadata"]["name"].string {
+            return try await request("GET", "\(path)/\(name)")
         }
         let json = (try? JSONValue.decode(data)) ?? .null
         guard (200..<300).contains(code) else {
@@ -84,7 +111,13 @@ public struct KubeClient: Sendable {
 
     final class Sink { var data = Data() }
 
-    static func perform(_ method: String, _ url: String, body: Data?, connection: KubeConnection, timeout: Int, handles: HandlePool) throws -> (Int, Data) {
+    /// 0.2 s doubling to 5 s, with jitter.
+    static func backoff(_ attempt: Int) -> Double {
+        min(5, 0.2 * pow(2, Double(min(attempt, 6)))) * Double.random(in: 0.8...1.2)
+    }
+
+    /// One request: status, body and the Retry-After header in seconds (when it has one).
+    static func perform(_ method: String, _ url: String, body: Data?, connection: KubeConnection, timeout: Int, handles: HandlePool) throws -> (Int, Data, Double?) {
         guard let curl = handles.take() else { throw KubeError.transport("cannot initialise libcurl") }
         defer { handles.give(curl) }
         var headers: UnsafeMutablePointer<curl_slist>?
@@ -140,17 +173,29 @@ public struct KubeClient: Sendable {
             return n
         }
         _ = devdb_curl_set_pointer(curl, CURLOPT_WRITEDATA, box)
+        let headerBox = Unmanaged.passRetained(HeaderBox()).toOpaque()
+        defer { Unmanaged<HeaderBox>.fromOpaque(headerBox).release() }
+        _ = devdb_curl_set_header_function(curl) { ptr, size, count, data in
+            let line = String(decoding: UnsafeRawBufferPointer(start: ptr, count: size * count), as: UTF8.self)
+            Unmanaged<HeaderBox>.fromOpaque(data!).takeUnretainedValue().add(line)
+            return size * count
+        }
+        _ = devdb_curl_set_pointer(curl, CURLOPT_HEADERDATA, headerBox)
         let rc = curl_easy_perform(curl)
         guard rc == CURLE_OK else {
             let why = String(cString: curl_easy_strerror(rc))
             if rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_SSL_CONNECT_ERROR {
                 throw KubeError.transport("TLS to the Kubernetes API at \(connection.server) failed (\(why)); check the CA in \(connection.source)")
             }
-            throw KubeError.transport("cannot reach the Kubernetes API at \(connection.server) (\(why)); from \(connection.source)")
+            let transient: Set<CURLcode> = [CURLE_COULDNT_CONNECT, CURLE_OPERATION_TIMEDOUT, CURLE_RECV_ERROR, CURLE_SEND_ERROR,
+                                            CURLE_GOT_NOTHING, CURLE_PARTIAL_FILE, CURLE_COULDNT_RESOLVE_HOST]
+            throw KubeError.transport("cannot reach the Kubernetes API at \(connection.server) (\(why)); from \(connection.source)",
+                                      transient: transient.contains(rc))
         }
         var code = 0
         _ = devdb_curl_get_response_code(curl, &code)
-        return (code, sink.data)
+        let retryAfter = Unmanaged<HeaderBox>.fromOpaque(headerBox).takeUnretainedValue().fields["retry-after"].flatMap(Double.init)
+        return (code, sink.data, retryAfter.map { min($0, 30) })
     }
 }
 

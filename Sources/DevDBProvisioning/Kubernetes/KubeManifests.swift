@@ -6,7 +6,6 @@ import COpenSSL
 public struct KubernetesSettings: Sendable {
     /// Prefix of every object name and the `app.kubernetes.io/instance` label: the release's full name.
     public var instance = "devdb"
-    /// Image the databases and the restore's Postgres step run (Debian's PostgreSQL 15 tools inside).
     /// The Postgres image of a major: `postgresImages[major]`, else the template with {major} replaced.
     public var postgresImageTemplate = "postgres:{major}-bookworm"
     public var postgresImages: [Int: String] = [:]
@@ -15,7 +14,19 @@ public struct KubernetesSettings: Sendable {
     }
     /// DevDB's own image: the restore Job's fetch step runs `devdb-fetch-dump` from it.
     public var toolsImage = "ghcr.io/devdb/devdb:latest"
+    /// Pull policy of DevDB's own image (the restore Job's fetch step).
     public var imagePullPolicy = "IfNotPresent"
+    /// Pull policy of the Postgres images: its own, so a kind cluster that loads DevDB's image
+    /// (`Never`) still pulls Postgres.
+    public var postgresImagePullPolicy = "IfNotPresent"
+    /// Secrets every pod the provisioner makes may pull with (a private registry).
+    public var imagePullSecrets: [String] = []
+    /// Size of the memory-backed /dev/shm of database and restore pods (Postgres' parallel
+    /// queries use it; the container default is 64 MiB). It counts against the memory limit.
+    public var shmSize = "256Mi"
+    /// Seconds a pod may stay unschedulable (PodScheduled=False, Unschedulable) for a reason
+    /// other than its volume binding, before the step fails with the cluster's message.
+    public var unschedulableTimeout: Double = 120
     /// nil: the cluster's default StorageClass.
     public var storageClass: String?
     /// nil or empty: no CSI snapshots; every database restores the dump itself.
@@ -199,13 +210,21 @@ public struct KubeManifests: Sendable {
          "limits": ["cpu": .string(settings.cpuLimit), "memory": .string(settings.memoryLimit)]]
     }
     var scratchVolumes: [JSONValue] {
-        [["name": "tmp", "emptyDir": [:]], ["name": "run", "emptyDir": [:]]]
+        [["name": "tmp", "emptyDir": [:]], ["name": "run", "emptyDir": [:]],
+         ["name": "shm", "emptyDir": ["medium": "Memory", "sizeLimit": .string(settings.shmSize)]]]
     }
     var scratchMounts: [JSONValue] {
-        [["name": "tmp", "mountPath": "/tmp"], ["name": "run", "mountPath": "/var/run/postgresql"]]
+        [["name": "tmp", "mountPath": "/tmp"], ["name": "run", "mountPath": "/var/run/postgresql"], ["name": "shm", "mountPath": "/dev/shm"]]
+    }
+    /// `imagePullSecrets` of a pod spec (absent when none are configured).
+    func withPullSecrets(_ spec: JSONValue) -> JSONValue {
+        guard !settings.imagePullSecrets.isEmpty else { return spec }
+        var spec = spec
+        spec["imagePullSecrets"] = .array(settings.imagePullSecrets.map { ["name": .string($0)] })
+        return spec
     }
     func postgresContainer(name: String, major: Int, script: String, extraMounts: [JSONValue] = []) -> JSONValue {
-        ["name": .string(name), "image": .string(settings.postgresImage(major: major)), "imagePullPolicy": .string(settings.imagePullPolicy),
+        ["name": .string(name), "image": .string(settings.postgresImage(major: major)), "imagePullPolicy": .string(settings.postgresImagePullPolicy),
          "command": ["/bin/sh", "-ec", .string(script)],
          "env": [["name": "PGDATA", "value": .string(Self.pgdata)]],
          "securityContext": containerSecurityContext, "resources": resources,
@@ -250,12 +269,12 @@ public struct KubeManifests: Sendable {
                     "activeDeadlineSeconds": JSONValue(Int(settings.restoreTimeout)),
                     "template": [
                         "metadata": ["labels": JSONValue(labels)],
-                        "spec": [
+                        "spec": withPullSecrets([
                             "restartPolicy": "Never", "automountServiceAccountToken": false, "enableServiceLinks": false,
                             "securityContext": podSecurityContext,
                             "initContainers": [fetch], "containers": [restore],
                             "volumes": .array(volumes),
-                        ],
+                        ]),
                     ],
                 ]]
     }
@@ -339,14 +358,19 @@ public struct KubeManifests: Sendable {
         postgres["readinessProbe"] = [
             "exec": ["command": ["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-U", .string(LocalProvisioner.appUser), "-d", .string(LocalProvisioner.appDatabase)]],
             "initialDelaySeconds": 2, "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3]
-        postgres["livenessProbe"] = ["tcpSocket": ["port": "postgres"], "initialDelaySeconds": 30, "periodSeconds": 20, "failureThreshold": 6]
+        // An exec probe, not tcpSocket: some NetworkPolicy implementations (AWS VPC CNI's policy
+        // agent up to 1.0.5, kind's before kube-network-policies#160) drop the kubelet's probe
+        // connections when ingress is restricted, and the pod would restart every few minutes.
+        postgres["livenessProbe"] = [
+            "exec": ["command": ["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-U", .string(LocalProvisioner.appUser), "-d", .string(LocalProvisioner.appDatabase)]],
+            "initialDelaySeconds": 30, "periodSeconds": 20, "timeoutSeconds": 5, "failureThreshold": 6]
         return ["apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata(name, podLabels, owner: owner),
                 "spec": [
                     "replicas": 1, "strategy": ["type": "Recreate"],
                     "selector": ["matchLabels": JSONValue(databaseSelector(d.name))],
                     "template": [
                         "metadata": ["labels": JSONValue(podLabels)],
-                        "spec": [
+                        "spec": withPullSecrets([
                             "automountServiceAccountToken": false, "enableServiceLinks": false,
                             "securityContext": podSecurityContext, "terminationGracePeriodSeconds": 30,
                             "initContainers": [setPassword], "containers": [postgres],
@@ -355,7 +379,7 @@ public struct KubeManifests: Sendable {
                                 ["name": "credentials", "secret": ["secretName": .string(name), "defaultMode": 0o440,
                                                                    "items": [["key": "password", "path": "password"]]]],
                             ] + scratchVolumes),
-                        ],
+                        ]),
                     ],
                 ]]
     }

@@ -34,10 +34,10 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
     // MARK: REST paths
 
     enum Resource: String, CaseIterable {
-        case secrets, persistentvolumeclaims, services, pods, deployments, jobs, volumesnapshots
+        case secrets, persistentvolumeclaims, services, pods, deployments, jobs, volumesnapshots, events
         var base: String {
             switch self {
-            case .secrets, .persistentvolumeclaims, .services, .pods: return "/api/v1"
+            case .secrets, .persistentvolumeclaims, .services, .pods, .events: return "/api/v1"
             case .deployments: return "/apis/apps/v1"
             case .jobs: return "/apis/batch/v1"
             case .volumesnapshots: return "/apis/snapshot.storage.k8s.io/v1"
@@ -354,6 +354,8 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
                 switch reason {
                 case "ErrImagePull", "ImagePullBackOff", "InvalidImageName":
                     return "pod \(name) cannot pull the image for \(container) (\(reason)): \(message). Check the image name and pull secrets"
+                case "ErrImageNeverPull":
+                    return "pod \(name) cannot start \(container) (ErrImageNeverPull): \(message). Its pull policy is Never and the image is not on the node: load it (kind load docker-image) or set databases.imagePullPolicy"
                 case "CreateContainerConfigError", "CreateContainerError":
                     return "pod \(name) cannot create container \(container) (\(reason)): \(message)"
                 case "CrashLoopBackOff":
@@ -361,6 +363,40 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
                     return "container \(container) of pod \(name) keeps crashing: \(last.trimmingCharacters(in: .whitespacesAndNewlines))"
                 default: break
                 }
+            }
+        }
+        return nil
+    }
+
+    /// What the cluster says keeps a pod from starting, beyond its containers' states: a volume
+    /// that cannot be mounted (a missing Secret: event FailedMount), or no node for it
+    /// (PodScheduled=False, Unschedulable, for longer than unschedulableTimeout; unbound volumes
+    /// are left to the bind timeout). `since` remembers when each pod was first seen unschedulable.
+    func podBlocked(_ pod: JSONValue, since: inout [String: Date]) async throws -> String? {
+        let name = pod.at("metadata.name").string ?? "pod"
+        if let scheduled = pod.at("status.conditions").array.first(where: { $0["type"].string == "PodScheduled" }),
+           scheduled["status"].string == "False", scheduled["reason"].string == "Unschedulable" {
+            let message = scheduled["message"].string ?? ""
+            if !message.contains("unbound") && !message.contains("PersistentVolumeClaim") {
+                let first = since[name] ?? Date()
+                since[name] = first
+                if Date().timeIntervalSince(first) > settings.unschedulableTimeout {
+                    return "pod \(name) cannot be scheduled (Unschedulable for \(Int(settings.unschedulableTimeout)) s): \(message). Check node resources (requests \(settings.cpuRequest) CPU, \(settings.memoryRequest)), taints and node selectors"
+                }
+            }
+        } else {
+            since[name] = nil
+        }
+        // Mount failures show only as events while the pod sits in ContainerCreating.
+        let waitingToStart = (pod.at("status.initContainerStatuses").array + pod.at("status.containerStatuses").array)
+            .contains { ["ContainerCreating", "PodInitializing"].contains($0.at("state.waiting.reason").string ?? "") }
+        guard waitingToStart || pod.at("status.phase").string == "Pending" else { return nil }
+        let events = ((try? await client.list(path(.events), labelSelector: "")) ?? [])
+            .filter { $0.at("involvedObject.name").string == name && $0.at("involvedObject.kind").string == "Pod" }
+        for e in events where ["FailedMount", "FailedAttachVolume"].contains(e["reason"].string ?? "") {
+            let message = e["message"].string ?? ""
+            if message.contains("not found") || (e["count"].int ?? 1) >= 3 {
+                return "pod \(name) cannot mount its volumes (\(e["reason"].string ?? "FailedMount")): \(message)"
             }
         }
         return nil
@@ -388,6 +424,7 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
 
     func waitForJob(_ job: String, claim: String, phase: @escaping @Sendable (String) -> Void) async throws {
         let start = Date()
+        var unschedulable: [String: Date] = [:]
         var last = ""
         func report(_ p: String) { if p != last { last = p; phase(p) } }
         while true {
@@ -409,6 +446,7 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
             }
             for p in pods {
                 if let problem = Self.podProblem(p) { throw Failure(problem) }
+                if let blocked = try await podBlocked(p, since: &unschedulable) { throw Failure(blocked) }
                 if p.at("status.initContainerStatuses").array.contains(where: { !$0.at("state.running").isNull }) { report("fetching") }
                 if p.at("status.containerStatuses").array.contains(where: { !$0.at("state.running").isNull }) { report("restoring") }
             }
@@ -437,11 +475,15 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
 
     func waitForDatabase(_ d: DatabaseRecord, claim: String, snapshot: String?) async throws {
         let start = Date()
+        var unschedulable: [String: Date] = [:]
         let selector = databaseSelector(d.name, component: "database")
         while true {
             let pods = try await client.list(path(.pods), labelSelector: selector)
             if pods.contains(where: Self.podReady) { return }
-            for p in pods { if let problem = Self.podProblem(p) { throw Failure(problem) } }
+            for p in pods {
+                if let problem = Self.podProblem(p) { throw Failure(problem) }
+                if let blocked = try await podBlocked(p, since: &unschedulable) { throw Failure(blocked) }
+            }
             _ = try await checkClaim(claim, since: start, snapshot: snapshot)
             if Date().timeIntervalSince(start) > settings.readyTimeout {
                 let status = pods.first.map { "pod \($0.at("metadata.name").string ?? "?") is \($0.at("status.phase").string ?? "Pending")" } ?? "no pod was created"

@@ -19,6 +19,11 @@ Faults (POST /_double/faults with a JSON object) make it report what a broken cl
   snapshot_never_ready: true             -> VolumeSnapshots never become readyToUse
   restore_fails: "<message>"             -> a Job's main container exits 1 with that message
   no_snapshot_api: true                  -> the snapshot.storage.k8s.io API is not installed (404)
+  image_never_pull: "<substring>"        -> containers with pull policy Never whose image is not on the node: ErrImageNeverPull
+  mount_fails: "<message>"               -> pods stay in ContainerCreating; a FailedMount event says why (e.g. a missing Secret)
+  unschedulable: "<message>"             -> pods stay Pending with PodScheduled=False, reason Unschedulable
+  throttle: N                            -> the next N API requests get 429 with Retry-After: 1 (API priority and fairness)
+  unavailable: N                         -> the next N API requests get 503 (an API server restarting)
 
 Test endpoints (same token): GET /_double/requests, GET /_double/objects, GET /_double/connections, POST /_double/faults,
 POST /_double/pods/<name>/unready, POST /_double/pods/<name>/ready, DELETE /_double/objects/<resource>/<name>.
@@ -50,6 +55,7 @@ RESOURCES = {
     ("apis/apps/v1", "deployments"): ("apps/v1", "Deployment"),
     ("apis/batch/v1", "jobs"): ("batch/v1", "Job"),
     ("apis/snapshot.storage.k8s.io/v1", "volumesnapshots"): ("snapshot.storage.k8s.io/v1", "VolumeSnapshot"),
+    ("api/v1", "events"): ("v1", "Event"),
 }
 GROUP_OF = {"api/v1": "", "apis/apps/v1": "apps", "apis/batch/v1": "batch", "apis/snapshot.storage.k8s.io/v1": "snapshot.storage.k8s.io"}
 PATH = re.compile(r"^/(api/v1|apis/[a-z0-9.]+/v1)/namespaces/([a-z0-9-]+)/([a-z]+)(?:/([a-z0-9.-]+))?$")
@@ -172,6 +178,18 @@ def image_fault(pod):
     return None
 
 
+def record_event(pod, reason, message):
+    """An Event about the pod, counted up when it repeats (as the kubelet reports it)."""
+    name = pod["metadata"]["name"] + "." + reason.lower()
+    ev = objects.get(("events", name))
+    if ev is None:
+        ev = add("events", {"apiVersion": "v1", "kind": "Event", "metadata": {"name": name}, "type": "Warning", "reason": reason,
+                            "message": message, "count": 0,
+                            "involvedObject": {"kind": "Pod", "name": pod["metadata"]["name"], "namespace": NAMESPACE}})
+    ev["count"] += 1
+    ev["lastTimestamp"] = now()
+
+
 def claim_bound(pod):
     for v in pod["spec"].get("volumes", []):
         claim = (v.get("persistentVolumeClaim") or {}).get("claimName")
@@ -204,6 +222,23 @@ def step_pod(pod, job):
         return
     inits = [c["name"] for c in pod["spec"].get("initContainers", [])]
     mains = [c["name"] for c in pod["spec"]["containers"]]
+    if faults.get("unschedulable"):
+        st["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": faults["unschedulable"]}]
+        return
+    if faults.get("mount_fails"):
+        st["conditions"] = [{"type": "PodScheduled", "status": "True"}]
+        st["initContainerStatuses"] = [waiting(n, "PodInitializing") for n in inits]
+        st["containerStatuses"] = [waiting(n, "ContainerCreating") for n in mains]
+        record_event(pod, "FailedMount", faults["mount_fails"])
+        return
+    never = faults.get("image_never_pull")
+    if never:
+        for c in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]:
+            if never in c["image"] and c.get("imagePullPolicy") == "Never":
+                msg = f'Container image "{c["image"]}" is not present with pull policy of Never'
+                st["initContainerStatuses"] = [waiting(n, "ErrImageNeverPull" if n == c["name"] else "PodInitializing", msg if n == c["name"] else "") for n in inits]
+                st["containerStatuses"] = [waiting(n, "ErrImageNeverPull" if n == c["name"] else "PodInitializing", msg if n == c["name"] else "") for n in mains]
+                return
     bad = image_fault(pod)
     if bad is not None:
         reason = "ErrImagePull" if pod["_step"] % 2 == 0 else "ImagePullBackOff"
@@ -323,9 +358,11 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         sys.stderr.write("%s\n" % (fmt % args))
 
-    def send(self, code, body):
+    def send(self, code, body, headers=None):
         data = json.dumps(body).encode()
         self.send_response(code)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -345,6 +382,13 @@ class Handler(BaseHTTPRequestHandler):
             return self.control(method, url.path, body)
         m = PATH.match(url.path)
         with lock:
+            for fault, code, reason in (("throttle", 429, "TooManyRequests"), ("unavailable", 503, "ServiceUnavailable")):
+                if faults.get(fault, 0) > 0:
+                    faults[fault] -= 1
+                    requests.append({"method": method, "path": url.path, "query": url.query, "verb": None, "resource": None, "group": None,
+                                     "name": None, "body": body, "answered": code})
+                    headers = {"Retry-After": "1"} if code == 429 else {}
+                    return self.send(*status(code, reason, "the server is busy; try again" if code == 429 else "the server is shutting down"), headers=headers)
             if not m:
                 requests.append({"method": method, "path": url.path, "query": url.query, "verb": None, "resource": None, "group": None, "name": None, "body": body})
                 return self.send(*status(404, "NotFound", f"the server could not find the requested resource ({url.path})"))
