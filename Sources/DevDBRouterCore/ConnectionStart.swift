@@ -28,7 +28,7 @@ public struct ConnectionStart: Sendable {
 
     /// Where the connection is. States carry what they need.
     public enum State: Equatable, Sendable {
-        /// From a trusted load balancer: a PROXY v2 header comes first.
+        /// From a trusted load balancer's range: a PROXY v2 header may come first.
         case proxyHeader
         /// The PROXY header named the client: waiting for the executor's admission decision.
         case awaitingAdmission
@@ -226,7 +226,14 @@ public struct ConnectionStart: Sendable {
         while true {
             switch state {
             case .proxyHeader:
-                guard !inbound.isEmpty else { return actions }
+                guard let first = inbound.first else { return actions }
+                if first != ProxyHeader.signature[0] {
+                    // A peer in a trusted range that connects directly (a pod, a VPN client in the
+                    // load balancer's subnets) sends no header: it is the client itself. No
+                    // PostgreSQL start begins with the signature's first byte (0x0D).
+                    state = .awaitingAdmission
+                    return actions + [.proxiedClient(.unspecified)]
+                }
                 do throws(WireError) {
                     guard case .complete(let header, let used) = try ProxyHeader.parse(inbound) else { return actions }
                     inbound.removeFirst(used)

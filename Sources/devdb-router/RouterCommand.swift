@@ -61,7 +61,7 @@ struct RouterCommand: ParsableCommand {
     @Option(name: .customLong("drain-timeout"), help: ArgumentHelp("Seconds to let sessions finish after SIGTERM.", valueName: "seconds"))
     var drainTimeout: Double = 30
 
-    @Option(name: .customLong("proxy-protocol-from"), help: ArgumentHelp("CIDR of load balancers that send a PROXY protocol v2 header (repeatable); they must send one.", valueName: "cidr"))
+    @Option(name: .customLong("proxy-protocol-from"), help: ArgumentHelp("CIDR of load balancers that send a PROXY protocol v2 header (repeatable). Peers there may also connect directly, without a header.", valueName: "cidr"))
     var proxyProtocolFrom: [String] = []
 
     @Option(name: .customLong("cancel-rate"), help: "Cancel requests allowed per client address per second.")

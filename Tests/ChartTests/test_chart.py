@@ -26,19 +26,17 @@ VALUE_SETS = {
         "dbDomain": "db.devdb.acme.io",
         "image": {"repository": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/devdb", "tag": "1.4.2", "pullPolicy": "Always"},
         "imagePullSecrets": [{"name": "ecr"}],
-        "router": {"replicas": 3, "proxyProtocolFrom": ["10.0.0.0/16"],
+        "router": {"replicas": 3,
                    "tls": {"certManager": {"enabled": True, "issuerRef": {"name": "letsencrypt-dns", "kind": "ClusterIssuer"}}}},
         "databases": {"storageClass": "gp3", "snapshotClass": "ebs-csi-snapclass", "volumeSize": "50Gi",
                       "s3": {"secretName": "devdb-s3", "region": "eu-west-1"},
                       "resources": {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}},
         "loadBalancer": {
-            "api": {"annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
-                                    "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing"},
-                    "loadBalancerSourceRanges": ["203.0.113.0/24"],
+            "provider": "aws",
+            "proxyProtocol": {"enabled": True, "from": ["10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24"]},
+            "api": {"loadBalancerSourceRanges": ["203.0.113.0/24"],
                     "certificateArn": "arn:aws:acm:eu-west-1:123456789012:certificate/api"},
-            "database": {"annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
-                                         "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol": "*"},
-                         "loadBalancerSourceRanges": ["203.0.113.0/24", "198.51.100.0/24"]}},
+            "database": {"loadBalancerSourceRanges": ["203.0.113.0/24", "198.51.100.0/24"]}},
         "redis": {"persistence": {"size": "5Gi", "storageClass": "gp3"}},
     }, "devdb", "devdb"),
     "other-release": ({"dbDomain": "db.dev.example.org", "databases": {"snapshotClass": "csi-hostpath-snapclass"}}, "acme", "team-db"),
@@ -168,7 +166,7 @@ class ChartTests(unittest.TestCase):
         api_lb = named(objects, "Service", "devdb-nlb")
         db_lb = named(objects, "Service", "devdb-db-nlb")
         self.assertEqual(api_lb["spec"]["type"], "LoadBalancer")
-        self.assertEqual(sorted(p["port"] for p in api_lb["spec"]["ports"]), [80, 443])
+        self.assertEqual(sorted(p["port"] for p in api_lb["spec"]["ports"]), [443], "with a certificate, no plain port 80")
         self.assertEqual(api_lb["spec"]["selector"]["app.kubernetes.io/component"], "api")
         self.assertEqual(api_lb["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-ssl-cert"],
                          "arn:aws:acm:eu-west-1:123456789012:certificate/api")
@@ -179,10 +177,39 @@ class ChartTests(unittest.TestCase):
         self.assertEqual(db_lb["spec"]["loadBalancerSourceRanges"], ["203.0.113.0/24", "198.51.100.0/24"])
         self.assertNotIn("service.beta.kubernetes.io/aws-load-balancer-ssl-cert", db_lb["metadata"]["annotations"])
         router = named(objects, "Deployment", "devdb-router")["spec"]["template"]["spec"]["containers"][0]
-        self.assertIn("--proxy-protocol-from=10.0.0.0/16", router["args"])
-        # Without a certificate the API load balancer has no 443.
+        # One switch: the NLB sends PROXY v2 and the router trusts exactly its subnets.
+        self.assertEqual(db_lb["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-proxy-protocol"], "*")
+        self.assertEqual([a for a in router["args"] if a.startswith("--proxy-protocol-from=")],
+                         ["--proxy-protocol-from=10.0.0.0/24", "--proxy-protocol-from=10.0.1.0/24", "--proxy-protocol-from=10.0.2.0/24"])
+        # The aws preset: AWS Load Balancer Controller NLB, internet-facing, IP targets, on both.
+        for lb in (api_lb, db_lb):
+            self.assertEqual(lb["spec"]["loadBalancerClass"], "service.k8s.aws/nlb")
+            self.assertEqual(lb["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-nlb-target-type"], "ip")
+        self.assertNotIn("service.beta.kubernetes.io/aws-load-balancer-proxy-protocol", api_lb["metadata"]["annotations"])
+        # Internal, and the other presets.
+        values = copy.deepcopy(VALUE_SETS["aws-production"][0])
+        values["loadBalancer"]["internal"] = True
+        objects, _ = render(values, "devdb", "devdb")
+        self.assertEqual(named(objects, "Service", "devdb-db-nlb")["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-scheme"], "internal")
+        objects, _ = render({"loadBalancer": {"provider": "gke"}}, "devdb", "devdb")
+        self.assertEqual(named(objects, "Service", "devdb-db-nlb")["metadata"]["annotations"]["cloud.google.com/l4-rbs"], "enabled")
+        # PROXY on without its CIDRs, or where the load balancer cannot send it, fails at render.
+        with self.assertRaisesRegex(Exception, "proxyProtocol.from must list"):
+            render({"loadBalancer": {"provider": "aws", "proxyProtocol": {"enabled": True}}}, "devdb", "devdb")
+        with self.assertRaisesRegex(Exception, "cannot send PROXY protocol"):
+            render({"loadBalancer": {"provider": "metallb", "proxyProtocol": {"enabled": True, "from": ["10.0.0.0/8"]}}}, "devdb", "devdb")
+        # Off: no header is trusted from anyone.
         objects, _ = render(*VALUE_SETS["default"])
+        router = named(objects, "Deployment", "devdb-router")["spec"]["template"]["spec"]["containers"][0]
+        self.assertFalse(any(a.startswith("--proxy-protocol-from") for a in router["args"]))
+        _, notes = render(*VALUE_SETS["aws-production"])
+        self.assertIn("set-server https://", notes)
+        # Without a certificate the API load balancer has no 443, and NOTES says tokens cross in clear.
+        objects, notes = render(*VALUE_SETS["default"])
         self.assertEqual([p["port"] for p in named(objects, "Service", "devdb-nlb")["spec"]["ports"]], [80])
+        self.assertIn("set-server http://", notes)
+        self.assertIn("in clear", notes)
+        self.assertIn("app.kubernetes.io/managed-by=devdb-api,app.kubernetes.io/instance=devdb", notes)
         self.assertNotIn("loadBalancerSourceRanges", named(objects, "Service", "devdb-nlb")["spec"])
 
     def test_redis_is_persistent_and_never_exposed(self):

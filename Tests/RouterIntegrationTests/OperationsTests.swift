@@ -122,10 +122,16 @@ extension RouterEndToEnd {
             let (bytes, _) = c.readAll(timeout: 5)
             #expect(Packets.errorFields(bytes)?["C"] == "3D000")
             try waitUntil("log names the real client") { router.process.log.contains("devdb.client=203.0.113.7:12345") }
-            // A trusted peer that sends no header is refused.
+            // A peer in the trusted range that connects directly (a pod, a VPN client) sends no
+            // header: it is the client itself, and is served.
             let bare = try RawClient(port: router.port)
-            bare.send(Packets.startup([("user", "postgres"), ("options", "-c devdb.route=alpha")]))
-            #expect(Packets.errorFields(bare.readAll(timeout: 5).bytes)?["C"] == "08P01")
+            bare.send(Packets.startup([("user", "postgres"), ("options", "-c devdb.route=nobody-either")]))
+            #expect(Packets.errorFields(bare.readAll(timeout: 5).bytes)?["C"] == "3D000")
+            try waitUntil("log names the peer as the client") { router.process.log.contains("devdb.route=nobody-either") && router.process.log.contains("devdb.client=127.0.0.1:") }
+            // A damaged header is still refused.
+            let damaged = try RawClient(port: router.port)
+            damaged.send(Array(header.prefix(12)) + [0x99, 0x11, 0, 12] + [UInt8](repeating: 0, count: 12))
+            #expect(Packets.errorFields(damaged.readAll(timeout: 5).bytes)?["C"] == "08P01")
         }
 
         @Test func metricsAndHealthEndpoints() throws {

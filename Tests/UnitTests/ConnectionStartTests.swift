@@ -123,6 +123,17 @@ import Testing
         #expect(m.handle(.admission(admitted: false, address: "203.0.113.9")) == [.refuse(.tooManyStarts(address: "203.0.113.9"))])
     }
 
+    @Test func aTrustedPeerWithoutAProxyHeaderIsTheClientItself() {
+        var m = Self.machine(proxy: true)
+        let startup = Self.startup([("user", "u"), ("options", "-c devdb.route=a")])
+        #expect(m.handle(.clientBytes(startup)) == [.proxiedClient(.unspecified)])
+        #expect(m.handle(.admission(admitted: true, address: "10.0.3.4")) == [.lookUp("a")])
+        // TLS straight away, too.
+        var t = Self.machine(proxy: true)
+        #expect(t.handle(.clientBytes(Self.sslRequest)) == [.proxiedClient(.unspecified)])
+        #expect(t.handle(.admission(admitted: true, address: "10.0.3.4")) == [.write([UInt8(ascii: "S")])])
+    }
+
     @Test func routeOutcomesMapToRefusalsOrWakes() {
         func resolved(_ lookup: ConnectionStart.Lookup) -> [ConnectionStart.Action] {
             var m = Self.machine()

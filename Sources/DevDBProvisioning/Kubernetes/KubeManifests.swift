@@ -166,9 +166,11 @@ public struct KubeManifests: Sendable {
     func metadata(_ name: String, _ labels: [String: String], owner: JSONValue? = nil) -> JSONValue {
         var m: JSONValue = ["name": .string(name), "namespace": .string(namespace), "labels": JSONValue(labels)]
         if let owner {
+            // No blockOwnerDeletion: setting it needs `update` on the owner's finalizers, which
+            // OpenShift's OwnerReferencesPermissionEnforcement checks; DevDB deletes in order itself.
             m["ownerReferences"] = [[
                 "apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner.at("metadata.name"),
-                "uid": owner.at("metadata.uid"), "blockOwnerDeletion": true,
+                "uid": owner.at("metadata.uid"),
             ]]
         }
         return m

@@ -52,3 +52,46 @@ readOnlyRootFilesystem: true
 capabilities:
   drop: ["ALL"]
 {{- end -}}
+
+{{/*
+The load balancers' provider preset and the one PROXY protocol switch.
+  aws:     AWS Load Balancer Controller NLB, internet-facing, IP targets (PROXY v2 possible)
+  gke:     GKE external passthrough NLB (backend-service based); no PROXY
+  metallb: kind and bare metal; no PROXY
+  none:    only the annotations given
+*/}}
+{{- define "devdb.lbAnnotations" -}}
+{{- $ctx := .ctx -}}
+{{- $lb := $ctx.Values.loadBalancer -}}
+{{- $a := dict -}}
+{{- if eq $lb.provider "aws" -}}
+{{- $_ := set $a "service.beta.kubernetes.io/aws-load-balancer-type" "external" -}}
+{{- $_ := set $a "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type" "ip" -}}
+{{- $_ := set $a "service.beta.kubernetes.io/aws-load-balancer-scheme" (ternary "internal" "internet-facing" $lb.internal) -}}
+{{- if and (eq .which "database") $lb.proxyProtocol.enabled -}}
+{{- $_ := set $a "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol" "*" -}}
+{{- end -}}
+{{- else if eq $lb.provider "gke" -}}
+{{- $_ := set $a "cloud.google.com/l4-rbs" "enabled" -}}
+{{- if $lb.internal -}}
+{{- $_ := set $a "networking.gke.io/load-balancer-type" "Internal" -}}
+{{- end -}}
+{{- end -}}
+{{- $own := (get $lb .which).annotations | default dict -}}
+{{- toJson (merge (deepCopy $own) $a) -}}
+{{- end -}}
+
+{{- define "devdb.proxyProtocolFrom" -}}
+{{- $pp := .Values.loadBalancer.proxyProtocol -}}
+{{- if $pp.enabled -}}
+{{- if not (has .Values.loadBalancer.provider (list "aws" "none")) -}}
+{{- fail (printf "loadBalancer.proxyProtocol.enabled: the %s preset's load balancer cannot send PROXY protocol; turn it off (externalTrafficPolicy: Local keeps client addresses there)" .Values.loadBalancer.provider) -}}
+{{- end -}}
+{{- if not $pp.from -}}
+{{- fail "loadBalancer.proxyProtocol.from must list the CIDRs the load balancer connects from (with AWS IP targets: the NLB's subnets), so the router trusts headers from exactly those addresses" -}}
+{{- end -}}
+{{- toJson $pp.from -}}
+{{- else -}}
+[]
+{{- end -}}
+{{- end -}}
