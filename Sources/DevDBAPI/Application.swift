@@ -22,8 +22,12 @@ public func buildApplication(_ config: APIConfiguration, logger: Logger) throws 
                                                          "devdb.k8s.snapshot_class": "\(config.kubernetes.snapshotClass ?? "(none: restore per database)")"])
         var settings = config.kubernetes
         settings.allowPrivateDumpHosts = config.allowPrivateDumpHosts
-        provisioner = KubernetesProvisioner(client: KubeClient(connection: connection), settings: settings) { name in
+        let kubernetes = KubernetesProvisioner(client: KubeClient(connection: connection), settings: settings) { name in
             try await catalog.run { try $0.project(name) }
+        }
+        provisioner = kubernetes
+        Task {
+            if let warning = await kubernetes.checkSnapshotClass() { logger.warning("\(warning)") }
         }
     default:
         throw APIError.badRequest("unknown provisioner \"\(config.provisioner)\"", hint: "use --provisioner local or kubernetes")

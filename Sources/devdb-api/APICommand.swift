@@ -69,6 +69,8 @@ struct APICommand: AsyncParsableCommand {
     @Option(name: .customLong("storage-class"), help: "kubernetes: StorageClass of database volumes (default: the cluster's default).") var storageClass: String?
     @Option(name: .customLong("snapshot-class"), help: "kubernetes: VolumeSnapshotClass for generations; empty: no snapshots, each database restores the dump.") var snapshotClass: String?
     @Option(name: .customLong("volume-size"), help: "kubernetes: size of each database volume.") var volumeSize = "10Gi"
+    @Option(name: .customLong("restore-volume-size"), help: "kubernetes: size of a restore's volume (default: from the dump's size and the previous generation's, at least --volume-size).")
+    var restoreVolumeSize: String?
     @Option(name: .customLong("db-cpu-request"), help: "kubernetes: CPU request of each database pod.") var dbCPURequest = "100m"
     @Option(name: .customLong("db-memory-request"), help: "kubernetes: memory request of each database pod.") var dbMemoryRequest = "256Mi"
     @Option(name: .customLong("db-cpu-limit"), help: "kubernetes: CPU limit of each database pod.") var dbCPULimit = "1"
@@ -86,7 +88,7 @@ struct APICommand: AsyncParsableCommand {
         prefix: "DEVDB_API_",
         names: ["listen", "redis", "redis-password-file", "provisioner", "data-dir", "db-domain", "router-host", "router-port", "admin-token-file",
                 "port-range", "reap-interval", "log-level", "reconcile-interval", "kubeconfig", "kube-context", "namespace", "instance",
-                "postgres-bin-dir", "postgres-image-template", "postgres-image", "tools-image", "postgres-image-pull-policy",
+                "restore-volume-size", "postgres-bin-dir", "postgres-image-template", "postgres-image", "tools-image", "postgres-image-pull-policy",
                 "image-pull-secret", "shm-size", "unschedulable-timeout", "image-pull-policy", "storage-class", "snapshot-class", "volume-size",
                 "db-cpu-request", "db-memory-request", "db-cpu-limit", "db-memory-limit", "s3-secret", "restore-jobs", "cluster-domain",
                 "bind-timeout", "ready-timeout", "restore-timeout", "snapshot-timeout", "poll-interval",
@@ -133,6 +135,10 @@ struct APICommand: AsyncParsableCommand {
         k.postgresImagePullPolicy = postgresImagePullPolicy
         k.imagePullSecrets = imagePullSecret.flatMap { $0.split(separator: ",").map(String.init) }.filter { !$0.isEmpty }
         k.shmSize = shmSize
+        if let r = restoreVolumeSize, !r.isEmpty {
+            guard Quantity.bytes(r) != nil else { throw ValidationError("--restore-volume-size must be a quantity such as 50Gi") }
+            k.restoreVolumeSize = r
+        }
         k.unschedulableTimeout = unschedulableTimeout
         guard restoreJobs >= 1 else { throw ValidationError("--restore-jobs must be at least 1") }
         k.instance = instance

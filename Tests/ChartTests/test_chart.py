@@ -40,6 +40,8 @@ VALUE_SETS = {
         "redis": {"persistence": {"size": "5Gi", "storageClass": "gp3"}},
     }, "devdb", "devdb"),
     "other-release": ({"dbDomain": "db.dev.example.org", "databases": {"snapshotClass": "csi-hostpath-snapclass"}}, "acme", "team-db"),
+    "egress-locked": ({"networkPolicy": {"egress": {"enabled": True, "apiServerCIDRs": ["172.20.0.1/32"],
+                                                    "dumpCIDRs": ["52.218.0.0/17"]}}}, "devdb", "devdb"),
     "minimal-dev": ({"router": {"replicas": 1, "tls": {"enabled": False}, "podDisruptionBudget": {"enabled": False}},
                      "networkPolicy": {"enabled": False}, "api": {"adminTokenSecret": "my-admin-token"}}, "kind", "devdb"),
 }
@@ -231,6 +233,33 @@ class ChartTests(unittest.TestCase):
             text = base64.b64decode(secret["data"]["redis.conf"]).decode()
             self.assertIn("appendonly yes", text)
             self.assertIn("requirepass ", text)
+
+    def test_egress_policies(self):
+        objects, _ = render(*VALUE_SETS["egress-locked"])
+        egress = {p["metadata"]["name"]: p for p in by_kind(objects, "NetworkPolicy") if "Egress" in p["spec"]["policyTypes"]}
+        self.assertEqual(sorted(egress), ["devdb-api-egress", "devdb-quiet-egress", "devdb-restores-egress", "devdb-router-egress"])
+        def ports(policy):
+            return sorted({p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])})
+        self.assertEqual(ports(egress["devdb-api-egress"]), [53, 80, 443, 5432, 6379, 6443])
+        self.assertEqual(ports(egress["devdb-router-egress"]), [53, 5432, 6379])
+        self.assertEqual(ports(egress["devdb-restores-egress"]), [53, 80, 443])
+        self.assertEqual(ports(egress["devdb-quiet-egress"]), [53])
+        # Every rule names its destinations: an empty `to` would allow everything.
+        for p in egress.values():
+            for rule in p["spec"]["egress"]:
+                self.assertTrue(rule.get("to"), f"{p['metadata']['name']} has a rule to anywhere")
+        api_cidrs = [b["ipBlock"]["cidr"] for rule in egress["devdb-api-egress"]["spec"]["egress"] for b in rule["to"] if "ipBlock" in b]
+        self.assertIn("172.20.0.1/32", api_cidrs)
+        self.assertIn("52.218.0.0/17", api_cidrs)
+        # The optional cluster-scoped reader of the snapshot class names exactly that class.
+        objects, _ = render({"rbac": {"readSnapshotClass": True}, "databases": {"snapshotClass": "ebs-csi"}}, "devdb", "devdb")
+        role = by_kind(objects, "ClusterRole")[0]
+        self.assertEqual(role["rules"], [{"apiGroups": ["snapshot.storage.k8s.io"], "resources": ["volumesnapshotclasses"],
+                                          "resourceNames": ["ebs-csi"], "verbs": ["get"]}])
+        with self.assertRaisesRegex(Exception, "apiServerCIDRs must list"):
+            render({"networkPolicy": {"egress": {"enabled": True}}}, "devdb", "devdb")
+        objects, _ = render(*VALUE_SETS["default"])
+        self.assertFalse(any("Egress" in p["spec"]["policyTypes"] for p in by_kind(objects, "NetworkPolicy")))
 
     def test_network_policies(self):
         objects, _ = render(*VALUE_SETS["default"])

@@ -442,3 +442,31 @@ extension KubernetesProvisionerTests {
             .at("spec.template.spec")["containers"][0]["image"].string == "postgres:15-bookworm")
     }
 }
+
+@Suite struct RestoreVolumeSizeTests {
+    @Test func theRestoreVolumeIsSizedFromTheDumpAndThePreviousGeneration() {
+        let m = KubeManifests(settings: KubernetesSettings(), namespace: "x")
+        #expect(m.restoreVolumeSize(dumpBytes: nil, previousRestored: nil) == "10Gi")
+        #expect(m.restoreVolumeSize(dumpBytes: 3 << 30, previousRestored: nil) == "22Gi")
+        #expect(m.restoreVolumeSize(dumpBytes: 3 << 30, previousRestored: "30Gi") == "39Gi")
+        #expect(m.restoreVolumeSize(dumpBytes: 100 << 20, previousRestored: "1Gi") == "10Gi", "never below volumeSize")
+        var s = KubernetesSettings()
+        s.restoreVolumeSize = "200Gi"
+        #expect(KubeManifests(settings: s, namespace: "x").restoreVolumeSize(dumpBytes: 3 << 30, previousRestored: nil) == "200Gi")
+        #expect(KubernetesProvisioner.dumpBytes("etag=\"x\";content-length=12345") == 12345)
+        #expect(KubernetesProvisioner.dumpBytes("size=99;mtime=1.2") == 99)
+    }
+}
+
+@Suite struct SnapshotClassCheckTests {
+    @Test func aRetainSnapshotClassIsWarnedAbout() async throws {
+        let k = try KubeDouble()
+        let p = try k.provisioner()
+        #expect(await p.checkSnapshotClass() == nil)
+        try await k.faults(["snapshot_class_policy": "Retain"])
+        let warning = await p.checkSnapshotClass()
+        #expect(warning?.contains("deletionPolicy Retain") == true && warning?.contains("csi-hostpath-snapclass") == true, "\(String(describing: warning))")
+        let noClass = try k.provisioner { $0.snapshotClass = nil }
+        #expect(await noClass.checkSnapshotClass() == nil)
+    }
+}

@@ -32,6 +32,8 @@ public struct KubernetesSettings: Sendable {
     /// nil or empty: no CSI snapshots; every database restores the dump itself.
     public var snapshotClass: String?
     public var volumeSize = "10Gi"
+    /// Size of a restore's volume; nil: sized from the dump (see `restoreVolumeSize`).
+    public var restoreVolumeSize: String?
     public var cpuRequest = "100m", memoryRequest = "256Mi", cpuLimit = "1", memoryLimit = "1Gi"
     /// Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN) for s3:// dumps.
     public var s3SecretName: String?
@@ -193,6 +195,21 @@ public struct KubeManifests: Sendable {
             spec["dataSource"] = ["apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": .string(snapshot)]
         }
         return ["apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata(name, labels, owner: owner), "spec": spec]
+    }
+
+    /// A restore's volume holds the dump, the restored database and up to max_wal_size (4 GB in
+    /// the restore script) of WAL: at least the database volume size, else about the dump
+    /// five times over (restored data is commonly 2-5x a compressed dump) plus the WAL, or the
+    /// previous generation's restored size plus the dump, whichever is larger. Rounded up to GiB.
+    public func restoreVolumeSize(dumpBytes: Int64?, previousRestored: String?) -> String {
+        if let fixed = settings.restoreVolumeSize { return fixed }
+        let gib = Double(1 << 30)
+        var bytes = Quantity.bytes(settings.volumeSize) ?? 10 * gib
+        if let dump = dumpBytes.map(Double.init) {
+            bytes = max(bytes, dump * 6 + 4 * gib)
+            if let previous = previousRestored.flatMap(Quantity.bytes) { bytes = max(bytes, previous * 1.2 + dump) }
+        }
+        return "\(Int((bytes / gib).rounded(.up)))Gi"
     }
 
     public func volumeSnapshot(name: String, labels: [String: String], claim: String) -> JSONValue {

@@ -59,6 +59,36 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
 
     func sleep() async throws { try await Task.sleep(for: .milliseconds(Int(settings.pollInterval * 1000))) }
 
+    /// A warning about the configured VolumeSnapshotClass, or nil when it is fine: with
+    /// deletionPolicy Retain every deleted generation leaves a VolumeSnapshotContent and a cloud
+    /// snapshot behind. The class is cluster-scoped: without the chart's optional ClusterRole
+    /// (rbac.readSnapshotClass) it cannot be read, and the warning says what to check by hand.
+    public func checkSnapshotClass() async -> String? {
+        guard let name = settings.snapshotClass, !name.isEmpty else { return nil }
+        do {
+            let cls = try await client.get("/apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses/\(name)")
+            if cls["deletionPolicy"].string == "Retain" {
+                return "VolumeSnapshotClass \(name) has deletionPolicy Retain: every deleted generation leaves its VolumeSnapshotContent and cloud snapshot behind (and their cost). Use a class with deletionPolicy: Delete"
+            }
+            return nil
+        } catch let e as KubeError where e.code == 403 {
+            return "cannot read VolumeSnapshotClass \(name) (cluster-scoped; the chart grants it with rbac.readSnapshotClass=true): check by hand that its deletionPolicy is Delete, or deleted generations leave cloud snapshots behind"
+        } catch let e as KubeError where e.code == 404 {
+            return "VolumeSnapshotClass \(name) does not exist: seeding will fail until it does (kubectl get volumesnapshotclass)"
+        } catch {
+            return nil
+        }
+    }
+
+    /// The dump's size from a fingerprint ("content-length=N" over HTTP, "size=N" for files).
+    public static func dumpBytes(_ fingerprint: String?) -> Int64? {
+        for part in (fingerprint ?? "").split(separator: ";") {
+            let kv = part.split(separator: "=", maxSplits: 1)
+            if kv.count == 2, kv[0] == "content-length" || kv[0] == "size", let n = Int64(kv[1].trimmingCharacters(in: .whitespaces)) { return n }
+        }
+        return nil
+    }
+
     struct Failure: Error, CustomStringConvertible {
         let description: String
         init(_ d: String) { description = d }
@@ -78,7 +108,10 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
         try await removeAll(selector: selector)  // a restore interrupted by an API restart starts over
         do {
             progress("fetching", 0)
-            let claim = try await client.create(path(.persistentvolumeclaims), manifests.volumeClaim(name: volume, labels: labels, snapshot: nil, owner: nil))
+            // Sized from the dump (its size is in the project's fingerprint) and the previous generation's restore.
+            let previous = g.number > 1 ? try await client.getIfPresent(path(.volumesnapshots, manifests.generationObject(Generation(project: g.project, number: g.number - 1))))?.at("status.restoreSize").string : nil
+            let size = manifests.restoreVolumeSize(dumpBytes: Self.dumpBytes(project.dumpFingerprint), previousRestored: previous)
+            let claim = try await client.create(path(.persistentvolumeclaims), manifests.volumeClaim(name: volume, labels: labels, snapshot: nil, owner: nil, size: size))
             let job = manifests.restoreJobName(volume)
             if let sql = project.afterRestoreSql, !sql.isEmpty {
                 try await client.create(path(.secrets), manifests.afterRestoreSecret(job: job, labels: labels, sql: sql, owner: claim))

@@ -24,6 +24,7 @@ Faults (POST /_double/faults with a JSON object) make it report what a broken cl
   unschedulable: "<message>"             -> pods stay Pending with PodScheduled=False, reason Unschedulable
   throttle: N                            -> the next N API requests get 429 with Retry-After: 1 (API priority and fairness)
   unavailable: N                         -> the next N API requests get 503 (an API server restarting)
+  snapshot_class_policy: "Retain"        -> the VolumeSnapshotClass (cluster-scoped, GET only) has that deletionPolicy (default Delete)
 
 Test endpoints (same token): GET /_double/requests, GET /_double/objects, GET /_double/connections, POST /_double/faults,
 POST /_double/pods/<name>/unready, POST /_double/pods/<name>/ready, DELETE /_double/objects/<resource>/<name>.
@@ -389,6 +390,12 @@ class Handler(BaseHTTPRequestHandler):
                                      "name": None, "body": body, "answered": code})
                     headers = {"Retry-After": "1"} if code == 429 else {}
                     return self.send(*status(code, reason, "the server is busy; try again" if code == 429 else "the server is shutting down"), headers=headers)
+            cls = re.match(r"^/apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses/([a-z0-9.-]+)$", url.path)
+            if cls and method == "GET":
+                requests.append({"method": method, "path": url.path, "query": url.query, "verb": "get", "resource": "volumesnapshotclasses",
+                                 "group": "snapshot.storage.k8s.io", "name": cls.group(1), "body": None})
+                return self.send(200, {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass", "metadata": {"name": cls.group(1)},
+                                       "driver": "hostpath.csi.k8s.io", "deletionPolicy": faults.get("snapshot_class_policy", "Delete")})
             if not m:
                 requests.append({"method": method, "path": url.path, "query": url.query, "verb": None, "resource": None, "group": None, "name": None, "body": body})
                 return self.send(*status(404, "NotFound", f"the server could not find the requested resource ({url.path})"))
