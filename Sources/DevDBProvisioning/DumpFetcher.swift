@@ -14,6 +14,14 @@ public struct S3Settings: Sendable {
     public var accessKeyID: String?
     public var secretAccessKey: String?
     public var sessionToken: String?
+    /// Keyless credentials a platform gives a service account, used when no keys are set:
+    /// IRSA (AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE: STS AssumeRoleWithWebIdentity) or EKS
+    /// Pod Identity (AWS_CONTAINER_CREDENTIALS_FULL_URI + AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE).
+    public var roleARN: String?
+    public var webIdentityTokenFile: String?
+    public var stsEndpoint: String?
+    public var containerCredentialsURI: String?
+    public var containerAuthorizationTokenFile: String?
 
     public init(endpoint: String? = nil, region: String = "us-east-1", accessKeyID: String? = nil,
                 secretAccessKey: String? = nil, sessionToken: String? = nil) {
@@ -21,15 +29,92 @@ public struct S3Settings: Sendable {
         self.secretAccessKey = secretAccessKey; self.sessionToken = sessionToken
     }
 
+    public var hasKeylessCredentials: Bool {
+        (roleARN != nil && webIdentityTokenFile != nil) || containerCredentialsURI != nil
+    }
+
+    /// Temporary keys from IRSA or EKS Pod Identity (one HTTP call; they last an hour or more,
+    /// longer than a fetch).
+    func keylessCredentials() throws(DumpError) -> (id: String, secret: String, token: String?) {
+        if let role = roleARN, let file = webIdentityTokenFile {
+            guard let token = try? String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) else {
+                throw .transfer("cannot read the web identity token at \(file)")
+            }
+            let sts = stsEndpoint ?? "https://sts.\(region).amazonaws.com"
+            func q(_ s: String) -> String { s.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? s }
+            let url = "\(sts)/?Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleSessionName=devdb-restore&RoleArn=\(q(role))&WebIdentityToken=\(q(token))"
+            let (code, body) = try Self.get(url, header: nil)
+            guard code == 200 else { throw .transfer("STS AssumeRoleWithWebIdentity for \(role) answered \(code): \(Self.xml("Message", body) ?? String(body.prefix(200)))") }
+            guard let id = Self.xml("AccessKeyId", body), let secret = Self.xml("SecretAccessKey", body) else {
+                throw .transfer("STS AssumeRoleWithWebIdentity answered without credentials")
+            }
+            return (id, secret, Self.xml("SessionToken", body))
+        }
+        if let uri = containerCredentialsURI {
+            var header: String?
+            if let file = containerAuthorizationTokenFile {
+                guard let t = try? String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) else {
+                    throw .transfer("cannot read the container authorization token at \(file)")
+                }
+                header = "Authorization: \(t)"
+            }
+            let (code, body) = try Self.get(uri, header: header)
+            struct Creds: Decodable { let AccessKeyId: String; let SecretAccessKey: String; let Token: String? }
+            guard code == 200, let c = try? JSONDecoder().decode(Creds.self, from: Data(body.utf8)) else {
+                throw .transfer("EKS Pod Identity credentials at \(uri) answered \(code)")
+            }
+            return (c.AccessKeyId, c.SecretAccessKey, c.Token)
+        }
+        throw .missingCredentials
+    }
+
+    static func xml(_ tag: String, _ body: String) -> String? {
+        guard let open = body.range(of: "<\(tag)>"), let close = body.range(of: "</\(tag)>", range: open.upperBound..<body.endIndex) else { return nil }
+        return String(body[open.upperBound..<close.lowerBound])
+    }
+
+    /// A plain GET (the credential endpoints are the platform's, so no address filtering).
+    static func get(_ url: String, header: String?) throws(DumpError) -> (Int, String) {
+        guard let curl = curl_easy_init() else { throw .transfer("cannot initialise libcurl") }
+        defer { curl_easy_cleanup(curl) }
+        var headers: UnsafeMutablePointer<curl_slist>?
+        defer { if let headers { curl_slist_free_all(headers) } }
+        _ = devdb_curl_set_string(curl, CURLOPT_URL, url)
+        _ = devdb_curl_set_string(curl, CURLOPT_PROTOCOLS_STR, "http,https")
+        _ = devdb_curl_set_long(curl, CURLOPT_TIMEOUT, 30)
+        if let header {
+            headers = curl_slist_append(headers, header)
+            _ = devdb_curl_set_pointer(curl, CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(headers))
+        }
+        let box = Unmanaged.passRetained(BodyBox()).toOpaque()
+        defer { Unmanaged<BodyBox>.fromOpaque(box).release() }
+        _ = devdb_curl_set_write_function(curl) { ptr, size, count, data in
+            Unmanaged<BodyBox>.fromOpaque(data!).takeUnretainedValue().data.append(UnsafeRawPointer(ptr!).assumingMemoryBound(to: UInt8.self), count: size * count)
+            return size * count
+        }
+        _ = devdb_curl_set_pointer(curl, CURLOPT_WRITEDATA, box)
+        let rc = curl_easy_perform(curl)
+        guard rc == CURLE_OK else { throw .transfer("\(String(cString: curl_easy_strerror(rc))) (\(url.split(separator: "?").first ?? ""))") }
+        var code = 0
+        _ = devdb_curl_get_response_code(curl, &code)
+        return (code, String(decoding: Unmanaged<BodyBox>.fromOpaque(box).takeUnretainedValue().data, as: UTF8.self))
+    }
+
     /// The standard AWS variables: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
     /// AWS_REGION / AWS_DEFAULT_REGION, and AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL.
     /// Empty values count as unset.
     public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> S3Settings {
         let env = environment.filter { !$0.value.isEmpty }
-        return S3Settings(endpoint: env["AWS_ENDPOINT_URL_S3"] ?? env["AWS_ENDPOINT_URL"],
+        var s = S3Settings(endpoint: env["AWS_ENDPOINT_URL_S3"] ?? env["AWS_ENDPOINT_URL"],
                    region: env["AWS_REGION"] ?? env["AWS_DEFAULT_REGION"] ?? "us-east-1",
                    accessKeyID: env["AWS_ACCESS_KEY_ID"], secretAccessKey: env["AWS_SECRET_ACCESS_KEY"],
                    sessionToken: env["AWS_SESSION_TOKEN"])
+        s.roleARN = env["AWS_ROLE_ARN"]
+        s.webIdentityTokenFile = env["AWS_WEB_IDENTITY_TOKEN_FILE"]
+        s.stsEndpoint = env["AWS_ENDPOINT_URL_STS"]
+        s.containerCredentialsURI = env["AWS_CONTAINER_CREDENTIALS_FULL_URI"]
+        s.containerAuthorizationTokenFile = env["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"]
+        return s
     }
 }
 
@@ -66,7 +151,7 @@ public enum DumpError: Error, Equatable, CustomStringConvertible {
         case .privateHost(let host, let address): return "dump host \(host) resolves to \(address), a loopback, private or link-local address; DevDB does not fetch dumps from such addresses"
         case .unresolvable(let host): return "dump host \(host) does not resolve"
         case .cancelled: return "the fetch was cancelled"
-        case .missingCredentials: return "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (on one machine for devdb-api; in a cluster in the Secret named by the chart's databases.s3.secretName)"
+        case .missingCredentials: return "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (on one machine for devdb-api; in a cluster in the Secret named by the chart's databases.s3.secretName), or give restore pods a keyless identity (IRSA or EKS Pod Identity: databases.restoreServiceAccount)"
         }
     }
 }
@@ -234,12 +319,16 @@ public struct DumpFetcher: Sendable {
     /// Signs an S3 request (SigV4 through libcurl); the header list is the caller's to free.
     func signIfNeeded(_ curl: UnsafeMutableRawPointer, sign: Bool, headers: inout UnsafeMutablePointer<curl_slist>?) throws(DumpError) {
         if sign {
-            guard let id = s3.accessKeyID, let secret = s3.secretAccessKey else { throw .missingCredentials }
+            var id = s3.accessKeyID, secret = s3.secretAccessKey, token = s3.sessionToken
+            if id == nil || secret == nil, s3.hasKeylessCredentials {
+                (id, secret, token) = try s3.keylessCredentials()
+            }
+            guard let id, let secret else { throw .missingCredentials }
             _ = devdb_curl_set_string(curl, CURLOPT_AWS_SIGV4, "aws:amz:\(s3.region):s3")
             _ = devdb_curl_set_string(curl, CURLOPT_USERPWD, "\(id):\(secret)")
             // S3 wants the payload hash; a GET has an empty body.
             headers = curl_slist_append(headers, "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
-            if let token = s3.sessionToken { headers = curl_slist_append(headers, "x-amz-security-token: \(token)") }
+            if let token { headers = curl_slist_append(headers, "x-amz-security-token: \(token)") }
             _ = devdb_curl_set_pointer(curl, CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(headers))
         }
     }
@@ -281,6 +370,10 @@ public struct DumpFetcher: Sendable {
         return parts.joined(separator: ";")
     }
 
+}
+
+final class BodyBox: @unchecked Sendable {  // written by libcurl's callback during the transfer, read after it
+    var data = Data()
 }
 
 /// Response headers of the last response (a redirect's are replaced by the final answer's).

@@ -234,6 +234,19 @@ class ChartTests(unittest.TestCase):
             self.assertIn("appendonly yes", text)
             self.assertIn("requirepass ", text)
 
+    def test_restore_pods_can_have_a_keyless_s3_identity(self):
+        objects, _ = render({"databases": {"restoreServiceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/r"}}}}, "devdb", "devdb")
+        sa = named(objects, "ServiceAccount", "devdb-restore")
+        self.assertEqual(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"], "arn:aws:iam::1:role/r")
+        self.assertFalse(sa["automountServiceAccountToken"])
+        api = named(objects, "Deployment", "devdb-api")["spec"]["template"]["spec"]["containers"][0]
+        self.assertEqual(arg(api, "--restore-service-account"), "devdb-restore")
+        objects, _ = render({"databases": {"restoreServiceAccount": {"name": "existing"}}}, "devdb", "devdb")
+        self.assertEqual(by_kind(objects, "ServiceAccount")[0]["metadata"]["name"], "devdb-api")
+        self.assertEqual(arg(named(objects, "Deployment", "devdb-api")["spec"]["template"]["spec"]["containers"][0], "--restore-service-account"), "existing")
+        objects, _ = render(*VALUE_SETS["default"])
+        self.assertIsNone(arg(named(objects, "Deployment", "devdb-api")["spec"]["template"]["spec"]["containers"][0], "--restore-service-account"))
+
     def test_egress_policies(self):
         objects, _ = render(*VALUE_SETS["egress-locked"])
         egress = {p["metadata"]["name"]: p for p in by_kind(objects, "NetworkPolicy") if "Egress" in p["spec"]["policyTypes"]}

@@ -144,6 +144,38 @@ extension ControlPlaneEndToEnd {
             #expect(try f.runPsqlLine(d["psql"] as! String, "SELECT count(*) FROM customers").stdout.hasPrefix("500"))
         }
 
+        /// IRSA (web identity through STS) and EKS Pod Identity give the restore step temporary
+        /// keys without a Secret. Against test doubles of STS / the Pod Identity agent and S3.
+        @Test func s3DumpsAreFetchedWithKeylessCredentials() throws {
+            let f = try ControlPlaneFixture.get()
+            let fixtures = try #require(Bundle.module.url(forResource: "Fixtures", withExtension: nil))
+            let stsPort = freePort()
+            let role = "arn:aws:iam::123456789012:role/devdb-restore"
+            let token = "eyJ-web-identity-\(UUID().uuidString.prefix(8))"
+            let sts = try ServerProcess(name: "sts", argv: ["python3", fixtures.appendingPathComponent("fake_sts_server.py").path, String(stsPort),
+                                                            role, token, ControlPlaneFixture.s3Access, ControlPlaneFixture.s3Secret],
+                                        logDirectory: f.directory)
+            defer { sts.stop() }
+            try waitUntil("fake STS") { isListening(stsPort) }
+            let tokenFile = f.directory.appendingPathComponent("web-identity-token")
+            try token.write(to: tokenFile, atomically: true, encoding: .utf8)
+            let base = ["AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_REGION": "eu-west-1",
+                        "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:\(f.s3Port)"]
+            func fetch(_ env: [String: String]) throws -> CommandResult {
+                let out = f.directory.appendingPathComponent("keyless-\(UUID().uuidString.prefix(6)).dump")
+                return try run([try TestPaths.binary("devdb-fetch-dump"), "--url", "s3://bucket/shop.dump", "--out", out.path, "--allow-private-hosts"],
+                               environment: base.merging(env) { $1 }, timeout: 60, check: false)
+            }
+            let irsa = try fetch(["AWS_ROLE_ARN": role, "AWS_WEB_IDENTITY_TOKEN_FILE": tokenFile.path, "AWS_ENDPOINT_URL_STS": "http://127.0.0.1:\(stsPort)"])
+            #expect(irsa.status == 0, "\(irsa.output)")
+            let wrongRole = try fetch(["AWS_ROLE_ARN": role + "-other", "AWS_WEB_IDENTITY_TOKEN_FILE": tokenFile.path, "AWS_ENDPOINT_URL_STS": "http://127.0.0.1:\(stsPort)"])
+            #expect(wrongRole.status != 0 && wrongRole.stderr.contains("Not authorized to perform sts:AssumeRoleWithWebIdentity"), "\(wrongRole.output)")
+            let podIdentity = try fetch(["AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://127.0.0.1:\(stsPort)/v1/credentials",
+                                         "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": tokenFile.path])
+            #expect(podIdentity.status == 0, "\(podIdentity.output)")
+            #expect(!irsa.output.contains(ControlPlaneFixture.s3Secret) && !podIdentity.output.contains(token), "secrets are never printed")
+        }
+
         @Test func refreshMakesANewGenerationAndResetLatestMovesToIt() throws {
             let f = try ControlPlaneFixture.get()
             try f.shopProject()

@@ -437,6 +437,18 @@ extension KubernetesProvisionerTests {
         let images = deployment.at("spec.template.spec")["containers"].array.compactMap { $0["image"].string }
             + deployment.at("spec.template.spec")["initContainers"].array.compactMap { $0["image"].string }
         #expect(!images.isEmpty && images.allSatisfy { $0 == "registry.example.com/postgres:18.6" }, "\(images)")
+        // Pull secrets and the restore service account reach the pods the provisioner makes.
+        var s = KubernetesSettings()
+        s.imagePullSecrets = ["ecr"]
+        s.restoreServiceAccount = "devdb-restore"
+        let m = KubeManifests(settings: s, namespace: "x")
+        let restoreSpec = m.restoreJob(name: "j", claim: "c", labels: [:], project: shop, major: 17, owner: nil).at("spec.template.spec")
+        #expect(restoreSpec["serviceAccountName"].string == "devdb-restore")
+        #expect(restoreSpec["imagePullSecrets"][0]["name"].string == "ecr")
+        #expect(restoreSpec["volumes"].array.contains { $0["name"] == "shm" && $0.at("emptyDir.medium") == "Memory" })
+        let dbSpec = m.deployment(database("x"), owner: ["kind": "Secret"]).at("spec.template.spec")
+        #expect(dbSpec["imagePullSecrets"][0]["name"].string == "ecr" && dbSpec["serviceAccountName"].isNull)
+        #expect(dbSpec["containers"][0].at("livenessProbe.exec").isNull == false, "exec probe, not tcpSocket")
         // Before majors were recorded: 15.
         #expect(KubeManifests(settings: KubernetesSettings(), namespace: "x").deployment(database("old"), owner: ["kind": "Secret"])
             .at("spec.template.spec")["containers"][0]["image"].string == "postgres:15-bookworm")

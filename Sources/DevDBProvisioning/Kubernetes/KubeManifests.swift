@@ -32,6 +32,9 @@ public struct KubernetesSettings: Sendable {
     /// nil or empty: no CSI snapshots; every database restores the dump itself.
     public var snapshotClass: String?
     public var volumeSize = "10Gi"
+    /// The service account restore pods run as: keyless S3 credentials (IRSA, EKS Pod Identity)
+    /// are given to it. nil: the namespace's default, with no token mounted.
+    public var restoreServiceAccount: String?
     /// Size of a restore's volume; nil: sized from the dump (see `restoreVolumeSize`).
     public var restoreVolumeSize: String?
     public var cpuRequest = "100m", memoryRequest = "256Mi", cpuLimit = "1", memoryLimit = "1Gi"
@@ -235,6 +238,15 @@ public struct KubeManifests: Sendable {
     var scratchMounts: [JSONValue] {
         [["name": "tmp", "mountPath": "/tmp"], ["name": "run", "mountPath": "/var/run/postgresql"], ["name": "shm", "mountPath": "/dev/shm"]]
     }
+    /// The restore pod's service account, when one is configured (its token is projected by
+    /// the IRSA or Pod Identity webhook, not mounted by Kubernetes).
+    func withRestoreServiceAccount(_ spec: JSONValue) -> JSONValue {
+        guard let sa = settings.restoreServiceAccount, !sa.isEmpty else { return spec }
+        var spec = spec
+        spec["serviceAccountName"] = .string(sa)
+        return spec
+    }
+
     /// `imagePullSecrets` of a pod spec (absent when none are configured).
     func withPullSecrets(_ spec: JSONValue) -> JSONValue {
         guard !settings.imagePullSecrets.isEmpty else { return spec }
@@ -288,12 +300,12 @@ public struct KubeManifests: Sendable {
                     "activeDeadlineSeconds": JSONValue(Int(settings.restoreTimeout)),
                     "template": [
                         "metadata": ["labels": JSONValue(labels)],
-                        "spec": withPullSecrets([
+                        "spec": withPullSecrets(withRestoreServiceAccount([
                             "restartPolicy": "Never", "automountServiceAccountToken": false, "enableServiceLinks": false,
                             "securityContext": podSecurityContext,
                             "initContainers": [fetch], "containers": [restore],
                             "volumes": .array(volumes),
-                        ]),
+                        ])),
                     ],
                 ]]
     }

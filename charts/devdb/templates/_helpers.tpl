@@ -95,3 +95,9 @@ The load balancers' provider preset and the one PROXY protocol switch.
 []
 {{- end -}}
 {{- end -}}
+
+{{/* The restore pods' service account: the given name, the chart's own when annotations are set, else none. */}}
+{{- define "devdb.restoreServiceAccount" -}}
+{{- $sa := .Values.databases.restoreServiceAccount -}}
+{{- if $sa.name -}}{{ $sa.name }}{{- else if $sa.annotations -}}{{ include "devdb.fullname" . }}-restore{{- end -}}
+{{- end -}}
