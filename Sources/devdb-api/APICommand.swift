@@ -69,6 +69,8 @@ struct APICommand: AsyncParsableCommand {
     @Option(name: .customLong("storage-class"), help: "kubernetes: StorageClass of database volumes (default: the cluster's default).") var storageClass: String?
     @Option(name: .customLong("snapshot-class"), help: "kubernetes: VolumeSnapshotClass for generations; empty: no snapshots, each database restores the dump.") var snapshotClass: String?
     @Option(name: .customLong("volume-size"), help: "kubernetes: size of each database volume.") var volumeSize = "10Gi"
+    @Option(name: .customLong("postgres-uid"), help: "kubernetes: uid of the Postgres image (999 for Debian images, 70 for alpine), or none where the platform assigns uids (OpenShift).")
+    var postgresUID = "999"
     @Option(name: .customLong("restore-service-account"), help: "kubernetes: service account of restore pods (IRSA / EKS Pod Identity: S3 credentials without a Secret).")
     var restoreServiceAccount: String?
     @Option(name: .customLong("restore-volume-size"), help: "kubernetes: size of a restore's volume (default: from the dump's size and the previous generation's, at least --volume-size).")
@@ -90,7 +92,7 @@ struct APICommand: AsyncParsableCommand {
         prefix: "DEVDB_API_",
         names: ["listen", "redis", "redis-password-file", "provisioner", "data-dir", "db-domain", "router-host", "router-port", "admin-token-file",
                 "port-range", "reap-interval", "log-level", "reconcile-interval", "kubeconfig", "kube-context", "namespace", "instance",
-                "restore-volume-size", "restore-service-account", "postgres-bin-dir", "postgres-image-template", "postgres-image", "tools-image", "postgres-image-pull-policy",
+                "restore-volume-size", "restore-service-account", "postgres-uid", "postgres-bin-dir", "postgres-image-template", "postgres-image", "tools-image", "postgres-image-pull-policy",
                 "image-pull-secret", "shm-size", "unschedulable-timeout", "image-pull-policy", "storage-class", "snapshot-class", "volume-size",
                 "db-cpu-request", "db-memory-request", "db-cpu-limit", "db-memory-limit", "s3-secret", "restore-jobs", "cluster-domain",
                 "bind-timeout", "ready-timeout", "restore-timeout", "snapshot-timeout", "poll-interval",
@@ -137,6 +139,10 @@ struct APICommand: AsyncParsableCommand {
         k.postgresImagePullPolicy = postgresImagePullPolicy
         k.imagePullSecrets = imagePullSecret.flatMap { $0.split(separator: ",").map(String.init) }.filter { !$0.isEmpty }
         k.shmSize = shmSize
+        if postgresUID == "none" { k.postgresUID = nil } else {
+            guard let uid = Int(postgresUID), uid > 0 else { throw ValidationError("--postgres-uid must be a uid such as 999, or none") }
+            k.postgresUID = uid
+        }
         k.restoreServiceAccount = restoreServiceAccount.flatMap { $0.isEmpty ? nil : $0 }
         if let r = restoreVolumeSize, !r.isEmpty {
             guard Quantity.bytes(r) != nil else { throw ValidationError("--restore-volume-size must be a quantity such as 50Gi") }

@@ -42,6 +42,7 @@ VALUE_SETS = {
     "other-release": ({"dbDomain": "db.dev.example.org", "databases": {"snapshotClass": "csi-hostpath-snapclass"}}, "acme", "team-db"),
     "egress-locked": ({"networkPolicy": {"egress": {"enabled": True, "apiServerCIDRs": ["172.20.0.1/32"],
                                                     "dumpCIDRs": ["52.218.0.0/17"]}}}, "devdb", "devdb"),
+    "openshift": ({"podSecurity": {"fixedUIDs": False}}, "devdb", "devdb"),
     "minimal-dev": ({"router": {"replicas": 1, "tls": {"enabled": False}, "podDisruptionBudget": {"enabled": False}},
                      "networkPolicy": {"enabled": False}, "api": {"adminTokenSecret": "my-admin-token"}}, "kind", "devdb"),
 }
@@ -340,6 +341,16 @@ class ChartTests(unittest.TestCase):
                         self.assertFalse(c["securityContext"]["allowPrivilegeEscalation"])
                         self.assertTrue(c["securityContext"]["readOnlyRootFilesystem"])
                         self.assertIn("limits", c["resources"])
+
+    def test_openshift_assigns_uids(self):
+        objects, _ = render(*VALUE_SETS["openshift"])
+        for d, t in pod_templates(objects):
+            self.assertNotIn("runAsUser", t["spec"]["securityContext"], d["metadata"]["name"])
+            self.assertNotIn("fsGroup", t["spec"]["securityContext"], d["metadata"]["name"])
+        api = named(objects, "Deployment", "devdb-api")["spec"]["template"]["spec"]["containers"][0]
+        self.assertEqual(arg(api, "--postgres-uid"), "none")
+        objects, _ = render({"databases": {"postgresUID": 70}}, "devdb", "devdb")
+        self.assertEqual(arg(named(objects, "Deployment", "devdb-api")["spec"]["template"]["spec"]["containers"][0], "--postgres-uid"), "70")
 
     def test_router_tls(self):
         objects, notes = render(*VALUE_SETS["aws-production"])

@@ -449,6 +449,11 @@ extension KubernetesProvisionerTests {
         let dbSpec = m.deployment(database("x"), owner: ["kind": "Secret"]).at("spec.template.spec")
         #expect(dbSpec["imagePullSecrets"][0]["name"].string == "ecr" && dbSpec["serviceAccountName"].isNull)
         #expect(dbSpec["containers"][0].at("livenessProbe.exec").isNull == false, "exec probe, not tcpSocket")
+        // Platform-assigned uids (OpenShift): none fixed; alpine images: 70.
+        var open = KubernetesSettings()
+        open.postgresUID = nil
+        #expect(KubeManifests(settings: open, namespace: "x").deployment(database("y"), owner: ["kind": "Secret"])
+            .at("spec.template.spec.securityContext.runAsUser").isNull)
         // Before majors were recorded: 15.
         #expect(KubeManifests(settings: KubernetesSettings(), namespace: "x").deployment(database("old"), owner: ["kind": "Secret"])
             .at("spec.template.spec")["containers"][0]["image"].string == "postgres:15-bookworm")

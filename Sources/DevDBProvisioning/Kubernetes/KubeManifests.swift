@@ -35,6 +35,8 @@ public struct KubernetesSettings: Sendable {
     /// The service account restore pods run as: keyless S3 credentials (IRSA, EKS Pod Identity)
     /// are given to it. nil: the namespace's default, with no token mounted.
     public var restoreServiceAccount: String?
+    /// The uid of the Postgres image (999 Debian, 70 alpine); nil: the platform assigns uids.
+    public var postgresUID: Int? = 999
     /// Size of a restore's volume; nil: sized from the dump (see `restoreVolumeSize`).
     public var restoreVolumeSize: String?
     public var cpuRequest = "100m", memoryRequest = "256Mi", cpuLimit = "1", memoryLimit = "1Gi"
@@ -221,8 +223,12 @@ public struct KubeManifests: Sendable {
     }
 
     var podSecurityContext: JSONValue {
-        ["runAsNonRoot": true, "runAsUser": JSONValue(Self.postgresUID), "runAsGroup": JSONValue(Self.postgresUID),
-         "fsGroup": JSONValue(Self.postgresUID), "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": ["type": "RuntimeDefault"]]
+        guard let uid = settings.postgresUID else {
+            // The platform assigns uids (OpenShift): nothing fixed.
+            return ["runAsNonRoot": true, "seccompProfile": ["type": "RuntimeDefault"]]
+        }
+        return ["runAsNonRoot": true, "runAsUser": JSONValue(uid), "runAsGroup": JSONValue(uid),
+                "fsGroup": JSONValue(uid), "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": ["type": "RuntimeDefault"]]
     }
     var containerSecurityContext: JSONValue {
         ["allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": ["drop": ["ALL"]]]

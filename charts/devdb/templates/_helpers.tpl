@@ -40,9 +40,11 @@ app.kubernetes.io/component: {{ .component }}
 {{/* Restricted pod security for DevDB's own pods. */}}
 {{- define "devdb.podSecurity" -}}
 runAsNonRoot: true
+{{- if .Values.podSecurity.fixedUIDs }}
 runAsUser: 10001
 runAsGroup: 10001
 fsGroup: 10001
+{{- end }}
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
