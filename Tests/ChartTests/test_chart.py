@@ -194,6 +194,13 @@ class ChartTests(unittest.TestCase):
         values["loadBalancer"]["internal"] = True
         objects, _ = render(values, "devdb", "devdb")
         self.assertEqual(named(objects, "Service", "devdb-db-nlb")["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-scheme"], "internal")
+        # kind without a load balancer: ClusterIP Services helm --wait does not wait on.
+        objects, _ = render({"loadBalancer": {"serviceType": "ClusterIP"}, "api": {"allowPrivateDumpHosts": True}}, "devdb", "devdb")
+        for name in ("devdb-nlb", "devdb-db-nlb"):
+            spec = named(objects, "Service", name)["spec"]
+            self.assertEqual(spec["type"], "ClusterIP")
+            self.assertNotIn("externalTrafficPolicy", spec)
+        self.assertIn("--allow-private-dump-hosts", named(objects, "Deployment", "devdb-api")["spec"]["template"]["spec"]["containers"][0]["args"])
         objects, _ = render({"loadBalancer": {"provider": "gke"}}, "devdb", "devdb")
         self.assertEqual(named(objects, "Service", "devdb-db-nlb")["metadata"]["annotations"]["cloud.google.com/l4-rbs"], "enabled")
         # PROXY on without its CIDRs, or where the load balancer cannot send it, fails at render.
