@@ -350,21 +350,15 @@ public struct DumpFetcher: Sendable {
         _ = configure(curl, target, sign: sign, protocols: "http,https")
         _ = devdb_curl_set_long(curl, CURLOPT_NOBODY, 1)
         _ = devdb_curl_set_long(curl, CURLOPT_TIMEOUT, 60)
-        let box = Unmanaged.passRetained(HeaderBox()).toOpaque()
-        defer { Unmanaged<HeaderBox>.fromOpaque(box).release() }
-        _ = devdb_curl_set_header_function(curl) { ptr, size, count, data in
-            let line = String(decoding: UnsafeRawBufferPointer(start: ptr, count: size * count), as: UTF8.self)
-            Unmanaged<HeaderBox>.fromOpaque(data!).takeUnretainedValue().add(line)
-            return size * count
-        }
-        _ = devdb_curl_set_pointer(curl, CURLOPT_HEADERDATA, box)
+        let box = HeaderBox.capture(curl)
+        defer { box.release() }
         try signIfNeeded(curl, sign: sign, headers: &headers)
         let rc = curl_easy_perform(curl)
         guard rc == CURLE_OK else { throw .transfer("\(String(cString: curl_easy_strerror(rc))) (\(url))") }
         var code: Int = 0
         _ = devdb_curl_get_response_code(curl, &code)
         try Self.checkStatus(code, url)
-        let h = Unmanaged<HeaderBox>.fromOpaque(box).takeUnretainedValue().fields
+        let h = box.takeUnretainedValue().fields
         let parts = ["etag", "last-modified", "content-length"].compactMap { k in h[k].map { "\(k)=\($0)" } }
         guard !parts.isEmpty else { throw .transfer("\(url) answers without ETag, Last-Modified or Content-Length: its changes cannot be seen") }
         return parts.joined(separator: ";")
@@ -379,6 +373,19 @@ final class BodyBox: @unchecked Sendable {  // written by libcurl's callback dur
 /// Response headers of the last response (a redirect's are replaced by the final answer's).
 final class HeaderBox: @unchecked Sendable {  // written by libcurl's callback on the transfer's thread, read after it
     var fields: [String: String] = [:]
+
+    /// A box that collects `curl`'s response headers; the caller releases it after the transfer.
+    static func capture(_ curl: UnsafeMutableRawPointer) -> Unmanaged<HeaderBox> {
+        let box = Unmanaged.passRetained(HeaderBox())
+        _ = devdb_curl_set_header_function(curl) { ptr, size, count, data in
+            let line = String(decoding: UnsafeRawBufferPointer(start: ptr, count: size * count), as: UTF8.self)
+            Unmanaged<HeaderBox>.fromOpaque(data!).takeUnretainedValue().add(line)
+            return size * count
+        }
+        _ = devdb_curl_set_pointer(curl, CURLOPT_HEADERDATA, box.toOpaque())
+        return box
+    }
+
     func add(_ line: String) {
         if line.hasPrefix("HTTP/") { fields = [:]; return }
         guard let colon = line.firstIndex(of: ":") else { return }

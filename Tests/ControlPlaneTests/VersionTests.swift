@@ -27,6 +27,16 @@ extension ControlPlaneEndToEnd {
                     environment: ["PGPASSWORD": pg.password], timeout: 120)
         }
 
+        /// A custom-format dump made by `major`'s pg_dump from a fresh server of that major.
+        static func customDump(_ f: ControlPlaneFixture, major: Int, named name: String, before: (PostgresServer) throws -> Void = { _ in }) throws -> URL {
+            let pg = try source(f, major: major)
+            try before(pg)
+            let file = f.dumps.appendingPathComponent(name)
+            try pgDump(pg, major: major, ["-Fc", "-f", file.path])
+            pg.process.stop(SIGINT)
+            return file
+        }
+
         func sql(_ f: ControlPlaneFixture, _ db: [String: Any], _ query: String) throws -> String {
             try f.runPsqlLine(try #require(db["psql"] as? String), query).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         }
@@ -34,10 +44,7 @@ extension ControlPlaneEndToEnd {
         @Test func eachDumpRunsTheMajorItWasMadeFrom() throws {
             let f = try ControlPlaneFixture.get()
             for major in [15, 17, 18] {
-                let pg = try Self.source(f, major: major)
-                let file = f.dumps.appendingPathComponent("v\(major).dump")
-                try Self.pgDump(pg, major: major, ["-Fc", "-f", file.path])
-                pg.process.stop(SIGINT)
+                let file = try Self.customDump(f, major: major, named: "v\(major).dump")
                 let created = try f.devdb(["project", "create", "v\(major)", "--dump", "file://\(file.path)", "--wait"])
                 #expect(created.status == 0, "\(created.output)")
                 let p = try f.json(["project", "show", "v\(major)"])
@@ -53,10 +60,7 @@ extension ControlPlaneEndToEnd {
 
         @Test func anExplicitMajorOlderThanTheDumpIsRefusedNamingBoth() throws {
             let f = try ControlPlaneFixture.get()
-            let pg = try Self.source(f, major: 17)
-            let file = f.dumps.appendingPathComponent("older.dump")
-            try Self.pgDump(pg, major: 17, ["-Fc", "-f", file.path])
-            pg.process.stop(SIGINT)
+            let file = try Self.customDump(f, major: 17, named: "older.dump")
             let refused = try f.devdb(["project", "create", "older", "--dump", "file://\(file.path)", "--postgres", "15"])
             #expect(refused.status != 0)
             #expect(refused.stderr.contains("PostgreSQL 17") && refused.stderr.contains("--postgres 15"), "\(refused.stderr)")
@@ -113,18 +117,12 @@ extension ControlPlaneEndToEnd {
 
         @Test func aRefreshToANewerMajorLeavesOlderDatabasesOnTheirs() throws {
             let f = try ControlPlaneFixture.get()
-            let file = f.dumps.appendingPathComponent("moving.dump")
-            let old = try Self.source(f, major: 15)
-            try Self.pgDump(old, major: 15, ["-Fc", "-f", file.path])
-            old.process.stop(SIGINT)
+            let file = try Self.customDump(f, major: 15, named: "moving.dump")
             #expect(try f.devdb(["project", "create", "moving", "--dump", "file://\(file.path)", "--wait"]).status == 0)
             let first = try f.json(["db", "create", "moving-old", "--project", "moving", "--wait"])
             #expect(first["postgres"] as? Int == 15)
 
-            let new = try Self.source(f, major: 17)
-            try new.psql("INSERT INTO items (label) VALUES ('from 17')")
-            try Self.pgDump(new, major: 17, ["-Fc", "-f", file.path])
-            new.process.stop(SIGINT)
+            _ = try Self.customDump(f, major: 17, named: "moving.dump") { try $0.psql("INSERT INTO items (label) VALUES ('from 17')") }
             let refreshed = try f.devdb(["project", "refresh", "moving", "--wait"])
             #expect(refreshed.status == 0, "\(refreshed.output)")
             let p = try f.json(["project", "show", "moving"])
@@ -144,10 +142,7 @@ extension ControlPlaneEndToEnd {
 
         @Test func protocol32AndItsLongCancelKeysWorkThroughTheRouterTo18() throws {
             let f = try ControlPlaneFixture.get()
-            let pg = try Self.source(f, major: 18)
-            let file = f.dumps.appendingPathComponent("v18-router.dump")
-            try Self.pgDump(pg, major: 18, ["-Fc", "-f", file.path])
-            pg.process.stop(SIGINT)
+            let file = try Self.customDump(f, major: 18, named: "v18-router.dump")
             #expect(try f.devdb(["project", "create", "proto", "--dump", "file://\(file.path)", "--wait"]).status == 0)
             let db = try f.json(["db", "create", "proto-db", "--project", "proto", "--wait"])
             let conninfo = "host=\(db["host"]!) hostaddr=\(db["hostaddr"]!) port=\(db["port"]!) user=\(db["user"]!) dbname=\(db["database"]!) sslmode=require max_protocol_version=latest"

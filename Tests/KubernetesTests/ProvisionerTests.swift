@@ -280,6 +280,15 @@ extension KubernetesProvisionerTests {
                                   ["cannot be scheduled", "0/3 nodes are available: 3 Insufficient memory."]) { $0.unschedulableTimeout = 1 }
     }
 
+    @Test func volumesThatWaitForTheirFirstConsumerBindWhenThePodComes() async throws {
+        let k = try KubeDouble()
+        let p = try k.provisioner { $0.bindTimeout = 30 }
+        try await k.faults(["wait_for_first_consumer": true])
+        try await p.seed(project: shop, generation: generation()) { _, _ in }
+        _ = try await p.create(database: database("wffc"), from: generation()) { _ in }
+        #expect(try await k.inventory().contains("Deployment/devdb-db-wffc"))
+    }
+
     @Test func throttlingAndBlipsOfTheAPIServerAreRetried() async throws {
         let k = try KubeDouble()
         let p = try k.provisioner()

@@ -173,14 +173,8 @@ public struct KubeClient: Sendable {
             return n
         }
         _ = devdb_curl_set_pointer(curl, CURLOPT_WRITEDATA, box)
-        let headerBox = Unmanaged.passRetained(HeaderBox()).toOpaque()
-        defer { Unmanaged<HeaderBox>.fromOpaque(headerBox).release() }
-        _ = devdb_curl_set_header_function(curl) { ptr, size, count, data in
-            let line = String(decoding: UnsafeRawBufferPointer(start: ptr, count: size * count), as: UTF8.self)
-            Unmanaged<HeaderBox>.fromOpaque(data!).takeUnretainedValue().add(line)
-            return size * count
-        }
-        _ = devdb_curl_set_pointer(curl, CURLOPT_HEADERDATA, headerBox)
+        let headerBox = HeaderBox.capture(curl)
+        defer { headerBox.release() }
         let rc = curl_easy_perform(curl)
         guard rc == CURLE_OK else {
             let why = String(cString: curl_easy_strerror(rc))
@@ -194,7 +188,7 @@ public struct KubeClient: Sendable {
         }
         var code = 0
         _ = devdb_curl_get_response_code(curl, &code)
-        let retryAfter = Unmanaged<HeaderBox>.fromOpaque(headerBox).takeUnretainedValue().fields["retry-after"].flatMap(Double.init)
+        let retryAfter = headerBox.takeUnretainedValue().fields["retry-after"].flatMap(Double.init)
         return (code, sink.data, retryAfter.map { min($0, 30) })
     }
 }

@@ -24,6 +24,7 @@ Faults (POST /_double/faults with a JSON object) make it report what a broken cl
   unschedulable: "<message>"             -> pods stay Pending with PodScheduled=False, reason Unschedulable
   throttle: N                            -> the next N API requests get 429 with Retry-After: 1 (API priority and fairness)
   unavailable: N                         -> the next N API requests get 503 (an API server restarting)
+  wait_for_first_consumer: true          -> PVCs stay Pending until a pod mounts them (volumeBindingMode WaitForFirstConsumer)
   snapshot_class_policy: "Retain"        -> the VolumeSnapshotClass (cluster-scoped, GET only) has that deletionPolicy (default Delete)
 
 Test endpoints (same token): GET /_double/requests, GET /_double/objects, GET /_double/connections, POST /_double/faults,
@@ -295,6 +296,8 @@ def tick():
                     continue
                 ds = obj["spec"].get("dataSource")
                 ok = not faults.get("pvc_never_binds")
+                if faults.get("wait_for_first_consumer") and not mounted(name):
+                    ok = False  # provisioned only once the scheduler places a pod that uses it
                 if ds:
                     snap = objects.get(("volumesnapshots", ds["name"]))
                     ok = ok and snap is not None and snap["status"].get("readyToUse") is True
