@@ -115,8 +115,12 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
     }
     @Sendable func body<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T {
         let buffer = try await request.body.collect(upTo: 1 << 20)
-        do { return try APIJSON.decoder.decode(T.self, from: Data(buffer.readableBytesView)) } catch {
-            throw APIError.badRequest("the request body is not valid JSON for this call: \(error)", hint: "see /openapi.yaml")
+        let data = Data(buffer.readableBytesView)
+        guard !data.isEmpty else {
+            throw APIError.badRequest("the request has no body: this call takes a JSON object", hint: "see /openapi.yaml for its fields")
+        }
+        do { return try APIJSON.decoder.decode(T.self, from: data) } catch {
+            throw APIError.badRequest(describeDecodingError(error), hint: "see /openapi.yaml for this call's fields")
         }
     }
     @Sendable func checkName(_ name: String, what: String) throws {
@@ -418,6 +422,10 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
         _ = try await admin(request)
         let b = try await body(CreateTokenBody.self, request)
         try checkName(b.user, what: "user")
+        // "admin" names the configured admin token; a plain user of that name would be confused with it.
+        guard b.user != "admin" else {
+            throw APIError.badRequest("\"admin\" is reserved for the configured admin token", hint: "choose another user name")
+        }
         let (token, record) = try await catalog.run { try $0.createToken(user: b.user, admin: b.admin ?? false) }
         return try jsonResponse(TokenView(record, token: token), status: .created)
     }
@@ -431,6 +439,28 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
         guard id != "admin" else { throw APIError.badRequest("the admin token is configured, not revoked", hint: "change --admin-token-file and restart") }
         try await catalog.run { try $0.revokeToken(id: id) }
         return Response(status: .noContent)
+    }
+}
+
+/// A JSON decoding failure in the client's words (field names as in the API), not Swift's.
+func describeDecodingError(_ error: any Error) -> String {
+    func path(_ keys: [any CodingKey]) -> String {
+        keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+    }
+    func snake(_ name: String) -> String {
+        name.reduce(into: "") { out, c in
+            if c.isUppercase { out += "_" + c.lowercased() } else { out.append(c) }
+        }
+    }
+    guard let e = error as? DecodingError else { return "the request body is not valid JSON" }
+    switch e {
+    case .keyNotFound(let key, _): return "the request body has no field \"\(snake(key.stringValue))\""
+    case .typeMismatch(let type, let ctx), .valueNotFound(let type, let ctx):
+        let kind = type == String.self ? "a string" : type == Int.self || type == Double.self ? "a number" : type == Bool.self ? "true or false" : "an object"
+        return "field \"\(snake(path(ctx.codingPath)))\" must be \(kind)"
+    case .dataCorrupted(let ctx):
+        return ctx.codingPath.isEmpty ? "the request body is not a JSON object" : "field \"\(snake(path(ctx.codingPath)))\" has an invalid value"
+    @unknown default: return "the request body is not valid JSON for this call"
     }
 }
 

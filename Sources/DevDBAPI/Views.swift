@@ -57,7 +57,8 @@ struct DatabaseView: Encodable {
             password = d.password
             // hostaddr lets libpq connect where the name does not resolve and still send it as SNI.
             uri = "postgresql://\(d.user):\(d.password)@\(host):\(port)/\(d.database)?sslmode=require" + (hostaddr.map { "&hostaddr=\($0)" } ?? "")
-            psql = "psql \"host=\(host)" + (hostaddr.map { " hostaddr=\($0)" } ?? "") + " port=\(port) user=\(d.user) password=\(d.password) dbname=\(d.database) sslmode=require\""
+            // The password goes in the environment of the command, never in psql's argv (ps shows argv to every user).
+            psql = "PGPASSWORD='\(d.password)' psql \"host=\(host)" + (hostaddr.map { " hostaddr=\($0)" } ?? "") + " port=\(port) user=\(d.user) dbname=\(d.database) sslmode=require\""
         }
     }
 }
@@ -118,7 +119,8 @@ struct GenerationView: Encodable {
 struct ProjectView: Encodable {
     var name: String
     var postgres: Int
-    var dumpUrl: String
+    /// Where the dump lives (server paths, bucket names): admins only.
+    var dumpUrl: String?
     var state: String
     var reason: String?
     var createdAt: Date
@@ -131,7 +133,7 @@ struct ProjectView: Encodable {
     var nextScheduledRefresh: Date?
     var keepGenerations: Int
     init(_ p: Project, generations: [Generation], admin: Bool) {
-        name = p.name; postgres = p.postgresMajor; dumpUrl = p.dumpUrl; state = p.state.rawValue; reason = p.reason
+        name = p.name; postgres = p.postgresMajor; dumpUrl = admin ? p.dumpUrl : nil; state = p.state.rawValue; reason = p.reason
         createdAt = p.createdAt; self.generations = generations.map(GenerationView.init)
         masks = p.afterRestoreSql?.isEmpty == false
         afterRestoreSql = admin ? p.afterRestoreSql : nil

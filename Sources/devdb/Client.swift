@@ -7,6 +7,7 @@ import FoundationNetworking
 /// Exit codes scripts can rely on (also in docs/cli.md).
 enum Exit {
     static let failure: Int32 = 1
+    static let usage: Int32 = 2
     static let unreachable: Int32 = 3
     static let unauthorized: Int32 = 4
     static let notFound: Int32 = 5

@@ -25,6 +25,11 @@ struct DevDB: AsyncParsableCommand {
             standardError("error: \(e.description)")
             Glibc.exit(e.code)
         } catch {
+            // Usage errors exit 2, as documented (ArgumentParser's own code would be 64).
+            if exitCode(for: error) == .validationFailure {
+                standardError(fullMessage(for: error))
+                Glibc.exit(Exit.usage)
+            }
             exit(withError: error)
         }
     }
@@ -62,11 +67,23 @@ struct ConfigCommand: ParsableCommand {
 }
 
 struct Login: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Check a token against the API and save it.")
-    @Option(help: "An API token from your DevDB admin.") var token: String
+    static let configuration = CommandConfiguration(
+        abstract: "Check a token against the API and save it.",
+        discussion: "Prefer --with-token (the token read from standard input, e.g. devdb login --with-token < token.txt): a --token on the command line is visible to every user of the machine in ps.")
+    @Option(help: "An API token from your DevDB admin (visible in ps; prefer --with-token).") var token: String?
+    @Flag(name: .customLong("with-token"), help: "Read the token from standard input.") var withToken = false
     @Option(help: "API address to save as well.") var server: String?
 
+    func validate() throws {
+        if withToken == (token != nil) { throw ValidationError("give the token either with --with-token (from standard input) or --token, exactly one") }
+    }
+
     func run() async throws {
+        var token = self.token ?? ""
+        if withToken {
+            token = (readLine(strippingNewline: true) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !token.isEmpty else { throw CLIError(description: "no token on standard input", code: Exit.usage) }
+        }
         var c = CLIConfig.load()
         guard let srv = server ?? ProcessInfo.processInfo.environment["DEVDB_SERVER"] ?? c.server else {
             throw CLIError(description: "no DevDB server configured: pass --server or run \"devdb config set-server URL\"", code: Exit.failure)
@@ -426,7 +443,9 @@ struct DBCommand: ParsableCommand {
             let hostaddr = (d["hostaddr"] as? String).map { " hostaddr=\($0)" } ?? ""
             let conninfo = "host=\(describe(d["host"]))\(hostaddr) port=\(describe(d["port"])) user=\(describe(d["user"])) dbname=\(describe(d["database"])) sslmode=require"
             setenv("PGPASSWORD", describe(d["password"]), 1)
-            let args = ["psql", conninfo] + psqlArguments
+            // `devdb db connect NAME -- -c 'SELECT 1'`: the `--` ends devdb's options; psql gets what follows.
+            let extra = psqlArguments.first == "--" ? Array(psqlArguments.dropFirst()) : psqlArguments
+            let args = ["psql", conninfo] + extra
             var cargs = args.map { strdup($0) } + [nil]
             execvp("psql", &cargs)
             throw CLIError(description: "cannot run psql: \(String(cString: strerror(errno))) (install postgresql-client)", code: Exit.failure)
