@@ -90,7 +90,8 @@ extension KubernetesProvisionerTests {
         #expect(view["state"] == "ready")
         #expect(view["clone_method"] == "snapshot")
         #expect(view["hostaddr"].isNull, "wildcard DNS: no hostaddr")
-        #expect(view["psql"].string?.hasPrefix("psql \"host=kate-pg.db.devdb.test port=5432 user=app password=") == true, "\(view["psql"])")
+        let line = view["psql"].string ?? ""
+        #expect(line.hasPrefix("PGPASSWORD='") && line.contains(" psql \"host=kate-pg.db.devdb.test port=5432 user=app dbname=app sslmode=require\""), "\(line)")
         // The route names the Service's cluster DNS name.
         let route = try redis.cli(["HGETALL", "devdb:route:kate-pg"]).stdout
         #expect(route.contains("devdb-db-kate-pg.\(KubeDouble.namespace).svc.cluster.local"), "\(route)")
