@@ -27,6 +27,8 @@ public struct APIConfiguration: Sendable {
     public var refreshCheckIntervalSeconds: Double = 300
     /// Seconds without a session before a database hibernates (0: never); per database too.
     public var hibernateAfterSeconds: Double = 1800
+    /// The longest ttl a database may be given (create or update).
+    public var maxTTLSeconds: Double = 90 * 86400
     /// Snapshots one database may have.
     public var maxSnapshotsPerDatabase = 10
     // Kubernetes provisioner.

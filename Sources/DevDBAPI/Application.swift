@@ -246,10 +246,7 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
         let name = b.name ?? generatedName(user: c.user, project: project.name)
         try checkName(name, what: "database")
         var expires: Date?
-        if let ttl = b.ttl {
-            guard let seconds = DurationText.seconds(ttl) else { throw APIError.badRequest("invalid ttl \"\(ttl)\"", hint: "use a number and s, m, h or d, e.g. 8h") }
-            expires = Date().addingTimeInterval(seconds)
-        }
+        if let ttl = b.ttl { expires = Date().addingTimeInterval(try checkTTL(ttl, max: config.maxTTLSeconds)) }
         if try await catalog.run({ try $0.database(name) }) != nil {
             throw APIError.conflict("database \"\(name)\" already exists", hint: "choose another name; names are unique in the installation")
         }
@@ -277,9 +274,21 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
         if let op = record.operation { plane.submit(.database(name, op)) }
         return try jsonResponse(DatabaseView(record, config: config, secrets: true), status: .accepted)
     }
+    router.get("/v1/whoami") { request, _ -> Response in
+        let c = try await caller(request)
+        struct Me: Encodable { let user: String; let admin: Bool }
+        return try jsonResponse(Me(user: c.user, admin: c.admin))
+    }
     router.get("/v1/databases") { request, _ -> Response in
         let c = try await caller(request)
         let q = request.uri.queryParameters
+        // A filter that can match nothing is a mistake to say, not an empty list to show.
+        if let s = q.get("state"), DatabaseRecord.State(rawValue: s) == nil {
+            throw APIError.badRequest("unknown state \"\(s)\"", hint: "one of: " + DatabaseRecord.State.allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        if let p = q.get("project"), try await catalog.run({ try $0.project(p) }) == nil {
+            throw APIError.notFound("project \"\(p)\"", hint: "run \"devdb project list\"")
+        }
         var dbs = try await catalog.run { try $0.databases(owner: c.admin ? nil : c.user) }
         if let p = q.get("project") { dbs = dbs.filter { $0.project == p } }
         if let o = q.get("owner") { dbs = dbs.filter { $0.owner == o } }
@@ -351,8 +360,7 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
         let b = try await body(UpdateDatabaseBody.self, request)
         var ttl: Double?, sleep: Double?
         if let text = b.ttl {
-            guard let s = DurationText.seconds(text) else { throw APIError.badRequest("invalid ttl \"\(text)\"", hint: "use a number and s, m, h or d, e.g. 8h") }
-            ttl = s
+            ttl = try checkTTL(text, max: config.maxTTLSeconds)
         }
         if let text = b.hibernateAfter {
             guard let s = hibernateAfterSeconds(text) else {
@@ -440,6 +448,18 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
         try await catalog.run { try $0.revokeToken(id: id) }
         return Response(status: .noContent)
     }
+}
+
+/// A ttl in seconds, within the installation's maximum (--max-ttl).
+func checkTTL(_ text: String, max: Double) throws -> Double {
+    guard let seconds = DurationText.seconds(text), seconds > 0 else {
+        throw APIError.badRequest("invalid ttl \"\(text)\"", hint: "use a number and s, m, h or d, e.g. 8h")
+    }
+    guard seconds <= max else {
+        throw APIError.badRequest("ttl \(text) is longer than this installation allows (\(DurationText.describe(max)))",
+                                  hint: "ask for at most \(DurationText.describe(max)); extend it later with devdb db update NAME --ttl D")
+    }
+    return seconds
 }
 
 /// A JSON decoding failure in the client's words (field names as in the API), not Swift's.

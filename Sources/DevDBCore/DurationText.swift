@@ -13,4 +13,12 @@ public enum DurationText {
         default: return nil
         }
     }
+
+    /// The largest whole unit: 90d, 8h, 10m, 45s.
+    public static func describe(_ seconds: Double) -> String {
+        for (unit, size) in [("d", 86400.0), ("h", 3600), ("m", 60)] where seconds >= size && seconds.truncatingRemainder(dividingBy: size) == 0 {
+            return "\(Int(seconds / size))\(unit)"
+        }
+        return "\(Int(seconds))s"
+    }
 }

@@ -43,6 +43,8 @@ struct APICommand: AsyncParsableCommand {
     @Option(name: .customLong("hibernate-after"),
             help: ArgumentHelp("Stop databases no session has used for this long; the router wakes them on the next connection (0: never). Per database: devdb db update NAME --hibernate-after.", valueName: "duration"))
     var hibernateAfter = "30m"
+    @Option(name: .customLong("max-ttl"), help: "The longest --ttl a database may be given (create and update), e.g. 30d.")
+    var maxTTL = "90d"
     @Option(name: .customLong("max-snapshots"), help: "Snapshots one database may have (devdb db snapshot); more are refused with 409.")
     var maxSnapshots = 10
 
@@ -96,7 +98,7 @@ struct APICommand: AsyncParsableCommand {
                 "image-pull-secret", "shm-size", "unschedulable-timeout", "image-pull-policy", "storage-class", "snapshot-class", "volume-size",
                 "db-cpu-request", "db-memory-request", "db-cpu-limit", "db-memory-limit", "s3-secret", "restore-jobs", "cluster-domain",
                 "bind-timeout", "ready-timeout", "restore-timeout", "snapshot-timeout", "poll-interval",
-                "refresh-check-interval", "hibernate-after", "max-snapshots"],
+                "refresh-check-interval", "hibernate-after", "max-snapshots", "max-ttl"],
         repeatable: ["postgres-bin-dir", "postgres-image", "image-pull-secret"], flags: ["allow-private-dump-hosts"])
 
     func makeConfiguration() throws -> APIConfiguration {
@@ -117,6 +119,10 @@ struct APICommand: AsyncParsableCommand {
         c.reconcileIntervalSeconds = reconcileInterval
         c.allowPrivateDumpHosts = allowPrivateDumpHosts
         c.maxSnapshotsPerDatabase = maxSnapshots
+        guard let maxTTLSeconds = DurationText.seconds(maxTTL), maxTTLSeconds > 0 else {
+            throw ValidationError("invalid --max-ttl \"\(maxTTL)\": use a duration such as 30d")
+        }
+        c.maxTTLSeconds = maxTTLSeconds
         guard let refresh = DurationText.seconds(refreshCheckInterval) else {
             throw ValidationError("invalid --refresh-check-interval \"\(refreshCheckInterval)\": use a number and s, m or h, e.g. 5m")
         }

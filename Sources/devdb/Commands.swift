@@ -15,14 +15,31 @@ struct DevDB: AsyncParsableCommand {
             "devdb db create --project NAME --wait". Exit codes: 0 ok, 1 error, 2 usage, 3 API unreachable,
             4 not authorized, 5 not found, 6 conflict, 7 ended in state failed (--wait), 8 --timeout passed.
             """,
-        subcommands: [ConfigCommand.self, Login.self, ProjectCommand.self, DBCommand.self, TokenCommand.self])
+        version: DevDB.version,
+        subcommands: [ConfigCommand.self, Login.self, Logout.self, WhoAmI.self, ProjectCommand.self, DBCommand.self, TokenCommand.self])
+
+    static let version = "0.2.0"
+
+    /// Whether the command line asked for JSON (errors then go to stderr as JSON too).
+    static var wantsJSON: Bool {
+        let args = CommandLine.arguments
+        return zip(args, args.dropFirst()).contains { ($0.0 == "-o" || $0.0 == "--output") && $0.1 == "json" }
+            || args.contains("--output=json") || args.contains("-ojson")
+    }
 
     static func main() async {
         do {
             var command = try parseAsRoot()
             if var async = command as? AsyncParsableCommand { try await async.run() } else { try command.run() }
         } catch let e as CLIError {
-            standardError("error: \(e.description)")
+            if wantsJSON {
+                var object: [String: Any] = ["error": e.description, "exit_code": Int(e.code)]
+                if let status = e.status { object["status"] = status }
+                let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+                standardError(String(decoding: data, as: UTF8.self))
+            } else {
+                standardError("error: \(e.description)")
+            }
             Glibc.exit(e.code)
         } catch {
             // Usage errors exit 2, as documented (ArgumentParser's own code would be 64).
@@ -93,6 +110,28 @@ struct Login: AsyncParsableCommand {
         c.token = token
         try c.save()
         print("logged in to \(srv); token saved in \(CLIConfig.path.path)")
+    }
+}
+
+struct Logout: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Forget the saved token (the server stays saved).")
+    func run() throws {
+        var c = CLIConfig.load()
+        let had = c.token != nil
+        c.token = nil
+        try c.save()
+        print(had ? "logged out: the token is removed from \(CLIConfig.path.path)" : "no token was saved")
+    }
+}
+
+struct WhoAmI: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "whoami", abstract: "Show which user the token belongs to, and on which server.")
+    @OptionGroup var global: GlobalOptions
+    func run() async throws {
+        let api = try global.client()
+        let (data, object) = try await api.call("GET", "/v1/whoami")
+        if global.output == .json { return printJSON(data) }
+        print("\(describe(object["user"]))\(object["admin"] as? Bool == true ? " (admin)" : "") on \(api.server)")
     }
 }
 
@@ -356,9 +395,10 @@ struct DBCommand: ParsableCommand {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List your databases (admins see everyone's).")
         @OptionGroup var global: GlobalOptions
-        @Option var project: String?
-        @Option var owner: String?
-        @Option var state: String?
+        @Option(help: "Only databases of this project.") var project: String?
+        @Option(help: "Only databases of this user (admins).") var owner: String?
+        @Option(help: "Only databases in this state: ready, provisioning, restoring, cloning, starting, failed, deleting, unavailable, snapshotting, hibernating, hibernated, waking.")
+        var state: String?
         func run() async throws {
             var q: [String: String] = [:]
             if let project { q["project"] = project }

@@ -70,5 +70,46 @@ extension ControlPlaneEndToEnd {
             let (missing, missingBody) = try post(#"{"name": "x"}"#)
             #expect(missing == 400 && missingBody.contains(#"no field \"dump_url\""#), "\(missingBody)")
         }
+
+        @Test func filtersThatCanMatchNothingAreErrorsAndJSONErrorsAreJSON() throws {
+            let f = try ControlPlaneFixture.get()
+            let bogus = try f.devdb(["db", "list", "--state", "bogus"])
+            #expect(bogus.status == 1 && bogus.stderr.contains("unknown state") && bogus.stderr.contains("hibernated"), "\(bogus.output)")
+            let nope = try f.devdb(["db", "list", "--project", "nope"])
+            #expect(nope.status == 5 && nope.stderr.contains("project \"nope\""), "\(nope.output)")
+            let json = try f.devdb(["db", "list", "--state", "bogus", "-o", "json"])
+            let object = try JSONSerialization.jsonObject(with: Data(json.stderr.utf8)) as? [String: Any]
+            #expect(object?["exit_code"] as? Int == 1 && object?["status"] as? Int == 400 && (object?["error"] as? String ?? "").contains("unknown state"),
+                    "\(json.stderr)")
+        }
+
+        @Test func ttlsHaveAMaximumAndCanBeExtended() throws {
+            let f = try ControlPlaneFixture.get()
+            try f.shopProject()
+            let tooLong = try f.devdb(["db", "create", "ttl-db", "--project", "shop", "--ttl", "999999d"])
+            #expect(tooLong.status != 0 && tooLong.stderr.contains("longer than this installation allows (90d)"), "\(tooLong.output)")
+            #expect(try f.devdb(["db", "create", "ttl-db", "--project", "shop", "--ttl", "1h", "--wait"]).status == 0)
+            let before = try f.json(["db", "show", "ttl-db"])["expires_at"] as? String ?? ""
+            #expect(try f.devdb(["db", "update", "ttl-db", "--ttl", "30d"]).status == 0)
+            let after = try f.json(["db", "show", "ttl-db"])["expires_at"] as? String ?? ""
+            #expect(after > before, "\(before) -> \(after)")
+            #expect(try f.devdb(["db", "update", "ttl-db", "--ttl", "365d"]).status != 0)
+            #expect(try f.devdb(["db", "delete", "ttl-db", "--wait"]).status == 0)
+        }
+
+        @Test func whoamiLogoutAndVersion() throws {
+            let f = try ControlPlaneFixture.get()
+            let user = try f.token(for: "who-user")
+            let me = try f.devdb(["whoami"], token: user)
+            #expect(me.status == 0 && me.stdout.contains("who-user") && !me.stdout.contains("(admin)"), "\(me.output)")
+            #expect(try f.devdb(["whoami"]).stdout.contains("(admin)"))
+            #expect(try f.devdb(["--version"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines).first?.isNumber == true)
+            let config = f.directory.appendingPathComponent("cli-logout-\(UUID().uuidString.prefix(6))")
+            let env = ["XDG_CONFIG_HOME": config.path, "DEVDB_TOKEN": ""]
+            #expect(try run([try TestPaths.binary("devdb"), "login", "--token", user, "--server", f.server], environment: env, check: false).status == 0)
+            #expect(try run([try TestPaths.binary("devdb"), "logout"], environment: env, check: false).status == 0)
+            let after = try run([try TestPaths.binary("devdb"), "whoami", "--server", f.server], environment: env, check: false)
+            #expect(after.status == 4, "no token any more: \(after.output)")
+        }
     }
 }
