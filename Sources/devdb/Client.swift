@@ -146,6 +146,6 @@ func describe(_ value: Any?) -> String {
     }
 }
 
-func standardError(_ text: String) {
-    FileHandle.standardError.write(Data((text + "\n").utf8))
+func standardError(_ text: String, newline: Bool = true) {
+    FileHandle.standardError.write(Data((text + (newline ? "\n" : "")).utf8))
 }

@@ -113,6 +113,15 @@ struct Login: AsyncParsableCommand {
     }
 }
 
+/// On a terminal, asks before something that ends sessions or loses data (`--yes` skips it);
+/// scripts (no terminal) are not asked.
+func confirm(_ question: String, yes: Bool) throws {
+    guard !yes, isatty(0) == 1, isatty(2) == 1 else { return }
+    standardError("\(question) [y/N] ", newline: false)
+    let answer = (readLine() ?? "").trimmingCharacters(in: .whitespaces).lowercased()
+    guard answer == "y" || answer == "yes" else { throw CLIError(description: "cancelled", code: Exit.failure) }
+}
+
 struct Logout: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Forget the saved token (the server stays saved).")
     func run() throws {
@@ -424,9 +433,11 @@ struct DBCommand: ParsableCommand {
             abstract: "Delete a database and everything it used.",
             discussion: "Its snapshots go too, except those a branch was made from: they stay until their branches are deleted.")
         @OptionGroup var global: GlobalOptions
-        @Argument var name: String
+        @Argument(help: "Your database.") var name: String
+        @Flag(name: .customLong("yes"), help: "Do not ask for confirmation on a terminal.") var yes = false
         @OptionGroup var waiting: WaitOptions
         func run() async throws {
+            try confirm("Delete \(name)? Its open sessions end and its data is gone.", yes: yes)
             let api = try global.client()
             let (data, object) = try await api.call("DELETE", "/v1/databases/\(name)")
             if global.output == .table {
@@ -448,7 +459,8 @@ struct DBCommand: ParsableCommand {
     struct Reset: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Put a database back to its generation's data; name, port and password stay.")
         @OptionGroup var global: GlobalOptions
-        @Argument var name: String
+        @Argument(help: "Your database.") var name: String
+        @Flag(name: .customLong("yes"), help: "Do not ask for confirmation on a terminal.") var yes = false
         @Flag(help: "Move to the project's newest generation instead.") var latest = false
         @Option(help: ArgumentHelp("Back to one of its snapshots (devdb db snapshots NAME).", valueName: "snap")) var to: String?
         @OptionGroup var waiting: WaitOptions
@@ -458,10 +470,12 @@ struct DBCommand: ParsableCommand {
         }
 
         func run() async throws {
+            try confirm("Reset \(name)? Its open sessions end and its changes are replaced.", yes: yes)
             let api = try global.client()
             var body: JSONObject = ["latest": latest]
             if let to { body["to"] = to }
             let (data, _) = try await api.call("POST", "/v1/databases/\(name)/reset", body: body)
+            standardError("note: a reset ends every open session of \(name); clients reconnect with the same connection line")
             if waiting.wait {
                 try await waitForDatabase(api, name, until: "ready", waiting)
                 return try await DBCommand.show(api, name, global.output)

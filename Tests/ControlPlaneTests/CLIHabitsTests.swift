@@ -94,7 +94,10 @@ extension ControlPlaneEndToEnd {
             let after = try f.json(["db", "show", "ttl-db"])["expires_at"] as? String ?? ""
             #expect(after > before, "\(before) -> \(after)")
             #expect(try f.devdb(["db", "update", "ttl-db", "--ttl", "365d"]).status != 0)
-            #expect(try f.devdb(["db", "delete", "ttl-db", "--wait"]).status == 0)
+            // A reset says that it ends open sessions; --yes is accepted (no terminal here, so no question).
+            let reset = try f.devdb(["db", "reset", "ttl-db", "--yes", "--wait"])
+            #expect(reset.status == 0 && reset.stderr.contains("ends every open session"), "\(reset.output)")
+            #expect(try f.devdb(["db", "delete", "ttl-db", "--yes", "--wait"]).status == 0)
         }
 
         @Test func whoamiLogoutAndVersion() throws {
