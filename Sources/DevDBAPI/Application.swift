@@ -148,11 +148,17 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
             return Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "redis unavailable\n")))
         }
     }
-    router.get("/openapi.yaml") { _, _ -> Response in
+    router.get("/openapi.yaml") { request, _ -> Response in
         let url = Bundle.module.url(forResource: "openapi", withExtension: "yaml")!
         var headers = HTTPFields()
         headers[.contentType] = "application/yaml"
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: try Data(contentsOf: url))))
+        // `servers` names the address the document was fetched from (behind a proxy: its host and scheme).
+        var text = try String(contentsOf: url, encoding: .utf8)
+        if let host = request.head.authority {
+            let scheme = request.headers.first { $0.name.canonicalName == "x-forwarded-proto" }?.value ?? "http"
+            text = text.replacingOccurrences(of: "  - url: \(openAPIDefaultServer)\n", with: "  - url: \(scheme)://\(host)\n")
+        }
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
     }
     router.get("/metrics") { _, _ -> Response in
         var text = "# HELP devdb_api_databases Databases by state.\n# TYPE devdb_api_databases gauge\n"
@@ -449,6 +455,9 @@ func addRoutes(_ router: Router<BasicRequestContext>, plane: ControlPlane) {
         return Response(status: .noContent)
     }
 }
+
+/// The `servers` entry of the document as written; served documents name the request's address.
+let openAPIDefaultServer = "http://127.0.0.1:5000"
 
 /// A ttl in seconds, within the installation's maximum (--max-ttl).
 func checkTTL(_ text: String, max: Double) throws -> Double {

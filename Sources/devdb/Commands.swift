@@ -27,7 +27,48 @@ struct DevDB: AsyncParsableCommand {
             || args.contains("--output=json") || args.contains("-ojson")
     }
 
+    /// For a mistyped subcommand ("devdb db craete"): what was meant, or the list of what exists.
+    static func unknownSubcommand(_ args: [String]) -> String? {
+        var command: any ParsableCommand.Type = DevDB.self
+        var path = "devdb"
+        for arg in args {
+            let subcommands = command.configuration.subcommands
+            guard !arg.hasPrefix("-"), arg != "help", !subcommands.isEmpty else { return nil }
+            if let next = subcommands.first(where: { $0._commandName == arg }) {
+                command = next
+                path += " " + arg
+                continue
+            }
+            let names = subcommands.map { $0._commandName }
+            let scored = names.map { ($0, editDistance($0, arg)) }.sorted { $0.1 < $1.1 }
+            if let best = scored.first, best.1 <= 2 {
+                return "error: unknown command \"\(arg)\" for \"\(path)\"; did you mean \"\(path) \(best.0)\"?"
+            }
+            return "error: unknown command \"\(arg)\" for \"\(path)\"; its commands are \(names.joined(separator: ", ")) (\(path) --help)"
+        }
+        return nil
+    }
+
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        var row = Array(0...b.count)
+        for i in 1...max(1, a.count) where !a.isEmpty {
+            var previous = row[0]
+            row[0] = i
+            for j in stride(from: 1, through: b.count, by: 1) {
+                let current = row[j]
+                row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
+                previous = current
+            }
+        }
+        return a.isEmpty ? b.count : row[b.count]
+    }
+
     static func main() async {
+        if let problem = unknownSubcommand(Array(CommandLine.arguments.dropFirst())) {
+            standardError(problem)
+            Glibc.exit(Exit.usage)
+        }
         do {
             var command = try parseAsRoot()
             if var async = command as? AsyncParsableCommand { try await async.run() } else { try command.run() }

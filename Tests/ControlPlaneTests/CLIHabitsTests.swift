@@ -27,6 +27,12 @@ extension ControlPlaneEndToEnd {
             #expect(missing.status == 2, "\(missing.output)")
             #expect(missing.stderr.contains("--project"), "\(missing.stderr)")
             #expect(try f.devdb(["login"]).status == 2)
+            // A mistyped subcommand gets what was meant.
+            let typo = try f.devdb(["db", "craete", "x"])
+            #expect(typo.status == 2 && typo.stderr.contains(#"did you mean "devdb db create""#), "\(typo.output)")
+            let unknown = try f.devdb(["frobnicate"])
+            #expect(unknown.status == 2 && unknown.stderr.contains("its commands are") && unknown.stderr.contains("project"), "\(unknown.output)")
+            #expect(try f.devdb(["db", "list", "--project", "shop"]).status != 2, "real commands are untouched")
         }
 
         @Test func loginReadsTheTokenFromStandardInput() throws {

@@ -248,7 +248,11 @@ extension ControlPlaneEndToEnd {
             let f = try ControlPlaneFixture.get()
             let served = try run(["curl", "-sf", "\(f.server)/openapi.yaml"]).stdout
             let docs = try String(contentsOf: TestPaths.repositoryRoot.appendingPathComponent("docs/openapi.yaml"), encoding: .utf8)
-            #expect(served == docs)
+            // The same document, with `servers` naming the address it was fetched from.
+            #expect(served.contains("  - url: \(f.server)\n") && !served.contains("127.0.0.1:5000"), "servers: \(served.prefix(400))")
+            #expect(served == docs.replacingOccurrences(of: "  - url: http://127.0.0.1:5000\n", with: "  - url: \(f.server)\n"))
+            let proxied = try run(["curl", "-sf", "-H", "Host: devdb.example.com", "-H", "X-Forwarded-Proto: https", "\(f.server)/openapi.yaml"]).stdout
+            #expect(proxied.contains("  - url: https://devdb.example.com\n"))
             for path in ["/v1/projects", "/v1/databases/{name}/reset", "/v1/tokens/{id}"] { #expect(served.contains(path)) }
             #expect(try run(["curl", "-sf", "\(f.server)/metrics"]).stdout.contains("devdb_api_databases{state=\"ready\"}"))
         }
