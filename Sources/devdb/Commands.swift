@@ -34,6 +34,8 @@ struct DevDB: AsyncParsableCommand {
         for arg in args {
             let subcommands = command.configuration.subcommands
             guard !arg.hasPrefix("-"), arg != "help", !subcommands.isEmpty else { return nil }
+            // With a default subcommand ("devdb db snapshot NAME"), other words are its arguments.
+            if command.configuration.defaultSubcommand != nil, !subcommands.contains(where: { $0._commandName == arg }) { return nil }
             if let next = subcommands.first(where: { $0._commandName == arg }) {
                 command = next
                 path += " " + arg

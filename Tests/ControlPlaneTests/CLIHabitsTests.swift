@@ -33,6 +33,9 @@ extension ControlPlaneEndToEnd {
             let unknown = try f.devdb(["frobnicate"])
             #expect(unknown.status == 2 && unknown.stderr.contains("its commands are") && unknown.stderr.contains("project"), "\(unknown.output)")
             #expect(try f.devdb(["db", "list", "--project", "shop"]).status != 2, "real commands are untouched")
+            // A default subcommand's arguments are not taken for mistyped commands.
+            let snapshot = try f.devdb(["db", "snapshot", "no-such-db"])
+            #expect(snapshot.status == 5, "devdb db snapshot NAME reaches the API: \(snapshot.output)")
         }
 
         @Test func loginReadsTheTokenFromStandardInput() throws {
