@@ -86,18 +86,13 @@ public struct S3Settings: Sendable {
             headers = curl_slist_append(headers, header)
             _ = devdb_curl_set_pointer(curl, CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(headers))
         }
-        let box = Unmanaged.passRetained(BodyBox()).toOpaque()
-        defer { Unmanaged<BodyBox>.fromOpaque(box).release() }
-        _ = devdb_curl_set_write_function(curl) { ptr, size, count, data in
-            Unmanaged<BodyBox>.fromOpaque(data!).takeUnretainedValue().data.append(UnsafeRawPointer(ptr!).assumingMemoryBound(to: UInt8.self), count: size * count)
-            return size * count
-        }
-        _ = devdb_curl_set_pointer(curl, CURLOPT_WRITEDATA, box)
+        let box = BodyBox.capture(curl)
+        defer { box.release() }
         let rc = curl_easy_perform(curl)
         guard rc == CURLE_OK else { throw .transfer("\(String(cString: curl_easy_strerror(rc))) (\(url.split(separator: "?").first ?? ""))") }
         var code = 0
         _ = devdb_curl_get_response_code(curl, &code)
-        return (code, String(decoding: Unmanaged<BodyBox>.fromOpaque(box).takeUnretainedValue().data, as: UTF8.self))
+        return (code, String(decoding: box.takeUnretainedValue().data, as: UTF8.self))
     }
 
     /// The standard AWS variables: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
@@ -366,8 +361,20 @@ public struct DumpFetcher: Sendable {
 
 }
 
+/// A response body, collected by libcurl's write callback.
 final class BodyBox: @unchecked Sendable {  // written by libcurl's callback during the transfer, read after it
     var data = Data()
+
+    /// A box that collects `curl`'s response body; the caller releases it after the transfer.
+    static func capture(_ curl: UnsafeMutableRawPointer) -> Unmanaged<BodyBox> {
+        let box = Unmanaged.passRetained(BodyBox())
+        _ = devdb_curl_set_write_function(curl) { ptr, size, count, data in
+            Unmanaged<BodyBox>.fromOpaque(data!).takeUnretainedValue().data.append(UnsafeRawPointer(ptr!).assumingMemoryBound(to: UInt8.self), count: size * count)
+            return size * count
+        }
+        _ = devdb_curl_set_pointer(curl, CURLOPT_WRITEDATA, box.toOpaque())
+        return box
+    }
 }
 
 /// Response headers of the last response (a redirect's are replaced by the final answer's).

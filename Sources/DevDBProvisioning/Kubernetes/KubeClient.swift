@@ -55,9 +55,13 @@ public struct KubeClient: Sendable {
     public func getIfPresent(_ path: String) async throws -> JSONValue? {
         do { return try await request("GET", path) } catch let e as KubeError where e.code == 404 { return nil }
     }
-    public func list(_ path: String, labelSelector: String) async throws -> [JSONValue] {
-        let q = labelSelector.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed.subtracting(CharacterSet(charactersIn: "&=+,"))) ?? labelSelector
-        return try await request("GET", "\(path)?labelSelector=\(q)")["items"].array
+    /// `fieldSelector` narrows on the server (events of one object), e.g. `involvedObject.name=x`.
+    public func list(_ path: String, labelSelector: String, fieldSelector: String? = nil) async throws -> [JSONValue] {
+        func encoded(_ s: String) -> String {
+            s.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed.subtracting(CharacterSet(charactersIn: "&=+,"))) ?? s
+        }
+        let fields = fieldSelector.map { "&fieldSelector=\(encoded($0))" } ?? ""
+        return try await request("GET", "\(path)?labelSelector=\(encoded(labelSelector))\(fields)")["items"].array
     }
     @discardableResult
     public func create(_ path: String, _ body: JSONValue) async throws -> JSONValue { try await request("POST", path, body: body) }
@@ -109,7 +113,6 @@ public struct KubeClient: Sendable {
         return json
     }
 
-    final class Sink { var data = Data() }
 
     /// 0.2 s doubling to 5 s, with jitter.
     static func backoff(_ attempt: Int) -> Double {
@@ -164,15 +167,8 @@ public struct KubeClient: Sendable {
             }
         }
         _ = devdb_curl_set_pointer(curl, CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(headers))
-        let sink = Sink()
-        let box = Unmanaged.passRetained(sink).toOpaque()
-        defer { Unmanaged<Sink>.fromOpaque(box).release() }
-        _ = devdb_curl_set_write_function(curl) { ptr, size, count, userdata in
-            let n = size * count
-            Unmanaged<Sink>.fromOpaque(userdata!).takeUnretainedValue().data.append(UnsafeRawPointer(ptr!).assumingMemoryBound(to: UInt8.self), count: n)
-            return n
-        }
-        _ = devdb_curl_set_pointer(curl, CURLOPT_WRITEDATA, box)
+        let body = BodyBox.capture(curl)
+        defer { body.release() }
         let headerBox = HeaderBox.capture(curl)
         defer { headerBox.release() }
         let rc = curl_easy_perform(curl)
@@ -189,7 +185,7 @@ public struct KubeClient: Sendable {
         var code = 0
         _ = devdb_curl_get_response_code(curl, &code)
         let retryAfter = headerBox.takeUnretainedValue().fields["retry-after"].flatMap(Double.init)
-        return (code, sink.data, retryAfter.map { min($0, 30) })
+        return (code, body.takeUnretainedValue().data, retryAfter.map { min($0, 30) })
     }
 }
 

@@ -424,7 +424,7 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
         let waitingToStart = (pod.at("status.initContainerStatuses").array + pod.at("status.containerStatuses").array)
             .contains { ["ContainerCreating", "PodInitializing"].contains($0.at("state.waiting.reason").string ?? "") }
         guard waitingToStart || pod.at("status.phase").string == "Pending" else { return nil }
-        let events = ((try? await client.list(path(.events), labelSelector: "")) ?? [])
+        let events = ((try? await client.list(path(.events), labelSelector: "", fieldSelector: "involvedObject.name=\(name)")) ?? [])
             .filter { $0.at("involvedObject.name").string == name && $0.at("involvedObject.kind").string == "Pod" }
         for e in events where ["FailedMount", "FailedAttachVolume"].contains(e["reason"].string ?? "") {
             let message = e["message"].string ?? ""
