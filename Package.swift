@@ -60,8 +60,11 @@ let package = Package(
         // Control plane: catalog in Redis, provisioners, API, CLI.
         .target(name: "DevDBCatalog", dependencies: ["DevDBCore", "DevDBRedis", "COpenSSL"]),
         .target(name: "DevDBProvisioning", dependencies: ["DevDBCore", "DevDBCatalog", "DevDBNet", "CCurl", "CCurlShims"]),
+        // The API's JSON contract (views, request bodies, errors): one Codable source shared by the
+        // API and the CLI; Tests/UnitTests/ContractTests checks docs/openapi.yaml against it.
+        .target(name: "DevDBAPIContract"),
         .target(name: "DevDBAPI", dependencies: [
-            "DevDBCore", "DevDBCatalog", "DevDBProvisioning",
+            "DevDBCore", "DevDBCatalog", "DevDBProvisioning", "DevDBAPIContract",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], resources: [.copy("openapi.yaml")]),
@@ -74,13 +77,14 @@ let package = Package(
             "DevDBProvisioning", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "devdb", dependencies: [
-            "DevDBCore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "DevDBCore", "DevDBAPIContract", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         // Tests.
         .target(name: "DevDBTestSupport", dependencies: ["DevDBCore"], path: "Tests/DevDBTestSupport"),
         .testTarget(name: "UnitTests",
-                    dependencies: ["PostgresWire", "DevDBCore", "DevDBRouterCore", "DevDBNet", "DevDBRedis", "DevDBRouter", "DevDBCatalog", "DevDBProvisioning"],
+                    dependencies: ["PostgresWire", "DevDBCore", "DevDBRouterCore", "DevDBNet", "DevDBRedis", "DevDBRouter", "DevDBCatalog", "DevDBProvisioning",
+                                   "DevDBAPIContract"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "RouterIntegrationTests", dependencies: ["DevDBTestSupport", "DevDBCore"]),
         .testTarget(name: "KubernetesTests",

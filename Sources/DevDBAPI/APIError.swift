@@ -1,3 +1,4 @@
+import DevDBAPIContract
 import Foundation
 import Hummingbird
 
@@ -13,13 +14,8 @@ public struct APIError: HTTPResponseError {
         self.status = status; self.code = code; self.message = message; self.hint = hint
     }
 
-    struct Body: Encodable {
-        struct Inner: Encodable { let code: String; let message: String; let hint: String? }
-        let error: Inner
-    }
-
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        try jsonResponse(Body(error: .init(code: code, message: message, hint: hint)), status: status)
+        try jsonResponse(ErrorBody(error: .init(code: code, message: message, hint: hint)), status: status)
     }
 
     static let unauthorized = APIError(.unauthorized, "unauthorized", "missing or invalid API token",
@@ -38,19 +34,4 @@ func jsonResponse<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) t
     var headers = HTTPFields()
     headers[.contentType] = "application/json"
     return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data + [0x0A])))
-}
-
-enum APIJSON {
-    static let encoder: JSONEncoder = {
-        let e = JSONEncoder()
-        e.keyEncodingStrategy = .convertToSnakeCase
-        e.dateEncodingStrategy = .iso8601
-        e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        return e
-    }()
-    static let decoder: JSONDecoder = {
-        let d = JSONDecoder()
-        d.keyDecodingStrategy = .convertFromSnakeCase
-        return d
-    }()
 }

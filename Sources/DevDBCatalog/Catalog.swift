@@ -326,7 +326,8 @@ public final class Catalog: Sendable {
     public func apply(_ event: GenerationLifecycle.Event, project: String, generation number: Int) throws -> Generation? {
         try optimistic("generation \(number) of \(project)") { () throws -> (Transaction, Generation)? in
             guard let (g, raw) = try getRaw(Generation.self, Key.generation(project, number)),
-                  let next = GenerationLifecycle.decide(g, event) else { return nil }
+                  var next = GenerationLifecycle.decide(g, event) else { return nil }
+            next.stampPhase(since: g)
             var t = Transaction()
             t.guards = [.value(Key.generation(project, number), raw)]
             t.commands = [["SET", Key.generation(project, number), Self.encode(next)]]
@@ -436,7 +437,8 @@ public final class Catalog: Sendable {
             switch DatabaseLifecycle.decide(d, event) {
             case .refuse(let refusal): throw refusal
             case .ignore: return (t, Transition(record: d, actions: [], applied: false))
-            case .commit(let next, let effects, let actions):
+            case .commit(var next, let effects, let actions):
+                next?.stampPhase(since: d)
                 if let next { t.commands.append(["SET", Key.database(name), Self.encode(next)]) }
                 for e in effects {
                     switch e {

@@ -45,6 +45,8 @@ public struct Generation: Codable, Sendable, Equatable {
     public var reason: String?
     /// What the restore is doing now: fetching, initdb, restoring, analyzing, stopping.
     public var phase: String?
+    /// When the current step began (the phase's text before a ":"; set by the catalog).
+    public var phaseStartedAt: Date?
     public var bytesFetched: Int64
     public var createdAt: Date
     public var readyAt: Date?
@@ -118,6 +120,8 @@ public struct DatabaseRecord: Codable, Sendable, Equatable {
     public var wakeQueued: Bool?
     public var reason: String?
     public var phase: String?
+    /// When the current state or step began (set by the catalog, for elapsed times).
+    public var phaseStartedAt: Date?
     public var generation: Int?
     /// The PostgreSQL major it runs (its generation's; nil: 15, from before majors were recorded).
     public var postgresMajor: Int?
@@ -221,4 +225,24 @@ public enum CatalogJSON {
         d.dateDecodingStrategy = .iso8601
         return d
     }()
+}
+
+/// The step a phase text names: what comes before its details ("restoring: 40 of 90 items" is the
+/// step "restoring"), so progress within a step keeps the step's start time.
+public func phaseStep(_ phase: String?) -> String? {
+    phase.map { String($0.prefix { $0 != ":" && $0 != "(" }).trimmingCharacters(in: .whitespaces) }
+}
+
+extension Generation {
+    /// Stamps `phaseStartedAt` when the step changed from `old`'s.
+    mutating func stampPhase(since old: Generation, now: Date = Date()) {
+        if state != old.state || phaseStep(phase) != phaseStep(old.phase) || phaseStartedAt == nil { phaseStartedAt = now }
+    }
+}
+
+extension DatabaseRecord {
+    /// Stamps `phaseStartedAt` when the state or step changed from `old`'s.
+    mutating func stampPhase(since old: DatabaseRecord, now: Date = Date()) {
+        if state != old.state || phaseStep(phase) != phaseStep(old.phase) || phaseStartedAt == nil { phaseStartedAt = now }
+    }
 }

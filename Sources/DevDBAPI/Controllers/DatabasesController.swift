@@ -1,0 +1,254 @@
+import DevDBAPIContract
+import DevDBCatalog
+import DevDBCore
+import DevDBProvisioning
+import Foundation
+import Hummingbird
+
+/// /v1/databases: each caller's own databases (admins: everyone's).
+struct DatabasesController {
+    let plane: ControlPlane
+    var catalog: Catalog { plane.catalog }
+    var config: APIConfiguration { plane.config }
+
+    func addRoutes(to group: RouterGroup<APIRequestContext>) {
+        group.get(use: list)
+        group.post(use: create)
+        group.get(":name", use: show)
+        group.patch(":name", use: update)
+        group.delete(":name", use: delete)
+        group.post(":name/reset", use: reset)
+        // Scale to zero by hand: stop (hibernate) and start (wake).
+        group.post(":name/stop", use: stop)
+        group.post(":name/start", use: start)
+    }
+
+    @Sendable func create(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let c = try context.requireCaller()
+        let b = try await decodeBody(CreateDatabaseRequest.self, request)
+        // A branch: from another database's snapshot, or from its state now.
+        var source: DatabaseRecord?
+        var base: String?
+        if let from = b.from {
+            let parts = from.split(separator: "@", omittingEmptySubsequences: false).map(String.init)
+            guard parts.count <= 2, !parts[0].isEmpty, parts.count == 1 || !parts[1].isEmpty else {
+                throw APIError.badRequest("invalid \"from\" \"\(from)\"", hint: "use NAME (its state now) or NAME@SNAPSHOT")
+            }
+            let origin = try await visibleDatabase(catalog, parts[0], c)
+            source = origin
+            if parts.count == 2 {
+                guard let s = try await catalog.run({ try $0.snapshot(origin.name, parts[1]) }) else {
+                    throw APIError.notFound("snapshot \"\(parts[1])\" of \(origin.name)", hint: "run \"devdb db snapshots \(origin.name)\"")
+                }
+                guard s.state != .failed else { throw APIError.conflict("snapshot \(s.reference) failed: \(s.reason ?? "")", hint: "take another: devdb db snapshot \(origin.name)") }
+                base = s.reference
+            }
+            if let p = b.project, p != origin.project {
+                throw APIError.badRequest("a branch of \(origin.name) belongs to its project \(origin.project), not \(p)", hint: "leave out --project")
+            }
+        }
+        guard let projectName = source?.project ?? b.project else {
+            throw APIError.badRequest("say which project to copy (\"project\") or which database to branch from (\"from\")")
+        }
+        guard let project = try await catalog.run({ try $0.project(projectName) }) else {
+            throw APIError.notFound("project \"\(projectName)\"", hint: "run \"devdb project list\"")
+        }
+        let name = b.name ?? generatedName(user: c.user, project: project.name)
+        try checkName(name, what: "database")
+        var expires: Date?
+        if let ttl = b.ttl { expires = Date().addingTimeInterval(try checkTTL(ttl, max: config.maxTTLSeconds)) }
+        var sleep: Double?
+        if let text = b.hibernateAfter { sleep = try checkHibernateAfter(text) }
+        if try await catalog.run({ try $0.database(name) }) != nil {
+            throw APIError.conflict("database \"\(name)\" already exists", hint: "choose another name; names are unique in the installation")
+        }
+        if let origin = source, base == nil {
+            // From the state now: an implicit snapshot, taken first.
+            let snap = implicitSnapshotName(for: name)
+            _ = try await plane.request(origin.name, .snapshot(name: snap))
+            base = "\(origin.name)@\(snap)"
+        }
+        var record = DatabaseRecord(name: name, project: project.name, owner: c.user, user: LocalProvisioner.appUser,
+                                    password: Catalog.randomHex(16), database: LocalProvisioner.appDatabase, expiresAt: expires)
+        record.base = base
+        record.generation = source?.generation
+        record.hibernateAfterSeconds = sleep
+        do { try await catalog.run { [record] in try $0.createDatabase(record) } } catch CatalogError.conflict(let m) {
+            throw APIError.conflict(m, hint: m.hasPrefix("project") ? "wait until it is gone, then create it again" : "choose another name; names are unique in the installation")
+        } catch CatalogError.notFound(let m) {
+            throw APIError.notFound(m.replacingOccurrences(of: " does not exist", with: ""), hint: base == nil ? "run \"devdb project list\"" : "run \"devdb db snapshots \(source?.name ?? "")\"")
+        }
+        if let op = record.operation { plane.submit(.database(name, op)) }
+        return try jsonResponse(DatabaseView(record, config: config, secrets: true), status: .accepted)
+    }
+
+    @Sendable func list(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let c = try context.requireCaller()
+        let q = request.uri.queryParameters
+        // A filter that can match nothing is a mistake to say, not an empty list to show.
+        if let s = q.get("state"), DatabaseRecord.State(rawValue: s) == nil {
+            throw APIError.badRequest("unknown state \"\(s)\"", hint: "one of: " + DatabaseRecord.State.allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        if let p = q.get("project"), try await catalog.run({ try $0.project(p) }) == nil {
+            throw APIError.notFound("project \"\(p)\"", hint: "run \"devdb project list\"")
+        }
+        var dbs = try await catalog.run { try $0.databases(owner: c.admin ? nil : c.user) }
+        if let p = q.get("project") { dbs = dbs.filter { $0.project == p } }
+        if let o = q.get("owner") { dbs = dbs.filter { $0.owner == o } }
+        if let s = q.get("state") { dbs = dbs.filter { $0.state.rawValue == s } }
+        var newest: [String: Int] = [:]
+        for p in Set(dbs.map(\.project)) { newest[p] = try await newestReady(p) }
+        return try jsonResponse(ItemList(items: dbs.map { d in
+            var view = DatabaseView(d, config: config, secrets: false)
+            view.noteNewerData(d, newest: newest[d.project])
+            return view
+        }))
+    }
+
+    @Sendable func show(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let d = try await visibleDatabase(catalog, try context.parameters.require("name"), try context.requireCaller())
+        var view = DatabaseView(d, config: config, secrets: true)
+        view.noteNewerData(d, newest: try await newestReady(d.project))
+        return try jsonResponse(view)
+    }
+
+    @Sendable func delete(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let d = try await visibleDatabase(catalog, try context.parameters.require("name"), try context.requireCaller())
+        // What happens to its snapshots: those branches use stay until the branches go.
+        var deleted: [String] = [], kept: [KeptSnapshot] = []
+        for s in try await catalog.run({ try $0.snapshots(of: d.name) }) {
+            let users = try await catalog.run { try $0.snapshotUsers(d.name, s.name) }
+            if users.isEmpty { deleted.append(s.name) } else { kept.append(KeptSnapshot(name: s.name, branches: users)) }
+        }
+        // Accepted now or after the create or reset that runs (deleteQueued); never dropped.
+        guard let updated = try await plane.request(d.name, .delete) else { throw APIError.notFound("database \"\(d.name)\"") }
+        var view = DatabaseView(updated, config: config, secrets: false)
+        view.snapshotsDeleted = deleted
+        view.snapshotsKept = kept
+        return try jsonResponse(view, status: .accepted)
+    }
+
+    @Sendable func reset(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let d = try await visibleDatabase(catalog, try context.parameters.require("name"), try context.requireCaller())
+        let b = try await decodeBody(ResetRequest.self, request, empty: ResetRequest())
+        var guards: [Catalog.Guard] = []
+        var to: String?
+        if let snap = b.to {
+            guard b.latest != true else { throw APIError.badRequest("reset goes either --to a snapshot or to the --latest generation, not both") }
+            guard let raw = try await catalog.run({ try $0.snapshotRaw(d.name, snap) }),
+                  let s = try? CatalogJSON.decoder.decode(SnapshotRecord.self, from: Data(raw.utf8)) else {
+                throw APIError.notFound("snapshot \"\(snap)\" of \(d.name)", hint: "run \"devdb db snapshots \(d.name)\"")
+            }
+            guard s.state == .ready else {
+                throw APIError.conflict("snapshot \(s.reference) is \(s.state.rawValue)", hint: s.state == .taking ? "wait until it is ready" : "reset to another snapshot")
+            }
+            // The snapshot must still be there when the reset is accepted.
+            guards = [.value(Catalog.Key.snapshot(d.name, snap), raw)]
+            to = s.reference
+        }
+        if b.latest == true, d.generation != nil,
+           let latest = try await catalog.run({ try $0.generations(d.project) }).filter({ $0.state == .ready }).max(by: { $0.number < $1.number }),
+           latest.major != (d.postgresMajor ?? 15) {
+            throw APIError.conflict(ControlPlane.crossMajorReset(d, from: d.postgresMajor ?? 15, to: latest), hint: "devdb db create NEW --project \(d.project)")
+        }
+        guard let updated = try await plane.request(d.name, .reset(latest: b.latest ?? false, to: to), guards: guards) else {
+            throw APIError.notFound("database \"\(d.name)\"")
+        }
+        return try jsonResponse(DatabaseView(updated, config: config, secrets: true), status: .accepted)
+    }
+
+    @Sendable func update(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let d = try await visibleDatabase(catalog, try context.parameters.require("name"), try context.requireCaller())
+        let b = try await decodeBody(UpdateDatabaseRequest.self, request)
+        guard b.ttl != nil || b.hibernateAfter != nil else {
+            throw APIError.badRequest("nothing to change: give ttl or hibernate_after", hint: "e.g. {\"ttl\": \"8h\"}")
+        }
+        let ttl = try b.ttl.map { try checkTTL($0, max: config.maxTTLSeconds) }
+        let sleep = try b.hibernateAfter.map(checkHibernateAfter)
+        guard let updated = try await catalog.run({ [ttl, sleep] in try $0.updateDatabase(d.name) { r in
+            if let ttl { r.expiresAt = Date().addingTimeInterval(ttl) }
+            if let sleep { r.hibernateAfterSeconds = sleep }
+        } }) else { throw APIError.notFound("database \"\(d.name)\"") }
+        return try jsonResponse(DatabaseView(updated, config: config, secrets: false))
+    }
+
+    @Sendable func stop(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let d = try await visibleDatabase(catalog, try context.parameters.require("name"), try context.requireCaller())
+        guard let updated = try await plane.request(d.name, .hibernate(now: Date())) else { throw APIError.notFound("database \"\(d.name)\"") }
+        return try jsonResponse(DatabaseView(updated, config: config, secrets: false), status: .accepted)
+    }
+
+    @Sendable func start(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let d = try await visibleDatabase(catalog, try context.parameters.require("name"), try context.requireCaller())
+        guard let updated = try await plane.request(d.name, .wake) else { throw APIError.notFound("database \"\(d.name)\"") }
+        return try jsonResponse(DatabaseView(updated, config: config, secrets: false), status: .accepted)
+    }
+
+    /// The project's newest ready generation.
+    func newestReady(_ project: String) async throws -> Int? {
+        try await catalog.run { try $0.generations(project) }.filter { $0.state == .ready }.map(\.number).max()
+    }
+}
+
+/// /v1/databases/{name}/snapshots: a database's snapshots (its owner or admins).
+struct SnapshotsController {
+    let plane: ControlPlane
+    var catalog: Catalog { plane.catalog }
+
+    func addRoutes(to group: RouterGroup<APIRequestContext>) {
+        group.get(use: list)
+        group.post(use: take)
+        group.get(":snap", use: show)
+        group.delete(":snap", use: delete)
+    }
+
+    @Sendable func take(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let d = try await visibleDatabase(catalog, try context.parameters.require("name"), try context.requireCaller())
+        let b = try await decodeBody(CreateSnapshotRequest.self, request, empty: CreateSnapshotRequest())
+        let snap = b.name ?? timestampSnapshotName()
+        try checkName(snap, what: "snapshot")
+        _ = try await plane.request(d.name, .snapshot(name: snap))
+        guard let s = try await catalog.run({ try $0.snapshot(d.name, snap) }) else { throw APIError.notFound("snapshot \"\(snap)\"") }
+        return try jsonResponse(SnapshotView(s, branches: []), status: .accepted)
+    }
+
+    @Sendable func list(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let d = try await visibleDatabase(catalog, try context.parameters.require("name"), try context.requireCaller())
+        let items = try await catalog.run { cat in try cat.snapshots(of: d.name).map { SnapshotView($0, branches: try cat.snapshotUsers(d.name, $0.name)) } }
+        return try jsonResponse(ItemList(items: items))
+    }
+
+    @Sendable func show(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let d = try await visibleDatabase(catalog, try context.parameters.require("name"), try context.requireCaller())
+        let snap = try context.parameters.require("snap")
+        guard let s = try await catalog.run({ try $0.snapshot(d.name, snap) }) else {
+            throw APIError.notFound("snapshot \"\(snap)\" of \(d.name)", hint: "run \"devdb db snapshots \(d.name)\"")
+        }
+        return try jsonResponse(SnapshotView(s, branches: try await catalog.run { try $0.snapshotUsers(d.name, snap) }))
+    }
+
+    @Sendable func delete(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let d = try await visibleDatabase(catalog, try context.parameters.require("name"), try context.requireCaller())
+        let snap = try context.parameters.require("snap")
+        guard let removed = try await catalog.run({ try $0.deleteSnapshot(d.name, snap) }) else {
+            throw APIError.notFound("snapshot \"\(snap)\" of \(d.name)", hint: "run \"devdb db snapshots \(d.name)\"")
+        }
+        await plane.removeSnapshotFiles([removed])
+        return Response(status: .noContent)
+    }
+}
+
+/// A database the caller may see: their own, or any for admins. Others' are "not found".
+func visibleDatabase(_ catalog: Catalog, _ name: String, _ c: Caller) async throws -> DatabaseRecord {
+    guard let d = try await catalog.run({ try $0.database(name) }), c.admin || d.owner == c.user else {
+        throw APIError.notFound("database \"\(name)\"", hint: "run \"devdb db list\" to see your databases")
+    }
+    return d
+}
+
+func checkHibernateAfter(_ text: String) throws -> Double {
+    guard let s = hibernateAfterSeconds(text) else {
+        throw APIError.badRequest("invalid hibernate_after \"\(text)\"", hint: "use a duration such as 30m or 2h, or never")
+    }
+    return s
+}

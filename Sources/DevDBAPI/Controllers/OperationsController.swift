@@ -1,0 +1,48 @@
+import DevDBCatalog
+import Foundation
+import Hummingbird
+
+/// Health, readiness, metrics and the OpenAPI document: no token needed.
+struct OperationsController {
+    let plane: ControlPlane
+
+    func addRoutes(to router: Router<APIRequestContext>) {
+        router.get("/healthz") { _, _ in "ok\n" }
+        router.get("/readyz", use: ready)
+        router.get("/openapi.yaml", use: document)
+        router.get("/metrics", use: metrics)
+    }
+
+    @Sendable func ready(_ request: Request, context: APIRequestContext) async throws -> Response {
+        do {
+            try await plane.catalog.run { try $0.ping() }
+            return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
+        } catch {
+            return Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "redis unavailable\n")))
+        }
+    }
+
+    @Sendable func document(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let url = Bundle.module.url(forResource: "openapi", withExtension: "yaml")!
+        var headers = HTTPFields()
+        headers[.contentType] = "application/yaml"
+        // `servers` names the address the document was fetched from (behind a proxy: its host and scheme).
+        var text = try String(contentsOf: url, encoding: .utf8)
+        if let host = request.head.authority {
+            let scheme = request.headers.first { $0.name.canonicalName == "x-forwarded-proto" }?.value ?? "http"
+            text = text.replacingOccurrences(of: "  - url: \(openAPIDefaultServer)\n", with: "  - url: \(scheme)://\(host)\n")
+        }
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    @Sendable func metrics(_ request: Request, context: APIRequestContext) async throws -> Response {
+        var text = "# HELP devdb_api_databases Databases by state.\n# TYPE devdb_api_databases gauge\n"
+        let dbs = (try? await plane.catalog.run { try $0.databases() }) ?? []
+        for state in DatabaseRecord.State.allCases {
+            text += "devdb_api_databases{state=\"\(state.rawValue)\"} \(dbs.filter { $0.state == state }.count)\n"
+        }
+        text += "# HELP devdb_api_jobs_total Background jobs by outcome.\n# TYPE devdb_api_jobs_total counter\n"
+        for (k, v) in plane.counters.withLock({ $0 }).sorted(by: { $0.key < $1.key }) { text += "devdb_api_jobs_total{job=\"\(k)\"} \(v)\n" }
+        return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+}

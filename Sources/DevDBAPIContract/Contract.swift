@@ -1,0 +1,239 @@
+import Foundation
+
+// The HTTP API's contract: what the API encodes and the CLI decodes, one type per schema of
+// docs/openapi.yaml (named in `schema`). The API builds these from catalog records; the CLI reads
+// them. `Tests/UnitTests/ContractTests.swift` checks every property, its type and whether it is
+// required against the document, so a renamed or retyped field fails a test, not a user.
+// No I/O and nothing but Foundation: the CLI links this and nothing of the server.
+
+/// The JSON coding both sides use: snake_case keys, ISO 8601 dates.
+public enum APIJSON {
+    public static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.dateEncodingStrategy = .iso8601
+        e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        return e
+    }()
+    public static let decoder: JSONDecoder = {
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        d.dateDecodingStrategy = .iso8601
+        return d
+    }()
+}
+
+/// A type of the contract and the schema of docs/openapi.yaml it is.
+public protocol APIContractType: Codable, Sendable {
+    static var schema: String { get }
+}
+
+/// Every error: `{"error": {"code", "message", "hint"}}`.
+public struct ErrorBody: APIContractType {
+    public static let schema = "Error"
+    public struct Detail: Codable, Sendable {
+        public var code: String
+        public var message: String
+        public var hint: String?
+        public init(code: String, message: String, hint: String?) { self.code = code; self.message = message; self.hint = hint }
+    }
+    public var error: Detail
+    public init(error: Detail) { self.error = error }
+}
+
+/// A list answer: `{"items": [...]}`.
+public struct ItemList<Item: Codable & Sendable>: Codable, Sendable {
+    public var items: [Item]
+    public init(items: [Item]) { self.items = items }
+}
+
+public struct GenerationView: APIContractType {
+    public static let schema = "Generation"
+    public var number = 0
+    public var state = ""
+    public var reason: String?
+    /// What the restore does now, with its progress (e.g. "restoring: 812 of 1,204 items").
+    public var phase: String?
+    public var bytesFetched: Int64 = 0
+    /// When the current step began (for elapsed times).
+    public var phaseStartedAt: Date?
+    public var restoreSeconds: Double?
+    /// The PostgreSQL major it restores into (decided when its seed starts).
+    public var postgres: Int?
+    /// The dump's format, read from its bytes.
+    public var dumpFormat: String?
+    public var createdAt = Date(timeIntervalSince1970: 0)
+    public init() {}
+}
+
+public struct ProjectView: APIContractType {
+    public static let schema = "Project"
+    public var name = ""
+    public var postgres = 0
+    /// Where the dump lives (server paths, bucket names): admins only.
+    public var dumpUrl: String?
+    public var state = ""
+    public var reason: String?
+    public var createdAt = Date(timeIntervalSince1970: 0)
+    public var generations: [GenerationView] = []
+    /// Whether generations are masked by after-restore SQL; the SQL itself only for admins.
+    public var masks = false
+    public var afterRestoreSql: String?
+    public var refreshOnChange = false
+    public var refreshSchedule: String?
+    public var nextScheduledRefresh: Date?
+    public var keepGenerations = 0
+    public init() {}
+}
+
+public struct KeptSnapshot: Codable, Sendable {
+    public var name: String
+    public var branches: [String]
+    public init(name: String, branches: [String]) { self.name = name; self.branches = branches }
+}
+
+/// A database as the API shows it. `password`, `uri` and `psql` only appear on show, create and reset.
+public struct DatabaseView: APIContractType {
+    public static let schema = "Database"
+    public var name = ""
+    public var project = ""
+    public var owner = ""
+    public var state = ""
+    /// `delete` when a delete was accepted while other work runs (it runs after), `wake` likewise.
+    public var pending: String?
+    /// For a branch: the snapshot it was made from, `DB@SNAP`.
+    public var base: String?
+    /// Seconds without a session before it sleeps (nil: never), and since when it sleeps.
+    public var hibernateAfterSeconds: Double?
+    public var hibernatedAt: Date?
+    /// The project has a newer ready generation than the one this database holds.
+    public var newerGeneration: Int?
+    /// What to do next, when there is something (newer data, a failure).
+    public var hint: String?
+    /// On delete: the database's snapshots that go with it, and those kept for branches.
+    public var snapshotsDeleted: [String]?
+    public var snapshotsKept: [KeptSnapshot]?
+    public var reason: String?
+    public var phase: String?
+    /// When the current state (or phase) began, for elapsed times.
+    public var phaseStartedAt: Date?
+    public var generation: Int?
+    /// The PostgreSQL major it runs (its generation's); nil until it is made.
+    public var postgres: Int?
+    public var host = ""
+    /// Where the router is when the name does not resolve (one machine); nil with wildcard DNS.
+    public var hostaddr: String?
+    public var port = 0
+    public var user = ""
+    public var password: String?
+    public var database = ""
+    public var uri: String?
+    public var psql: String?
+    public var cloneMethod: String?
+    public var note: String?
+    public var createdAt = Date(timeIntervalSince1970: 0)
+    public var expiresAt: Date?
+    public init() {}
+
+    /// States in which it serves or wakes on a connection.
+    public var isConnectable: Bool { ["ready", "hibernated", "hibernating", "waking"].contains(state) }
+}
+
+public struct SnapshotView: APIContractType {
+    public static let schema = "Snapshot"
+    public var database = ""
+    public var name = ""
+    public var state = ""
+    public var reason: String?
+    public var generation: Int?
+    public var createdAt = Date(timeIntervalSince1970: 0)
+    public var sizeBytes: Int64?
+    public var method: String?
+    public var unavailableSeconds: Double?
+    /// Branches made from it (they keep it when its database is deleted).
+    public var branches: [String] = []
+    public init() {}
+}
+
+public struct TokenView: APIContractType {
+    public static let schema = "Token"
+    public var id = ""
+    public var user = ""
+    public var admin = false
+    public var createdAt = Date(timeIntervalSince1970: 0)
+    /// Only in the answer to its creation.
+    public var token: String?
+    public init() {}
+}
+
+public struct WhoAmIView: APIContractType {
+    public static let schema = "WhoAmI"
+    public var user = ""
+    public var admin = false
+    public init() {}
+}
+
+// MARK: request bodies
+
+public struct CreateProjectRequest: APIContractType {
+    public static let schema = "CreateProjectRequest"
+    public var name = ""
+    public var postgres: Int?
+    public var dumpUrl = ""
+    public var afterRestoreSql: String?
+    public var refreshOnChange: Bool?
+    public var refreshSchedule: String?
+    public var keepGenerations: Int?
+    public init() {}
+}
+
+/// Absent fields stay as they are; an empty `after_restore_sql` or `refresh_schedule` removes it.
+public struct UpdateProjectRequest: APIContractType {
+    public static let schema = "UpdateProjectRequest"
+    public var afterRestoreSql: String?
+    public var refreshOnChange: Bool?
+    public var refreshSchedule: String?
+    public var keepGenerations: Int?
+    public init() {}
+    public var isEmpty: Bool { afterRestoreSql == nil && refreshOnChange == nil && refreshSchedule == nil && keepGenerations == nil }
+}
+
+public struct CreateDatabaseRequest: APIContractType {
+    public static let schema = "CreateDatabaseRequest"
+    public var name: String?
+    /// Required unless `from` names the database to branch from.
+    public var project: String?
+    public var ttl: String?
+    /// `NAME@SNAP` (a branch from that snapshot) or `NAME` (from NAME's state now).
+    public var from: String?
+    /// "30m", "never" (or "0"); absent: the API's --hibernate-after.
+    public var hibernateAfter: String?
+    public init() {}
+}
+
+public struct UpdateDatabaseRequest: APIContractType {
+    public static let schema = "UpdateDatabaseRequest"
+    public var ttl: String?
+    public var hibernateAfter: String?
+    public init() {}
+}
+
+public struct ResetRequest: APIContractType {
+    public static let schema = "ResetRequest"
+    public var latest: Bool?
+    public var to: String?
+    public init() {}
+}
+
+public struct CreateSnapshotRequest: APIContractType {
+    public static let schema = "CreateSnapshotRequest"
+    public var name: String?
+    public init() {}
+}
+
+public struct CreateTokenRequest: APIContractType {
+    public static let schema = "CreateTokenRequest"
+    public var user = ""
+    public var admin: Bool?
+    public init() {}
+}
