@@ -23,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
         // Logging API for the router (NIO-free; the API already has it through Hummingbird).
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        // YAML: kubeconfig files (provisioner) and the OpenAPI document (contract test).
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         // C libraries, reached through system-library targets.
@@ -59,7 +61,8 @@ let package = Package(
 
         // Control plane: catalog in Redis, provisioners, API, CLI.
         .target(name: "DevDBCatalog", dependencies: ["DevDBCore", "DevDBRedis", "COpenSSL"]),
-        .target(name: "DevDBProvisioning", dependencies: ["DevDBCore", "DevDBCatalog", "DevDBNet", "CCurl", "CCurlShims"]),
+        .target(name: "DevDBProvisioning", dependencies: ["DevDBCore", "DevDBCatalog", "DevDBNet", "CCurl", "CCurlShims",
+                                                        .product(name: "Yams", package: "Yams")]),
         // The API's JSON contract (views, request bodies, errors): one Codable source shared by the
         // API and the CLI; Tests/UnitTests/ContractTests checks docs/openapi.yaml against it.
         .target(name: "DevDBAPIContract"),
@@ -84,7 +87,7 @@ let package = Package(
         .target(name: "DevDBTestSupport", dependencies: ["DevDBCore"], path: "Tests/DevDBTestSupport"),
         .testTarget(name: "UnitTests",
                     dependencies: ["PostgresWire", "DevDBCore", "DevDBRouterCore", "DevDBNet", "DevDBRedis", "DevDBRouter", "DevDBCatalog", "DevDBProvisioning",
-                                   "DevDBAPIContract"],
+                                   "DevDBAPIContract", .product(name: "Yams", package: "Yams")],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "RouterIntegrationTests", dependencies: ["DevDBTestSupport", "DevDBCore"]),
         .testTarget(name: "KubernetesTests",

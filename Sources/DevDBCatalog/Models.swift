@@ -1,3 +1,4 @@
+import DevDBCore
 import Foundation
 
 /// A project: where its dump lives and which Postgres major it needs.
@@ -227,11 +228,6 @@ public enum CatalogJSON {
     }()
 }
 
-/// The step a phase text names: what comes before its details ("restoring: 40 of 90 items" is the
-/// step "restoring"), so progress within a step keeps the step's start time.
-public func phaseStep(_ phase: String?) -> String? {
-    phase.map { String($0.prefix { $0 != ":" && $0 != "(" }).trimmingCharacters(in: .whitespaces) }
-}
 
 extension Generation {
     /// Stamps `phaseStartedAt` when the step changed from `old`'s.

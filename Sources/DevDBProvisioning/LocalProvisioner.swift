@@ -218,11 +218,9 @@ public final class LocalProvisioner: Provisioner, PostgresMajors {
                          "--no-owner", "--no-privileges", "--role=\(Self.appUser)"]
         switch format {
         case .custom:
-            progress("restoring", size)
-            try await Subprocess.check(pgRestore + ["-j", String(restoreJobs), dump], asPostgres: true, what: "pg_restore")
+            try await runPgRestore(pgRestore + ["-j", String(restoreJobs)], archive: dump, logDirectory: dir, size: size, progress: progress)
         case .tar:
-            progress("restoring", size)
-            try await Subprocess.check(pgRestore + [dump], asPostgres: true, what: "pg_restore")
+            try await runPgRestore(pgRestore, archive: dump, logDirectory: dir, size: size, progress: progress)
         case .directoryTar:
             progress("unpacking the directory archive", size)
             let unpacked = "\(dir)/dump"
@@ -234,11 +232,39 @@ public final class LocalProvisioner: Provisioner, PostgresMajors {
                 throw SubprocessError(description: "the directory archive has no toc.dat")
             }
             let archive = "\(unpacked)/\(toc)".replacingOccurrences(of: "/toc.dat", with: "")
-            progress("restoring", size)
-            try await Subprocess.check(pgRestore + ["-j", String(restoreJobs), archive], asPostgres: true, what: "pg_restore")
+            try await runPgRestore(pgRestore + ["-j", String(restoreJobs)], archive: archive, logDirectory: dir, size: size, progress: progress)
         case .plain, .plainGzip, .plainZstd:
             try await restorePlain(dump, format, psql: restoreTool("psql", target: major), socket: run, size: size, progress: progress)
         }
+    }
+
+    /// pg_restore with `-v`, its progress ("restoring: 40 of 90 items", of the entries `pg_restore
+    /// -l` lists) reported every second from its output; a failure says pg_restore's errors, not
+    /// its verbose lines.
+    func runPgRestore(_ command: [String], archive: String, logDirectory dir: String, size: Int64,
+                      progress: @escaping @Sendable (String, Int64) -> Void) async throws {
+        let list = try await Subprocess.check([command[0], "-l", archive], asPostgres: true, what: "reading the archive's table of contents")
+        let toc = RestoreProgress.tocEntries(list.output)
+        progress(RestoreProgress(done: 0, total: toc.count).phase, size)
+        let log = "\(dir)/pg_restore.log"
+        defer { unlink(log) }
+        let ticker = Task {
+            var last = 0
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                guard let text = try? String(contentsOfFile: log, encoding: .utf8) else { continue }
+                let p = RestoreProgress.read(verbose: text, toc: toc)
+                if p.done != last { last = p.done; progress(p.phase, size) }
+            }
+        }
+        defer { ticker.cancel() }
+        let out = try await Subprocess.run(command + ["-v", archive], asPostgres: true, outputPath: log)
+        ticker.cancel()
+        guard out.status == 0 else {
+            let errors = out.output.split(separator: "\n").filter { !$0.hasPrefix("pg_restore: ") || $0.contains("error") || $0.contains("warning") }
+            throw SubprocessError(description: "pg_restore failed: \(errors.isEmpty ? out.tail : errors.suffix(6).joined(separator: "\n"))")
+        }
+        progress(RestoreProgress(done: toc.count, total: toc.count).phase, size)
     }
 
     /// Plain SQL: the roles it names (owners, grantees) are made first, as roles without login,

@@ -25,14 +25,16 @@ public enum Subprocess {
 
     /// Runs `argv` to completion; stdout and stderr are captured together. Cancelling the task
     /// kills the child's process group (pg_restore and its workers, psql, initdb).
-    public static func run(_ argv: [String], environment: [String: String] = [:], asPostgres: Bool = false) async throws -> Output {
+    /// With `outputPath`, the output is written there as it comes (for progress read while it
+    /// runs) and the caller removes the file.
+    public static func run(_ argv: [String], environment: [String: String] = [:], asPostgres: Bool = false, outputPath: String? = nil) async throws -> Output {
         let command = asPostgres ? Self.asPostgres(argv) : argv
         let child = Mutex<(pid: pid_t, cancelled: Bool)>((0, false))
         let out = try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { cont in
                 DispatchQueue.global().async {
                     do {
-                        cont.resume(returning: try runBlocking(command, environment: environment) { pid in
+                        cont.resume(returning: try runBlocking(command, environment: environment, outputPath: outputPath) { pid in
                             // Cancelled before the child existed: kill it as soon as it does.
                             let cancelled = child.withLock { $0.pid = pid; return $0.cancelled }
                             if cancelled { kill(-pid, SIGKILL) }
@@ -53,9 +55,10 @@ public enum Subprocess {
         getuid() == 0 ? ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"] + argv : argv
     }
 
-    public static func runBlocking(_ argv: [String], environment: [String: String] = [:], spawned: (pid_t) -> Void = { _ in }) throws -> Output {
-        let logPath = NSTemporaryDirectory() + "devdb-sub-\(UUID().uuidString)"
-        defer { unlink(logPath) }
+    public static func runBlocking(_ argv: [String], environment: [String: String] = [:], outputPath: String? = nil,
+                                   spawned: (pid_t) -> Void = { _ in }) throws -> Output {
+        let logPath = outputPath ?? NSTemporaryDirectory() + "devdb-sub-\(UUID().uuidString)"
+        defer { if outputPath == nil { unlink(logPath) } }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DevDBAPIContract
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -54,28 +55,43 @@ enum OutputFormat: String, ExpressibleByArgument, CaseIterable { case table, jso
 
 /// Options every command that talks to the API takes.
 struct GlobalOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("API address (default: saved config, then DEVDB_SERVER).", valueName: "url")) var server: String?
-    @Option(help: ArgumentHelp("API token (default: saved config, then DEVDB_TOKEN).", valueName: "token")) var token: String?
+    @Option(help: ArgumentHelp("API address (default: DEVDB_SERVER, then the saved config).", valueName: "url")) var server: String?
+    @Option(help: ArgumentHelp("API token (default: DEVDB_TOKEN, then the saved config; visible in ps, prefer devdb login --with-token).", valueName: "token")) var token: String?
     @Option(name: [.short, .long], help: "table for people, json for scripts.") var output: OutputFormat = .table
 
-    func client() throws -> APIClient {
+    /// The server and token in effect and where each came from: the flag, the environment
+    /// (DEVDB_SERVER, DEVDB_TOKEN) or the saved config.
+    func settings() -> (server: String?, serverSource: String, token: String?, tokenSource: String) {
         let env = ProcessInfo.processInfo.environment
         let saved = CLIConfig.load()
-        guard let server = server ?? env["DEVDB_SERVER"] ?? saved.server else {
+        func pick(_ flag: String?, _ name: String, _ config: String?, _ option: String) -> (String?, String) {
+            if let flag { return (flag, "--\(option)") }
+            if let value = env[name], !value.isEmpty { return (value, name) }
+            if let config { return (config, CLIConfig.path.path) }
+            return (nil, "nowhere")
+        }
+        let (s, ss) = pick(server, "DEVDB_SERVER", saved.server, "server")
+        let (t, ts) = pick(token, "DEVDB_TOKEN", saved.token, "token")
+        return (s, ss, t, ts)
+    }
+
+    func client() throws -> APIClient {
+        let found = settings()
+        guard let server = found.server else {
             throw CLIError(description: "no DevDB server configured: run \"devdb config set-server http://HOST:5000\" or pass --server", code: Exit.failure)
         }
-        return APIClient(server: server, token: token ?? env["DEVDB_TOKEN"] ?? saved.token)
+        return APIClient(server: server, token: found.token)
     }
 }
 
-typealias JSONObject = [String: Any]
-
-/// The HTTP client of the API. Errors carry the API's message and hint.
+/// The HTTP client of the API, typed by the contract module the API encodes with. Errors carry
+/// the API's message and hint.
 struct APIClient {
     let server: String
     let token: String?
 
-    func call(_ method: String, _ path: String, body: JSONObject? = nil, query: [String: String] = [:]) async throws -> (Data, JSONObject) {
+    /// Sends a request; the body of a 2xx answer, or the API's error thrown with an exit code.
+    func send(_ method: String, _ path: String, body: (any Encodable)? = nil, query: [String: String] = [:]) async throws -> Data {
         var components = URLComponents(string: server.hasSuffix("/") ? String(server.dropLast()) + path : server + path)
         if !query.isEmpty { components?.queryItems = query.sorted(by: { $0.key < $1.key }).map { URLQueryItem(name: $0.key, value: $0.value) } }
         guard let url = components?.url else { throw CLIError(description: "invalid server address \"\(server)\"", code: Exit.failure) }
@@ -84,7 +100,7 @@ struct APIClient {
         request.timeoutInterval = 30
         if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
         if let body {
-            request.httpBody = try JSONSerialization.data(withJSONObject: body)
+            request.httpBody = try APIJSON.encoder.encode(body)
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         }
         let data: Data, response: URLResponse
@@ -93,11 +109,10 @@ struct APIClient {
                            code: Exit.unreachable)
         }
         let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-        let object = (try? JSONSerialization.jsonObject(with: data)) as? JSONObject ?? [:]
         guard (200..<300).contains(status) else {
-            let err = object["error"] as? JSONObject
-            var text = (err?["message"] as? String) ?? "the API answered \(status)"
-            if let hint = err?["hint"] as? String { text += "\nhint: \(hint)" }
+            let err = (try? APIJSON.decoder.decode(ErrorBody.self, from: data))?.error
+            var text = err?.message ?? "the API answered \(status)"
+            if let hint = err?.hint { text += "\nhint: \(hint)" }
             let code: Int32
             switch status {
             case 401, 403: code = Exit.unauthorized
@@ -107,7 +122,26 @@ struct APIClient {
             }
             throw CLIError(description: text, code: code, status: status)
         }
-        return (data, object)
+        return data
+    }
+
+    /// Sends a request and decodes its answer as `T`; also returns the raw body for `-o json`.
+    func call<T: Decodable>(_ type: T.Type, _ method: String = "GET", _ path: String, body: (any Encodable)? = nil,
+                            query: [String: String] = [:]) async throws -> (T, Data) {
+        let data = try await send(method, path, body: body, query: query)
+        do { return (try APIJSON.decoder.decode(T.self, from: data), data) } catch {
+            throw CLIError(description: "the API at \(server) answered \(method) \(path) with JSON this devdb \(DevDB.version) does not understand (\(Self.explain(error)))\nhint: use the devdb CLI of the API's version",
+                           code: Exit.failure)
+        }
+    }
+
+    static func explain(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.keyNotFound(let key, _): return "no field \"\(key.stringValue)\""
+        case DecodingError.typeMismatch(_, let c), DecodingError.valueNotFound(_, let c):
+            return "field \"\(c.codingPath.map(\.stringValue).joined(separator: "."))\" has another type"
+        default: return "not the expected JSON"
+        }
     }
 }
 
@@ -116,34 +150,6 @@ struct APIClient {
 func printJSON(_ data: Data) {
     FileHandle.standardOutput.write(data)
     if data.last != 0x0A { print("") }
-}
-
-func printTable(_ rows: [JSONObject], columns: [(title: String, key: String)]) {
-    let cells = rows.map { row in columns.map { describe(row[$0.key]) } }
-    var widths = columns.map { $0.title.count }
-    for r in cells { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
-    func line(_ values: [String]) -> String {
-        values.enumerated().map { i, v in i == values.count - 1 ? v : v.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
-            .joined(separator: "  ")
-    }
-    print(line(columns.map { $0.title.uppercased() }))
-    for r in cells { print(line(r)) }
-}
-
-func printFields(_ object: JSONObject, _ keys: [String]) {
-    let width = keys.map(\.count).max() ?? 0
-    for k in keys where object[k] != nil && !(object[k] is NSNull) {
-        print("\(k.padding(toLength: width, withPad: " ", startingAt: 0))  \(describe(object[k]))")
-    }
-}
-
-func describe(_ value: Any?) -> String {
-    switch value {
-    case nil, is NSNull: return "-"
-    case let s as String: return s
-    case let n as NSNumber: return n.stringValue
-    default: return "\(value!)"
-    }
 }
 
 func standardError(_ text: String, newline: Bool = true) {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DevDBAPIContract
 import DevDBCore
 import Foundation
 #if canImport(Glibc)
@@ -11,12 +12,24 @@ struct DevDB: AsyncParsableCommand {
         commandName: "devdb",
         abstract: "Your own data-filled PostgreSQL databases, made from a project's pg_dump.",
         discussion: """
-            Start with "devdb config set-server URL" and "devdb login --token TOKEN", then
-            "devdb db create --project NAME --wait". Exit codes: 0 ok, 1 error, 2 usage, 3 API unreachable,
-            4 not authorized, 5 not found, 6 conflict, 7 ended in state failed (--wait), 8 --timeout passed.
+            Getting started:
+              devdb config set-server https://devdb.example.com
+              devdb login --with-token < token.txt
+              devdb db create --project shop --wait
+              devdb db connect NAME
+
+            Every command has --help. Tables are for people; -o json gives the API's exact values.
+            Shell completions: devdb --generate-completion-script bash (or zsh, fish).
+
+            Exit codes:
+              0 ok             4 not authorized
+              1 error          5 not found
+              2 usage          6 conflict
+              3 API unreachable 7 ended in state failed (--wait)
+                               8 --timeout passed (the work goes on)
             """,
         version: DevDB.version,
-        subcommands: [ConfigCommand.self, Login.self, Logout.self, WhoAmI.self, ProjectCommand.self, DBCommand.self, TokenCommand.self])
+        subcommands: [ConfigCommand.self, Login.self, Logout.self, WhoAmI.self, AuthCommand.self, ProjectCommand.self, DBCommand.self, TokenCommand.self])
 
     static let version = "0.2.0"
 
@@ -76,9 +89,11 @@ struct DevDB: AsyncParsableCommand {
             if var async = command as? AsyncParsableCommand { try await async.run() } else { try command.run() }
         } catch let e as CLIError {
             if wantsJSON {
-                var object: [String: Any] = ["error": e.description, "exit_code": Int(e.code)]
-                if let status = e.status { object["status"] = status }
-                let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+                struct JSONError: Encodable { var error: String; var exitCode: Int32; var status: Int? }
+                let encoder = JSONEncoder()
+                encoder.keyEncodingStrategy = .convertToSnakeCase
+                encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+                let data = (try? encoder.encode(JSONError(error: e.description, exitCode: e.code, status: e.status))) ?? Data()
                 standardError(String(decoding: data, as: UTF8.self))
             } else {
                 standardError("error: \(e.description)")
@@ -103,7 +118,7 @@ struct ConfigCommand: ParsableCommand {
 
     struct SetServer: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "set-server", abstract: "Save the API address, e.g. http://127.0.0.1:5000.")
-        @Argument var url: String
+        @Argument(help: "The API's address, http(s)://HOST:PORT.") var url: String
         func validate() throws {
             guard url.hasPrefix("http://") || url.hasPrefix("https://") else { throw ValidationError("the server must be an http:// or https:// URL") }
         }
@@ -148,7 +163,7 @@ struct Login: AsyncParsableCommand {
         guard let srv = server ?? ProcessInfo.processInfo.environment["DEVDB_SERVER"] ?? c.server else {
             throw CLIError(description: "no DevDB server configured: pass --server or run \"devdb config set-server URL\"", code: Exit.failure)
         }
-        _ = try await APIClient(server: srv, token: token).call("GET", "/v1/databases")
+        _ = try await APIClient(server: srv, token: token).call(WhoAmIView.self, "GET", "/v1/whoami")
         c.server = srv
         c.token = token
         try c.save()
@@ -181,15 +196,37 @@ struct WhoAmI: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     func run() async throws {
         let api = try global.client()
-        let (data, object) = try await api.call("GET", "/v1/whoami")
+        let (me, data) = try await api.call(WhoAmIView.self, "GET", "/v1/whoami")
         if global.output == .json { return printJSON(data) }
-        print("\(describe(object["user"]))\(object["admin"] as? Bool == true ? " (admin)" : "") on \(api.server)")
+        print("\(me.user)\(me.admin ? " (admin)" : "") on \(api.server)")
+    }
+}
+
+struct AuthCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "auth", abstract: "Where the CLI's server and token come from, and whether the token works.",
+                                                    subcommands: [Status.self])
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show the server, the token's user and where both were found (flag, environment or saved config).",
+            discussion: "Exits 4 when the token is missing or refused, 3 when the API cannot be reached.")
+        @OptionGroup var global: GlobalOptions
+        func run() async throws {
+            let settings = global.settings()
+            let api = try global.client()
+            guard api.token != nil else {
+                throw CLIError(description: "not logged in to \(api.server)\nhint: run \"devdb login --with-token < token.txt\"", code: Exit.unauthorized)
+            }
+            let (me, data) = try await api.call(WhoAmIView.self, "GET", "/v1/whoami")
+            if global.output == .json { return printJSON(data) }
+            printFields([("server", "\(api.server) (from \(settings.serverSource))"),
+                         ("user", me.user + (me.admin ? " (admin)" : "")),
+                         ("token", "\(settings.token.map { String($0.prefix(8)) + "…" } ?? "-") (from \(settings.tokenSource))")])
+        }
     }
 }
 
 // MARK: projects
-
-let projectColumns: [(title: String, key: String)] = [("name", "name"), ("postgres", "postgres"), ("state", "state"), ("dump", "dump_url")]
 
 struct ProjectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "project", abstract: "Projects: a dump and the generations restored from it.",
@@ -213,20 +250,20 @@ struct ProjectCommand: ParsableCommand {
             if let k = keepGenerations, k < 1 { throw ValidationError("--keep-generations must be at least 1") }
         }
 
-        /// The body fields these options set.
-        func body() throws -> JSONObject {
-            var b: JSONObject = [:]
+        /// The settings these options change (absent ones stay as they are).
+        func body() throws -> UpdateProjectRequest {
+            var b = UpdateProjectRequest()
             if let file = afterRestore {
-                if file == "none" { b["after_restore_sql"] = "" } else {
+                if file == "none" { b.afterRestoreSql = "" } else {
                     guard let sql = try? String(contentsOfFile: file, encoding: .utf8) else {
                         throw CLIError(description: "cannot read \(file): give a file of SQL, or none", code: Exit.failure)
                     }
-                    b["after_restore_sql"] = sql
+                    b.afterRestoreSql = sql
                 }
             }
-            if let refreshOnChange { b["refresh_on_change"] = refreshOnChange }
-            if let refreshSchedule { b["refresh_schedule"] = refreshSchedule == "none" ? "" : refreshSchedule }
-            if let keepGenerations { b["keep_generations"] = keepGenerations }
+            b.refreshOnChange = refreshOnChange
+            b.refreshSchedule = refreshSchedule.map { $0 == "none" ? "" : $0 }
+            b.keepGenerations = keepGenerations
             return b
         }
     }
@@ -243,11 +280,21 @@ struct ProjectCommand: ParsableCommand {
 
         func run() async throws {
             let api = try global.client()
-            var body = try data.body().merging(["name": name, "dump_url": dump]) { $1 }
-            if let postgres { body["postgres"] = postgres }
-            let (data, object) = try await api.call("POST", "/v1/projects", body: body)
-            if waiting.wait { try await waitForProject(api, name, waiting); return try await show(api, name, global.output) }
-            if global.output == .json { printJSON(data) } else { print("project \(object["name"] ?? name) created; restoring its dump (devdb project show \(name))") }
+            let settings = try data.body()
+            var body = CreateProjectRequest()
+            body.name = name
+            body.dumpUrl = dump
+            body.postgres = postgres
+            body.afterRestoreSql = settings.afterRestoreSql
+            body.refreshOnChange = settings.refreshOnChange
+            body.refreshSchedule = settings.refreshSchedule
+            body.keepGenerations = settings.keepGenerations
+            let (project, data) = try await api.call(ProjectView.self, "POST", "/v1/projects", body: body)
+            if waiting.wait {
+                try await waitForGeneration(api, name, project.generations.last?.number, waiting)
+                return try await show(api, name, global.output)
+            }
+            if global.output == .json { printJSON(data) } else { print("project \(project.name) created; restoring its dump (devdb project show \(name))") }
         }
     }
 
@@ -256,16 +303,16 @@ struct ProjectCommand: ParsableCommand {
             abstract: "Change how a project's data is prepared and refreshed (admins).",
             discussion: "Changes apply from the next generation on; run \"devdb project refresh NAME\" to make one now.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "The project.") var name: String
+        @Argument(help: "The project (devdb project list).") var name: String
         @OptionGroup var data: DataOptions
 
         func run() async throws {
             let body = try data.body()
             guard !body.isEmpty else {
-                throw CLIError(description: "nothing to change: give --after-restore, --[no-]refresh-on-change, --refresh-schedule or --keep-generations", code: Exit.failure)
+                throw CLIError(description: "nothing to change: give --after-restore, --[no-]refresh-on-change, --refresh-schedule or --keep-generations", code: Exit.usage)
             }
             let api = try global.client()
-            _ = try await api.call("PATCH", "/v1/projects/\(name)", body: body)
+            _ = try await api.call(ProjectView.self, "PATCH", "/v1/projects/\(name)", body: body)
             try await show(api, name, global.output)
         }
     }
@@ -274,25 +321,26 @@ struct ProjectCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List projects.")
         @OptionGroup var global: GlobalOptions
         func run() async throws {
-            let (data, object) = try await global.client().call("GET", "/v1/projects")
+            let (list, data) = try await global.client().call(ItemList<ProjectView>.self, "GET", "/v1/projects")
             if global.output == .json { return printJSON(data) }
-            printTable(object["items"] as? [JSONObject] ?? [], columns: projectColumns)
+            printTable(["name", "postgres", "state", "generations", "dump"],
+                       list.items.map { [$0.name, String($0.postgres), $0.state, String($0.generations.count), $0.dumpUrl ?? "-"] })
         }
     }
 
     struct Show: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show a project and its generations.")
         @OptionGroup var global: GlobalOptions
-        @Argument var name: String
+        @Argument(help: "The project (devdb project list).") var name: String
         func run() async throws { try await show(try global.client(), name, global.output) }
     }
 
     struct Delete: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Delete a project that has no databases (admins).")
         @OptionGroup var global: GlobalOptions
-        @Argument var name: String
+        @Argument(help: "The project (devdb project list).") var name: String
         func run() async throws {
-            _ = try await global.client().call("DELETE", "/v1/projects/\(name)")
+            _ = try await global.client().send("DELETE", "/v1/projects/\(name)")
             if global.output == .table { print("project \(name) deleted") } else { print("{}") }
         }
     }
@@ -300,12 +348,12 @@ struct ProjectCommand: ParsableCommand {
     struct Refresh: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Restore the dump again into a new generation; existing databases stay as they are (admins).")
         @OptionGroup var global: GlobalOptions
-        @Argument var name: String
+        @Argument(help: "The project (devdb project list).") var name: String
         @OptionGroup var waiting: WaitOptions
         func run() async throws {
             let api = try global.client()
-            let (data, object) = try await api.call("POST", "/v1/projects/\(name)/refresh")
-            let number = object["number"] as? Int ?? 0
+            let (generation, data) = try await api.call(GenerationView.self, "POST", "/v1/projects/\(name)/refresh")
+            let number = generation.number
             if waiting.wait {
                 try await waitForGeneration(api, name, number, waiting)
                 return try await show(api, name, global.output)
@@ -315,17 +363,19 @@ struct ProjectCommand: ParsableCommand {
     }
 
     static func show(_ api: APIClient, _ name: String, _ output: OutputFormat) async throws {
-        let (data, object) = try await api.call("GET", "/v1/projects/\(name)")
+        let (p, data) = try await api.call(ProjectView.self, "GET", "/v1/projects/\(name)")
         if output == .json { return printJSON(data) }
-        var fields = object
-        fields["masks"] = (object["masks"] as? Bool) == true ? "yes (after-restore SQL runs before each snapshot)" : "no"
-        fields["refresh"] = [(object["refresh_on_change"] as? Bool) == true ? "on change" : nil,
-                             (object["refresh_schedule"] as? String).map { "on schedule \($0) UTC" }].compactMap { $0 }.joined(separator: ", ")
-        if (fields["refresh"] as? String)?.isEmpty == true { fields["refresh"] = "by hand (devdb project refresh)" }
-        printFields(fields, ["name", "postgres", "dump_url", "state", "reason", "masks", "refresh", "next_scheduled_refresh", "keep_generations"])
+        var refresh = [p.refreshOnChange ? "on change" : nil, p.refreshSchedule.map { "on schedule \($0) UTC" }].compactMap { $0 }.joined(separator: ", ")
+        if refresh.isEmpty { refresh = "by hand (devdb project refresh)" }
+        printFields([("name", p.name), ("postgres", String(p.postgres)), ("dump_url", p.dumpUrl), ("state", p.state), ("reason", p.reason),
+                     ("masks", p.masks ? "yes (after-restore SQL runs before each snapshot)" : "no"), ("refresh", refresh),
+                     ("next refresh", p.nextScheduledRefresh.map { "\(Human.relative($0)) (\(iso($0)))" }),
+                     ("keep", "\(p.keepGenerations) ready generations besides those in use"), ("created", Human.relative(p.createdAt))])
         print("")
-        printTable(object["generations"] as? [JSONObject] ?? [],
-                   columns: [("generation", "number"), ("state", "state"), ("postgres", "postgres"), ("format", "dump_format"), ("phase", "phase"), ("bytes", "bytes_fetched"), ("restore_s", "restore_seconds"), ("reason", "reason")])
+        printTable(["generation", "state", "postgres", "format", "phase", "dump", "restore", "created", "reason"], p.generations.map { g in
+            [String(g.number), g.state, g.postgres.map(String.init) ?? "-", g.dumpFormat ?? "-", g.phase ?? "-",
+             g.bytesFetched > 0 ? Human.bytes(g.bytesFetched) : "-", Human.duration(g.restoreSeconds), Human.relative(g.createdAt), g.reason ?? "-"]
+        })
     }
 }
 
@@ -369,33 +419,38 @@ func poll(_ waiting: WaitOptions = WaitOptions(), _ what: String = "the work", m
     }
 }
 
-func waitForProject(_ api: APIClient, _ name: String, _ waiting: WaitOptions) async throws {
-    var last = ""
-    try await poll(waiting, "the restore of \(name)", milliseconds: 500) {
-        let (_, p) = try await api.call("GET", "/v1/projects/\(name)")
-        let g = (p["generations"] as? [JSONObject] ?? []).last ?? [:]
-        let line = "\(describe(p["state"])): \(describe(g["phase"])) \(formatBytes(g["bytes_fetched"]))"
-        if line != last { standardError(line); last = line }
-        if p["state"] as? String == "failed" { throw CLIError(description: "project \(name) failed: \(describe(p["reason"]))", code: Exit.failedState) }
-        return p["state"] as? String == "ready"
-    }
-}
-
-func waitForGeneration(_ api: APIClient, _ name: String, _ number: Int, _ waiting: WaitOptions) async throws {
-    try await poll(waiting, "generation \(number) of \(name)", milliseconds: 500) {
-        let (_, p) = try await api.call("GET", "/v1/projects/\(name)")
-        guard let g = (p["generations"] as? [JSONObject] ?? []).first(where: { $0["number"] as? Int == number }) else {
-            throw CLIError(description: "generation \(number) of \(name) disappeared", code: Exit.failure)
+/// Follows generation `number` of a project (its newest when nil) to ready, one progress line per
+/// step: "shop generation 2: fetching: 13.4 MiB (4 s)", "shop generation 2: restoring: 40 of 90 items (12 s)".
+func waitForGeneration(_ api: APIClient, _ name: String, _ number: Int?, _ waiting: WaitOptions) async throws {
+    let progress = ProgressLine()
+    defer { progress.finish() }
+    try await poll(waiting, number.map { "generation \($0) of \(name)" } ?? "the restore of \(name)", milliseconds: 500) {
+        let (p, _) = try await api.call(ProjectView.self, "GET", "/v1/projects/\(name)")
+        let found = number == nil ? p.generations.last : p.generations.first { $0.number == number }
+        guard let g = found else {
+            if number == nil && p.state != "failed" { return false }
+            if p.state == "failed" { throw CLIError(description: "project \(name) failed: \(p.reason ?? "no reason given")", code: Exit.failedState) }
+            throw CLIError(description: "generation \(number ?? 0) of \(name) disappeared (was the project deleted?)", code: Exit.failure)
         }
-        if g["state"] as? String == "failed" { throw CLIError(description: "generation \(number) failed: \(describe(g["reason"]))", code: Exit.failedState) }
-        return g["state"] as? String == "ready"
+        var phase = g.phase
+        if g.state == "fetching", g.bytesFetched > 0 { phase = "fetching: \(Human.bytes(g.bytesFetched))" }
+        if g.state == "ready" {
+            progress.finish()
+            standardError("\(name) generation \(g.number): ready, restored in \(Human.duration(g.restoreSeconds))")
+            return true
+        }
+        progress.update(step: progressStep(state: g.state, phase: phase), text: progressText("\(name) generation \(g.number)", state: g.state, phase: phase),
+                        since: g.phaseStartedAt)
+        if g.state == "failed" {
+            progress.finish()
+            throw CLIError(description: "generation \(g.number) of \(name) failed: \(g.reason ?? p.reason ?? "no reason given")", code: Exit.failedState)
+        }
+        return false
     }
 }
 
-func formatBytes(_ value: Any?) -> String {
-    guard let n = (value as? NSNumber)?.doubleValue, n > 0 else { return "" }
-    return n >= 1048576 ? String(format: "%.1f MiB", n / 1048576) : String(format: "%.0f KiB", n / 1024)
-}
+/// An exact time, for next to a relative one.
+func iso(_ date: Date) -> String { ISO8601DateFormatter().string(from: date) }
 
 // MARK: databases
 
@@ -410,7 +465,7 @@ struct DBCommand: ParsableCommand {
             discussion: "A branch (--from) has its own credentials and route; the project is the origin's. Without @SNAP it is made from the origin's state now (a snapshot is taken first, the origin is unavailable for a moment).")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "Name (a DNS label: a-z, 0-9, -); generated when left out.") var name: String?
-        @Option(help: "The project to copy (not with --from).") var project: String?
+        @Option(help: "The project to copy (devdb project list; not with --from).") var project: String?
         @Option(help: ArgumentHelp("Branch from another of your databases: NAME@SNAP (a snapshot) or NAME (its state now).", valueName: "name[@snap]"))
         var from: String?
         @Option(name: .customLong("hibernate-after"),
@@ -420,54 +475,56 @@ struct DBCommand: ParsableCommand {
         func validate() throws {
             if project == nil && from == nil { throw ValidationError("say which project to copy (--project) or which database to branch from (--from)") }
         }
-        @Option(help: ArgumentHelp("Delete it after this long: 90m, 8h, 2d.", valueName: "duration")) var ttl: String?
+        @Option(help: ArgumentHelp("Delete it after this long: 90m, 8h, 2d (at most the API's --max-ttl).", valueName: "duration")) var ttl: String?
         @OptionGroup var waiting: WaitOptions
 
         func run() async throws {
             let api = try global.client()
-            var body: JSONObject = [:]
-            if let project { body["project"] = project }
-            if let from { body["from"] = from }
-            if let name { body["name"] = name }
-            if let hibernateAfter { body["hibernate_after"] = hibernateAfter }
-            if let ttl { body["ttl"] = ttl }
-            let (data, object) = try await api.call("POST", "/v1/databases", body: body)
-            let created = object["name"] as? String ?? name ?? ""
+            var body = CreateDatabaseRequest()
+            body.project = project
+            body.from = from
+            body.name = name
+            body.hibernateAfter = hibernateAfter
+            body.ttl = ttl
+            let (created, data) = try await api.call(DatabaseView.self, "POST", "/v1/databases", body: body)
             if waiting.wait {
-                try await waitForDatabase(api, created, until: "ready", waiting)
-                return try await DBCommand.show(api, created, global.output)
+                try await waitForDatabase(api, created.name, until: "ready", waiting)
+                return try await DBCommand.show(api, created.name, global.output)
             }
             if global.output == .json { return printJSON(data) }
-            print("database \(created) is being created; \"devdb db show \(created)\" shows its state")
+            print("database \(created.name) is being created; \"devdb db show \(created.name)\" shows its state")
             print("when it is ready, connect with:")
-            print("  \(describe(object["psql"]))")
+            print("  \(created.psql ?? "devdb db connect \(created.name)")")
         }
     }
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List your databases (admins see everyone's).")
         @OptionGroup var global: GlobalOptions
-        @Option(help: "Only databases of this project.") var project: String?
-        @Option(help: "Only databases of this user (admins).") var owner: String?
-        @Option(help: "Only databases in this state: ready, provisioning, restoring, cloning, starting, failed, deleting, unavailable, snapshotting, hibernating, hibernated, waking.")
+        @Option(help: ArgumentHelp("Only databases of this project (it must exist).", valueName: "project")) var project: String?
+        @Option(help: ArgumentHelp("Only databases of this user (admins).", valueName: "user")) var owner: String?
+        @Option(help: ArgumentHelp("Only databases in this state: ready, provisioning, restoring, cloning, starting, failed, deleting, unavailable, snapshotting, hibernating, hibernated, waking.",
+                                   valueName: "state"))
         var state: String?
         func run() async throws {
             var q: [String: String] = [:]
             if let project { q["project"] = project }
             if let owner { q["owner"] = owner }
             if let state { q["state"] = state }
-            let (data, object) = try await global.client().call("GET", "/v1/databases", query: q)
+            let (list, data) = try await global.client().call(ItemList<DatabaseView>.self, "GET", "/v1/databases", query: q)
             if global.output == .json { return printJSON(data) }
-            printTable(object["items"] as? [JSONObject] ?? [],
-                       columns: [("name", "name"), ("project", "project"), ("owner", "owner"), ("state", "state"), ("since", "hibernated_at"),
-                                 ("host", "host"), ("expires", "expires_at"), ("newer", "newer_generation")])
+            printTable(["name", "project", "owner", "state", "postgres", "host", "expires", "newer"], list.items.map { d in
+                let state = d.state == "hibernated" ? "asleep \(Human.relative(d.hibernatedAt).replacingOccurrences(of: " ago", with: ""))" : d.state
+                return [d.name, d.project, d.owner, state, d.postgres.map(String.init) ?? "-", d.host, d.expiresAt.map { Human.relative($0) } ?? "never",
+                        d.newerGeneration.map { "generation \($0)" } ?? "-"]
+            })
         }
     }
 
     struct Show: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show a database and how to connect to it.")
         @OptionGroup var global: GlobalOptions
-        @Argument var name: String
+        @Argument(help: "Your database (devdb db list).") var name: String
         func run() async throws { try await DBCommand.show(try global.client(), name, global.output) }
     }
 
@@ -476,22 +533,22 @@ struct DBCommand: ParsableCommand {
             abstract: "Delete a database and everything it used.",
             discussion: "Its snapshots go too, except those a branch was made from: they stay until their branches are deleted.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Your database.") var name: String
+        @Argument(help: "Your database (devdb db list).") var name: String
         @Flag(name: .customLong("yes"), help: "Do not ask for confirmation on a terminal.") var yes = false
         @OptionGroup var waiting: WaitOptions
         func run() async throws {
             try confirm("Delete \(name)? Its open sessions end and its data is gone.", yes: yes)
             let api = try global.client()
-            let (data, object) = try await api.call("DELETE", "/v1/databases/\(name)")
+            let (deleted, data) = try await api.call(DatabaseView.self, "DELETE", "/v1/databases/\(name)")
             if global.output == .table {
-                if let gone = object["snapshots_deleted"] as? [String], !gone.isEmpty { print("its snapshots \(gone.joined(separator: ", ")) are deleted with it") }
-                for kept in object["snapshots_kept"] as? [JSONObject] ?? [] {
-                    print("snapshot \(describe(kept["name"])) stays while branch(es) \((kept["branches"] as? [String] ?? []).joined(separator: ", ")) use it")
+                if let gone = deleted.snapshotsDeleted, !gone.isEmpty { print("its snapshots \(gone.joined(separator: ", ")) are deleted with it") }
+                for kept in deleted.snapshotsKept ?? [] {
+                    print("snapshot \(kept.name) stays while branch(es) \(kept.branches.joined(separator: ", ")) use it")
                 }
             }
             if waiting.wait {
                 try await poll(waiting, "the delete of \(name)") {
-                    do { _ = try await api.call("GET", "/v1/databases/\(name)") } catch let e as CLIError where e.code == Exit.notFound { return true }
+                    do { _ = try await api.send("GET", "/v1/databases/\(name)") } catch let e as CLIError where e.code == Exit.notFound { return true }
                     return false
                 }
             }
@@ -502,7 +559,7 @@ struct DBCommand: ParsableCommand {
     struct Reset: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Put a database back to its generation's data; name, port and password stay.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Your database.") var name: String
+        @Argument(help: "Your database (devdb db list).") var name: String
         @Flag(name: .customLong("yes"), help: "Do not ask for confirmation on a terminal.") var yes = false
         @Flag(help: "Move to the project's newest generation instead.") var latest = false
         @Option(help: ArgumentHelp("Back to one of its snapshots (devdb db snapshots NAME).", valueName: "snap")) var to: String?
@@ -515,9 +572,10 @@ struct DBCommand: ParsableCommand {
         func run() async throws {
             try confirm("Reset \(name)? Its open sessions end and its changes are replaced.", yes: yes)
             let api = try global.client()
-            var body: JSONObject = ["latest": latest]
-            if let to { body["to"] = to }
-            let (data, _) = try await api.call("POST", "/v1/databases/\(name)/reset", body: body)
+            var body = ResetRequest()
+            body.latest = latest
+            body.to = to
+            let (_, data) = try await api.call(DatabaseView.self, "POST", "/v1/databases/\(name)/reset", body: body)
             standardError("note: a reset ends every open session of \(name); clients reconnect with the same connection line")
             if waiting.wait {
                 try await waitForDatabase(api, name, until: "ready", waiting)
@@ -528,18 +586,20 @@ struct DBCommand: ParsableCommand {
     }
 
     struct Connect: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Run psql connected to a database.")
+        static let configuration = CommandConfiguration(
+            abstract: "Run psql connected to a database.",
+            discussion: "devdb db connect NAME -- -c 'SELECT 1': what follows -- goes to psql. The password reaches psql in its environment, never its argv.")
         @OptionGroup var global: GlobalOptions
-        @Argument var name: String
-        @Argument(parsing: .captureForPassthrough, help: "Extra psql arguments, e.g. -c 'SELECT 1'.") var psqlArguments: [String] = []
+        @Argument(help: "Your database (devdb db list).") var name: String
+        @Argument(parsing: .captureForPassthrough, help: "Extra psql arguments after --, e.g. -- -c 'SELECT 1'.") var psqlArguments: [String] = []
         func run() async throws {
-            let (_, d) = try await global.client().call("GET", "/v1/databases/\(name)")
-            guard ["ready", "hibernated", "hibernating", "waking"].contains(d["state"] as? String ?? "") else {
-                throw CLIError(description: "database \(name) is \(describe(d["state"])); wait for it (devdb db show \(name))", code: Exit.failure)
+            let (d, _) = try await global.client().call(DatabaseView.self, "GET", "/v1/databases/\(name)")
+            guard d.isConnectable else {
+                throw CLIError(description: "database \(name) is \(d.state)\(d.reason.map { ": \($0)" } ?? ""); \(stateHint(d))", code: Exit.failure)
             }
-            let hostaddr = (d["hostaddr"] as? String).map { " hostaddr=\($0)" } ?? ""
-            let conninfo = "host=\(describe(d["host"]))\(hostaddr) port=\(describe(d["port"])) user=\(describe(d["user"])) dbname=\(describe(d["database"])) sslmode=require"
-            setenv("PGPASSWORD", describe(d["password"]), 1)
+            let hostaddr = d.hostaddr.map { " hostaddr=\($0)" } ?? ""
+            let conninfo = "host=\(d.host)\(hostaddr) port=\(d.port) user=\(d.user) dbname=\(d.database) sslmode=require"
+            setenv("PGPASSWORD", d.password ?? "", 1)
             // `devdb db connect NAME -- -c 'SELECT 1'`: the `--` ends devdb's options; psql gets what follows.
             let extra = psqlArguments.first == "--" ? Array(psqlArguments.dropFirst()) : psqlArguments
             let args = ["psql", conninfo] + extra
@@ -553,11 +613,11 @@ struct DBCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Put a database to sleep now (its Postgres stops; the next connection, or devdb db start, wakes it).")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Your database.") var name: String
+        @Argument(help: "Your database (devdb db list).") var name: String
         @OptionGroup var waiting: WaitOptions
         func run() async throws {
             let api = try global.client()
-            let (data, _) = try await api.call("POST", "/v1/databases/\(name)/stop")
+            let (_, data) = try await api.call(DatabaseView.self, "POST", "/v1/databases/\(name)/stop")
             if waiting.wait { try await waitForDatabase(api, name, until: "hibernated", waiting) }
             if global.output == .json { return printJSON(data) }
             print(waiting.wait ? "database \(name) is asleep; connecting to it wakes it" : "database \(name) is going to sleep")
@@ -567,11 +627,11 @@ struct DBCommand: ParsableCommand {
     struct Start: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Wake a sleeping database.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Your database.") var name: String
+        @Argument(help: "Your database (devdb db list).") var name: String
         @OptionGroup var waiting: WaitOptions
         func run() async throws {
             let api = try global.client()
-            let (data, _) = try await api.call("POST", "/v1/databases/\(name)/start")
+            let (_, data) = try await api.call(DatabaseView.self, "POST", "/v1/databases/\(name)/start")
             if waiting.wait {
                 try await waitForDatabase(api, name, until: "ready", waiting)
                 return try await DBCommand.show(api, name, global.output)
@@ -584,19 +644,19 @@ struct DBCommand: ParsableCommand {
     struct Update: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Change a database's TTL or when it goes to sleep.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Your database.") var name: String
-        @Option(help: ArgumentHelp("Delete it this long from now: 90m, 8h, 2d.", valueName: "duration")) var ttl: String?
+        @Argument(help: "Your database (devdb db list).") var name: String
+        @Option(help: ArgumentHelp("Delete it this long from now: 90m, 8h, 2d (at most the API's --max-ttl).", valueName: "duration")) var ttl: String?
         @Option(name: .customLong("hibernate-after"), help: ArgumentHelp("Sleep after this long without a session, or never.", valueName: "duration|never"))
         var hibernateAfter: String?
         func validate() throws {
             if ttl == nil && hibernateAfter == nil { throw ValidationError("nothing to change: give --ttl or --hibernate-after") }
         }
         func run() async throws {
-            var body: JSONObject = [:]
-            if let ttl { body["ttl"] = ttl }
-            if let hibernateAfter { body["hibernate_after"] = hibernateAfter }
+            var body = UpdateDatabaseRequest()
+            body.ttl = ttl
+            body.hibernateAfter = hibernateAfter
             let api = try global.client()
-            _ = try await api.call("PATCH", "/v1/databases/\(name)", body: body)
+            _ = try await api.call(DatabaseView.self, "PATCH", "/v1/databases/\(name)", body: body)
             try await DBCommand.show(api, name, global.output)
         }
     }
@@ -613,30 +673,33 @@ struct DBCommand: ParsableCommand {
             commandName: "take",
             abstract: "Save NAME's state now as a snapshot (the database stops for a moment, then serves again).")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Your database.") var name: String
+        @Argument(help: "Your database (devdb db list).") var name: String
         @Option(name: .customLong("as"), help: ArgumentHelp("The snapshot's name (a DNS label; default: the UTC time, YYYYMMDD-HHMMSS).", valueName: "snap"))
         var snapshot: String?
         @OptionGroup var waiting: WaitOptions
         func run() async throws {
             let api = try global.client()
-            var body: JSONObject = [:]
-            if let snapshot { body["name"] = snapshot }
-            let (data, object) = try await api.call("POST", "/v1/databases/\(name)/snapshots", body: body)
-            let snap = object["name"] as? String ?? snapshot ?? ""
+            var body = CreateSnapshotRequest()
+            body.name = snapshot
+            let (taken, data) = try await api.call(SnapshotView.self, "POST", "/v1/databases/\(name)/snapshots", body: body)
+            let snap = taken.name
             if waiting.wait {
-                var final: JSONObject = [:]
-                var finalData = Data()
+                var final = taken
+                var finalData = data
+                let progress = ProgressLine()
+                defer { progress.finish() }
                 try await poll(waiting, "snapshot \(snap) of \(name)") {
-                    let (d, s) = try await api.call("GET", "/v1/databases/\(name)/snapshots/\(snap)")
+                    let (s, d) = try await api.call(SnapshotView.self, "GET", "/v1/databases/\(name)/snapshots/\(snap)")
                     (final, finalData) = (s, d)
-                    if s["state"] as? String == "failed" {
-                        throw CLIError(description: "snapshot \(snap) of \(name) failed: \(describe(s["reason"]))", code: Exit.failedState)
+                    if s.state == "failed" {
+                        throw CLIError(description: "snapshot \(snap) of \(name) failed: \(s.reason ?? "no reason given")", code: Exit.failedState)
                     }
-                    return s["state"] as? String == "ready"
+                    if s.state != "ready" { progress.update(step: s.state, text: "snapshot \(snap) of \(name): \(s.state)", since: nil) }
+                    return s.state == "ready"
                 }
+                progress.finish()
                 if global.output == .json { return printJSON(finalData) }
-                let seconds = (final["unavailable_seconds"] as? NSNumber).map { String(format: "%.1f", $0.doubleValue) } ?? "?"
-                print("snapshot \(snap) of \(name) taken (\(describe(final["method"]))); \(name) was unavailable for \(seconds) s")
+                print("snapshot \(snap) of \(name) taken (\(final.method ?? "-"), \(Human.bytes(final.sizeBytes))); \(name) was unavailable for \(Human.duration(final.unavailableSeconds))")
                 return
             }
             if global.output == .json { return printJSON(data) }
@@ -647,10 +710,10 @@ struct DBCommand: ParsableCommand {
     struct DeleteSnapshot: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "delete", abstract: "Delete a snapshot no branch uses.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Your database.") var name: String
-        @Argument(help: "The snapshot.") var snapshot: String
+        @Argument(help: "Your database (devdb db list).") var name: String
+        @Argument(help: "The snapshot (devdb db snapshots NAME).") var snapshot: String
         func run() async throws {
-            _ = try await global.client().call("DELETE", "/v1/databases/\(name)/snapshots/\(snapshot)")
+            _ = try await global.client().send("DELETE", "/v1/databases/\(name)/snapshots/\(snapshot)")
             if global.output == .table { print("snapshot \(snapshot) of \(name) deleted") } else { print("{}") }
         }
     }
@@ -658,45 +721,62 @@ struct DBCommand: ParsableCommand {
     struct Snapshots: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List a database's snapshots.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Your database.") var name: String
+        @Argument(help: "Your database (devdb db list).") var name: String
         func run() async throws {
-            let (data, object) = try await global.client().call("GET", "/v1/databases/\(name)/snapshots")
+            let (list, data) = try await global.client().call(ItemList<SnapshotView>.self, "GET", "/v1/databases/\(name)/snapshots")
             if global.output == .json { return printJSON(data) }
-            let rows = (object["items"] as? [JSONObject] ?? []).map { row -> JSONObject in
-                var r = row
-                r["size"] = formatBytes(row["size_bytes"])
-                r["branches"] = (row["branches"] as? [String] ?? []).joined(separator: ",")
-                return r
-            }
-            printTable(rows, columns: [("name", "name"), ("created", "created_at"), ("size", "size"), ("state", "state"), ("method", "method"),
-                                       ("branches", "branches"), ("reason", "reason")])
+            printTable(["name", "created", "size", "state", "method", "unavailable", "branches", "reason"], list.items.map { s in
+                [s.name, Human.relative(s.createdAt), Human.bytes(s.sizeBytes), s.state, s.method ?? "-", Human.duration(s.unavailableSeconds),
+                 s.branches.isEmpty ? "-" : s.branches.joined(separator: ","), s.reason ?? "-"]
+            })
         }
     }
 
     static func show(_ api: APIClient, _ name: String, _ output: OutputFormat) async throws {
-        let (data, object) = try await api.call("GET", "/v1/databases/\(name)")
+        let (d, data) = try await api.call(DatabaseView.self, "GET", "/v1/databases/\(name)")
         if output == .json { return printJSON(data) }
-        printFields(object, ["name", "project", "owner", "state", "hibernated_at", "pending", "phase", "reason", "generation", "postgres", "base", "host", "hostaddr", "port", "user",
-                             "password", "database", "clone_method", "note", "hibernate_after_seconds", "expires_at", "uri"])
-        if let hint = object["hint"] as? String { print("\n\(hint)") }
-        if ["ready", "hibernated", "hibernating", "waking"].contains(object["state"] as? String ?? "") {
-            if object["state"] as? String != "ready" { print("\nasleep: connecting wakes it (a few seconds)") }
-            print("\nconnect with:\n  \(describe(object["psql"]))")
+        printFields([("name", d.name), ("project", d.project), ("owner", d.owner), ("state", d.state),
+                     ("asleep since", d.hibernatedAt.map { "\(Human.relative($0)) (\(iso($0)))" }), ("pending", d.pending), ("phase", d.phase),
+                     ("reason", d.reason), ("generation", d.generation.map(String.init)), ("postgres", d.postgres.map(String.init)), ("base", d.base),
+                     ("host", d.host), ("hostaddr", d.hostaddr), ("port", String(d.port)), ("user", d.user), ("password", d.password),
+                     ("database", d.database), ("clone method", d.cloneMethod), ("note", d.note),
+                     ("sleeps after", d.hibernateAfterSeconds.map { "\(Human.hibernateAfter($0)) without a session" } ?? "never"),
+                     ("expires", d.expiresAt.map { "\(Human.relative($0)) (\(iso($0)))" } ?? "never"), ("created", Human.relative(d.createdAt)), ("uri", d.uri)])
+        if let hint = d.hint { print("\n\(hint)") }
+        if d.isConnectable {
+            if d.state != "ready" { print("\nasleep: connecting wakes it (a few seconds)") }
+            if let psql = d.psql { print("\nconnect with:\n  \(psql)") }
         }
     }
 }
 
-/// Polls until the database reaches `state`, printing each change of state or phase.
+/// What to do about a database that cannot be connected to, for its state.
+func stateHint(_ d: DatabaseView) -> String {
+    switch d.state {
+    case "failed": return "see why with devdb db show \(d.name), then reset it (devdb db reset \(d.name)) or delete it"
+    case "deleting": return "it is being deleted; create another (devdb db create --project \(d.project))"
+    case "unavailable": return "the platform reports it is not serving; it comes back by itself (devdb db show \(d.name))"
+    default: return "wait until it is ready (devdb db create/reset --wait, or devdb db show \(d.name))"
+    }
+}
+
+/// Polls until the database reaches `state`, one progress line per step with its elapsed time
+/// ("kate-pg: restoring: 40 of 90 items (12 s)").
 func waitForDatabase(_ api: APIClient, _ name: String, until state: String, _ waiting: WaitOptions) async throws {
-    var last = ""
+    let progress = ProgressLine()
+    defer { progress.finish() }
     try await poll(waiting, "\(name) to be \(state)") {
-        let (_, d) = try await api.call("GET", "/v1/databases/\(name)")
-        let now = describe(d["state"]) + (d["phase"] is String ? " (\(describe(d["phase"])))" : "")
-        if now != last { standardError("\(name): \(now)"); last = now }
-        if d["state"] as? String == "failed" {
-            throw CLIError(description: "database \(name) failed: \(describe(d["reason"]))", code: Exit.failedState)
+        let (d, _) = try await api.call(DatabaseView.self, "GET", "/v1/databases/\(name)")
+        if d.state == state {
+            progress.finish()
+            return true
         }
-        return d["state"] as? String == state
+        progress.update(step: progressStep(state: d.state, phase: d.phase), text: progressText(name, state: d.state, phase: d.phase), since: d.phaseStartedAt)
+        if d.state == "failed" {
+            progress.finish()
+            throw CLIError(description: "database \(name) failed: \(d.reason ?? "no reason given")", code: Exit.failedState)
+        }
+        return false
     }
 }
 
@@ -707,15 +787,20 @@ struct TokenCommand: ParsableCommand {
                                                     subcommands: [Create.self, List.self, Revoke.self])
 
     struct Create: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Make a token for a user; it is shown once.")
+        static let configuration = CommandConfiguration(
+            abstract: "Make a token for a user; it is shown once.",
+            discussion: "Give it to the user over a private channel; they run devdb login --with-token < file. A user's databases are those made with their tokens.")
         @OptionGroup var global: GlobalOptions
-        @Option var user: String
+        @Option(help: ArgumentHelp("The user it is for (a-z, 0-9, -; not a reserved name such as admin).", valueName: "user")) var user: String
         @Flag(help: "Give the token admin rights.") var admin = false
         func run() async throws {
-            let (data, object) = try await global.client().call("POST", "/v1/tokens", body: ["user": user, "admin": admin])
+            var body = CreateTokenRequest()
+            body.user = user
+            body.admin = admin
+            let (token, data) = try await global.client().call(TokenView.self, "POST", "/v1/tokens", body: body)
             if global.output == .json { return printJSON(data) }
-            print("token for \(user) (id \(describe(object["id"]))); it is shown only now:")
-            print(describe(object["token"]))
+            print("token for \(token.user)\(token.admin ? " (admin)" : "") (id \(token.id)); it is shown only now:")
+            print(token.token ?? "-")
         }
     }
 
@@ -723,19 +808,19 @@ struct TokenCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List tokens (never their values).")
         @OptionGroup var global: GlobalOptions
         func run() async throws {
-            let (data, object) = try await global.client().call("GET", "/v1/tokens")
+            let (list, data) = try await global.client().call(ItemList<TokenView>.self, "GET", "/v1/tokens")
             if global.output == .json { return printJSON(data) }
-            printTable(object["items"] as? [JSONObject] ?? [], columns: [("id", "id"), ("user", "user"), ("admin", "admin"), ("created", "created_at")])
+            printTable(["id", "user", "admin", "created"], list.items.map { [$0.id, $0.user, Human.yesNo($0.admin), Human.relative($0.createdAt)] })
         }
     }
 
     struct Revoke: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Revoke a token by id.")
         @OptionGroup var global: GlobalOptions
-        @Argument var id: String
+        @Argument(help: "The token's id (devdb token list).") var id: String
         func run() async throws {
-            _ = try await global.client().call("DELETE", "/v1/tokens/\(id)")
-            print("token \(id) revoked")
+            _ = try await global.client().send("DELETE", "/v1/tokens/\(id)")
+            if global.output == .table { print("token \(id) revoked") } else { print("{}") }
         }
     }
 }

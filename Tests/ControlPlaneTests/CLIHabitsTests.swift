@@ -123,5 +123,87 @@ extension ControlPlaneEndToEnd {
             let after = try run([try TestPaths.binary("devdb"), "whoami", "--server", f.server], environment: env, check: false)
             #expect(after.status == 4, "no token any more: \(after.output)")
         }
+
+        @Test func tablesShowHumanUnitsAndJSONTheExactValues() throws {
+            let f = try ControlPlaneFixture.get()
+            try f.shopProject()
+            let show = try f.devdb(["project", "show", "shop"])
+            #expect(show.status == 0, "\(show.output)")
+            let header = try #require(show.stdout.split(separator: "\n").first { $0.hasPrefix("GENERATION") })
+            #expect(header.contains("DUMP") && header.contains("RESTORE") && !header.contains("RESTORE_S") && !header.contains("BYTES"), "\(header)")
+            let row = try #require(show.stdout.split(separator: "\n").first { $0.contains(" ready ") && $0.first?.isNumber == true })
+            #expect(row.range(of: #"\d+\.\d (B|KiB|MiB)"#, options: .regularExpression) != nil, "dump size in units: \(row)")
+            #expect(row.range(of: #" \d+\.\d s "#, options: .regularExpression) != nil, "restore time in seconds: \(row)")
+            #expect(row.range(of: #"\d+\.\d{4,}"#, options: .regularExpression) == nil, "no raw floats: \(row)")
+            let generations = try #require(f.json(["project", "show", "shop"])["generations"] as? [[String: Any]])
+            #expect(generations.contains { $0["restore_seconds"] is Double && $0["bytes_fetched"] is Int }, "json keeps exact numbers")
+
+            _ = try f.token(for: "units-user")
+            let tokens = try f.devdb(["token", "list"])
+            let userRow = try #require(tokens.stdout.split(separator: "\n").first { $0.contains("units-user") })
+            #expect(userRow.contains(" no ") && (userRow.hasSuffix("just now") || userRow.hasSuffix("ago")), "\(userRow)")
+            #expect(tokens.stdout.split(separator: "\n").contains { $0.contains(" yes ") }, "the admin token: \(tokens.stdout)")
+
+            #expect(try f.devdb(["db", "create", "units-db", "--project", "shop", "--ttl", "3h", "--wait"]).status == 0)
+            let list = try f.devdb(["db", "list", "--project", "shop"])
+            let dbRow = try #require(list.stdout.split(separator: "\n").first { $0.hasPrefix("units-db ") })
+            #expect(dbRow.contains("in 3 h"), "expiry as a relative time: \(dbRow)")
+            #expect(!dbRow.contains("T") || !dbRow.contains("Z"), "no ISO timestamps in the table: \(dbRow)")
+            let shown = try f.devdb(["db", "show", "units-db"])
+            #expect(shown.stdout.contains("in 3 h (20"), "relative and exact: \(shown.stdout)")
+            #expect(try f.devdb(["db", "delete", "units-db", "--yes"]).status == 0)
+        }
+
+        @Test func waitingShowsOneLinePerStepWithElapsedTime() throws {
+            let f = try ControlPlaneFixture.get()
+            try f.shopProject()
+            // Not a terminal: plain lines, each with the step's elapsed time.
+            let refresh = try f.devdb(["project", "refresh", "shop", "--wait"])
+            #expect(refresh.status == 0, "\(refresh.output)")
+            let lines = refresh.stderr.split(separator: "\n").map(String.init)
+            let steps = lines.filter { $0.hasPrefix("shop generation ") }
+            // The first look comes right after the refresh is accepted, long before it is ready.
+            #expect(steps.count >= 2, "a line per step: \(refresh.stderr)")
+            #expect(steps.dropLast().allSatisfy { $0.range(of: #"\(\d+ s\)$|\(\d+ min( \d+ s)?\)$"#, options: .regularExpression) != nil }, "\(steps)")
+            #expect(!steps.contains { $0.contains("fetching (fetching)") || $0.contains("restoring (restoring)") }, "\(steps)")
+            #expect(steps.last?.contains("ready, restored in") == true, "\(steps)")
+            #expect(Set(steps).count == steps.count, "a line only when something changed: \(steps)")
+
+            let create = try f.devdb(["db", "create", "steps-db", "--project", "shop", "--wait"])
+            #expect(create.status == 0, "\(create.output)")
+            #expect(!create.stderr.contains("cloning (cloning)") && !create.stderr.contains("- 58"), "\(create.stderr)")
+            #expect(create.stderr.split(separator: "\n").contains { $0.hasPrefix("steps-db: ") && $0.hasSuffix(" s)") }, "\(create.stderr)")
+
+            // On a terminal (script(1) gives it one) the line is redrawn in place.
+            let script = try run(["script", "-qec", "\(try TestPaths.binary("devdb")) db reset steps-db --yes --wait", "/dev/null"],
+                                 environment: ["DEVDB_SERVER": f.server, "DEVDB_TOKEN": f.adminToken,
+                                               "XDG_CONFIG_HOME": f.directory.appendingPathComponent("cli-config").path],
+                                 timeout: 180, check: false)
+            #expect(script.status == 0, "\(script.output)")
+            #expect(script.stdout.contains("\r\u{1B}[Ksteps-db: "), "redrawn in place: \(script.stdout.debugDescription)")
+            #expect(try f.devdb(["db", "delete", "steps-db", "--yes", "--wait"]).status == 0)
+        }
+
+        @Test func helpDescribesEveryArgumentAndAuthStatusSaysWhereThingsCameFrom() throws {
+            let f = try ControlPlaneFixture.get()
+            for (command, words) in [(["db", "list"], ["--project <project>", "Only databases of this project", "--owner <user>", "--state <state>"]),
+                                     (["token", "create"], ["--user <user>", "reserved"]),
+                                     (["db", "show"], ["<name>", "Your database"]),
+                                     (["project", "show"], ["<name>", "The project"]),
+                                     ([], ["Getting started:", "Exit codes:", "--generate-completion-script"])] {
+                let help = try f.devdb(command + ["--help"])
+                #expect(help.status == 0, "\(help.output)")
+                for word in words { #expect(help.stdout.contains(word), "devdb \(command.joined(separator: " ")) --help lacks \(word): \(help.stdout)") }
+            }
+            let completion = try f.devdb(["--generate-completion-script", "bash"])
+            #expect(completion.status == 0 && completion.stdout.contains("_devdb"), "\(completion.output)")
+
+            let user = try f.token(for: "status-user")
+            let status = try f.devdb(["auth", "status"], token: user)
+            #expect(status.status == 0 && status.stdout.contains("status-user") && status.stdout.contains("(from DEVDB_TOKEN)")
+                    && status.stdout.contains("(from DEVDB_SERVER)") && !status.stdout.contains(user), "\(status.output)")
+            let refused = try f.devdb(["auth", "status"], token: "ddb_not_a_token")
+            #expect(refused.status == 4, "\(refused.output)")
+        }
     }
 }

@@ -71,7 +71,7 @@ public struct KubeConnection: Sendable {
             throw ConfigError("cannot read kubeconfig \(path)")
         }
         let doc: JSONValue
-        do { doc = try MiniYAML.parse(text) } catch { throw ConfigError("kubeconfig \(path): \(error)") }
+        do { doc = try KubeYAML.parse(text) } catch { throw ConfigError("kubeconfig \(path): \(error)") }
         let base = (path as NSString).deletingLastPathComponent
         func file(_ p: String) -> String { p.hasPrefix("/") ? p : "\(base)/\(p)" }
         func named(_ list: String, _ name: String) -> JSONValue? {
