@@ -19,7 +19,7 @@ public struct APIError: HTTPResponseError {
     }
 
     static let unauthorized = APIError(.unauthorized, "unauthorized", "missing or invalid API token",
-                                       hint: "pass 'Authorization: Bearer <token>'; with the CLI run \"devdb login --token TOKEN\"")
+                                       hint: "pass 'Authorization: Bearer <token>'; with the CLI run \"devdb login --with-token < token.txt\"")
     static let forbidden = APIError(.forbidden, "forbidden", "this needs an admin token", hint: "ask a DevDB admin")
     static func notFound(_ what: String, hint: String? = nil) -> APIError { APIError(.notFound, "not_found", "\(what) does not exist", hint: hint) }
     static func badRequest(_ message: String, hint: String? = nil) -> APIError { APIError(.badRequest, "bad_request", message, hint: hint) }
