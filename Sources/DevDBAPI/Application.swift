@@ -7,6 +7,19 @@ import Foundation
 import Hummingbird
 import Logging
 
+/// `devdb-api --uninstall`: deletes everything the Kubernetes provisioner made for this
+/// installation (no Redis needed) and returns it, as `kind/name`.
+public func uninstallKubernetes(_ config: APIConfiguration, logger: Logger) async throws -> [String] {
+    guard config.provisioner == "kubernetes" else {
+        throw APIError.badRequest("--uninstall removes what the Kubernetes provisioner made; with --provisioner local, stop the API and delete --data-dir instead")
+    }
+    let connection = try KubeConnection.resolve(kubeconfig: config.kubeconfig, context: config.kubeContext, namespace: config.namespace)
+    logger.info("removing every object of this installation", metadata: ["devdb.k8s.namespace": "\(connection.namespace)",
+                                                                        "devdb.k8s.instance": "\(config.kubernetes.instance)"])
+    let kubernetes = KubernetesProvisioner(client: KubeClient(connection: connection), settings: config.kubernetes) { _ in nil }
+    return try await kubernetes.removeEverything()
+}
+
 /// Builds the API application; the `devdb-api` executable runs it.
 public func buildApplication(_ config: APIConfiguration, logger: Logger) throws -> some ApplicationProtocol {
     let catalog = Catalog(redis: RedisPool(url: config.redis), maxSnapshotsPerDatabase: config.maxSnapshotsPerDatabase)

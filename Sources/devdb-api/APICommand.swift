@@ -203,8 +203,18 @@ struct APICommand: AsyncParsableCommand {
         return c
     }
 
+    @Flag(help: ArgumentHelp("Delete every object the API made in its namespace for --instance (database Deployments, Services, Secrets, PVCs, restore Jobs, VolumeSnapshots), wait until they are gone, and exit. For the chart's opt-in pre-delete hook (uninstall.deleteDatabases); the data is lost. Kubernetes provisioner only."))
+    var uninstall = false
+
     func run() async throws {
         let config = try makeConfiguration()
+        if uninstall {
+            var logger = Logger(label: "devdb-api")
+            logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+            let removed = try await uninstallKubernetes(config, logger: logger)
+            print(removed.isEmpty ? "nothing to remove" : "removed \(removed.count) objects: \(removed.joined(separator: ", "))")
+            return
+        }
         try FileManager.default.createDirectory(at: config.dataDirectory, withIntermediateDirectories: true)
         var logger = Logger(label: "devdb-api")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info

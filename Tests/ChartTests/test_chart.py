@@ -18,7 +18,7 @@ K8S_VERSION = "1.33"
 
 # Kinds the chart may make: all namespaced. cert-manager's Certificate is a namespaced CRD.
 NAMESPACED = {"Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "Secret", "PersistentVolumeClaim",
-              "PodDisruptionBudget", "NetworkPolicy", "ConfigMap", "Certificate"}
+              "PodDisruptionBudget", "NetworkPolicy", "ConfigMap", "Certificate", "Job"}
 
 VALUE_SETS = {
     "default": ({}, "devdb", "devdb"),
@@ -43,6 +43,8 @@ VALUE_SETS = {
     "egress-locked": ({"networkPolicy": {"egress": {"enabled": True, "apiServerCIDRs": ["172.20.0.1/32"],
                                                     "dumpCIDRs": ["52.218.0.0/17"]}}}, "devdb", "devdb"),
     "openshift": ({"podSecurity": {"fixedUIDs": False}}, "devdb", "devdb"),
+    "uninstall-hook": ({"uninstall": {"deleteDatabases": True},
+                        "networkPolicy": {"egress": {"enabled": True, "apiServerCIDRs": ["172.20.0.1/32"]}}}, "devdb", "devdb"),
     "minimal-dev": ({"router": {"replicas": 1, "tls": {"enabled": False}, "podDisruptionBudget": {"enabled": False}},
                      "networkPolicy": {"enabled": False}, "api": {"adminTokenSecret": "my-admin-token"}}, "kind", "devdb"),
 }
@@ -74,7 +76,7 @@ def named(objects, kind, name):
 
 
 def pod_templates(objects):
-    return [(d, d["spec"]["template"]) for d in by_kind(objects, "Deployment")]
+    return [(d, d["spec"]["template"]) for d in by_kind(objects, "Deployment") + by_kind(objects, "Job")]
 
 
 def selects(selector, labels):
@@ -144,13 +146,16 @@ class ChartTests(unittest.TestCase):
         named(objects, "Service", redis_host)
         self.assertIn("acme-nlb", notes)
         self.assertIn("devdb config set-server", notes)
-        self.assertIn("devdb login --token", notes)
+        self.assertIn("| devdb login --with-token", notes)
+        self.assertNotIn("login --token", notes)
 
     def test_selectors_match_labels_and_ports_line_up(self):
         for label, args in VALUE_SETS.items():
             objects, _ = render(*args)
             pods = pod_templates(objects)
             for d, t in pods:
+                if d["kind"] != "Deployment":
+                    continue
                 with self.subTest(values=label, deployment=d["metadata"]["name"]):
                     self.assertTrue(selects(d["spec"]["selector"]["matchLabels"], t["metadata"]["labels"]))
             for s in by_kind(objects, "Service"):
@@ -281,6 +286,34 @@ class ChartTests(unittest.TestCase):
             render({"networkPolicy": {"egress": {"enabled": True}}}, "devdb", "devdb")
         objects, _ = render(*VALUE_SETS["default"])
         self.assertFalse(any("Egress" in p["spec"]["policyTypes"] for p in by_kind(objects, "NetworkPolicy")))
+
+    def test_uninstall_hook_is_opt_in_and_removes_as_the_api(self):
+        objects, notes = render(*VALUE_SETS["default"])
+        self.assertEqual(by_kind(objects, "Job"), [])
+        self.assertIn("uninstall.deleteDatabases=true", notes)
+        self.assertIn("app.kubernetes.io/instance=devdb", notes)
+        objects, notes = render(*VALUE_SETS["uninstall-hook"])
+        job = named(objects, "Job", "devdb-uninstall")
+        self.assertEqual(job["metadata"]["annotations"]["helm.sh/hook"], "pre-delete")
+        pod = job["spec"]["template"]["spec"]
+        api = named(objects, "Deployment", "devdb-api")["spec"]["template"]["spec"]
+        self.assertEqual(pod["serviceAccountName"], api["serviceAccountName"])
+        container = pod["containers"][0]
+        self.assertEqual(container["command"], ["devdb-api"])
+        self.assertIn("--uninstall", container["args"])
+        self.assertEqual(arg(container, "--instance"), arg(api["containers"][0], "--instance"))
+        self.assertEqual(arg(container, "--provisioner"), "kubernetes")
+        self.assertEqual(container["image"], api["containers"][0]["image"])
+        self.assertIn("Their data is gone", notes)
+        # In a namespace that denies egress the hook reaches the API server like the API does.
+        egress = named(objects, "NetworkPolicy", "devdb-api-egress")
+        self.assertTrue(label_selector_matches(egress["spec"]["podSelector"], job["spec"]["template"]["metadata"]["labels"]))
+        self.assertTrue(label_selector_matches(egress["spec"]["podSelector"], named(objects, "Deployment", "devdb-api")["spec"]["template"]["metadata"]["labels"]))
+        # It may delete what the API made: the API's Role allows deleting every kind it creates.
+        role = next(r for r in by_kind(objects, "Role") if r["metadata"]["name"] == "devdb-provisioner")
+        deletable = {res for rule in role["rules"] if "delete" in rule["verbs"] for res in rule["resources"]}
+        for kind in ["deployments", "services", "secrets", "jobs", "persistentvolumeclaims", "volumesnapshots"]:
+            self.assertIn(kind, deletable)
 
     def test_network_policies(self):
         objects, _ = render(*VALUE_SETS["default"])

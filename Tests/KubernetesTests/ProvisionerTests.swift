@@ -495,4 +495,29 @@ extension KubernetesProvisionerTests {
         let noClass = try k.provisioner { $0.snapshotClass = nil }
         #expect(await noClass.checkSnapshotClass() == nil)
     }
+
+    /// What `helm uninstall` keeps, removed by the chart's opt-in pre-delete hook: `devdb-api
+    /// --uninstall` deletes everything of its installation and nothing of another one's.
+    @Test func uninstallRemovesEverythingOfThisInstallationAndNothingElse() async throws {
+        let k = try KubeDouble()
+        _ = try await readyDatabase(try k.provisioner())
+        let other = try k.provisioner { $0.instance = "other" }
+        try await other.seed(project: shop, generation: generation()) { _, _ in }
+        _ = try await other.create(database: database("theirs"), from: generation()) { _ in }
+        let before = try await k.inventory()
+        #expect(before.contains("Secret/devdb-db-kate-pg") && before.contains("VolumeSnapshot/devdb-gen-shop-1"), "\(before)")
+
+        let r = try run([try TestPaths.binary("devdb-api"), "--provisioner", "kubernetes", "--kubeconfig", k.kubeconfig.path,
+                         "--namespace", KubeDouble.namespace, "--instance", "devdb", "--uninstall"], timeout: 120, check: false)
+        #expect(r.status == 0 && r.stdout.contains("removed") && r.stdout.contains("secrets/devdb-db-kate-pg"), "\(r.output)")
+        let labels = try await k.objects().filter { $0["kind"].string != "Event" }.map { $0.at("metadata.labels")["app.kubernetes.io/instance"].string }
+        let after = try await k.inventory()
+        #expect(!labels.contains("devdb"), "nothing of this installation is left: \(after)")
+        #expect(labels.contains("other"), "another installation's objects stay: \(after)")
+        let again = try run([try TestPaths.binary("devdb-api"), "--provisioner", "kubernetes", "--kubeconfig", k.kubeconfig.path,
+                             "--namespace", KubeDouble.namespace, "--instance", "devdb", "--uninstall"], timeout: 60, check: false)
+        #expect(again.status == 0 && again.stdout.contains("nothing to remove"), "\(again.output)")
+        let local = try run([try TestPaths.binary("devdb-api"), "--uninstall"], timeout: 30, check: false)
+        #expect(local.status != 0 && local.output.contains("--provisioner local"), "\(local.output)")
+    }
 }

@@ -335,6 +335,21 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
 
     /// Deletes every object matching `selector` (owners first, so the garbage collector does most
     /// of it) and waits until none is left.
+    /// Deletes every object this installation made in its namespace (its --instance's databases,
+    /// generations, restore Jobs, VolumeSnapshots, Secrets) and waits until they are gone: what
+    /// `helm uninstall` leaves, removed by the chart's opt-in pre-delete hook (`devdb-api
+    /// --uninstall`). Returns what it deleted, as `kind/name`.
+    public func removeEverything() async throws -> [String] {
+        var found: [String] = []
+        for r in Self.owned {
+            for item in try await list(r, selector: manifests.managedSelector) {
+                found.append("\(r.rawValue)/\(item.at("metadata.name").string ?? "?")")
+            }
+        }
+        try await removeAll(selector: manifests.managedSelector)
+        return found
+    }
+
     func removeAll(selector: String) async throws {
         for r in [Resource.secrets] + Self.owned.filter({ $0 != .secrets }) {
             for item in try await list(r, selector: selector) {
