@@ -513,10 +513,9 @@ struct DBCommand: ParsableCommand {
             if let state { q["state"] = state }
             let (list, data) = try await global.client().call(ItemList<DatabaseView>.self, "GET", "/v1/databases", query: q)
             if global.output == .json { return printJSON(data) }
-            printTable(["name", "project", "owner", "state", "postgres", "host", "expires", "newer"], list.items.map { d in
-                let state = d.state == "hibernated" ? "asleep \(Human.relative(d.hibernatedAt).replacingOccurrences(of: " ago", with: ""))" : d.state
-                return [d.name, d.project, d.owner, state, d.postgres.map(String.init) ?? "-", d.host, d.expiresAt.map { Human.relative($0) } ?? "never",
-                        d.newerGeneration.map { "generation \($0)" } ?? "-"]
+            printTable(["name", "project", "owner", "state", "since", "postgres", "host", "expires", "newer"], list.items.map { d in
+                [d.name, d.project, d.owner, d.state, d.hibernatedAt.map { Human.relative($0) } ?? "-", d.postgres.map(String.init) ?? "-", d.host,
+                 d.expiresAt.map { Human.relative($0) } ?? "never", d.newerGeneration.map { "generation \($0)" } ?? "-"]
             })
         }
     }
@@ -595,7 +594,7 @@ struct DBCommand: ParsableCommand {
         func run() async throws {
             let (d, _) = try await global.client().call(DatabaseView.self, "GET", "/v1/databases/\(name)")
             guard d.isConnectable else {
-                throw CLIError(description: "database \(name) is \(d.state)\(d.reason.map { ": \($0)" } ?? ""); \(stateHint(d))", code: Exit.failure)
+                throw CLIError(description: cannotConnect(d), code: Exit.failure)
             }
             let hostaddr = d.hostaddr.map { " hostaddr=\($0)" } ?? ""
             let conninfo = "host=\(d.host)\(hostaddr) port=\(d.port) user=\(d.user) dbname=\(d.database) sslmode=require"
@@ -750,13 +749,18 @@ struct DBCommand: ParsableCommand {
     }
 }
 
-/// What to do about a database that cannot be connected to, for its state.
-func stateHint(_ d: DatabaseView) -> String {
+/// Why a database cannot be connected to now, and what to do, fitted to its state.
+func cannotConnect(_ d: DatabaseView) -> String {
+    let why = d.reason.map { ": \($0)" } ?? ""
     switch d.state {
-    case "failed": return "see why with devdb db show \(d.name), then reset it (devdb db reset \(d.name)) or delete it"
-    case "deleting": return "it is being deleted; create another (devdb db create --project \(d.project))"
-    case "unavailable": return "the platform reports it is not serving; it comes back by itself (devdb db show \(d.name))"
-    default: return "wait until it is ready (devdb db create/reset --wait, or devdb db show \(d.name))"
+    case "failed":
+        return "database \(d.name) failed\(why)\nhint: devdb db reset \(d.name) tries again; devdb db delete \(d.name) removes it"
+    case "deleting":
+        return "database \(d.name) is being deleted\nhint: make another with devdb db create --project \(d.project)"
+    case "unavailable":
+        return "database \(d.name) is unavailable\(why)\nhint: the platform reports it is not serving; it returns to ready by itself (devdb db show \(d.name))"
+    default:
+        return "database \(d.name) is \(d.state)\(d.phase.map { " (\($0))" } ?? "")\nhint: wait until it is ready: devdb db show \(d.name), or create and reset with --wait"
     }
 }
 

@@ -205,5 +205,17 @@ extension ControlPlaneEndToEnd {
             let refused = try f.devdb(["auth", "status"], token: "ddb_not_a_token")
             #expect(refused.status == 4, "\(refused.output)")
         }
+
+        @Test func connectingToADatabaseThatCannotServeSaysWhatFitsItsState() throws {
+            let f = try ControlPlaneFixture.get()
+            try f.shopProject()
+            #expect(try f.devdb(["db", "create", "going-db", "--project", "shop", "--wait"]).status == 0)
+            #expect(try f.devdb(["db", "delete", "going-db", "--yes"]).status == 0)
+            let r = try f.devdb(["db", "connect", "going-db", "--", "-c", "SELECT 1"])
+            #expect(r.status != 0, "\(r.output)")
+            // Either still deleting (and told so) or already gone (404): never told to wait for it.
+            #expect(r.stderr.contains("is being deleted") || r.status == 5, "\(r.output)")
+            #expect(!r.stderr.contains("wait until it is ready"), "\(r.output)")
+        }
     }
 }
