@@ -16,8 +16,7 @@ long devdb_ssl_ctx_set_min_tls12(SSL_CTX *ctx) {
 }
 
 long devdb_ssl_ctx_set_partial_write_modes(SSL_CTX *ctx) {
-    return SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                                     SSL_MODE_RELEASE_BUFFERS);
+    return SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 }
 
 long devdb_bio_set_mem_eof_return(BIO *bio, long v) { return BIO_set_mem_eof_return(bio, v); }
@@ -25,6 +24,7 @@ long devdb_bio_set_mem_eof_return(BIO *bio, long v) { return BIO_set_mem_eof_ret
 
 unsigned long devdb_ssl_op_no_renegotiation(void) { return SSL_OP_NO_RENEGOTIATION; }
 unsigned long devdb_ssl_op_no_compression(void) { return SSL_OP_NO_COMPRESSION; }
+unsigned long devdb_ssl_op_server_preference(void) { return SSL_OP_CIPHER_SERVER_PREFERENCE; }
 
 static const unsigned char pg_alpn[] = {10, 'p', 'o', 's', 't', 'g', 'r', 'e', 's', 'q', 'l'};
 

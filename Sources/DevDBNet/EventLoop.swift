@@ -60,6 +60,10 @@ public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread
     private var timerHeap: [(deadline: Double, id: UInt64)] = []
     private var timerJobs: [UInt64: () -> Void] = [:]
     private var nextTimerID: UInt64 = 1
+    /// Objects holding memory they can give back once idle, asked every `idleSweepInterval`.
+    private var idleTracked: [WeakIdleReleasable] = []
+    private var idleSweepScheduled = false
+    public static let idleSweepInterval = 1.0
 
     public init(name: String) throws(Errno) {
         self.name = name
@@ -144,6 +148,30 @@ public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread
         return Int32(min(60_000, max(1, ((next.deadline - now) * 1000).rounded(.up))))
     }
 
+    /// From the loop's thread: asks `object` every `idleSweepInterval` seconds whether it is idle
+    /// until it gives its memory back (or goes away). One timer per loop, not per object.
+    public func trackUntilIdle(_ object: IdleReleasable) {
+        idleTracked.append(WeakIdleReleasable(object: object))
+        guard !idleSweepScheduled else { return }
+        idleSweepScheduled = true
+        schedule(after: Self.idleSweepInterval) { [self] in sweepIdle() }
+    }
+
+    private func sweepIdle() {
+        sweepIdleNow()
+        if idleTracked.isEmpty {
+            idleTracked = []
+            idleSweepScheduled = false
+        } else {
+            schedule(after: Self.idleSweepInterval) { [self] in sweepIdle() }
+        }
+    }
+
+    /// From the loop's thread: one sweep now (what the timer does every interval).
+    public func sweepIdleNow() {
+        idleTracked.removeAll { box in box.object?.releaseIfIdle() ?? true }
+    }
+
     /// From the loop's thread: runs `job` after the descriptors ready now had their turn.
     public func soon(_ job: @escaping () -> Void) {
         local.append(job)
@@ -212,6 +240,17 @@ public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread
     }
 
     fileprivate func bury(_ d: PolledDescriptor) { graveyard.append(d) }
+}
+
+/// Something on a loop that holds memory while busy and can give it back when idle.
+public protocol IdleReleasable: AnyObject {
+    /// On the loop's thread: gives the memory back if the object was idle since the last call;
+    /// true when it did (the loop stops asking until it is tracked again).
+    func releaseIfIdle() -> Bool
+}
+
+private struct WeakIdleReleasable {
+    weak var object: IdleReleasable?
 }
 
 /// A non-blocking descriptor watched by an `EventLoop`. Its handlers run on the loop's thread;

@@ -47,7 +47,8 @@ public final class TLSContext: @unchecked Sendable {  // SSL_CTX is thread-safe 
     private func configure() throws(TLSError) {
         guard devdb_ssl_ctx_set_min_tls12(ctx) == 1 else { throw TLSError(description: opensslErrorText()) }
         _ = devdb_ssl_ctx_set_partial_write_modes(ctx)
-        SSL_CTX_set_options(ctx, UInt64(devdb_ssl_op_no_renegotiation() | devdb_ssl_op_no_compression()))
+        SSL_CTX_set_options(ctx, UInt64(devdb_ssl_op_no_renegotiation() | devdb_ssl_op_no_compression() | devdb_ssl_op_server_preference()))
+        _ = SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384")
     }
 
     deinit { SSL_CTX_free(ctx) }
@@ -58,17 +59,27 @@ public final class TLSContext: @unchecked Sendable {  // SSL_CTX is thread-safe 
 /// Bytes the router already read from the socket (the ClientHello it parsed) are handed to
 /// OpenSSL through a memory BIO; once those are used up the session reads the socket directly,
 /// so the steady state has no extra copy.
-public final class TLSSession {
+///
+/// Record buffers (about 17 KiB each way) are kept while the connection is busy, not allocated
+/// and freed per record (`SSL_MODE_RELEASE_BUFFERS` costs a malloc and free of each per
+/// transaction); the loop's idle sweep gives them back once the connection has been quiet for a
+/// sweep interval, so idle sessions hold none.
+public final class TLSSession: IdleReleasable {
     private let ssl: OpaquePointer
     private let context: TLSContext  // keeps the SSL_CTX alive
     private let fd: Int32
+    private let loop: EventLoop
     private var readingFromMemory: Bool
+    /// Any I/O since the loop's last idle sweep (then the buffers are in use).
+    private var busySinceSweep = true
+    private var trackedForIdle = false
 
-    public init(server context: TLSContext, fd: Int32, alreadyRead prefix: [UInt8]) throws(TLSError) {
+    public init(server context: TLSContext, fd: Int32, loop: EventLoop, alreadyRead prefix: [UInt8]) throws(TLSError) {
         guard let ssl = SSL_new(context.ctx) else { throw TLSError(description: opensslErrorText()) }
         self.ssl = ssl
         self.context = context
         self.fd = fd
+        self.loop = loop
         let wbio = BIO_new_socket(fd, BIO_NOCLOSE)
         if prefix.isEmpty {
             SSL_set_bio(ssl, BIO_new_socket(fd, BIO_NOCLOSE), wbio)
@@ -88,6 +99,30 @@ public final class TLSSession {
 
     deinit { SSL_free(ssl) }
 
+    /// Every read, write or handshake step may allocate the record buffers.
+    @inline(__always) private func noteIO() {
+        busySinceSweep = true
+        if !trackedForIdle {
+            trackedForIdle = true
+            loop.trackUntilIdle(self)
+        }
+    }
+
+    /// Frees the record buffers of a connection quiet since the last sweep (OpenSSL refuses while
+    /// they hold bytes; they are allocated again on the next read or write).
+    public func releaseIfIdle() -> Bool {
+        if busySinceSweep {
+            busySinceSweep = false
+            return false
+        }
+        guard !readingFromMemory, SSL_free_buffers(ssl) == 1 else { return false }
+        trackedForIdle = false
+        return true
+    }
+
+    /// Whether OpenSSL holds record buffers for this connection (for tests of the idle sweep).
+    public var holdsRecordBuffers: Bool { trackedForIdle }
+
     public enum HandshakeStatus: Equatable {
         case done
         case wantRead
@@ -96,6 +131,7 @@ public final class TLSSession {
     }
 
     public func handshake() -> HandshakeStatus {
+        noteIO()
         while true {
             ERR_clear_error()
             let rc = SSL_do_handshake(ssl)
@@ -142,8 +178,8 @@ public final class TLSSession {
     public var hasPendingInput: Bool { SSL_has_pending(ssl) == 1 || readingFromMemory }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
+        noteIO()
         while true {
-            ERR_clear_error()
             let n = SSL_read(ssl, buffer.baseAddress, Int32(buffer.count))
             if n > 0 { return .bytes(Int(n)) }
             switch SSL_get_error(ssl, n) {
@@ -151,8 +187,8 @@ public final class TLSSession {
                 if switchToSocketIfDrained() { continue }
                 return .wouldBlock
             case SSL_ERROR_WANT_WRITE: return .wantOpposite
-            case SSL_ERROR_ZERO_RETURN: return .eof
-            case SSL_ERROR_SYSCALL: return .eof
+            case SSL_ERROR_ZERO_RETURN: ERR_clear_error(); return .eof
+            case SSL_ERROR_SYSCALL: ERR_clear_error(); return .eof
             default: return .failed(opensslErrorText())
             }
         }
@@ -160,13 +196,13 @@ public final class TLSSession {
 
     public func write(_ buffer: UnsafeRawBufferPointer) -> IOResult {
         guard buffer.count > 0 else { return .bytes(0) }
-        ERR_clear_error()
+        noteIO()
         let n = SSL_write(ssl, buffer.baseAddress, Int32(buffer.count))
         if n > 0 { return .bytes(Int(n)) }
         switch SSL_get_error(ssl, n) {
         case SSL_ERROR_WANT_WRITE: return .wouldBlock
         case SSL_ERROR_WANT_READ: return .wantOpposite
-        case SSL_ERROR_ZERO_RETURN, SSL_ERROR_SYSCALL: return .eof
+        case SSL_ERROR_ZERO_RETURN, SSL_ERROR_SYSCALL: ERR_clear_error(); return .eof
         default: return .failed(opensslErrorText())
         }
     }

@@ -85,7 +85,7 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
         case .startTLS(let hello):
             guard let tlsContext = ctx.tls else { return finish(.tlsFailed) }
             do throws(TLSError) {
-                client.tls = try TLSSession(server: tlsContext, fd: client.fd, alreadyRead: hello)
+                client.tls = try TLSSession(server: tlsContext, fd: client.fd, loop: client.loop, alreadyRead: hello)
             } catch {
                 ctx.log.error("cannot start TLS", ["error": error.description])
                 return finish(.tlsFailed)

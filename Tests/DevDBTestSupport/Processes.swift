@@ -53,7 +53,37 @@ public enum TestPaths {
         let url = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("\(prefix)-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         if getuid() == 0 { try run(["chown", "postgres:postgres", url.path]) }
+        try TestDirectoryCleaner.removeWhenTestsEnd(url)
         return url
+    }
+}
+
+/// Test directories hold whole installations (1-2 GB for the control-plane suites): each is
+/// removed once the test process has exited, after whatever still runs under it is killed. One
+/// watcher per test process reads the list. `DEVDB_KEEP_TEST_DIRS=1` keeps them for a post-mortem.
+enum TestDirectoryCleaner {
+    private static let list: Result<FileHandle, any Error> = Result {
+        let path = NSTemporaryDirectory() + "devdb-test-dirs-\(getpid()).list"
+        FileManager.default.createFile(atPath: path, contents: nil)
+        let script = """
+            while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done
+            while read -r d; do pkill -KILL -f "$d"; done < '\(path)'
+            sleep 1
+            while read -r d; do rm -rf "$d"; done < '\(path)'
+            rm -f '\(path)'
+            """
+        _ = try spawn(["setsid", "sh", "-c", script])
+        return try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+    }
+    private static let lock = NSLock()
+
+    static func removeWhenTestsEnd(_ directory: URL) throws {
+        guard ProcessInfo.processInfo.environment["DEVDB_KEEP_TEST_DIRS"] != "1" else { return }
+        let handle = try list.get()
+        lock.lock()
+        defer { lock.unlock() }
+        handle.seekToEndOfFile()
+        handle.write(Data((directory.path + "\n").utf8))
     }
 }
 

@@ -15,6 +15,7 @@ long devdb_ssl_ctx_set_partial_write_modes(SSL_CTX *ctx);
 long devdb_bio_set_mem_eof_return(BIO *bio, long v);
 unsigned long devdb_ssl_op_no_renegotiation(void);
 unsigned long devdb_ssl_op_no_compression(void);
+unsigned long devdb_ssl_op_server_preference(void);
 /// Sets the ALPN select callback that chooses "postgresql" or fails the handshake.
 void devdb_ssl_ctx_use_postgresql_alpn(SSL_CTX *ctx);
 
