@@ -5,7 +5,7 @@ and HAProxy (TCP mode), plus provisioning timings, all in one run on this machin
 Run through bench/run. Writes bench/results/<stamp>.json and .md (every figure with its ratio to
 direct) and prints the Markdown table.
 """
-import argparse, asyncio, datetime, json, os, platform, shutil, signal, socket, statistics, struct, subprocess, sys, tempfile, time
+import argparse, asyncio, resource, ssl, datetime, json, os, platform, shutil, signal, socket, statistics, struct, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PGBIN = "/usr/lib/postgresql/15/bin"
@@ -65,20 +65,6 @@ class Setup:
         os.chmod(work, 0o755)
         if os.getuid() == 0:
             shutil.chown(work, "postgres", "postgres")
-        # PostgreSQL 15
-        self.pg_port = free_port()
-        data = f"{work}/pg"
-        sh(AS_PG + [f"{PGBIN}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync"])
-        spawn(AS_PG + [f"{PGBIN}/postgres", "-D", data, "-p", str(self.pg_port), "-c", "listen_addresses=127.0.0.1",
-                       "-c", f"unix_socket_directories={work}", "-c", "max_connections=300", "-c", "shared_buffers=256MB",
-                       "-c", "fsync=off", "-c", "synchronous_commit=off"], f"{work}/postgres.log")
-        wait_port(self.pg_port)
-        time.sleep(0.5)
-        # Redis and the route
-        self.redis_port = free_port()
-        spawn(["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], f"{work}/redis.log")
-        wait_port(self.redis_port)
-        sh(["redis-cli", "-p", str(self.redis_port), "HSET", "devdb:route:bench", "host", "127.0.0.1", "port", str(self.pg_port), "state", "ready"])
         # TLS material
         for args in (["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{work}/ca.key", "-out", f"{work}/ca.crt", "-days", "2", "-subj", "/CN=bench CA"],
                      ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{work}/tls.key", "-out", f"{work}/tls.csr", "-subj", f"/CN=*.{DOMAIN}"]):
@@ -86,6 +72,27 @@ class Setup:
         open(f"{work}/ext", "w").write(f"subjectAltName=DNS:*.{DOMAIN}\n")
         sh(["openssl", "x509", "-req", "-in", f"{work}/tls.csr", "-CA", f"{work}/ca.crt", "-CAkey", f"{work}/ca.key", "-CAcreateserial",
             "-out", f"{work}/tls.crt", "-days", "2", "-extfile", f"{work}/ext"])
+        # Postgres serves TLS too (direct TLS is a peer of the router's TLS path): its own copies, 0600.
+        for f in ("tls.crt", "tls.key"):
+            shutil.copy(f"{work}/{f}", f"{work}/pg-{f}")
+            os.chmod(f"{work}/pg-{f}", 0o600)
+            if os.getuid() == 0:
+                shutil.chown(f"{work}/pg-{f}", "postgres", "postgres")
+        # PostgreSQL 15
+        self.pg_port = free_port()
+        data = f"{work}/pg"
+        sh(AS_PG + [f"{PGBIN}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync"])
+        spawn(AS_PG + [f"{PGBIN}/postgres", "-D", data, "-p", str(self.pg_port), "-c", "listen_addresses=127.0.0.1",
+                       "-c", f"unix_socket_directories={work}", "-c", "max_connections=300", "-c", "shared_buffers=256MB",
+                       "-c", "fsync=off", "-c", "synchronous_commit=off",
+                       "-c", "ssl=on", "-c", f"ssl_cert_file={work}/pg-tls.crt", "-c", f"ssl_key_file={work}/pg-tls.key"], f"{work}/postgres.log")
+        wait_port(self.pg_port)
+        time.sleep(0.5)
+        # Redis and the route
+        self.redis_port = free_port()
+        spawn(["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], f"{work}/redis.log")
+        wait_port(self.redis_port)
+        sh(["redis-cli", "-p", str(self.redis_port), "HSET", "devdb:route:bench", "host", "127.0.0.1", "port", str(self.pg_port), "state", "ready"])
         # The router (release build)
         self.router_port = free_port()
         self.router = spawn([f"{ROOT}/.build/release/devdb-router", "--listen", f"127.0.0.1:{self.router_port}",
@@ -118,6 +125,16 @@ ignore_startup_parameters = extra_float_digits,options
                 shutil.chown(f"{work}/{f}", "postgres", "postgres")
         self.bouncer = spawn(AS_PG + ["pgbouncer", f"{work}/pgbouncer.ini"], f"{work}/pgbouncer.out")
         wait_port(self.bouncer_port)
+        # A second PgBouncer that terminates client TLS (the peer of the router's TLS path).
+        self.bouncer_tls_port = free_port()
+        ini = open(f"{work}/pgbouncer.ini").read().replace(f"listen_port = {self.bouncer_port}", f"listen_port = {self.bouncer_tls_port}") \
+            .replace("pgbouncer.pid", "pgbouncer-tls.pid").replace("pgbouncer.log", "pgbouncer-tls.log")
+        ini += f"client_tls_sslmode = require\nclient_tls_cert_file = {work}/pg-tls.crt\nclient_tls_key_file = {work}/pg-tls.key\n"
+        open(f"{work}/pgbouncer-tls.ini", "w").write(ini)
+        if os.getuid() == 0:
+            shutil.chown(f"{work}/pgbouncer-tls.ini", "postgres", "postgres")
+        self.bouncer_tls = spawn(AS_PG + ["pgbouncer", f"{work}/pgbouncer-tls.ini"], f"{work}/pgbouncer-tls.out")
+        wait_port(self.bouncer_tls_port)
         # HAProxy, TCP mode
         self.haproxy_port = free_port()
         open(f"{work}/haproxy.cfg", "w").write(f"""global
@@ -141,9 +158,11 @@ backend pg
         base = {"PGUSER": "postgres", "PGDATABASE": "postgres", "PGSSLMODE": "disable", "PGHOST": "127.0.0.1"}
         return {
             "direct": dict(base, PGPORT=str(self.pg_port)),
+            "direct_tls": dict(base, PGPORT=str(self.pg_port), PGSSLMODE="require"),
             "router_plain": dict(base, PGPORT=str(self.router_port), PGOPTIONS="-c devdb.route=bench"),
             "router_tls": dict(base, PGPORT=str(self.router_port), PGHOST=f"bench.{DOMAIN}", PGHOSTADDR="127.0.0.1", PGSSLMODE="require"),
             "pgbouncer": dict(base, PGPORT=str(self.bouncer_port)),
+            "pgbouncer_tls": dict(base, PGPORT=str(self.bouncer_tls_port), PGSSLMODE="require"),
             "haproxy": dict(base, PGPORT=str(self.haproxy_port)),
         }
 
@@ -171,6 +190,12 @@ def cpu_seconds(pid):
     """User + system CPU time of a process so far, from /proc/PID/stat."""
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds():
+    """User + system CPU time of this harness's finished children (pgbench)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def latency(env, seconds, work):
@@ -223,16 +248,25 @@ async def fake_backend(port, ready):
         await server.serve_forever()
 
 
-async def hold_idle(port, count, options):
-    """Opens `count` sessions (startup through ReadyForQuery) and keeps them."""
+async def hold_idle(port, count, options, sni=None):
+    """Opens `count` sessions (startup through ReadyForQuery) and keeps them; with `sni`, over TLS
+    (SSLRequest, then a handshake naming that server)."""
     params = b"user\0postgres\0database\0postgres\0" + (b"options\0" + options.encode() + b"\0" if options else b"") + b"\0"
     startup = struct.pack("!II", len(params) + 8, 196608) + params
     conns = []
     sem = asyncio.Semaphore(200)
+    tls_client = ssl.create_default_context()
+    tls_client.check_hostname = False
+    tls_client.verify_mode = ssl.CERT_NONE
 
     async def one():
         async with sem:
             r, w = await asyncio.open_connection("127.0.0.1", port)
+            if sni:
+                w.write(struct.pack("!II", 8, 80877103))
+                if await r.readexactly(1) != b"S":
+                    raise RuntimeError("TLS refused")
+                await w.start_tls(tls_client, server_hostname=sni)
             w.write(startup)
             await w.drain()
             buf = b""
@@ -256,8 +290,14 @@ def idle_memory(setup, counts, work):
         .replace("pgbouncer.pid", "pgbouncer-idle.pid").replace("pgbouncer.log", "pgbouncer-idle.log") \
         .replace("default_pool_size = 250", "default_pool_size = 20000").replace("max_db_connections = 250", "max_db_connections = 20000")
     open(f"{work}/pgbouncer-idle.ini", "w").write(ini)
+    bouncer_tls_port = free_port()
+    open(f"{work}/pgbouncer-idle-tls.ini", "w").write(
+        ini.replace(f"listen_port = {bouncer_port}", f"listen_port = {bouncer_tls_port}")
+        .replace("pgbouncer-idle.pid", "pgbouncer-idle-tls.pid").replace("pgbouncer-idle.log", "pgbouncer-idle-tls.log")
+        + f"client_tls_sslmode = require\nclient_tls_cert_file = {work}/pg-tls.crt\nclient_tls_key_file = {work}/pg-tls.key\n")
     if os.getuid() == 0:
-        shutil.chown(f"{work}/pgbouncer-idle.ini", "postgres", "postgres")
+        for f in ("pgbouncer-idle.ini", "pgbouncer-idle-tls.ini"):
+            shutil.chown(f"{work}/{f}", "postgres", "postgres")
     results = {}
 
     async def main():
@@ -265,23 +305,30 @@ def idle_memory(setup, counts, work):
         server = asyncio.create_task(fake_backend(port, ready))
         await ready.wait()
         for count in counts:
-            for name in ("router", "pgbouncer"):
-                if name == "router":
+            for name in ("router", "pgbouncer", "router_tls", "pgbouncer_tls"):
+                sni = None
+                if name.startswith("router"):
                     proc = spawn([f"{ROOT}/.build/release/devdb-router", "--listen", f"127.0.0.1:{free_port_holder[0]}",
-                                  "--redis", f"redis://127.0.0.1:{setup.redis_port}/0", "--metrics-listen", "off",
+                                  "--redis", f"redis://127.0.0.1:{setup.redis_port}/0", "--metrics-listen", "off", "--db-domain", DOMAIN,
+                                  "--tls-cert", f"{work}/tls.crt", "--tls-key", f"{work}/tls.key",
                                   "--max-handshakes-per-address", "100000", "--log-level", "warning"], f"{work}/router-idle.log")
                     target, options = free_port_holder[0], "-c devdb.route=idle"
+                    if name == "router_tls":
+                        options, sni = "", f"idle.{DOMAIN}"
                 else:
-                    proc = spawn(AS_PG + ["pgbouncer", f"{work}/pgbouncer-idle.ini"], f"{work}/pgbouncer-idle.out")
-                    target, options = bouncer_port, ""
+                    tls = name == "pgbouncer_tls"
+                    proc = spawn(AS_PG + ["pgbouncer", f"{work}/pgbouncer-idle{'-tls' if tls else ''}.ini"], f"{work}/{name}-idle.out")
+                    target, options = (bouncer_tls_port if tls else bouncer_port), ""
+                    sni = f"idle.{DOMAIN}" if tls else None
                 await asyncio.sleep(0.5)
                 wait_port(target)
-                # Warm up (caches, first allocations), then measure the growth for `count` sessions.
-                warm = await hold_idle(target, 50, options)
-                await asyncio.sleep(0.3)
+                # Warm up (caches, first allocations), then measure the growth for `count` sessions,
+                # once they have been idle long enough for the router's idle sweep (2 s).
+                warm = await hold_idle(target, 50, options, sni)
+                await asyncio.sleep(2.5)
                 before = rss_kib(proc.pid)
-                conns = await hold_idle(target, count, options)
-                await asyncio.sleep(1.0)
+                conns = await hold_idle(target, count, options, sni)
+                await asyncio.sleep(2.5)
                 after = rss_kib(proc.pid)
                 results.setdefault(str(count), {})[name] = round((after - before) * 1024 / count)
                 for w in conns + warm:
@@ -429,29 +476,39 @@ def main():
                              "ratio_to_direct": round(ratio, 3) if ratio else None})
 
             # CPU per transaction of each proxy process (not the client's or Postgres'), same run.
-            proxy_pid = {"router_plain": s.router.pid, "router_tls": s.router.pid, "pgbouncer": s.bouncer.pid, "haproxy": s.haproxy.pid}
+            proxy_pid = {"router_plain": s.router.pid, "router_tls": s.router.pid, "pgbouncer": s.bouncer.pid,
+                         "pgbouncer_tls": s.bouncer_tls.pid, "haproxy": s.haproxy.pid}
             # Rounds are interleaved (direct, router, PgBouncer, HAProxy, then again): the machine's
             # speed drifts ±10% between minutes, so each path sees the same drift. Sums over rounds.
             rounds = args.rounds or (3 if args.only == "select" else 1)
             for clients in ([8] if quick else [8, 32]):
-                totals = {name: [0.0, 0, 0.0] for name in paths}  # seconds of pgbench, transactions, proxy CPU
+                # seconds of pgbench, transactions, proxy CPU, pgbench's own CPU (the client's TLS is there)
+                totals = {name: [0.0, 0, 0.0, 0.0] for name in paths}
                 for _ in range(rounds):
                     for name, env in paths.items():
                         pid = proxy_pid.get(name)
                         before = cpu_seconds(pid) if pid else None
+                        client_before = children_cpu_seconds()
                         tps, txns = pgbench_run(env, clients, secs)
                         totals[name][0] += txns / tps if tps else 0
                         totals[name][1] += txns
+                        totals[name][3] += children_cpu_seconds() - client_before
                         if pid:
                             totals[name][2] += cpu_seconds(pid) - before
                 base = None
                 for name in paths:
-                    seconds, txns, cpu = totals[name]
+                    seconds, txns, cpu, client_cpu = totals[name]
                     tps = txns / seconds if seconds else 0
                     base = base or tps
                     record(f"select-only TPS, {clients} clients" + (f" ({rounds} rounds)" if rounds > 1 else ""), name, tps, "tps", base)
+                    rows[-1]["client_cpu_us_per_txn"] = round(client_cpu / txns * 1e6, 1)
                     if proxy_pid.get(name):
                         rows[-1]["cpu_us_per_txn"] = round(cpu / txns * 1e6, 1)
+                # TLS against plaintext on the same path, for the router and its peers.
+                by_path = {row["path"]: row for row in rows if row["scenario"].startswith(f"select-only TPS, {clients} clients")}
+                results.setdefault("tls_ratio", {})[str(clients)] = {
+                    plain: round(by_path[tls]["value"] / by_path[plain]["value"], 3)
+                    for plain, tls in (("direct", "direct_tls"), ("router_plain", "router_tls"), ("pgbouncer", "pgbouncer_tls"))}
                 if args.only == "select":
                     results["rows"] = rows
                     continue
@@ -462,7 +519,7 @@ def main():
                 base = base or tps
                 record("connection setup TPS (-C), 8 clients", name, tps, "tps", base)
             base = None
-            for name in ("direct", "router_plain", "router_tls", "pgbouncer", "haproxy"):
+            for name in ("direct", "direct_tls", "router_plain", "router_tls", "pgbouncer", "pgbouncer_tls", "haproxy"):
                 p50, p99 = latency(paths[name], max(5, secs // 2), work)
                 if base is None:
                     base = (p50, p99)
@@ -523,14 +580,18 @@ def write_report(r):
     lines = [f"Run {r['started']} ({r['mode']}); {r['machine']['cores']} cores, {r['machine']['memory_gib']} GiB, kernel {r['machine']['kernel']}",
              f"Versions: {r['versions']['postgres']}; {r['versions']['pgbouncer']}; {r['versions']['haproxy']}; {r['versions']['swift']}",
              f"Settings: pgbench {r['settings']['pgbench']}, scale {r['settings']['scale']}; {r['settings']['postgres']}; router {r['settings']['router']}",
-             "", "| scenario | path | value | ratio to direct | proxy CPU µs/transaction |", "|---|---|---|---|---|"]
+             "", "| scenario | path | value | ratio to direct | proxy CPU µs/transaction | pgbench CPU µs/transaction |", "|---|---|---|---|---|---|"]
     for row in r["rows"]:
         extra = f" (+{row['added_us']} µs)" if "added_us" in row else ""
         cpu = row.get("cpu_us_per_txn", "")
-        lines.append(f"| {row['scenario']} | {row['path']} | {row['value']} {row['unit']}{extra} | {row['ratio_to_direct']} | {cpu} |")
-    lines += ["", "| idle sessions | router bytes/session | PgBouncer bytes/session |", "|---|---|---|"]
+        client = row.get("client_cpu_us_per_txn", "")
+        lines.append(f"| {row['scenario']} | {row['path']} | {row['value']} {row['unit']}{extra} | {row['ratio_to_direct']} | {cpu} | {client} |")
+    for clients, ratios in r.get("tls_ratio", {}).items():
+        lines += ["", f"TLS TPS ÷ plaintext TPS, {clients} clients: direct {ratios['direct']}, router {ratios['router_plain']}, "
+                  f"PgBouncer {ratios['pgbouncer']}"]
+    lines += ["", "| idle sessions | router bytes/session | PgBouncer bytes/session | router TLS | PgBouncer TLS |", "|---|---|---|---|---|"]
     for count, v in r["idle_bytes_per_connection"].items():
-        lines.append(f"| {count} | {v.get('router')} | {v.get('pgbouncer')} |")
+        lines.append(f"| {count} | {v.get('router')} | {v.get('pgbouncer')} | {v.get('router_tls')} | {v.get('pgbouncer_tls')} |")
     if "wakes" in r:
         w = r["wakes"]
         lines += ["", "| wakes of a sleeping database (connect to first row) | p50 | p95 | max | router |", "|---|---|---|---|---|",

@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "CDevDBShims.h"
+#include <malloc.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -25,6 +26,8 @@ long devdb_bio_set_mem_eof_return(BIO *bio, long v) { return BIO_set_mem_eof_ret
 unsigned long devdb_ssl_op_no_renegotiation(void) { return SSL_OP_NO_RENEGOTIATION; }
 unsigned long devdb_ssl_op_no_compression(void) { return SSL_OP_NO_COMPRESSION; }
 unsigned long devdb_ssl_op_server_preference(void) { return SSL_OP_CIPHER_SERVER_PREFERENCE; }
+
+int devdb_malloc_trim(void) { return malloc_trim(0); }
 
 static const unsigned char pg_alpn[] = {10, 'p', 'o', 's', 't', 'g', 'r', 'e', 's', 'q', 'l'};
 

@@ -158,7 +158,10 @@ public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread
     }
 
     private func sweepIdle() {
-        sweepIdleNow()
+        // Freed record buffers go back to malloc, not to the system: after many (a burst of TLS
+        // sessions going quiet) give the free pages back too, so the process's resident memory
+        // reflects what idle sessions hold. At most once per sweep interval.
+        if sweepIdleNow() >= 32 { _ = devdb_malloc_trim() }
         if idleTracked.isEmpty {
             idleTracked = []
             idleSweepScheduled = false
@@ -167,9 +170,18 @@ public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread
         }
     }
 
-    /// From the loop's thread: one sweep now (what the timer does every interval).
-    public func sweepIdleNow() {
-        idleTracked.removeAll { box in box.object?.releaseIfIdle() ?? true }
+    /// From the loop's thread: one sweep now (what the timer does every interval). Returns how
+    /// many objects gave their memory back.
+    @discardableResult
+    public func sweepIdleNow() -> Int {
+        var released = 0
+        idleTracked.removeAll { box in
+            guard let object = box.object else { return true }
+            guard object.releaseIfIdle() else { return false }
+            released += 1
+            return true
+        }
+        return released
     }
 
     /// From the loop's thread: runs `job` after the descriptors ready now had their turn.

@@ -16,6 +16,8 @@ long devdb_bio_set_mem_eof_return(BIO *bio, long v);
 unsigned long devdb_ssl_op_no_renegotiation(void);
 unsigned long devdb_ssl_op_no_compression(void);
 unsigned long devdb_ssl_op_server_preference(void);
+/// Gives free heap pages of every malloc arena back to the system.
+int devdb_malloc_trim(void);
 /// Sets the ALPN select callback that chooses "postgresql" or fails the handshake.
 void devdb_ssl_ctx_use_postgresql_alpn(SSL_CTX *ctx);
 
