@@ -127,12 +127,7 @@ ignore_startup_parameters = extra_float_digits,options
         wait_port(self.bouncer_port)
         # A second PgBouncer that terminates client TLS (the peer of the router's TLS path).
         self.bouncer_tls_port = free_port()
-        ini = open(f"{work}/pgbouncer.ini").read().replace(f"listen_port = {self.bouncer_port}", f"listen_port = {self.bouncer_tls_port}") \
-            .replace("pgbouncer.pid", "pgbouncer-tls.pid").replace("pgbouncer.log", "pgbouncer-tls.log")
-        ini += f"client_tls_sslmode = require\nclient_tls_cert_file = {work}/pg-tls.crt\nclient_tls_key_file = {work}/pg-tls.key\n"
-        open(f"{work}/pgbouncer-tls.ini", "w").write(ini)
-        if os.getuid() == 0:
-            shutil.chown(f"{work}/pgbouncer-tls.ini", "postgres", "postgres")
+        with_client_tls(work, "pgbouncer", "pgbouncer-tls", self.bouncer_port, self.bouncer_tls_port)
         self.bouncer_tls = spawn(AS_PG + ["pgbouncer", f"{work}/pgbouncer-tls.ini"], f"{work}/pgbouncer-tls.out")
         wait_port(self.bouncer_tls_port)
         # HAProxy, TCP mode
@@ -165,6 +160,16 @@ backend pg
             "pgbouncer_tls": dict(base, PGPORT=str(self.bouncer_tls_port), PGSSLMODE="require"),
             "haproxy": dict(base, PGPORT=str(self.haproxy_port)),
         }
+
+
+def with_client_tls(work, src, dst, port, tls_port):
+    """Writes `dst`.ini: PgBouncer config `src`.ini on `tls_port`, requiring client TLS with the bench certificate."""
+    ini = open(f"{work}/{src}.ini").read().replace(f"listen_port = {port}", f"listen_port = {tls_port}") \
+        .replace(f"{src}.pid", f"{dst}.pid").replace(f"{src}.log", f"{dst}.log")
+    ini += f"client_tls_sslmode = require\nclient_tls_cert_file = {work}/pg-tls.crt\nclient_tls_key_file = {work}/pg-tls.key\n"
+    open(f"{work}/{dst}.ini", "w").write(ini)
+    if os.getuid() == 0:
+        shutil.chown(f"{work}/{dst}.ini", "postgres", "postgres")
 
 
 def pgbench_tps(env, clients, seconds, connect=False):
@@ -290,14 +295,10 @@ def idle_memory(setup, counts, work):
         .replace("pgbouncer.pid", "pgbouncer-idle.pid").replace("pgbouncer.log", "pgbouncer-idle.log") \
         .replace("default_pool_size = 250", "default_pool_size = 20000").replace("max_db_connections = 250", "max_db_connections = 20000")
     open(f"{work}/pgbouncer-idle.ini", "w").write(ini)
-    bouncer_tls_port = free_port()
-    open(f"{work}/pgbouncer-idle-tls.ini", "w").write(
-        ini.replace(f"listen_port = {bouncer_port}", f"listen_port = {bouncer_tls_port}")
-        .replace("pgbouncer-idle.pid", "pgbouncer-idle-tls.pid").replace("pgbouncer-idle.log", "pgbouncer-idle-tls.log")
-        + f"client_tls_sslmode = require\nclient_tls_cert_file = {work}/pg-tls.crt\nclient_tls_key_file = {work}/pg-tls.key\n")
     if os.getuid() == 0:
-        for f in ("pgbouncer-idle.ini", "pgbouncer-idle-tls.ini"):
-            shutil.chown(f"{work}/{f}", "postgres", "postgres")
+        shutil.chown(f"{work}/pgbouncer-idle.ini", "postgres", "postgres")
+    bouncer_tls_port = free_port()
+    with_client_tls(work, "pgbouncer-idle", "pgbouncer-idle-tls", bouncer_port, bouncer_tls_port)
     results = {}
 
     async def main():

@@ -120,7 +120,8 @@ public final class TLSSession: IdleReleasable {
         return true
     }
 
-    /// Whether OpenSSL holds record buffers for this connection (for tests of the idle sweep).
+    /// False once a sweep freed the record buffers, until the next read, write or handshake step
+    /// (for tests of the idle sweep).
     public var holdsRecordBuffers: Bool { trackedForIdle }
 
     public enum HandshakeStatus: Equatable {

@@ -58,18 +58,20 @@ public enum TestPaths {
     }
 }
 
-/// Test directories hold whole installations (1-2 GB for the control-plane suites): each is
-/// removed once the test process has exited, after whatever still runs under it is killed. One
-/// watcher per test process reads the list. `DEVDB_KEEP_TEST_DIRS=1` keeps them for a post-mortem.
+/// What the tests leave under their directories is cleaned up once the test process has exited,
+/// by one watcher per test process reading a list: `kill DIR` kills every process whose command
+/// line mentions DIR (daemons the code under test started, pg_ctl's postmasters); `remove DIR`
+/// kills them too, then removes the directory (installations of 1-2 GB for the control-plane
+/// suites). `DEVDB_KEEP_TEST_DIRS=1` keeps directories for a post-mortem.
 enum TestDirectoryCleaner {
     private static let list: Result<FileHandle, any Error> = Result {
         let path = NSTemporaryDirectory() + "devdb-test-dirs-\(getpid()).list"
         FileManager.default.createFile(atPath: path, contents: nil)
         let script = """
             while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done
-            while read -r d; do pkill -KILL -f "$d"; done < '\(path)'
+            while read -r what d; do pkill -KILL -f "$d"; done < '\(path)'
             sleep 1
-            while read -r d; do rm -rf "$d"; done < '\(path)'
+            while read -r what d; do [ "$what" = remove ] && rm -rf "$d"; done < '\(path)'
             rm -f '\(path)'
             """
         _ = try spawn(["setsid", "sh", "-c", script])
@@ -77,13 +79,17 @@ enum TestDirectoryCleaner {
     }
     private static let lock = NSLock()
 
-    static func removeWhenTestsEnd(_ directory: URL) throws {
-        guard ProcessInfo.processInfo.environment["DEVDB_KEEP_TEST_DIRS"] != "1" else { return }
+    static func register(_ what: String, _ directory: URL) throws {
         let handle = try list.get()
         lock.lock()
         defer { lock.unlock() }
         handle.seekToEndOfFile()
-        handle.write(Data((directory.path + "\n").utf8))
+        handle.write(Data("\(what) \(directory.path)\n".utf8))
+    }
+
+    static func removeWhenTestsEnd(_ directory: URL) throws {
+        let keep = ProcessInfo.processInfo.environment["DEVDB_KEEP_TEST_DIRS"] == "1"
+        try register(keep ? "kill" : "remove", directory)
     }
 }
 
@@ -296,6 +302,5 @@ public func isListening(_ port: Int) -> Bool {
 /// Kills every process whose command line mentions `directory` once the test process has
 /// exited: daemons the code under test started (pg_ctl's postmasters) must not outlive the tests.
 public func killLeftoversWhenTestsEnd(under directory: URL) throws {
-    let script = "while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done; pkill -KILL -f '\(directory.path)'"
-    _ = try spawn(["setsid", "sh", "-c", script])
+    try TestDirectoryCleaner.register("kill", directory)
 }
