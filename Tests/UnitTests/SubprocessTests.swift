@@ -74,12 +74,21 @@ import Glibc
     }
 
     @Test func outputCanBeReadWhileTheToolRuns() async throws {
+        // The tool waits for a gate file (at most 20 s) instead of sleeping a fixed time, so a
+        // busy machine that starts it late or wakes the test late cannot make "second" appear
+        // before the test has read the early output.
         let path = NSTemporaryDirectory() + "subprocess-output-\(UUID().uuidString)"
-        defer { unlink(path) }
-        async let done = Subprocess.run(["sh", "-c", "echo first; echo err >&2; sleep 1.5; echo second; exit 3"], outputPath: path)
-        try await Task.sleep(for: .milliseconds(700))
-        let early = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        let gate = path + ".gate"
+        defer { unlink(path); unlink(gate) }
+        let script = "echo first; echo err >&2; i=0; while [ ! -e \"$1\" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; echo second; exit 3"
+        async let done = Subprocess.run(["sh", "-c", script, "sh", gate], outputPath: path)
+        var early = ""
+        for _ in 0..<1000 where !(early.contains("first") && early.contains("err")) {
+            try await Task.sleep(for: .milliseconds(10))
+            early = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        }
         #expect(early.contains("first") && early.contains("err") && !early.contains("second"), "\(early)")
+        FileManager.default.createFile(atPath: gate, contents: nil)
         let out = try await done
         #expect(out.status == 3 && out.output.contains("second"), "\(out)")
     }
