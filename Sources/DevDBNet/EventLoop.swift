@@ -194,7 +194,7 @@ public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread
     private func run() {
         while true {
             let timeout = runTimers()
-            let n = devdb_epoll_wait(epfd, events, 256, local.isEmpty ? timeout : 0)
+            let n = waitForEvents(timeout: local.isEmpty ? timeout : 0)
             if n < 0 {
                 if errno == EINTR { continue }
                 fatalError("epoll_wait failed on \(name): \(Errno.current)")
@@ -223,6 +223,21 @@ public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread
             }
             if !graveyard.isEmpty { graveyard.removeAll(keepingCapacity: true) }
         }
+    }
+
+    /// `epoll_wait`, but before sleeping the thread yields its CPU once and looks again: on a
+    /// machine whose cores the clients and Postgres share, the processes this loop just woke
+    /// (with a send) run in that turn and answer, so the loop finds their bytes without going to
+    /// sleep and being woken for them. Measured (docs/router.md): about 5-9% more TPS, CPU per
+    /// transaction within noise or lower, voluntary context switches per transaction from 0.38
+    /// to 0.03. With a core to itself the yield returns at once and costs two syscalls per sleep.
+    private func waitForEvents(timeout: Int32) -> Int32 {
+        if timeout != 0 {
+            let ready = devdb_epoll_wait(epfd, events, 256, 0)
+            if ready != 0 { return ready }
+            sched_yield()
+        }
+        return devdb_epoll_wait(epfd, events, 256, timeout)
     }
 
     // MARK: registrations (loop thread)
