@@ -74,3 +74,12 @@ int devdb_epoll_wait(int epfd, struct devdb_event *out, int max, int timeout_ms)
 }
 
 int devdb_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+#include <sched.h>
+// CPUs this process may run on (its affinity mask), or -1.
+int devdb_affinity_cpu_count(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
+    return CPU_COUNT(&set);
+}

@@ -48,7 +48,7 @@ public final class Router: Sendable {
         ctx = RouterContext(config: config, log: log, metrics: metrics, resolver: resolver, cancelKeys: cancelKeys,
                             serverTLS: serverTLS, wakes: wakes,
                             activity: RouteActivity(redis: RedisClient(url: config.redis), log: log))
-        let laneCount = config.ioQueues > 0 ? config.ioQueues : max(2, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        let laneCount = config.ioQueues > 0 ? config.ioQueues : UsableCPUs.count()
         var loops: [EventLoop] = []
         for index in 0..<laneCount {
             do { loops.append(try EventLoop(name: "devdb.router.io.\(index)")) } catch {
@@ -113,6 +113,7 @@ public final class Router: Sendable {
         ready.store(true, ordering: .relaxed)
         ctx.log.info("router started", ["listen": ctx.config.listen.map(\.description).joined(separator: ","),
                                         "tls": ctx.tls == nil ? "off" : "on",
+                                        "event_loops": String(lanes.count),
                                         "db_domains": ctx.config.dbDomains.joined(separator: ","),
                                         "redis": ctx.config.redis.description])
     }

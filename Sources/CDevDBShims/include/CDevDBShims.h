@@ -18,6 +18,8 @@ unsigned long devdb_ssl_op_no_compression(void);
 unsigned long devdb_ssl_op_server_preference(void);
 /// Gives free heap pages of every malloc arena back to the system.
 int devdb_malloc_trim(void);
+/// CPUs in this process's affinity mask (what taskset or a cpuset allows), or -1.
+int devdb_affinity_cpu_count(void);
 /// Sets the ALPN select callback that chooses "postgresql" or fails the handshake.
 void devdb_ssl_ctx_use_postgresql_alpn(SSL_CTX *ctx);
 

@@ -1,0 +1,40 @@
+import DevDBNet
+import Foundation
+import Testing
+
+/// The router's default event-loop count: one per CPU the process can keep busy, so a pod limited
+/// to 2 CPUs on a big node does not run a loop per node core (taking turns on its quota).
+@Suite struct UsableCPUsTests {
+    @Test func cgroupQuotasRoundUpToWholeCPUs() {
+        #expect(UsableCPUs.quota(cpuMax: "max 100000\n") == nil)
+        #expect(UsableCPUs.quota(cpuMax: "200000 100000\n") == 2)
+        #expect(UsableCPUs.quota(cpuMax: "150000 100000") == 2)
+        #expect(UsableCPUs.quota(cpuMax: "50000 100000") == 1)
+        #expect(UsableCPUs.quota(cpuMax: "-1 100000") == nil)  // cgroup v1's "no quota"
+        #expect(UsableCPUs.quota(cpuMax: "") == nil)
+        #expect(UsableCPUs.quota(cpuMax: "garbage") == nil)
+    }
+
+    @Test func theAffinityMaskLimitsTheCount() throws {
+        let online = sysconf(Int32(_SC_NPROCESSORS_ONLN))
+        #expect(UsableCPUs.count() >= 1 && UsableCPUs.count() <= online)
+        try #require(online > 1, "needs two CPUs to narrow the mask")
+        // Narrow this thread's mask with taskset (what `taskset -c 0 devdb-router` does to the
+        // process), count on the same thread, and give the thread its CPUs back.
+        let tid = try #require(try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self").split(separator: "/").last)
+        let pin = try runTool(["taskset", "-pc", "0", String(tid)])
+        try #require(pin == 0)
+        defer { _ = try? runTool(["taskset", "-pc", "0-\(online - 1)", String(tid)]) }
+        #expect(UsableCPUs.count() == 1)
+    }
+
+    private func runTool(_ argv: [String]) throws -> Int32 {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = argv
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        return p.terminationStatus
+    }
+}
