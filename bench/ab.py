@@ -17,7 +17,7 @@ import argparse, glob, os, shutil, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench
-from bench import DOMAIN, PGBIN, ROOT, Setup, cpu_seconds, free_port, pgbench_run, sh, spawn, wait_port
+from bench import DOMAIN, PGBIN, ROOT, Setup, cpu_seconds, free_port, pgbench_run, sh
 
 
 def context_switches(pid):
@@ -64,11 +64,7 @@ def main():
         paths = {}
         for name, binary, extra in (("A", args.a, args.a_args), ("B", args.b, args.b_args)):
             port = free_port()
-            p = spawn([binary, "--listen", f"127.0.0.1:{port}", "--redis", f"redis://127.0.0.1:{s.redis_port}/0",
-                       "--db-domain", DOMAIN, "--tls-cert", f"{work}/tls.crt", "--tls-key", f"{work}/tls.key",
-                       "--metrics-listen", "off", "--max-handshakes-per-address", "100000", "--log-level", "warning"]
-                      + extra.split(), f"{work}/router-{name}.log")
-            wait_port(port)
+            p = s.start_router(binary, port, extra.split(), f"router-{name}")
             if args.tls:
                 env = dict(base, PGPORT=str(port), PGHOST=f"bench.{DOMAIN}", PGHOSTADDR="127.0.0.1", PGSSLMODE="require")
             else:

@@ -95,12 +95,8 @@ class Setup:
         sh(["redis-cli", "-p", str(self.redis_port), "HSET", "devdb:route:bench", "host", "127.0.0.1", "port", str(self.pg_port), "state", "ready"])
         # The router (release build)
         self.router_port = free_port()
-        self.router = spawn([f"{ROOT}/.build/release/devdb-router", "--listen", f"127.0.0.1:{self.router_port}",
-                             "--redis", f"redis://127.0.0.1:{self.redis_port}/0", "--db-domain", DOMAIN,
-                             "--tls-cert", f"{work}/tls.crt", "--tls-key", f"{work}/tls.key", "--metrics-listen", "off",
-                             "--max-handshakes-per-address", "100000", "--log-level", "warning"]
-                            + os.environ.get("DEVDB_BENCH_ROUTER_ARGS", "").split(), f"{work}/router.log")
-        wait_port(self.router_port)
+        self.router = self.start_router(f"{ROOT}/.build/release/devdb-router", self.router_port,
+                                        os.environ.get("DEVDB_BENCH_ROUTER_ARGS", "").split(), "router")
         # PgBouncer, session mode
         self.bouncer_port = free_port()
         open(f"{work}/userlist.txt", "w").write('"postgres" ""\n')
@@ -147,6 +143,15 @@ backend pg
 """)
         self.haproxy = spawn(["haproxy", "-f", f"{work}/haproxy.cfg", "-db"], f"{work}/haproxy.log")
         wait_port(self.haproxy_port)
+
+    def start_router(self, binary, port, extra, name):
+        """A router on `port` with the bench's route, certificate and Redis; `extra` flags last."""
+        p = spawn([binary, "--listen", f"127.0.0.1:{port}", "--redis", f"redis://127.0.0.1:{self.redis_port}/0",
+                   "--db-domain", DOMAIN, "--tls-cert", f"{self.work}/tls.crt", "--tls-key", f"{self.work}/tls.key",
+                   "--metrics-listen", "off", "--max-handshakes-per-address", "100000", "--log-level", "warning"]
+                  + extra, f"{self.work}/{name}.log")
+        wait_port(port)
+        return p
 
     def paths(self):
         """Connection environments for libpq tools, per path."""
@@ -309,10 +314,7 @@ def idle_memory(setup, counts, work):
             for name in ("router", "pgbouncer", "router_tls", "pgbouncer_tls"):
                 sni = None
                 if name.startswith("router"):
-                    proc = spawn([f"{ROOT}/.build/release/devdb-router", "--listen", f"127.0.0.1:{free_port_holder[0]}",
-                                  "--redis", f"redis://127.0.0.1:{setup.redis_port}/0", "--metrics-listen", "off", "--db-domain", DOMAIN,
-                                  "--tls-cert", f"{work}/tls.crt", "--tls-key", f"{work}/tls.key",
-                                  "--max-handshakes-per-address", "100000", "--log-level", "warning"], f"{work}/router-idle.log")
+                    proc = setup.start_router(f"{ROOT}/.build/release/devdb-router", free_port_holder[0], [], "router-idle")
                     target, options = free_port_holder[0], "-c devdb.route=idle"
                     if name == "router_tls":
                         options, sni = "", f"idle.{DOMAIN}"
