@@ -60,7 +60,9 @@ public enum TestPaths {
 
 /// What the tests leave under their directories is cleaned up once the test process has exited,
 /// by one watcher per test process reading a list: `kill DIR` kills every process whose command
-/// line mentions DIR (daemons the code under test started, pg_ctl's postmasters); `remove DIR`
+/// line mentions DIR (daemons the code under test started, pg_ctl's postmasters) or whose working
+/// directory is in it (redis-server rewrites its command line, and this watcher may kill the
+/// wrapper whose own watchdog would have killed it); `remove DIR`
 /// kills them too, then removes the directory (installations of 1-2 GB for the control-plane
 /// suites). `DEVDB_KEEP_TEST_DIRS=1` keeps directories for a post-mortem.
 enum TestDirectoryCleaner {
@@ -69,7 +71,12 @@ enum TestDirectoryCleaner {
         FileManager.default.createFile(atPath: path, contents: nil)
         let script = """
             while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done
-            while read -r what d; do pkill -KILL -f "$d"; done < '\(path)'
+            while read -r what d; do
+                pkill -KILL -f "$d"
+                for p in /proc/[0-9]*; do
+                    case "$(readlink "$p/cwd" 2>/dev/null)" in "$d"|"$d"/*) kill -KILL "${p#/proc/}" 2>/dev/null;; esac
+                done
+            done < '\(path)'
             sleep 1
             while read -r what d; do [ "$what" = remove ] && rm -rf "$d"; done < '\(path)'
             rm -f '\(path)'
