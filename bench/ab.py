@@ -13,11 +13,10 @@ and system time, and context switches per transaction (what the event loop's sle
 
 Build first: swift build -c release --product devdb-router (bench/run does it).
 """
-import argparse, glob, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, glob, os, shutil, statistics, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench
-from bench import DOMAIN, PGBIN, ROOT, Setup, cpu_seconds, free_port, pgbench_run, sh
+from bench import PGBIN, ROOT, Setup, cpu_seconds, free_port, pgbench_run, sh, stop_everything, user_system_seconds
 
 
 def context_switches(pid):
@@ -33,11 +32,6 @@ def context_switches(pid):
         except OSError:
             pass  # a thread that ended
     return voluntary, involuntary
-
-
-def user_system_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK")
 
 
 def main():
@@ -60,20 +54,13 @@ def main():
     os.chmod(work, 0o711)
     try:
         s = Setup(work, True)
-        base = {"PGUSER": "postgres", "PGDATABASE": "postgres", "PGSSLMODE": "disable", "PGHOST": "127.0.0.1"}
         paths = {}
         for name, binary, extra in (("A", args.a, args.a_args), ("B", args.b, args.b_args)):
             port = free_port()
             p = s.start_router(binary, port, extra.split(), f"router-{name}")
-            if args.tls:
-                env = dict(base, PGPORT=str(port), PGHOST=f"bench.{DOMAIN}", PGHOSTADDR="127.0.0.1", PGSSLMODE="require")
-            else:
-                env = dict(base, PGPORT=str(port), PGOPTIONS="-c devdb.route=bench")
-            paths[name] = (env, p.pid)
-        if args.tls:
-            paths["pgbouncer"] = (dict(base, PGPORT=str(s.bouncer_tls_port), PGSSLMODE="require"), s.bouncer_tls.pid)
-        else:
-            paths["pgbouncer"] = (dict(base, PGPORT=str(s.bouncer_port)), s.bouncer.pid)
+            paths[name] = (Setup.router_env(port, args.tls), p.pid)
+        bouncer = (s.bouncer_tls, "pgbouncer_tls") if args.tls else (s.bouncer, "pgbouncer")
+        paths["pgbouncer"] = (s.paths()[bouncer[1]], bouncer[0].pid)
         sh([f"{PGBIN}/pgbench", "-i", "-q", "-s", "10"], env=s.paths()["direct"], timeout=1800)
 
         # per path: per-round (CPU µs/txn, TPS), and sums of seconds, txns, user, system, switches
@@ -105,13 +92,7 @@ def main():
             err = lambda v: statistics.stdev(v) / len(v) ** 0.5 if len(v) > 1 else float("nan")
             print(f"| {x} − {y} | {statistics.mean(dc):+.2f} ± {err(dc):.2f} | {statistics.mean(dt):.3f} ± {err(dt):.3f} |")
     finally:
-        for p in bench.procs:
-            try:
-                os.killpg(p.pid, 9)
-            except Exception:
-                pass
-        subprocess.run(["pkill", "-u", "postgres", "-f", work], capture_output=True)
-        time.sleep(0.5)
+        stop_everything(work)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -50,6 +50,17 @@ def spawn(cmd, log, env=None):
     return p
 
 
+def stop_everything(work):
+    """Kills what the harness started (and the instances' postmasters under `work`)."""
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except Exception:
+            pass
+    subprocess.run(["pkill", "-u", "postgres", "-f", work], capture_output=True)
+    time.sleep(0.5)
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -153,14 +164,23 @@ backend pg
         wait_port(port)
         return p
 
+    BASE_ENV = {"PGUSER": "postgres", "PGDATABASE": "postgres", "PGSSLMODE": "disable", "PGHOST": "127.0.0.1"}
+
+    @classmethod
+    def router_env(cls, port, tls):
+        """libpq's environment for a router on `port`: the route by SNI over TLS, else in options."""
+        if tls:
+            return dict(cls.BASE_ENV, PGPORT=str(port), PGHOST=f"bench.{DOMAIN}", PGHOSTADDR="127.0.0.1", PGSSLMODE="require")
+        return dict(cls.BASE_ENV, PGPORT=str(port), PGOPTIONS="-c devdb.route=bench")
+
     def paths(self):
         """Connection environments for libpq tools, per path."""
-        base = {"PGUSER": "postgres", "PGDATABASE": "postgres", "PGSSLMODE": "disable", "PGHOST": "127.0.0.1"}
+        base = self.BASE_ENV
         return {
             "direct": dict(base, PGPORT=str(self.pg_port)),
             "direct_tls": dict(base, PGPORT=str(self.pg_port), PGSSLMODE="require"),
-            "router_plain": dict(base, PGPORT=str(self.router_port), PGOPTIONS="-c devdb.route=bench"),
-            "router_tls": dict(base, PGPORT=str(self.router_port), PGHOST=f"bench.{DOMAIN}", PGHOSTADDR="127.0.0.1", PGSSLMODE="require"),
+            "router_plain": self.router_env(self.router_port, False),
+            "router_tls": self.router_env(self.router_port, True),
             "pgbouncer": dict(base, PGPORT=str(self.bouncer_port)),
             "pgbouncer_tls": dict(base, PGPORT=str(self.bouncer_tls_port), PGSSLMODE="require"),
             "haproxy": dict(base, PGPORT=str(self.haproxy_port)),
@@ -196,10 +216,15 @@ def pgbench_run(env, clients, seconds, connect=False):
     return tps, txns or max(1, int(tps * seconds))
 
 
-def cpu_seconds(pid):
-    """User + system CPU time of a process so far, from /proc/PID/stat."""
+def user_system_seconds(pid):
+    """User and system CPU time of a process so far, from /proc/PID/stat."""
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / os.sysconf("SC_CLK_TCK"), int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far."""
+    return sum(user_system_seconds(pid))
 
 
 def children_cpu_seconds():
@@ -560,13 +585,7 @@ def main():
             else:
                 results["provisioning_note"] = "no loop-mounted XFS here: reflink clones not measured"
     finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except Exception:
-                pass
-        subprocess.run(["pkill", "-u", "postgres", "-f", work], capture_output=True)
-        time.sleep(0.5)
+        stop_everything(work)
         subprocess.run(["umount", f"{work}/xfs"], capture_output=True)
         if os.environ.get("DEVDB_BENCH_KEEP"):
             print(f"kept {work}", file=sys.stderr)

@@ -163,7 +163,7 @@ public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread
         // reflects what idle sessions hold. At most once per sweep interval.
         if sweepIdleNow() >= 32 { _ = devdb_malloc_trim() }
         if idleTracked.isEmpty {
-            idleTracked = []
+            idleTracked = []  // removeAll keeps the capacity a burst grew; let it go
             idleSweepScheduled = false
         } else {
             schedule(after: Self.idleSweepInterval) { [self] in sweepIdle() }

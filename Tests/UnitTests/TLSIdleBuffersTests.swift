@@ -1,5 +1,6 @@
 import COpenSSL
 import DevDBNet
+import DevDBTestSupport
 import Foundation
 import Synchronization
 import Testing
@@ -13,17 +14,9 @@ import Glibc
 @Suite struct TLSIdleBuffersTests {
     /// A self-signed certificate and key for the server side.
     static func certificate() throws -> (cert: String, key: String, directory: URL) {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("devdb-tls-idle-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = try TestPaths.makeTemporaryDirectory("devdb-tls-idle")
         let cert = dir.appendingPathComponent("tls.crt").path, key = dir.appendingPathComponent("tls.key").path
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-        p.arguments = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=idle.test", "-days", "1", "-keyout", key, "-out", cert]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        #expect(p.terminationStatus == 0)
+        try run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=idle.test", "-days", "1", "-keyout", key, "-out", cert])
         return (cert, key, dir)
     }
 

@@ -1,4 +1,5 @@
 import DevDBNet
+import DevDBTestSupport
 import Foundation
 import Testing
 
@@ -22,19 +23,8 @@ import Testing
         // Narrow this thread's mask with taskset (what `taskset -c 0 devdb-router` does to the
         // process), count on the same thread, and give the thread its CPUs back.
         let tid = try #require(try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self").split(separator: "/").last)
-        let pin = try runTool(["taskset", "-pc", "0", String(tid)])
-        try #require(pin == 0)
-        defer { _ = try? runTool(["taskset", "-pc", "0-\(online - 1)", String(tid)]) }
+        try #require(try run(["taskset", "-pc", "0", String(tid)], check: false).status == 0)
+        defer { _ = try? run(["taskset", "-pc", "0-\(online - 1)", String(tid)], check: false) }
         #expect(UsableCPUs.count() == 1)
-    }
-
-    private func runTool(_ argv: [String]) throws -> Int32 {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = argv
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        return p.terminationStatus
     }
 }
