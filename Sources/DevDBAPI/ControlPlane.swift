@@ -363,6 +363,17 @@ final class ControlPlane: Sendable {
     }
 
     func stopInstance(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation) async {
+        if op.idle == true {
+            switch await confirmFence(d.name, op) {
+            case .clear: break
+            case .superseded: return
+            case .inUse(let why):
+                await record(d.name, .keptAwake(operation: op.id))
+                logger.info("kept awake: \(why)", metadata: ["devdb.database": "\(d.name)"])
+                count("hibernate_kept_awake")
+                return
+            }
+        }
         do {
             try await provisioner.stop(database: d)
             await record(d.name, .stopped(operation: op.id, at: Date()))
@@ -386,6 +397,49 @@ final class ControlPlane: Sendable {
         }
     }
 
+    enum FenceOutcome: Equatable {
+        /// Every router whose lease holds confirmed that it has no session on the database.
+        case clear
+        /// A session was routed to it, a client waits for it, or a router did not answer in time.
+        case inUse(String)
+        /// The operation is no longer current (a person's stop took it over, a delete, a restart).
+        case superseded
+    }
+
+    /// The hibernator's stop waits here until the routers answer its fence: the route already
+    /// says `hibernated` with the stop's id as its fence, so every router that acknowledges it
+    /// routes no new session on an older version of the route and reports the sessions it has
+    /// routed to the database (docs/architecture.md, "Sleep never cuts a session").
+    func confirmFence(_ name: String, _ op: DatabaseRecord.Operation) async -> FenceOutcome {
+        let started = Date()
+        var deadline: Date?
+        while true {
+            guard let d = await currentRecord(name), d.operation?.id == op.id else { return .superseded }
+            // A person's stop took it over: it stops now, sessions or not.
+            if d.operation?.idle != true { return .clear }
+            if d.wakeQueued == true { return .inUse("a client connected while it was going to sleep") }
+            if d.deleteQueued == true { return .clear }
+            guard let report = try? await catalog.run({ try $0.fenceReport(name, token: op.id) }) else {
+                if Task.isCancelled { return .superseded }
+                if Date().timeIntervalSince(started) > 60 { return .inUse("the routers' answers could not be read; trying again later") }
+                try? await Task.sleep(for: .milliseconds(200))
+                continue
+            }
+            if report.openSessions > 0 {
+                return .inUse("\(report.openSessions) session(s) routed to it since the idle check")
+            }
+            if report.waitingFor.isEmpty { return .clear }
+            // Routers answer at once on the route's announcement, and at the latest at their next
+            // activity report; two of their intervals and a little more is plenty.
+            let wait = 2 * (report.routers.values.max() ?? 5) + 2
+            let limit = deadline ?? started.addingTimeInterval(wait)
+            deadline = limit
+            if Date() > limit { return .inUse("router(s) \(report.waitingFor.joined(separator: ", ")) did not confirm the fence in \(Int(wait)) s; trying again later") }
+            if Task.isCancelled { return .superseded }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
     /// Wakes a database a router (or `devdb db start`) asked for; a wake asked twice wakes once.
     func wake(_ name: String) async {
         await apply(name, .wake)
@@ -393,7 +447,9 @@ final class ControlPlane: Sendable {
     }
 
     /// Hibernates ready databases no router has had a session on for their hibernate-after
-    /// (per database, or --hibernate-after). A database with an open session never sleeps.
+    /// (per database, or --hibernate-after). A database with an open session never sleeps: this
+    /// decision comes from the routers' last reports, and the stop it starts waits for the fence
+    /// (`confirmFence`) before it stops anything.
     func hibernateIdle(now: Date = Date()) async {
         guard let databases = try? await catalog.run({ try $0.databases() }) else { return }
         for d in databases where d.state == .ready {
@@ -402,7 +458,7 @@ final class ControlPlane: Sendable {
             let since = [activity.lastActive, d.readyAt, d.createdAt].compactMap { $0 }.max() ?? d.createdAt
             guard now.timeIntervalSince(since) >= after else { continue }
             logger.info("hibernating an idle database", metadata: ["devdb.database": "\(d.name)", "devdb.idle_seconds": "\(Int(now.timeIntervalSince(since)))"])
-            await apply(d.name, .hibernate(now: now))
+            await apply(d.name, .hibernate(now: now, idle: true))
         }
         // Wake requests a missed message left in the set.
         for name in (try? await catalog.run({ try $0.wakeRequests() })) ?? [] { await wake(name) }

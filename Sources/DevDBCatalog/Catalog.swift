@@ -442,13 +442,17 @@ public final class Catalog: Sendable {
                 if let next { t.commands.append(["SET", Key.database(name), Self.encode(next)]) }
                 for e in effects {
                     switch e {
-                    case .setRoute(let route):
+                    case .setRoute(var route):
+                        // A fresh version per write: routers tell a route read before a fence from one after it.
+                        route.version = try cmd(["INCR", RouteContract.routeVersionCounter]).integer ?? 0
                         t.commands += [["DEL", RouteContract.routeKey(name)],
                                        ["HSET", RouteContract.routeKey(name)] + route.fields.flatMap { [$0.0, $0.1] }
                                         + ["project", d.project, "owner", d.owner]]
+                        t.commands += route.fence != nil ? [["SADD", RouteContract.fences, name]] : Self.endFence(name)
                         t.publish = [name]
                     case .removeRoute:
                         t.commands.append(["DEL", RouteContract.routeKey(name)])
+                        t.commands += Self.endFence(name)
                         t.publish = [name]
                     case .removeRecord:
                         t.commands += [["DEL", Key.database(name)], ["SREM", Key.databases, name],
@@ -601,6 +605,37 @@ public final class Catalog: Sendable {
     public func clearWakeRequest(_ name: String) throws(CatalogError) { _ = try cmd(["SREM", RouteContract.wakeRequests, name]) }
 
     // MARK: routes (the router contract)
+
+    /// The writes that end a route's fence, if it had one.
+    static func endFence(_ name: String) -> [[String]] {
+        [["SREM", RouteContract.fences, name], ["DEL", RouteContract.fenceAcksKey(name)]]
+    }
+
+    /// What the routers say about a fence: those whose lease holds (with their activity
+    /// interval), and the sessions each that acknowledged `token` has routed to the database.
+    public struct FenceReport: Sendable, Equatable {
+        public var routers: [String: Double] = [:]
+        public var acknowledged: [String: Int] = [:]
+        /// Routers whose lease holds that have not acknowledged this fence yet.
+        public var waitingFor: [String] { routers.keys.filter { acknowledged[$0] == nil }.sorted() }
+        public var openSessions: Int { acknowledged.values.reduce(0, +) }
+    }
+
+    public func fenceReport(_ name: String, token: String) throws(CatalogError) -> FenceReport {
+        var report = FenceReport()
+        guard case .array(let rows) = try cmd(["EVAL", RouteContract.liveRoutersScript, "2", RouteContract.routers, RouteContract.fenceAcksKey(name)]) else {
+            return report
+        }
+        for case .array(let row) in rows where row.count >= 2 {
+            guard let id = row[0].string else { continue }
+            report.routers[id] = Double(row[1].string ?? "") ?? 5
+            if row.count >= 3, let ack = row[2].string {
+                let parts = ack.split(separator: " ")
+                if parts.count == 2, parts[0] == token, let open = Int(parts[1]) { report.acknowledged[id] = open }
+            }
+        }
+        return report
+    }
 
     public func route(_ name: String) throws(CatalogError) -> RouteRecord? {
         let fields = try cmd(["HGETALL", RouteContract.routeKey(name)]).fieldMap

@@ -10,6 +10,9 @@ import DevDBCore
 ///     reset: ready / unavailable / failed ─▶ cloning ─▶ starting ─▶ ready   │
 ///     delete: ready / unavailable / failed ─▶ deleting ─▶ (gone)  ◀─────────┘
 ///     delete during create or reset: queued, runs when that ends
+///     sleep: ready ─▶ hibernating ─▶ hibernated ─▶ waking ─▶ ready
+///     the hibernator's sleep: ready ─▶ hibernating (route fenced; every router confirms it has
+///         no session on it) ─▶ hibernated, or ─▶ ready when one has (keptAwake) or a client waits
 ///
 /// The route exists exactly while the database is `ready` (route state `ready`) or `unavailable`
 /// (route state `starting`); the transition that leaves those states removes it.
@@ -21,8 +24,11 @@ public enum DatabaseLifecycle {
         case delete
         /// Save the database's state now as snapshot `name`.
         case snapshot(name: String)
-        /// Stop it until someone connects (idle, or `devdb db stop`).
-        case hibernate(now: Date)
+        /// Stop it until someone connects: `idle` when the hibernator asks (stopped only once no
+        /// router has a session on it), not when a person does (`devdb db stop` ends sessions).
+        case hibernate(now: Date, idle: Bool = false)
+        /// The hibernator's stop found a session routed to it: it stays awake.
+        case keptAwake(operation: String)
         /// Start it again (a router holding a client, or `devdb db start`). Repeated wakes wake once.
         case wake
         /// The stop of a hibernation finished.
@@ -153,7 +159,14 @@ public enum DatabaseLifecycle {
             }
             return .commit(next, effects: [finish] + (asleep || running ? routeEffects(next) : [.removeRoute]), actions: [])
 
-        case .hibernate(let now):
+        case .hibernate(let now, let idle):
+            if d.state == .hibernating, !idle, var op = d.operation, op.kind == .stop, op.idle == true {
+                // A person's stop while the hibernator's waits for routers: it stops now, sessions or not.
+                var next = d
+                op.idle = nil
+                next.operation = op
+                return .commit(next, effects: routeEffects(next), actions: [])
+            }
             if d.state == .hibernated || d.state == .hibernating { return .ignore }
             if let refusal = busy(d, doing: "stop") { return .refuse(refusal) }
             guard d.state == .ready else {
@@ -162,9 +175,19 @@ public enum DatabaseLifecycle {
             }
             var next = d
             next.state = .hibernating
-            next.operation = .init(kind: .stop, id: newOperationID())
+            next.operation = .init(kind: .stop, id: newOperationID(), idle: idle ? true : nil)
             next.hibernatedAt = now
             return .commit(next, effects: routeEffects(next), actions: [.run(next.operation!)])
+
+        case .keptAwake(let op):
+            guard d.operation?.id == op, d.operation?.kind == .stop, d.operation?.idle == true, d.state == .hibernating else { return .ignore }
+            var next = d
+            next.state = .ready
+            next.operation = nil; next.phase = nil; next.hibernatedAt = nil; next.wakeQueued = nil
+            // Idle time counts from here: the session's report may not have reached Redis yet.
+            next.readyAt = Date()
+            if d.deleteQueued == true { return startDelete(from: next, newOperationID: newOperationID) }
+            return .commit(next, effects: routeEffects(next), actions: [])
 
         case .stopped(let op, let at):
             guard d.operation?.id == op, d.operation?.kind == .stop else { return .ignore }
@@ -174,7 +197,8 @@ public enum DatabaseLifecycle {
             next.hibernatedAt = at
             if d.deleteQueued == true { return startDelete(from: next, newOperationID: newOperationID) }
             if d.wakeQueued == true { return startWake(from: next, newOperationID: newOperationID) }
-            return .commit(next, effects: [], actions: [])
+            // A fenced route loses its fence: asleep, routers wake it on the next connection.
+            return .commit(next, effects: fence(d) != nil ? routeEffects(next) : [], actions: [])
 
         case .wake:
             switch d.state {
@@ -296,7 +320,14 @@ public enum DatabaseLifecycle {
 
     static func routeEffects(_ d: DatabaseRecord) -> [Effect] {
         guard let host = d.backendHost, let port = d.backendPort else { return [] }
-        return [.setRoute(RouteRecord(host: host, port: port, state: routeState(d)))]
+        return [.setRoute(RouteRecord(host: host, port: port, state: routeState(d), fence: fence(d)))]
+    }
+
+    /// The fence of a database the hibernator is stopping: the stop's operation id, while it
+    /// waits for every router to confirm that no session is routed to it.
+    public static func fence(_ d: DatabaseRecord) -> String? {
+        guard d.state == .hibernating, let op = d.operation, op.kind == .stop, op.idle == true else { return nil }
+        return op.id
     }
 
     /// A wake while it is being stopped or snapshotted asleep: it wakes when that is done.

@@ -98,8 +98,11 @@ public struct DatabaseRecord: Codable, Sendable, Equatable {
         public var target: String?
         /// A snapshot of a sleeping database: copied as it is, and it stays asleep.
         public var asleep: Bool?
-        public init(kind: Kind, id: String, latest: Bool? = nil, target: String? = nil, asleep: Bool? = nil) {
-            self.kind = kind; self.id = id; self.latest = latest; self.target = target; self.asleep = asleep
+        /// A stop the hibernator asked for: the route carries a fence (this operation's id) and the
+        /// database is stopped only once every router confirms it has no session on it.
+        public var idle: Bool?
+        public init(kind: Kind, id: String, latest: Bool? = nil, target: String? = nil, asleep: Bool? = nil, idle: Bool? = nil) {
+            self.kind = kind; self.id = id; self.latest = latest; self.target = target; self.asleep = asleep; self.idle = idle
         }
     }
     public var name: String

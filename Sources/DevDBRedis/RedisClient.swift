@@ -193,9 +193,9 @@ public final class RedisClient: Sendable {
         }
     }
 
-    /// Runs a Lua script (`EVAL script 0 args...`).
-    public func eval(_ script: String, _ args: [String]) throws(RedisError) -> RedisValue {
-        try command(["EVAL", script, "0"] + args)
+    /// Runs a Lua script (`EVAL script numkeys keys... args...`).
+    public func eval(_ script: String, keys: [String], args: [String]) throws(RedisError) -> RedisValue {
+        try command(["EVAL", script, String(keys.count)] + keys + args)
     }
 
     public func close() {

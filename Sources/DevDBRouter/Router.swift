@@ -44,10 +44,13 @@ public final class Router: Sendable {
         let cancelKeys = CancelKeyRegistry(redis: redis, metrics: metrics, log: log, ttl: config.cancelKeyTTL)
         // Wakes and activity get their own connections: their calls must not wait behind lookups.
         let wakes = WakeCoordinator(redis: RedisClient(url: config.redis), resolver: resolver, metrics: metrics, log: log)
-        resolver.observeChanges { name in if let name { wakes.routeChanged(name) } else { wakes.recheckAll() } }
+        let activity = RouteActivity(redis: RedisClient(url: config.redis), log: log, interval: config.activityInterval)
+        resolver.observeChanges { name in
+            if let name { wakes.routeChanged(name) } else { wakes.recheckAll() }
+            activity.routeChanged(name)
+        }
         ctx = RouterContext(config: config, log: log, metrics: metrics, resolver: resolver, cancelKeys: cancelKeys,
-                            serverTLS: serverTLS, wakes: wakes,
-                            activity: RouteActivity(redis: RedisClient(url: config.redis), log: log))
+                            serverTLS: serverTLS, wakes: wakes, activity: activity)
         let laneCount = config.ioQueues > 0 ? config.ioQueues : UsableCPUs.count()
         var loops: [EventLoop] = []
         for index in 0..<laneCount {
@@ -90,7 +93,7 @@ public final class Router: Sendable {
         watchTLSFiles()
         ctx.resolver.start()
         ctx.cancelKeys.startRefreshing()
-        ctx.activity.start(interval: ctx.config.activityInterval)
+        ctx.activity.start()
         admin?.start { [self] path in
             switch path {
             case "/metrics": return (200, "text/plain; version=0.0.4", ctx.metrics.render(ready: ready.load(ordering: .relaxed)))

@@ -40,6 +40,8 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
     private var rewriter = BackendStartupRewriter()
     private var routerKey: BackendKey?
     private var sessionCounted = false
+    /// Counted in the route's activity (from the routing decision to the end).
+    private var admitted = false
 
     init(ctx: RouterContext, lane: EventLoop, bytes: ByteCounters, fd: Int32, peer: SocketAddress?) {
         self.ctx = ctx
@@ -110,27 +112,11 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
             ctx.resolver.prefetch(name)
         case .lookUp(let name):
             routeName = name
-            ctx.resolver.lookup(name, on: lane) { [self] result in
-                switch result {
-                case .found(let r):
-                    routeKnown = true
-                    handle(.routeLookedUp(.found(r)))
-                case .notFound: handle(.routeLookedUp(.notFound))
-                case .unavailable(let why):
-                    ctx.log.warning("route store unavailable", ["route": name, "error": why])
-                    handle(.routeLookedUp(.unavailable))
-                }
-            }
+            lookUp(name, attempt: 0)
         case .waitForWake(let name):
             // Held while the database wakes; the wake has its own timeout, not the startup's.
             endStart()
-            ctx.wakes.wait(name, timeout: ctx.config.wakeTimeout, on: lane) { [self] outcome in
-                switch outcome {
-                case .ready(let r): handle(.wakeEnded(.ready(r)))
-                case .failed(let why): handle(.wakeEnded(.failed(why)))
-                case .timedOut: handle(.wakeEnded(.timedOut))
-                }
-            }
+            waitForWake(name)
         case .connect(let r):
             route = r
             if startTimer == nil {
@@ -162,6 +148,55 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
         case .close(let quiet):
             finish(quiet)
         }
+    }
+
+    // MARK: routing decisions
+
+    private func lookUp(_ name: String, attempt: Int) {
+        ctx.resolver.lookup(name, on: lane) { [self] result in
+            switch result {
+            case .found(let r):
+                routeKnown = true
+                switch admit(name, r) {
+                case .admitted: handle(.routeLookedUp(.found(r)))
+                case .stale where attempt < 3:
+                    ctx.resolver.invalidate(name)
+                    lookUp(name, attempt: attempt + 1)
+                case .stale, .noLease: handle(.routeLookedUp(.unavailable))
+                }
+            case .notFound: handle(.routeLookedUp(.notFound))
+            case .unavailable(let why):
+                ctx.log.warning("route store unavailable", ["route": name, "error": why])
+                handle(.routeLookedUp(.unavailable))
+            }
+        }
+    }
+
+    private func waitForWake(_ name: String) {
+        ctx.wakes.wait(name, timeout: ctx.config.wakeTimeout, on: lane) { [self] outcome in
+            switch outcome {
+            case .ready(let r):
+                switch admit(name, r) {
+                case .admitted: handle(.wakeEnded(.ready(r)))
+                // Going to sleep again already: wait for the next wake.
+                case .stale: waitForWake(name)
+                case .noLease: handle(.wakeEnded(.failed("this router cannot reach the route store")))
+                }
+            case .failed(let why): handle(.wakeEnded(.failed(why)))
+            case .timedOut: handle(.wakeEnded(.timedOut))
+            }
+        }
+    }
+
+    /// A session counts for its route from the routing decision on (the hibernation fence sees
+    /// it before it reaches the backend). Only a ready route is admitted; the others are the
+    /// machine's to answer.
+    private func admit(_ name: String, _ r: RouteRecord) -> RouteActivity.Admission {
+        guard r.state == .ready, !admitted, !ended else { return .admitted }
+        let admission = ctx.activity.admit(name, r)
+        if admission == .admitted { admitted = true }
+        if admission == .noLease { ctx.log.warning("not routing: this router's lease in the route store has ended", ["route": name]) }
+        return admission
     }
 
     // MARK: client bytes before the relay
@@ -402,7 +437,6 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
                     }
                 case .ready:
                     sessionCounted = true
-                    if let routeName { ctx.activity.opened(routeName) }
                     ctx.metrics.activeSessions.add(1, ordering: .relaxed)
                 case .backendError(let e):
                     ctx.log.info("backend refused the session", ["route": routeName ?? "", "sqlstate": e.sqlState])
@@ -491,10 +525,8 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
         relaying = false
         endStart()
         if let routerKey { ctx.cancelKeys.unregister(routerKey) }
-        if sessionCounted {
-            ctx.metrics.activeSessions.subtract(1, ordering: .relaxed)
-            if let routeName { ctx.activity.closed(routeName) }
-        }
+        if sessionCounted { ctx.metrics.activeSessions.subtract(1, ordering: .relaxed) }
+        if admitted, let routeName { ctx.activity.closed(routeName) }
         ctx.metrics.activeConnections.subtract(1, ordering: .relaxed)
         client.close()
         backend?.close()

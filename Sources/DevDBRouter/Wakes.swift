@@ -104,44 +104,87 @@ final class WakeCoordinator: Sendable {
     }
 }
 
-/// Sessions per route, reported to Redis every few seconds off the relay's path: a session
-/// counts once when it is routed and once when it ends (a mutex each), never per byte.
-/// `HSET devdb:activity:<route> <router id> "<open> <last active> <written>"`; routes with open
-/// sessions are written every time, so the API can tell busy from idle whichever router serves.
+/// Sessions per route, reported to Redis every few seconds off the relay's path, and this
+/// router's part of the hibernation fence (docs/architecture.md, "Sleep never cuts a session").
+///
+/// A session counts from the moment the router decides to route it (`admit`, before it connects
+/// to the backend) until it ends: a mutex each time, never per byte. Every activity interval the
+/// router writes `HSET devdb:activity:<route> <router id> "<open> <last active> <written>"` for
+/// routes with open sessions or news, renews its lease in `devdb:routers`, and acknowledges every
+/// fenced route (`devdb:fences`); it also acknowledges a fence as soon as the route's change is
+/// announced. Acknowledging a fence and admitting a session take the same mutex, so every
+/// session is either counted in the acknowledgement or decided after it, when a route read
+/// before the fence (a lower version) is refused as stale and looked up again.
 final class RouteActivity: Sendable {
     struct Entry { var open: Int; var lastActive: Double; var dirty: Bool }
 
+    /// Everything behind the mutex.
+    struct State {
+        var entries: [String: Entry] = [:]
+        /// Per fenced route: the lowest route version this router may still route on (the
+        /// fence's), and when it learned it (monotonic; forgotten a while after the fence ends).
+        var fences: [String: (version: Int, learned: Double)] = [:]
+        /// Monotonic time until which this router's lease in Redis surely holds (0: none).
+        var leaseUntil: Double = 0
+    }
+
+    enum Admission: Equatable {
+        case admitted
+        /// Read before a fence this router acknowledged: look it up again.
+        case stale
+        /// This router could not renew its lease: the API may not be waiting for it, so it routes nothing.
+        case noLease
+    }
+
     private let redis: RedisClient
     private let log: Log
-    private let routerID: String
-    private let entries = Mutex<[String: Entry]>([:])
+    let routerID: String
+    /// How long a renewed lease lasts in Redis: four activity intervals, at least 30 s, so a
+    /// router that crashed holds up hibernation that long at most.
+    let leaseSeconds: Double
+    private let state = Mutex<State>(State())
     private let queue = DispatchQueue(label: "devdb.router.activity")
     // Set in start() and cancelled in stop(), both called once from the router's start and drain.
     private nonisolated(unsafe) var timer: DispatchSourceTimer?
+    let interval: Double
 
-    init(redis: RedisClient, log: Log) {
+    init(redis: RedisClient, log: Log, interval: Double) {
         self.redis = redis
         self.log = log
+        self.interval = interval
+        leaseSeconds = max(30, 4 * interval)
         routerID = "\(ProcessInfo.processInfo.hostName)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
     }
 
-    func opened(_ route: String) {
-        let now = Date().timeIntervalSince1970
-        entries.withLock { $0[route, default: Entry(open: 0, lastActive: now, dirty: true)].open += 1; $0[route]!.lastActive = now; $0[route]!.dirty = true }
-    }
-
-    func closed(_ route: String) {
-        let now = Date().timeIntervalSince1970
-        entries.withLock { e in
-            guard var entry = e[route] else { return }
-            entry.open = max(0, entry.open - 1)
-            entry.lastActive = now
-            entry.dirty = true
-            e[route] = entry
+    /// The router decided to route a session to `route` (ready) as read in `record`.
+    func admit(_ route: String, _ record: RouteRecord) -> Admission {
+        let now = monotonicSeconds()
+        let wall = Date().timeIntervalSince1970
+        return state.withLock { s in
+            if now >= s.leaseUntil { return .noLease }
+            if let fence = s.fences[route], record.version < fence.version { return .stale }
+            s.entries[route, default: Entry(open: 0, lastActive: wall, dirty: true)].open += 1
+            s.entries[route]!.lastActive = wall
+            s.entries[route]!.dirty = true
+            return .admitted
         }
     }
 
-    func start(interval: Double) {
+    /// An admitted session ended (or never reached the backend).
+    func closed(_ route: String) {
+        let now = Date().timeIntervalSince1970
+        state.withLock { s in
+            guard var entry = s.entries[route] else { return }
+            entry.open = max(0, entry.open - 1)
+            entry.lastActive = now
+            entry.dirty = true
+            s.entries[route] = entry
+        }
+    }
+
+    /// Renews the lease (before the first connection is accepted) and reports every interval.
+    func start() {
+        queue.sync { flush() }
         let t = DispatchSource.makeTimerSource(queue: queue)
         t.schedule(deadline: .now() + interval, repeating: interval)
         t.setEventHandler { [self] in flush() }
@@ -149,34 +192,113 @@ final class RouteActivity: Sendable {
         timer = t
     }
 
+    /// Reports a last time and gives the lease up (the API stops waiting for this router).
     func stop() {
         timer?.cancel()
         timer = nil
-        queue.sync { flush() }
+        queue.sync {
+            flush()
+            state.withLock { $0.leaseUntil = 0 }
+            do throws(RedisError) { _ = try redis.command(["HDEL", RouteContract.routers, routerID]) } catch {
+                log.warning("cannot give up the router's lease; it ends by itself", ["error": error.description])
+            }
+        }
+    }
+
+    /// A route changed (`devdb:routes`): if it carries a fence now, honour and acknowledge it.
+    /// nil: every route may have changed (the subscription came back).
+    func routeChanged(_ name: String?) {
+        queue.async { [self] in
+            if let name { acknowledgeFences([name]) } else { acknowledgeAllFences() }
+        }
+    }
+
+    private func acknowledgeAllFences() {
+        do throws(RedisError) {
+            guard case .array(let items) = try redis.command(["SMEMBERS", RouteContract.fences]) else { return }
+            let names = items.compactMap(\.string)
+            acknowledgeFences(names)
+            // Fences that ended a while ago are forgotten (a route read before one is long gone).
+            let now = monotonicSeconds()
+            state.withLock { s in
+                s.fences = s.fences.filter { names.contains($0.key) || now - $0.value.learned < 600 }
+            }
+        } catch {
+            log.warning("cannot read the fenced routes; trying again next interval", ["error": error.description])
+        }
+    }
+
+    /// Reads the routes; for each that carries a fence: from now on no session is routed on an
+    /// older version of it, and the sessions routed to it until now are acknowledged.
+    private func acknowledgeFences(_ names: [String]) {
+        guard !names.isEmpty else { return }
+        do throws(RedisError) {
+            let replies = try redis.pipeline(names.map { ["HGETALL", RouteContract.routeKey($0)] })
+            var writes: [[String]] = []
+            let now = monotonicSeconds()
+            let wall = Date().timeIntervalSince1970
+            for (name, reply) in zip(names, replies) {
+                guard case .success(let value) = reply, let route = try? RouteRecord(fields: value.fieldMap),
+                      let token = route.fence else { continue }
+                let entry: Entry? = state.withLock { s in
+                    s.fences[name] = (max(route.version, s.fences[name]?.version ?? 0), now)
+                    return s.entries[name]
+                }
+                let open = entry?.open ?? 0
+                writes.append(["HSET", RouteContract.fenceAcksKey(name), routerID, "\(token) \(open)"])
+                writes.append(["EXPIRE", RouteContract.fenceAcksKey(name), "3600"])
+                // The activity too, so the next idle check sees what the acknowledgement says.
+                let last = open > 0 ? wall : entry?.lastActive ?? 0
+                if entry != nil {
+                    writes.append(["HSET", RouteContract.activityKey(name), routerID, "\(open) \(Int(last)) \(Int(wall))"])
+                    writes.append(["EXPIRE", RouteContract.activityKey(name), "604800"])
+                }
+            }
+            guard !writes.isEmpty else { return }
+            for case .failure(let error) in try redis.pipeline(writes) { throw error }
+        } catch {
+            // Acknowledged again next interval (the route stays in devdb:fences while fenced).
+            log.warning("cannot acknowledge a hibernation fence yet", ["error": error.description])
+        }
+    }
+
+    private func renewLease() {
+        let sent = monotonicSeconds()
+        do throws(RedisError) {
+            _ = try redis.eval(RouteContract.renewLeaseScript, keys: [RouteContract.routers], args: [routerID, String(leaseSeconds), String(interval)])
+            // Ends a second before Redis' copy can, whatever the delay of the answer.
+            state.withLock { $0.leaseUntil = sent + leaseSeconds - 1 }
+        } catch {
+            log.warning("cannot renew the router's lease", ["error": error.description,
+                                                           "routes_sessions_until_s": String(format: "%.0f", max(0, state.withLock { $0.leaseUntil } - sent))])
+        }
     }
 
     private func flush() {
+        renewLease()
         let now = Date().timeIntervalSince1970
-        let due: [(String, Entry)] = entries.withLock { e in
-            let out = e.filter { $0.value.dirty || $0.value.open > 0 }.map { ($0.key, $0.value) }
+        let due: [(String, Entry)] = state.withLock { s in
+            let out = s.entries.filter { $0.value.dirty || $0.value.open > 0 }.map { ($0.key, $0.value) }
             for (name, entry) in out {
-                if entry.open > 0 { e[name]!.lastActive = now }
-                e[name]!.dirty = false
-                if entry.open == 0 { e.removeValue(forKey: name) }
+                if entry.open > 0 { s.entries[name]!.lastActive = now }
+                s.entries[name]!.dirty = false
+                if entry.open == 0 { s.entries.removeValue(forKey: name) }
             }
             return out
         }
-        guard !due.isEmpty else { return }
-        var commands: [[String]] = []
-        for (name, entry) in due {
-            let last = entry.open > 0 ? now : entry.lastActive
-            commands.append(["HSET", RouteContract.activityKey(name), routerID, "\(entry.open) \(Int(last)) \(Int(now))"])
-            commands.append(["EXPIRE", RouteContract.activityKey(name), "604800"])
+        if !due.isEmpty {
+            var commands: [[String]] = []
+            for (name, entry) in due {
+                let last = entry.open > 0 ? now : entry.lastActive
+                commands.append(["HSET", RouteContract.activityKey(name), routerID, "\(entry.open) \(Int(last)) \(Int(now))"])
+                commands.append(["EXPIRE", RouteContract.activityKey(name), "604800"])
+            }
+            do throws(RedisError) { _ = try redis.pipeline(commands) } catch {
+                // Written again next time (open routes always are; closed ones are marked dirty again).
+                state.withLock { s in for (name, entry) in due where s.entries[name] == nil { s.entries[name] = Entry(open: entry.open, lastActive: entry.lastActive, dirty: true) } }
+                log.warning("cannot report route activity", ["error": error.description])
+            }
         }
-        do throws(RedisError) { _ = try redis.pipeline(commands) } catch {
-            // Written again next time (open routes always are; closed ones are marked dirty again).
-            entries.withLock { e in for (name, entry) in due where e[name] == nil { e[name] = Entry(open: entry.open, lastActive: entry.lastActive, dirty: true) } }
-            log.warning("cannot report route activity", ["error": error.description])
-        }
+        acknowledgeAllFences()
     }
 }

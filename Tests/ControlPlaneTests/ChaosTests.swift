@@ -40,6 +40,17 @@ extension ControlPlaneEndToEnd {
             #expect(try f.devdb(["project", "create", "extra", "--dump", dump, "--wait"]).status == 0)
             let users = ["ana", "ben", "cy"]
             let tokens = try users.map { try f.token(for: $0) }
+            // Databases that sleep after a second idle, used only by sessions that open and close
+            // at random all through the chaos: no session may end that its client did not end.
+            let sleeper = try f.token(for: "dee")
+            var made: [(name: String, password: String)] = []
+            for i in 0..<2 {
+                let d = try f.json(["db", "create", "chaos-sleepy-\(i)", "--project", "shop", "--hibernate-after", "1s", "--wait"], token: sleeper)
+                made.append(("chaos-sleepy-\(i)", try #require(d["password"] as? String)))
+            }
+            let sleepy = made
+            let sessionsDone = Atomic2(false)
+            let sessionLog = Mutex2<(opened: Int, refused: [String], cut: [String])>((0, [], []))
             let started = Date()
             let log = Mutex2<[Int: [Step]]>([:])
 
@@ -70,8 +81,24 @@ extension ControlPlaneEndToEnd {
                 return (200..<300).contains(code) ? .accepted : .refused(code)
             }
 
-            DispatchQueue.concurrentPerform(iterations: users.count + 1) { worker in
+            DispatchQueue.concurrentPerform(iterations: users.count + 3) { worker in
                 var rng = SplitMix64(state: seed &+ UInt64(worker) &* 7919)
+                if worker > users.count {
+                    // Sessions on the sleepy databases: open at random moments (often near the idle
+                    // deadline), stay silent a while, query again; a session that answered its first
+                    // query and then ended is a session sleep (or anything else) cut.
+                    let (name, password) = sleepy[worker - users.count - 1]
+                    while !sessionsDone.value {
+                        usleep(UInt32.random(in: 300_000...1_600_000, using: &rng))
+                        let hold = Double.random(in: 0...2.5, using: &rng)
+                        let (ok, output) = HibernationFence.session(port: f.router.port, name: name, password: password, hold: hold)
+                        sessionLog.withLock { l in
+                            l.opened += 1
+                            if !ok { output.hasPrefix("1\n") ? l.cut.append("\(name): \(output)") : l.refused.append("\(name): \(output)") }
+                        }
+                    }
+                    return
+                }
                 if worker == users.count {
                     // Faults: the API killed and restarted, later Redis restarted.
                     usleep(UInt32.random(in: 2_000_000...5_000_000, using: &rng))
@@ -155,7 +182,14 @@ extension ControlPlaneEndToEnd {
                     usleep(UInt32.random(in: 0...400_000, using: &rng))
                 }
                 log.withLock { $0[worker] = steps }
+                if log.withLock({ $0.count }) == users.count { sessionsDone.value = true }
             }
+            let sessions = sessionLog.withLock { $0 }
+            print("chaos seed \(seed): \(sessions.opened) sessions on sleeping databases, \(sessions.cut.count) cut, \(sessions.refused.count) refused")
+            #expect(sessions.cut.isEmpty, "seed \(seed): sessions cut: \(sessions.cut.prefix(5))")
+            // Refused only while Redis was down (the route store unavailable) or the API away for a wake.
+            #expect(sessions.refused.allSatisfy { $0.contains("unavailable") || $0.contains("asleep") }, "seed \(seed): \(sessions.refused.prefix(5))")
+            #expect(sessions.opened >= 4, "seed \(seed): the sessions worker barely ran")
             let steps = log.withLock { $0 }.values.flatMap { $0 }
             let opsRun = steps.count
             #expect(opsRun >= 30, "seed \(seed): only \(opsRun) operations")
@@ -170,7 +204,7 @@ extension ControlPlaneEndToEnd {
             #expect(codes.keys.allSatisfy { [404, 409, 503].contains($0) }, "seed \(seed): \(codes)")
 
             // Within a bounded time, nothing is left in a transitional state.
-            let transitional = Set(["provisioning", "restoring", "cloning", "starting", "deleting", "snapshotting"])
+            let transitional = Set(["provisioning", "restoring", "cloning", "starting", "deleting", "snapshotting", "hibernating", "waking"])
             var databases: [[String: Any]] = []
             try waitUntil(timeout: 180, interval: 1, "every database settled (seed \(seed))") {
                 guard let list = try? f.json(["db", "list"])["items"] as? [[String: Any]] else { return false }
@@ -215,7 +249,7 @@ extension ControlPlaneEndToEnd {
                 let name = String(key.dropFirst("devdb:route:".count))
                 let fields = try f.redis.cli(["HGET", key, "port"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
                 let state = byName[name]?["state"] as? String
-                #expect(state == "ready" || state == "unavailable", "\(context): route \(name) for a database in state \(state ?? "none")")
+                #expect(state == "ready" || state == "unavailable" || state == "hibernated", "\(context): route \(name) for a database in state \(state ?? "none")")
                 let port = Int(fields) ?? -1
                 #expect(port == backendPort[name], "\(context): route \(name) port \(port) != backend \(backendPort[name] ?? -1)")
                 #expect(routePorts[port] == nil, "\(context): routes \(routePorts[port] ?? "") and \(name) share port \(port)")
@@ -233,7 +267,8 @@ extension ControlPlaneEndToEnd {
             for (name, port) in backendPort { #expect(leased[port] == name, "\(context): \(name) on \(port) holds no lease") }
 
             // Instance directories and Postgres processes ↔ records that serve.
-            let serving = Set(byName.filter { ["ready", "unavailable"].contains($0.value["state"] as? String ?? "") }.keys)
+            // A sleeping database keeps its instance directory; only its Postgres is stopped.
+            let serving = Set(byName.filter { ["ready", "unavailable", "hibernated"].contains($0.value["state"] as? String ?? "") }.keys)
             let dirs = Set((try? FileManager.default.contentsOfDirectory(atPath: f.dataDirectory.appendingPathComponent("instances").path)) ?? [])
             #expect(dirs == serving, "\(context): instance directories \(dirs.sorted()) != serving databases \(serving.sorted())")
             let instancesRoot = f.dataDirectory.appendingPathComponent("instances").path + "/"
@@ -301,6 +336,17 @@ extension ControlPlaneEndToEnd {
                 #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "2000 \(backendPort[name] ?? -1)", "\(context): \(name): \(r.output)")
             }
         }
+    }
+}
+
+/// A flag for the test's threads.
+final class Atomic2<Value: Sendable>: @unchecked Sendable {
+    private var stored: Value
+    private let lock = NSLock()
+    init(_ value: Value) { stored = value }
+    var value: Value {
+        get { lock.lock(); defer { lock.unlock() }; return stored }
+        set { lock.lock(); stored = newValue; lock.unlock() }
     }
 }
 

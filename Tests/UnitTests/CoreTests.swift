@@ -20,6 +20,11 @@ import Testing
         #expect(throws: RouteRecord.DecodeError.badField("port", "70000")) { try RouteRecord(fields: ["host": "h", "port": "70000", "state": "ready"]) }
         #expect(throws: RouteRecord.DecodeError.badField("state", "up")) { try RouteRecord(fields: ["host": "h", "port": "1", "state": "up"]) }
         #expect(RouteContract.routeKey("kate") == "devdb:route:kate")
+        // The fence's fields: a version (0 when absent) and a fence token, both round-trip.
+        let fenced = RouteRecord(host: "h", port: 1, state: .hibernated, version: 42, fence: "op7")
+        #expect(try RouteRecord(fields: Dictionary(uniqueKeysWithValues: fenced.fields)) == fenced)
+        #expect(r.version == 0 && r.fence == nil)
+        #expect(throws: RouteRecord.DecodeError.badField("version", "-1")) { try RouteRecord(fields: ["host": "h", "port": "1", "state": "ready", "version": "-1"]) }
     }
 
     @Test func redisURLs() throws {
@@ -58,7 +63,7 @@ import Testing
                                 cancelKeys: CancelKeyRegistry(redis: redis, metrics: metrics, log: log, ttl: 30),
                                 serverTLS: nil,
                                 wakes: WakeCoordinator(redis: redis, resolver: resolver, metrics: metrics, log: log),
-                                activity: RouteActivity(redis: redis, log: log))
+                                activity: RouteActivity(redis: redis, log: log, interval: 5))
         #expect(ctx.routeName(fromSNI: "kate-pg.db.devdb.example.com") == "kate-pg")
         #expect(ctx.routeName(fromSNI: "KATE-PG.DB.DEVDB.EXAMPLE.COM") == "kate-pg")
         #expect(ctx.routeName(fromSNI: "kate-pg.db.devdb.example.com.") == "kate-pg", "a fully qualified name with its trailing dot")

@@ -240,6 +240,41 @@ import Testing
         #expect(kept.state == .ready)
     }
 
+    @Test func theHibernatorsStopFencesTheRouteUntilRoutersConfirmAndSessionsKeepItAwake() throws {
+        let now = Date()
+        let d = ready()
+        let fenced = try #require(commit(d, .hibernate(now: now, idle: true)))
+        let op = try #require(fenced.operation)
+        #expect(fenced.state == .hibernating && op.kind == .stop && op.idle == true)
+        let fenceRoute = L.Effect.setRoute(RouteRecord(host: "127.0.0.1", port: 16001, state: .hibernated, fence: op.id))
+        #expect(L.decide(d, .hibernate(now: now, idle: true), newOperationID: { op.id }) == .commit(fenced, effects: [fenceRoute], actions: [.run(op)]))
+        #expect(L.fence(fenced) == op.id)
+        // A router had a session on it: it stays awake, the route serves again without its fence.
+        let awake = try #require(commit(fenced, .keptAwake(operation: op.id), effects: [readyRoute], actions: []))
+        #expect(awake.state == .ready && awake.operation == nil && awake.hibernatedAt == nil && (awake.readyAt ?? .distantPast) >= now)
+        #expect(L.decide(fenced, .keptAwake(operation: "other")) == .ignore)
+        #expect(L.decide(awake, .keptAwake(operation: op.id)) == .ignore)
+        // A client that connects during the fence asks for a wake: kept awake, the wake is done.
+        let waiting = try #require(commit(fenced, .wake, effects: [], actions: []))
+        #expect(waiting.wakeQueued == true)
+        #expect(try #require(commit(waiting, .keptAwake(operation: op.id), effects: [readyRoute])).wakeQueued == nil)
+        // Every router confirmed: stopped, asleep, and the route loses its fence.
+        let sleeping = L.Effect.setRoute(RouteRecord(host: "127.0.0.1", port: 16001, state: .hibernated))
+        let asleep = try #require(commit(fenced, .stopped(operation: op.id, at: now), effects: [sleeping], actions: []))
+        #expect(asleep.state == .hibernated && L.fence(asleep) == nil)
+        // A person's stop during the fence takes it over: it stops now, sessions or not.
+        let byHand = try #require(commit(fenced, .hibernate(now: now), effects: [sleeping], actions: []))
+        #expect(byHand.operation?.id == op.id && byHand.operation?.idle == nil && L.fence(byHand) == nil)
+        #expect(L.decide(byHand, .keptAwake(operation: op.id)) == .ignore)
+        #expect(L.decide(fenced, .hibernate(now: now, idle: true)) == .ignore)
+        // A delete asked for during the fence runs when the fence ends either way.
+        let deleting = try #require(commit(fenced, .delete, effects: [], actions: []))
+        #expect(try #require(commit(deleting, .keptAwake(operation: op.id), effects: [.removeRoute])).state == .deleting)
+        // A person's stop fences nothing.
+        let manual = try #require(commit(d, .hibernate(now: now), effects: [sleeping]))
+        #expect(manual.operation?.idle == nil && L.fence(manual) == nil)
+    }
+
     @Test func sleepingDatabasesAreResetDeletedAndSnapshottedWithoutWaking() throws {
         let stopping = try #require(commit(ready(), .hibernate(now: Date())))
         let asleep = try #require(commit(stopping, .stopped(operation: stopping.operation!.id, at: Date())))
@@ -284,7 +319,8 @@ import Testing
                                          .instanceUnhealthy(reason: "y"), .instanceHealthy, .resume, .routeRepair, .snapshot(name: "s"),
                                          .snapshotTaken(operation: op, SnapshotOutcome(method: "copy", sizeBytes: nil, unavailableSeconds: 0)),
                                          .snapshotFailed(operation: op, reason: "z", instanceRunning: Bool.random(using: &rng)),
-                                         .hibernate(now: Date()), .wake, .stopped(operation: op, at: Date())]
+                                         .hibernate(now: Date()), .hibernate(now: Date(), idle: true), .keptAwake(operation: op),
+                                         .wake, .stopped(operation: op, at: Date())]
                 let e = events.randomElement(using: &rng)!
                 guard case .commit(let next, let fx, _) = L.decide(d, e, newOperationID: ids.next) else { continue }
                 for f in fx {
