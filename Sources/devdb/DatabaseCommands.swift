@@ -75,7 +75,8 @@ struct DBCommand: ParsableCommand {
     struct Show: APICommand {
         static let configuration = CommandConfiguration(abstract: "Show a database and how to connect to it.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Your database (devdb db list).") var name: String
+        @OptionGroup var database: DatabaseArgument
+        var name: String { database.name }
         func run(_ api: APIClient, _ output: OutputFormat) async throws { try await DBCommand.show(api, name, output) }
     }
 
@@ -84,7 +85,8 @@ struct DBCommand: ParsableCommand {
             abstract: "Delete a database and everything it used.",
             discussion: "Its snapshots go too, except those a branch was made from: they stay until their branches are deleted.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Your database (devdb db list).") var name: String
+        @OptionGroup var database: DatabaseArgument
+        var name: String { database.name }
         @OptionGroup var confirming: ConfirmOptions
         @OptionGroup var waiting: WaitOptions
         func prepare() throws { try confirming.ask("Delete \(name)? Its open sessions end and its data is gone.") }
@@ -109,7 +111,8 @@ struct DBCommand: ParsableCommand {
     struct Reset: APICommand {
         static let configuration = CommandConfiguration(abstract: "Put a database back to its generation's data; name, port and password stay.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Your database (devdb db list).") var name: String
+        @OptionGroup var database: DatabaseArgument
+        var name: String { database.name }
         @OptionGroup var confirming: ConfirmOptions
         @Flag(help: "Move to the project's newest generation instead.") var latest = false
         @Option(help: ArgumentHelp("Back to one of its snapshots (devdb db snapshots NAME).", valueName: "snap")) var to: String?
@@ -140,7 +143,8 @@ struct DBCommand: ParsableCommand {
             abstract: "Run psql connected to a database.",
             discussion: "devdb db connect NAME -- -c 'SELECT 1': what follows -- goes to psql. The password reaches psql in its environment, never its argv.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Your database (devdb db list).") var name: String
+        @OptionGroup var database: DatabaseArgument
+        var name: String { database.name }
         @Argument(parsing: .captureForPassthrough, help: "Extra psql arguments after --, e.g. -- -c 'SELECT 1'.") var psqlArguments: [String] = []
         func run(_ api: APIClient, _ output: OutputFormat) async throws {
             let (d, _) = try await api.call(.database(name))
@@ -163,7 +167,8 @@ struct DBCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Put a database to sleep now (its Postgres stops; the next connection, or devdb db start, wakes it).")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Your database (devdb db list).") var name: String
+        @OptionGroup var database: DatabaseArgument
+        var name: String { database.name }
         @OptionGroup var waiting: WaitOptions
         func run(_ api: APIClient, _ output: OutputFormat) async throws {
             let (_, data) = try await api.call(.stopDatabase(name))
@@ -175,7 +180,8 @@ struct DBCommand: ParsableCommand {
     struct Start: APICommand {
         static let configuration = CommandConfiguration(abstract: "Wake a sleeping database.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Your database (devdb db list).") var name: String
+        @OptionGroup var database: DatabaseArgument
+        var name: String { database.name }
         @OptionGroup var waiting: WaitOptions
         func run(_ api: APIClient, _ output: OutputFormat) async throws {
             let (_, data) = try await api.call(.startDatabase(name))
@@ -190,7 +196,8 @@ struct DBCommand: ParsableCommand {
     struct Update: APICommand {
         static let configuration = CommandConfiguration(abstract: "Change a database's TTL or when it goes to sleep.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Your database (devdb db list).") var name: String
+        @OptionGroup var database: DatabaseArgument
+        var name: String { database.name }
         @Option(help: ArgumentHelp("Delete it this long from now: 90m, 8h, 2d (at most the API's --max-ttl).", valueName: "duration")) var ttl: String?
         @Option(name: .customLong("hibernate-after"), help: ArgumentHelp("Sleep after this long without a session, or never.", valueName: "duration|never"))
         var hibernateAfter: String?

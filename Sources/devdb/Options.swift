@@ -39,6 +39,16 @@ struct GlobalOptions: ParsableArguments {
     }
 }
 
+/// The database a command is about, its help written once.
+struct DatabaseArgument: ParsableArguments {
+    @Argument(help: "Your database (devdb db list).") var name: String
+}
+
+/// The project a command is about, its help written once.
+struct ProjectArgument: ParsableArguments {
+    @Argument(help: "The project (devdb project list).") var name: String
+}
+
 /// `--wait` and `--timeout`, for every command that can follow its work to the end.
 struct WaitOptions: ParsableArguments {
     @Flag(help: "Follow the work until it is done; rides out short API or Redis outages.") var wait = false

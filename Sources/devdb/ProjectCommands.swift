@@ -79,7 +79,8 @@ struct ProjectCommand: ParsableCommand {
             abstract: "Change how a project's data is prepared and refreshed (admins).",
             discussion: "Changes apply from the next generation on; run \"devdb project refresh NAME\" to make one now.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "The project (devdb project list).") var name: String
+        @OptionGroup var project: ProjectArgument
+        var name: String { project.name }
         @OptionGroup var data: DataOptions
 
         func run() async throws {
@@ -108,14 +109,16 @@ struct ProjectCommand: ParsableCommand {
     struct Show: APICommand {
         static let configuration = CommandConfiguration(abstract: "Show a project and its generations.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "The project (devdb project list).") var name: String
+        @OptionGroup var project: ProjectArgument
+        var name: String { project.name }
         func run(_ api: APIClient, _ output: OutputFormat) async throws { try await show(api, name, output) }
     }
 
     struct Delete: APICommand {
         static let configuration = CommandConfiguration(abstract: "Delete a project that has no databases (admins).")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "The project (devdb project list).") var name: String
+        @OptionGroup var project: ProjectArgument
+        var name: String { project.name }
         func run(_ api: APIClient, _ output: OutputFormat) async throws {
             _ = try await api.send(.deleteProject(name))
             output.acknowledge("project \(name) deleted")
@@ -125,7 +128,8 @@ struct ProjectCommand: ParsableCommand {
     struct Refresh: APICommand {
         static let configuration = CommandConfiguration(abstract: "Restore the dump again into a new generation; existing databases stay as they are (admins).")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "The project (devdb project list).") var name: String
+        @OptionGroup var project: ProjectArgument
+        var name: String { project.name }
         @OptionGroup var waiting: WaitOptions
         func run(_ api: APIClient, _ output: OutputFormat) async throws {
             let (generation, data) = try await api.call(.refreshProject(name))

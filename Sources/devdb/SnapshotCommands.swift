@@ -17,7 +17,8 @@ extension DBCommand {
             commandName: "take",
             abstract: "Save NAME's state now as a snapshot (the database stops for a moment, then serves again).")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Your database (devdb db list).") var name: String
+        @OptionGroup var database: DatabaseArgument
+        var name: String { database.name }
         @Option(name: .customLong("as"), help: ArgumentHelp("The snapshot's name (a DNS label; default: the UTC time, YYYYMMDD-HHMMSS).", valueName: "snap"))
         var snapshot: String?
         @OptionGroup var waiting: WaitOptions
@@ -39,7 +40,8 @@ extension DBCommand {
     struct DeleteSnapshot: APICommand {
         static let configuration = CommandConfiguration(commandName: "delete", abstract: "Delete a snapshot no branch uses.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Your database (devdb db list).") var name: String
+        @OptionGroup var database: DatabaseArgument
+        var name: String { database.name }
         @Argument(help: "The snapshot (devdb db snapshots NAME).") var snapshot: String
         func run(_ api: APIClient, _ output: OutputFormat) async throws {
             _ = try await api.send(.deleteSnapshot(name, snapshot))
@@ -50,7 +52,8 @@ extension DBCommand {
     struct Snapshots: APICommand {
         static let configuration = CommandConfiguration(abstract: "List a database's snapshots.")
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Your database (devdb db list).") var name: String
+        @OptionGroup var database: DatabaseArgument
+        var name: String { database.name }
         func run(_ api: APIClient, _ output: OutputFormat) async throws {
             let (list, data) = try await api.call(.snapshots(name))
             output.render(data) {
