@@ -17,6 +17,7 @@ enum Exit {
     static let timeout: Int32 = 8
 }
 
+/// An error for the user: what went wrong (with the API's hint), and the exit code devdb ends with.
 struct CLIError: Error, CustomStringConvertible {
     let description: String
     let code: Int32

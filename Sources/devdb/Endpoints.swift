@@ -12,8 +12,8 @@ struct Endpoint<Answer: Decodable> {
 /// The answer of a call whose body the CLI does not read (the deletes that answer 204).
 struct Unread: Decodable {}
 
-// Every endpoint the CLI calls, in the order of docs/openapi.yaml. Names go into paths as they
-// are: the API checks them (a DNS label), and its 404 or 400 is what the user sees.
+// Every endpoint the CLI calls (docs/openapi.yaml has them all), grouped by what they answer.
+// Names go into paths as they are: the API checks them, and its 404 or 400 is what the user sees.
 
 extension Endpoint where Answer == WhoAmIView {
     static var whoAmI: Self { .init(method: "GET", path: "/v1/whoami") }

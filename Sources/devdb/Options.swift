@@ -5,6 +5,7 @@ import Foundation
 import Glibc
 #endif
 
+/// How answers are printed (`-o`): tables for people, the API's own JSON for scripts.
 enum OutputFormat: String, ExpressibleByArgument, CaseIterable { case table, json }
 
 /// Options every command that talks to the API takes: where the API is, the token, and the

@@ -3,8 +3,9 @@ import Foundation
 import Glibc
 #endif
 
-/// Postmasters on this machine, found through /proc: a postmaster's command line keeps the
-/// `-D <data directory>` pg_ctl started it with (its children rename themselves).
+/// Finds postmasters on this machine and stops them, and the helpers left in a directory being
+/// removed. Found through /proc: a postmaster's command line keeps the `-D <data directory>`
+/// pg_ctl started it with (its children rename themselves).
 enum Postmasters {
     struct Entry { let pid: pid_t; let dataDirectory: String }
 
