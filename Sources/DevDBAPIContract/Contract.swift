@@ -41,6 +41,27 @@ public struct ErrorBody: APIContractType {
     public init(error: Detail) { self.error = error }
 }
 
+// MARK: states
+
+// The `state` values of the views, as the document lists them. The views keep `state` a String,
+// so the JSON stays byte for byte what the API sends and a state added by a newer API still
+// decodes and prints; `knownState` reads it as one of these (nil for a state this build does not
+// know). Tests/UnitTests/ContractTests checks them against docs/openapi.yaml and the catalog.
+
+/// A database's state. Declared in the order `devdb db list --state` lists them.
+public enum DatabaseState: String, Codable, Sendable, CaseIterable {
+    case ready, provisioning, restoring, cloning, starting, failed, deleting, unavailable, snapshotting, hibernating, hibernated, waking
+}
+
+/// A project's state.
+public enum ProjectState: String, Codable, Sendable, CaseIterable { case seeding, ready, failed, deleting }
+
+/// A generation's state (a restore of the project's dump).
+public enum GenerationState: String, Codable, Sendable, CaseIterable { case fetching, restoring, ready, failed }
+
+/// A snapshot's state.
+public enum SnapshotState: String, Codable, Sendable, CaseIterable { case taking, ready, failed }
+
 /// A list answer: `{"items": [...]}`.
 public struct ItemList<Item: Codable & Sendable>: Codable, Sendable {
     public var items: [Item]
@@ -64,6 +85,8 @@ public struct GenerationView: APIContractType {
     public var dumpFormat: String?
     public var createdAt = Date(timeIntervalSince1970: 0)
     public init() {}
+
+    public var knownState: GenerationState? { GenerationState(rawValue: state) }
 }
 
 public struct ProjectView: APIContractType {
@@ -84,6 +107,8 @@ public struct ProjectView: APIContractType {
     public var nextScheduledRefresh: Date?
     public var keepGenerations = 0
     public init() {}
+
+    public var knownState: ProjectState? { ProjectState(rawValue: state) }
 }
 
 public struct KeptSnapshot: Codable, Sendable {
@@ -135,8 +160,10 @@ public struct DatabaseView: APIContractType {
     public var expiresAt: Date?
     public init() {}
 
+    public var knownState: DatabaseState? { DatabaseState(rawValue: state) }
+
     /// States in which it serves or wakes on a connection.
-    public var isConnectable: Bool { ["ready", "hibernated", "hibernating", "waking"].contains(state) }
+    public var isConnectable: Bool { [.ready, .hibernated, .hibernating, .waking].contains(knownState) }
 }
 
 public struct SnapshotView: APIContractType {
@@ -153,6 +180,8 @@ public struct SnapshotView: APIContractType {
     /// Branches made from it (they keep it when its database is deleted).
     public var branches: [String] = []
     public init() {}
+
+    public var knownState: SnapshotState? { SnapshotState(rawValue: state) }
 }
 
 public struct TokenView: APIContractType {

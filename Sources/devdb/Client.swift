@@ -17,6 +17,7 @@ enum Exit {
     static let timeout: Int32 = 8
 }
 
+/// An error for the user: what went wrong (with the API's hint), and the exit code devdb ends with.
 struct CLIError: Error, CustomStringConvertible {
     let description: String
     let code: Int32
@@ -51,39 +52,6 @@ struct CLIConfig: Codable {
     }
 }
 
-enum OutputFormat: String, ExpressibleByArgument, CaseIterable { case table, json }
-
-/// Options every command that talks to the API takes.
-struct GlobalOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("API address (default: DEVDB_SERVER, then the saved config).", valueName: "url")) var server: String?
-    @Option(help: ArgumentHelp("API token (default: DEVDB_TOKEN, then the saved config; visible in ps, prefer devdb login --with-token).", valueName: "token")) var token: String?
-    @Option(name: [.short, .long], help: "table for people, json for scripts.") var output: OutputFormat = .table
-
-    /// The server and token in effect and where each came from: the flag, the environment
-    /// (DEVDB_SERVER, DEVDB_TOKEN) or the saved config.
-    func settings() -> (server: String?, serverSource: String, token: String?, tokenSource: String) {
-        let env = ProcessInfo.processInfo.environment
-        let saved = CLIConfig.load()
-        func pick(_ flag: String?, _ name: String, _ config: String?, _ option: String) -> (String?, String) {
-            if let flag { return (flag, "--\(option)") }
-            if let value = env[name], !value.isEmpty { return (value, name) }
-            if let config { return (config, CLIConfig.path.path) }
-            return (nil, "nowhere")
-        }
-        let (s, ss) = pick(server, "DEVDB_SERVER", saved.server, "server")
-        let (t, ts) = pick(token, "DEVDB_TOKEN", saved.token, "token")
-        return (s, ss, t, ts)
-    }
-
-    func client() throws -> APIClient {
-        let found = settings()
-        guard let server = found.server else {
-            throw CLIError(description: "no DevDB server configured: run \"devdb config set-server http://HOST:5000\" or pass --server", code: Exit.failure)
-        }
-        return APIClient(server: server, token: found.token)
-    }
-}
-
 /// The HTTP client of the API, typed by the contract module the API encodes with. Errors carry
 /// the API's message and hint.
 struct APIClient {
@@ -91,7 +59,8 @@ struct APIClient {
     let token: String?
 
     /// Sends a request; the body of a 2xx answer, or the API's error thrown with an exit code.
-    func send(_ method: String, _ path: String, body: (any Encodable)? = nil, query: [String: String] = [:]) async throws -> Data {
+    func send<Answer>(_ endpoint: Endpoint<Answer>) async throws -> Data {
+        let (method, path, body, query) = (endpoint.method, endpoint.path, endpoint.body, endpoint.query)
         var components = URLComponents(string: server.hasSuffix("/") ? String(server.dropLast()) + path : server + path)
         if !query.isEmpty { components?.queryItems = query.sorted(by: { $0.key < $1.key }).map { URLQueryItem(name: $0.key, value: $0.value) } }
         guard let url = components?.url else { throw CLIError(description: "invalid server address \"\(server)\"", code: Exit.failure) }
@@ -125,12 +94,11 @@ struct APIClient {
         return data
     }
 
-    /// Sends a request and decodes its answer as `T`; also returns the raw body for `-o json`.
-    func call<T: Decodable>(_ type: T.Type, _ method: String = "GET", _ path: String, body: (any Encodable)? = nil,
-                            query: [String: String] = [:]) async throws -> (T, Data) {
-        let data = try await send(method, path, body: body, query: query)
-        do { return (try APIJSON.decoder.decode(T.self, from: data), data) } catch {
-            throw CLIError(description: "the API at \(server) answered \(method) \(path) with JSON this devdb \(DevDB.version) does not understand (\(Self.explain(error)))\nhint: use the devdb CLI of the API's version",
+    /// Sends a request and decodes its answer; also returns the raw body for `-o json`.
+    func call<Answer>(_ endpoint: Endpoint<Answer>) async throws -> (Answer, Data) {
+        let data = try await send(endpoint)
+        do { return (try APIJSON.decoder.decode(Answer.self, from: data), data) } catch {
+            throw CLIError(description: "the API at \(server) answered \(endpoint.method) \(endpoint.path) with JSON this devdb \(DevDB.version) does not understand (\(Self.explain(error)))\nhint: use the devdb CLI of the API's version",
                            code: Exit.failure)
         }
     }

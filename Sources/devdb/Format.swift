@@ -137,3 +137,6 @@ func progressStep(state: String, phase: String?) -> String {
     guard let step = phaseStep(phase), !step.isEmpty, step != state else { return state }
     return state + "/" + step
 }
+
+/// An exact time, for next to a relative one.
+func iso(_ date: Date) -> String { ISO8601DateFormatter().string(from: date) }

@@ -96,6 +96,24 @@ import Yams
         #expect(enumeration("Project", "state") == ["seeding", "ready", "failed", "deleting"])
     }
 
+    /// The contract's state enums, which the CLI checks states against, are the document's and
+    /// the catalog's.
+    @Test func contractStateEnumsAreTheDocuments() {
+        func enumeration(_ schema: String) -> Set<String> {
+            Set((((Self.schemas[schema] as? [String: Any])?["properties"] as? [String: Any])?["state"] as? [String: Any])?["enum"] as? [String] ?? [])
+        }
+        #expect(Set(DatabaseState.allCases.map(\.rawValue)) == enumeration("Database"))
+        #expect(Set(DatabaseState.allCases.map(\.rawValue)) == Set(DatabaseRecord.State.allCases.map(\.rawValue)))
+        #expect(Set(GenerationState.allCases.map(\.rawValue)) == enumeration("Generation"))
+        #expect(Set(ProjectState.allCases.map(\.rawValue)) == enumeration("Project"))
+        #expect(Set(SnapshotState.allCases.map(\.rawValue)) == enumeration("Snapshot"))
+        var d = DatabaseView()
+        d.state = "waking"
+        #expect(d.knownState == .waking && d.isConnectable)
+        d.state = "a-state-of-a-newer-api"
+        #expect(d.knownState == nil && !d.isConnectable)
+    }
+
     /// The checker itself: a renamed field, a retyped one and a dropped one are each found.
     @Test func theCheckerFindsRenamedRetypedAndMissingFields() throws {
         let schema = try #require(Self.schemas["Token"] as? [String: Any])
