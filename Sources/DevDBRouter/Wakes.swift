@@ -170,6 +170,11 @@ final class RouteActivity: Sendable {
         }
     }
 
+    /// Forgets what this router knew of a route's fences (the route store lost it).
+    func forgetFence(_ route: String) {
+        _ = state.withLock { $0.fences.removeValue(forKey: route) }
+    }
+
     /// An admitted session ended (or never reached the backend).
     func closed(_ route: String) {
         let now = Date().timeIntervalSince1970
