@@ -43,6 +43,9 @@ public func buildApplication(_ config: APIConfiguration, logger: Logger) throws 
         Task {
             if let warning = await kubernetes.checkSnapshotClass() { logger.warning("\(warning)") }
         }
+    case "stand-in":
+        logger.warning("stand-in provisioner: no PostgreSQL runs; for bench/scale only")
+        provisioner = StandInProvisioner(host: config.standInBackend.host, port: config.standInBackend.port)
     default:
         throw APIError.badRequest("unknown provisioner \"\(config.provisioner)\"", hint: "use --provisioner local or kubernetes")
     }

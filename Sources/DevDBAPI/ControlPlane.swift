@@ -62,6 +62,18 @@ final class ControlPlane: Sendable {
 
     func submit(_ job: Job) { enqueue.yield(job) }
 
+    /// The last reconcile and reaper (hibernator, expiry) passes: seconds and Redis round trips of
+    /// the whole process meanwhile (other work adds to them; bench/scale measures a quiet API).
+    let passes = Mutex<[String: (seconds: Double, roundTrips: Int)]>([:])
+
+    func measurePass(_ name: String, _ body: () async -> Void) async {
+        let trips = RedisClient.roundTrips.load(ordering: .relaxed)
+        let started = monotonicNow()
+        await body()
+        let sample = (monotonicNow() - started, RedisClient.roundTrips.load(ordering: .relaxed) - trips)
+        passes.withLock { $0[name] = sample }
+    }
+
     func count(_ key: String) { counters.withLock { $0[key, default: 0] += 1 } }
 
     func perform(_ name: String, _ actions: [DatabaseLifecycle.Action]) {
@@ -364,7 +376,13 @@ final class ControlPlane: Sendable {
 
     func stopInstance(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation) async {
         if op.idle == true {
-            switch await confirmFence(d.name, op) {
+            var outcome = await confirmFence(d.name, op)
+            // The instance's own word last: a session no router reports (a router whose lease ended
+            // while it kept relaying, a client connected to the instance directly) keeps it awake.
+            if outcome == .clear, let open = await sessionsOnInstance(d), open > 0 {
+                outcome = .inUse("\(open) session(s) open on the instance itself")
+            }
+            switch outcome {
             case .clear: break
             case .superseded: return
             case .inUse(let why):
@@ -440,9 +458,31 @@ final class ControlPlane: Sendable {
         }
     }
 
+    /// Client sessions on the instance other than this check's own (`pg_stat_activity`), asked
+    /// with the database's own credentials (the password in psql's environment); nil when it
+    /// cannot be asked (then the routers' word stands).
+    func sessionsOnInstance(_ d: DatabaseRecord) async -> Int? {
+        guard let host = d.backendHost, let port = d.backendPort else { return nil }
+        let sql = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        let conninfo = "host=\(host) port=\(port) user=\(d.user) dbname=\(d.database) sslmode=disable connect_timeout=5"
+        guard let out = try? await Subprocess.run(["psql", "-X", "-At", "-c", sql, conninfo], environment: ["PGPASSWORD": d.password]),
+              out.status == 0, let n = Int(out.output.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            logger.info("cannot ask the instance for its sessions; the routers' word stands", metadata: ["devdb.database": "\(d.name)"])
+            return nil
+        }
+        return n
+    }
+
     /// Wakes a database a router (or `devdb db start`) asked for; a wake asked twice wakes once.
     func wake(_ name: String) async {
-        await apply(name, .wake)
+        do {
+            if let t = try await catalog.run({ try $0.transition(name, .wake) }) { perform(name, t.actions) }
+        } catch {
+            // The request stays in devdb:wake-requests: the reaper's next pass tries again (a wake
+            // storm under load can time a Redis call out; dropping the request would strand a client).
+            logger.warning("cannot wake a database yet; trying again on the next pass", metadata: ["devdb.database": "\(name)", "devdb.error": "\(error)"])
+            return
+        }
         _ = try? await catalog.run { try $0.clearWakeRequest(name) }
     }
 
@@ -452,9 +492,11 @@ final class ControlPlane: Sendable {
     /// (`confirmFence`) before it stops anything.
     func hibernateIdle(now: Date = Date()) async {
         guard let databases = try? await catalog.run({ try $0.databases() }) else { return }
+        // A report counts while three of its router's intervals have not passed (at least a minute).
+        let fresh = max(60, 3 * ((try? await catalog.run { try $0.liveRouters() })?.values.max() ?? 0))
         for d in databases where d.state == .ready {
             let after = d.hibernateAfterSeconds ?? config.hibernateAfterSeconds
-            guard after > 0, let activity = try? await catalog.run({ try $0.activity(d.name, now: now) }), activity.open == 0 else { continue }
+            guard after > 0, let activity = try? await catalog.run({ try $0.activity(d.name, now: now, fresh: fresh) }), activity.open == 0 else { continue }
             let since = [activity.lastActive, d.readyAt, d.createdAt].compactMap { $0 }.max() ?? d.createdAt
             guard now.timeIntervalSince(since) >= after else { continue }
             logger.info("hibernating an idle database", metadata: ["devdb.database": "\(d.name)", "devdb.idle_seconds": "\(Int(now.timeIntervalSince(since)))"])
@@ -819,11 +861,13 @@ struct Reaper: Service {
     func run() async throws {
         var lastReconcile = Date()
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            await plane.reapExpired()
+            await plane.measurePass("reaper") { await plane.reapExpired() }
             if Date().timeIntervalSince(lastReconcile) >= plane.config.reconcileIntervalSeconds {
                 lastReconcile = Date()
-                do { try await plane.reconcile() } catch {
-                    plane.logger.warning("reconcile failed", metadata: ["devdb.error": "\(error)"])
+                await plane.measurePass("reconcile") {
+                    do { try await plane.reconcile() } catch {
+                        plane.logger.warning("reconcile failed", metadata: ["devdb.error": "\(error)"])
+                    }
                 }
             }
             do {

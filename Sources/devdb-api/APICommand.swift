@@ -24,6 +24,7 @@ struct APICommand: AsyncParsableCommand {
     @Option(help: "Where databases run: local (Postgres processes on this machine) or kubernetes (pods in a namespace).") var provisioner = "local"
     @Option(name: .customLong("redis-password-file"), help: ArgumentHelp("File holding Redis's password (instead of one in --redis).", valueName: "path"))
     var redisPasswordFile: String?
+    @Option(name: .customLong("stand-in-backend"), help: .hidden) var standInBackend: String?
     @Option(name: .customLong("data-dir"), help: ArgumentHelp("Directory for generations and instances (local provisioner).", valueName: "path"))
     var dataDir = "/var/lib/devdb"
     @Option(name: .customLong("db-domain"), help: "Domain databases are named under: NAME.<db-domain>.") var dbDomain = "db.devdb.localhost"
@@ -112,10 +113,16 @@ struct APICommand: AsyncParsableCommand {
         if let redisPasswordFile {
             do { try c.redis.readPassword(fromFile: redisPasswordFile) } catch { throw ValidationError(error.description) }
         }
-        guard ["local", "kubernetes"].contains(provisioner) else {
+        guard ["local", "kubernetes", "stand-in"].contains(provisioner) else {
             throw ValidationError("--provisioner must be local or kubernetes, not \"\(provisioner)\"")
         }
         c.provisioner = provisioner
+        if provisioner == "stand-in" {
+            guard let text = standInBackend, let colon = text.lastIndex(of: ":"), let p = Int(text[text.index(after: colon)...]), (1...65535).contains(p) else {
+                throw ValidationError("--provisioner stand-in (for bench/scale) needs --stand-in-backend HOST:PORT, the idle server every route names")
+            }
+            c.standInBackend = (String(text[..<colon]), p)
+        }
         c.reconcileIntervalSeconds = reconcileInterval
         c.allowPrivateDumpHosts = allowPrivateDumpHosts
         c.maxSnapshotsPerDatabase = maxSnapshots
