@@ -67,7 +67,7 @@ extension KubernetesProvisionerTests {
             "--data-dir", k.directory.appendingPathComponent("data").path, "--db-domain", "db.devdb.test",
             "--router-host", "", "--router-port", "5432", "--admin-token-file", k.directory.appendingPathComponent("admin-token").path,
             "--poll-interval", "0.1", "--ready-timeout", "20", "--reconcile-interval", "1", "--reap-interval", "1",
-            "--refresh-check-interval", "1s",
+            "--refresh-check-interval", "1s", "--orphan-grace-period", "0", "--transient-pod-error-timeout", "2",
         ], logDirectory: k.directory)
         defer { api.stop(SIGTERM) }
         try waitUntil(timeout: 30, "API on \(apiPort)") {
@@ -95,6 +95,10 @@ extension KubernetesProvisionerTests {
         // The route names the Service's cluster DNS name.
         let route = try redis.cli(["HGETALL", "devdb:route:kate-pg"]).stdout
         #expect(route.contains("devdb-db-kate-pg.\(KubeDouble.namespace).svc.cluster.local"), "\(route)")
+        // Every object carries the catalog's installation id.
+        let installation = try JSONValue.decode(Data(try redis.cli(["GET", "devdb:installation"]).stdout.utf8))
+        #expect(installation["id"].string != nil && installation["adopts_unlabelled"] == false, "\(installation)")
+        #expect(try await k.object("Secret", "devdb-db-kate-pg")?.at("metadata.labels").object?["devdb.io/installation"] == installation["id"])
         // The password in the Secret is the one the API hands out.
         let secret = try #require(try await k.created("Secret").first { $0.at("metadata.name") == "devdb-db-kate-pg" })
         #expect(secret.at("stringData.password") == view["password"])
@@ -123,10 +127,27 @@ extension KubernetesProvisionerTests {
         #expect(try await k.inventory().allSatisfy { !$0.contains("broken") })
 
         // An object the catalog does not know is removed by the reconcile loop.
-        let stray = KubeManifests(settings: { var s = KubernetesSettings(); s.instance = "devdb"; return s }(), namespace: KubeDouble.namespace)
+        // (Made by this installation: one another installation made would be kept and reported.)
+        let stray = KubeManifests(settings: { var s = KubernetesSettings(); s.instance = "devdb"; s.installation = installation["id"].string; return s }(),
+                                  namespace: KubeDouble.namespace)
             .secret(DatabaseRecord(name: "stray", project: "shop", owner: "x", user: "app", password: "p", database: "app"))
         _ = try await k.client().create("/api/v1/namespaces/\(KubeDouble.namespace)/secrets", stray)
         try await waitUntilAsync { try await k.object("Secret", "devdb-db-stray") == nil }
+        // One an earlier installation made (a reinstall over a lost catalog): kept, and reported to admins.
+        let earlier = KubeManifests(settings: { var s = KubernetesSettings(); s.instance = "devdb"; s.installation = "earlier-installation"; return s }(),
+                                    namespace: KubeDouble.namespace)
+            .secret(DatabaseRecord(name: "theirs", project: "shop", owner: "x", user: "app", password: "p", database: "app"))
+        _ = try await k.client().create("/api/v1/namespaces/\(KubeDouble.namespace)/secrets", earlier)
+        func foreign() throws -> String {
+            try run(["curl", "-sf", "-H", "Authorization: Bearer \(adminToken)", "http://127.0.0.1:\(apiPort)/v1/admin/foreign-objects"], check: false).stdout
+        }
+        try waitUntil(timeout: 30, "the reconcile reports the earlier installation's Secret") {
+            (try? foreign())?.contains("installation earlier-installation: secrets/devdb-db-theirs") == true
+        }
+        #expect(try await k.object("Secret", "devdb-db-theirs") != nil, "never deleted")
+        #expect(try run(["curl", "-sf", "http://127.0.0.1:\(apiPort)/metrics"]).stdout.contains("devdb_api_foreign_installations 1"))
+        #expect(try run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(apiPort)/v1/admin/foreign-objects"], check: false).stdout == "401")
+        try await k.removeBehindOurBack("secrets", "devdb-db-theirs")
 
         // Fresh data: a masked project that refreshes when its dump changes. Each restore Job gets
         // the SQL as its own Secret; the refresher starts generation 2 when the file changes.

@@ -43,6 +43,8 @@ struct OperationsController {
         }
         text += "# HELP devdb_api_jobs_total Background jobs by outcome.\n# TYPE devdb_api_jobs_total counter\n"
         for (k, v) in plane.counters.withLock({ $0 }).sorted(by: { $0.key < $1.key }) { text += "devdb_api_jobs_total{job=\"\(k)\"} \(v)\n" }
+        text += "# HELP devdb_api_foreign_installations Other installations whose objects the last reconcile found in the namespace (kept, never deleted).\n# TYPE devdb_api_foreign_installations gauge\n"
+        text += "devdb_api_foreign_installations \(plane.foreignObjects.withLock { $0.count })\n"
         return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 }

@@ -27,6 +27,15 @@ public enum KubeError: Error, CustomStringConvertible, Equatable {
     }
 
     public var code: Int? { if case .status(let c, _, _, _) = self { return c }; return nil }
+
+    /// Worth trying again later: throttling, server errors, an unreachable server. What remains
+    /// after the client's own retry budget: long waits keep polling through it until their deadline.
+    public var isTransient: Bool {
+        switch self {
+        case .status(let c, _, _, _): return KubeClient.retriedStatuses.contains(c)
+        case .transport(_, let transient): return transient
+        }
+    }
 }
 
 /// A small Kubernetes REST client over libcurl: JSON in, JSON out, TLS always verified.
