@@ -78,7 +78,14 @@ extension KubernetesProvisionerTests {
                     environment: ["DEVDB_SERVER": "http://127.0.0.1:\(apiPort)", "DEVDB_TOKEN": adminToken,
                                   "XDG_CONFIG_HOME": k.directory.appendingPathComponent("cli").path], timeout: 120, check: false)
         }
-        // The double's S3 dump cannot be read by the API, so the major is given (the dump's own otherwise).
+        // The API cannot read this S3 dump (no credentials here): it says so and what to grant,
+        // rather than guessing a major and a size; nothing is made.
+        let unreadable = try devdb(["project", "create", "guess", "--dump", "s3://dumps/shop.dump"])
+        #expect(unreadable.status != 0)
+        #expect(unreadable.stderr.contains("cannot read the dump's header") && unreadable.stderr.contains("s3:GetObject")
+                && unreadable.stderr.contains("--postgres N"), "\(unreadable.stderr)")
+        #expect(try await k.created("PersistentVolumeClaim").isEmpty)
+        // With the major given, the restore pods read the dump with their own rights.
         let project = try devdb(["project", "create", "shop", "--dump", "s3://dumps/shop.dump", "--postgres", "15", "--wait"])
         #expect(project.status == 0, "\(project.stdout)\(project.stderr)")
         #expect(try await k.inventory() == ["VolumeSnapshot/devdb-gen-shop-1"])
@@ -172,6 +179,28 @@ extension KubernetesProvisionerTests {
         #expect(deleted.status == 0, "\(deleted.stdout)\(deleted.stderr)")
         try await waitUntilAsync { try await k.inventory().filter { !$0.contains("fresh") } == ["VolumeSnapshot/devdb-gen-shop-1"] }
         #expect(try redis.cli(["EXISTS", "devdb:route:kate-pg"]).stdout.contains("0"))
+    }
+}
+
+extension KubernetesProvisionerTests {
+    /// A CLI pointed at a server whose certificate does not verify says which name it expected
+    /// the certificate to cover (the API server double's certificate is from a CA the CLI does
+    /// not trust: the same failure as a certificate for another name).
+    @Test func theCLIsTLSErrorNamesTheHostItExpected() throws {
+        let k = try KubeDouble()
+        let out = try run([try TestPaths.binary("devdb"), "whoami"],
+                          environment: ["DEVDB_SERVER": "https://127.0.0.1:\(k.port)", "DEVDB_TOKEN": "x",
+                                        "XDG_CONFIG_HOME": k.directory.appendingPathComponent("cli").path], check: false)
+        #expect(out.status != 0)
+        #expect(out.stderr.contains("TLS to the DevDB API at https://127.0.0.1:\(k.port) failed") && out.stderr.contains("valid for 127.0.0.1")
+                && out.stderr.contains("set-server https://<apiHost>"), "\(out.stderr)")
+    }
+
+    /// --s3-credentials-dir without the key files is refused at start, saying what to mount.
+    @Test func theAPIsS3CredentialsDirectoryMustHoldTheKeys() throws {
+        let dir = try TestPaths.makeTemporaryDirectory("devdb-s3-dir")
+        let out = try run([try TestPaths.binary("devdb-api"), "--s3-credentials-dir", dir.path, "--data-dir", dir.path], check: false)
+        #expect(out.status != 0 && out.stderr.contains("has no file AWS_ACCESS_KEY_ID"), "\(out.stderr)")
     }
 }
 
