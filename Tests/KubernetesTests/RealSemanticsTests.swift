@@ -268,6 +268,19 @@ extension KubernetesProvisionerTests {
         #expect(orphan.at("metadata.ownerReferences").array.isEmpty)
     }
 
+    /// Deleting cascades a moment later (the garbage collector) and a deleted pod lingers while it
+    /// terminates: a database deleted and made again at once, and a reset, wait for that.
+    @Test func deletesWaitForTheGarbageCollectorAndTerminatingPods() async throws {
+        let k = try KubeDouble()
+        let p = try k.provisioner()
+        var d = try await readyDatabase(p)
+        try await p.delete(database: d)
+        d = database()
+        _ = try await p.create(database: d, from: generation()) { _ in }
+        _ = try await p.reset(database: d, to: .generation(generation())) { _ in }
+        #expect(try await k.inventory().contains("Deployment/devdb-db-kate-pg"))
+    }
+
     /// Drivers round restoreSize up; a database volume below it would never bind.
     @Test func aDatabaseVolumeIsAtLeastTheSnapshotsRoundedRestoreSize() async throws {
         let k = try KubeDouble()

@@ -703,7 +703,6 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
         var orphans: Set<String> = []
         var foreign: [String: Set<String>] = [:]
         var spared: Set<String> = []
-        let now = Date()
         for r in Self.owned {
             for item in try await list(r, selector: manifests.managedSelector) {
                 let labels = item.at("metadata.labels")
@@ -714,7 +713,7 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
                 }
                 if item.at("metadata.deletionTimestamp").string != nil { continue }  // going already
                 // Young objects are left alone: the work making them may not have recorded them yet.
-                if let made = item.at("metadata.creationTimestamp").string.flatMap(Self.timestamp), now.timeIntervalSince(made) < settings.orphanGracePeriod {
+                if let made = item.at("metadata.creationTimestamp").string.flatMap(Self.timestamp), Date().timeIntervalSince(made) < settings.orphanGracePeriod {
                     spared.insert(what)
                     continue
                 }

@@ -86,7 +86,7 @@ OPTIONS = dict(zip(sys.argv[6::2], sys.argv[7::2]))
 K8S_VERSION = "1.33"
 STEP_SECONDS = 0.1
 GC_DELAY = 0.3          # seconds the garbage collector takes to notice an owner is gone
-POD_GRACE = 0.3         # seconds a deleted pod lingers (graceful termination), as terminationGracePeriodSeconds would
+POD_GRACE = 1.0         # seconds a deleted pod lingers (graceful termination; a real one has terminationGracePeriodSeconds, 30 s)
 SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:devdb-api"
 
 
