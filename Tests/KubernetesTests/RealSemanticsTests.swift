@@ -92,6 +92,59 @@ extension KubernetesProvisionerTests {
         #expect(try await k.inventory() == ["VolumeSnapshot/devdb-gen-shop-1"])
     }
 
+    /// The same for a database's own restore (no snapshot class): the running Job is adopted.
+    @Test func aDatabaseRestoreIsAdoptedAfterARestart() async throws {
+        let k = try KubeDouble()
+        let p = try k.provisioner({ $0.snapshotClass = nil }, projects: [shop])
+        let d = database("solo")
+        let m = p.manifests
+        let name = m.databaseObject(d.name)
+        let ns = "/api/v1/namespaces/\(KubeDouble.namespace)"
+        // What the previous API pod had made when it stopped.
+        let owner = try await k.client().create("\(ns)/secrets", m.secret(d))
+        try await k.client().create("\(ns)/services", m.service(d, owner: owner))
+        try await k.client().create("\(ns)/persistentvolumeclaims", m.volumeClaim(name: name, labels: m.databaseLabels(d), snapshot: nil, owner: owner))
+        var labels = m.databaseLabels(d)
+        labels["app.kubernetes.io/component"] = "restore"
+        try await k.client().create("/apis/batch/v1/namespaces/\(KubeDouble.namespace)/jobs",
+                                    m.restoreJob(name: m.restoreJobName(name), claim: name, labels: labels, project: shop, major: 15, owner: owner))
+        let started = try await k.requests().count
+        let phases = Phases()
+        let info = try await p.create(database: d, from: .generation(generation())) { phases.add($0) }
+        #expect(info.cloneMethod == "restore")
+        let after = try await k.requests().dropFirst(started)
+        #expect(!after.contains { $0["verb"] == "create" && ($0["resource"] == "jobs" || $0["resource"] == "secrets" || $0["resource"] == "persistentvolumeclaims") },
+                "the running restore was adopted, not made again")
+        #expect(phases.all.contains { $0.contains("adopted") }, "\(phases.all)")
+        #expect(try await k.inventory().contains("Deployment/\(name)"))
+    }
+
+    /// At start: a configured snapshot class without the snapshot API is warned about at once.
+    @Test func aMissingSnapshotAPIIsWarnedAboutAtStart() async throws {
+        let k = try KubeDouble()
+        try await k.faults(["no_snapshot_api": true])
+        let warning = await (try k.provisioner()).checkSnapshotClass()
+        #expect(warning?.contains("VolumeSnapshot API") == true && warning?.contains("checked at start") == true, "\(String(describing: warning))")
+    }
+
+    /// Restore pods get their own resources and the annotations that keep them; every pod opts
+    /// out of sidecar injection.
+    @Test func restorePodsHaveTheirOwnResourcesAndAnnotations() throws {
+        var s = KubernetesSettings()
+        s.snapshotClass = "csi-hostpath-snapclass"
+        let m = KubeManifests(settings: s, namespace: KubeDouble.namespace)
+        let job = m.restoreJob(name: "j", claim: "c", labels: [:], project: shop, major: 15, owner: nil)
+        let template = job.at("spec.template")
+        #expect(template.at("metadata.annotations") == ["sidecar.istio.io/inject": "false", "karpenter.sh/do-not-disrupt": "true",
+                                                        "cluster-autoscaler.kubernetes.io/safe-to-evict": "false"])
+        for c in template.at("spec.initContainers").array + template.at("spec.containers").array {
+            #expect(c["resources"] == ["requests": ["cpu": "500m", "memory": "1Gi"], "limits": ["cpu": "2", "memory": "4Gi"]], "\(c["name"])")
+        }
+        let deployment = m.deployment(database(), owner: ["apiVersion": "v1", "kind": "Secret", "metadata": ["name": "x", "uid": "u"]])
+        #expect(deployment.at("spec.template.metadata.annotations") == ["sidecar.istio.io/inject": "false"])
+        #expect(deployment.at("spec.template.spec.containers").array.first?["resources"].at("limits.memory") == "1Gi")
+    }
+
     /// Missing snapshot CRDs are found before a restore, not after it.
     @Test func aMissingSnapshotAPIIsFoundBeforeRestoring() async throws {
         let k = try KubeDouble()

@@ -67,6 +67,9 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
     /// (rbac.readSnapshotClass) it cannot be read, and the warning says what to check by hand.
     public func checkSnapshotClass() async -> String? {
         guard let name = settings.snapshotClass, !name.isEmpty else { return nil }
+        do { try await requireSnapshotAPI() } catch {
+            return "\(error): every seed will fail until it is (checked at start, before any restore)"
+        }
         do {
             let cls = try await client.get("/apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses/\(name)")
             if cls["deletionPolicy"].string == "Retain" {
@@ -192,6 +195,14 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
 
     public func create(database d: DatabaseRecord, from g: CloneSource, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
         let selector = databaseSelector(d.name)
+        if !snapshots, case .generation = g, let owner = try await adoptableRestore(d) {
+            // An API restarted (a helm upgrade) while this database's restore ran: wait for it.
+            phase("restoring the dump (adopted the running restore job after a restart)")
+            do { return try await finishRestore(d, owner: owner, phase: phase) } catch {
+                try? await removeAll(selector: selector)
+                throw error
+            }
+        }
         try await removeAll(selector: selector)  // leftovers of an interrupted attempt
         do {
             phase("creating objects")
@@ -243,9 +254,7 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
                 try await client.create(path(.secrets), manifests.afterRestoreSecret(job: job, labels: labels, sql: sql, owner: owner))
             }
             try await client.create(path(.jobs), manifests.restoreJob(name: job, claim: name, labels: labels, project: project, major: d.postgresMajor ?? 15, owner: owner))
-            try await waitForJob(job, claim: name) { p in phase(p == "restoring" || p == "fetching" ? "\(p) the dump (no VolumeSnapshot class)" : p) }
-            try await client.delete(path(.jobs, job))
-            try await waitGone(path(.jobs, job))
+            return try await finishRestore(d, owner: owner, phase: phase)
         }
         phase("starting")
         try await client.create(path(.deployments), manifests.deployment(d, owner: owner))
@@ -254,6 +263,38 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
                             note: snapshot == nil ? "restored from the dump: no VolumeSnapshot class is configured, so this database did not start from a snapshot" : nil)
     }
 
+
+    /// A database's own restore (no snapshot class) that a previous API pod started and that still
+    /// runs: its Secret (the same credentials), volume and restore Job, none failed or being
+    /// deleted. Returns the Secret (the owner of the rest).
+    func adoptableRestore(_ d: DatabaseRecord) async throws -> JSONValue? {
+        let name = manifests.databaseObject(d.name)
+        guard let owner = try await client.getIfPresent(path(.secrets, name)), manifests.isOurs(owner), owner.at("metadata.deletionTimestamp").isNull,
+              owner.at("data.password").string == Data(d.password.utf8).base64EncodedString(),
+              let j = try await client.getIfPresent(path(.jobs, manifests.restoreJobName(name))), j.at("metadata.deletionTimestamp").isNull,
+              (j.at("status.failed").int ?? 0) == 0,
+              let pvc = try await client.getIfPresent(path(.persistentvolumeclaims, name)), pvc.at("metadata.deletionTimestamp").isNull else { return nil }
+        return owner
+    }
+
+    /// Waits for a database's restore Job, removes it and starts the database.
+    func finishRestore(_ d: DatabaseRecord, owner: JSONValue, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
+        let name = manifests.databaseObject(d.name)
+        let job = manifests.restoreJobName(name)
+        if try await client.getIfPresent(path(.services, name)) == nil {
+            try await client.create(path(.services), manifests.service(d, owner: owner))
+        }
+        try await waitForJob(job, claim: name) { p in phase(p == "restoring" || p == "fetching" ? "\(p) the dump (no VolumeSnapshot class)" : p) }
+        try await client.delete(path(.jobs, job))
+        try await waitGone(path(.jobs, job))
+        phase("starting")
+        if try await client.getIfPresent(path(.deployments, name)) == nil {
+            try await client.create(path(.deployments), manifests.deployment(d, owner: owner))
+        }
+        try await waitForDatabase(d, claim: name, snapshot: nil)
+        return InstanceInfo(host: manifests.serviceHost(d.name), port: 5432, cloneMethod: "restore",
+                            note: "restored from the dump: no VolumeSnapshot class is configured, so this database did not start from a snapshot")
+    }
 
     public func reset(database d: DatabaseRecord, to g: CloneSource, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
         let name = manifests.databaseObject(d.name)
