@@ -11,7 +11,8 @@ still mounts stays Terminating until the pod is gone (pvc-protection).
 
 What a real API server enforces, it enforces:
 - every object is validated against the official OpenAPI schemas of Kubernetes K8S_VERSION (the
-  ones the PyPI package kubernetes-validate ships; strict: unknown fields are errors) and custom
+  ones the PyPI package kubernetes-validate ships; strict: unknown fields are errors, which a real
+  server does only for requests with fieldValidation=Strict, so creates must ask for it) and custom
   resources against their published CRDs (--crds DIR: the VolumeSnapshot CRD of
   kubernetes-csi/external-snapshotter, with jsonschema, including the CEL rules that apply on
   create); an invalid object gets 422 Invalid with a Status whose causes name the field;
@@ -774,6 +775,11 @@ class Handler(BaseHTTPRequestHandler):
                     return self.send(*status(422, "Invalid", f'{full_kind} "{n}" is invalid: {problem}',
                                              {"name": n, "kind": kind[1], "causes": [{"reason": "FieldValueInvalid", "message": problem, "field": "metadata"}]}))
                 warnings = []
+                if (query.get("fieldValidation") or ["Warn"])[0] != "Strict":
+                    # The server's default (Warn) drops unknown fields with only a warning; the double
+                    # validates strictly either way, so the client must ask for what it gets here.
+                    return self.send(*status(400, "BadRequest", "the API server double takes creates only with fieldValidation=Strict "
+                                             "(a real server would drop unknown fields with only a Warning header)"))
                 if kind[1] == "Pod":
                     violations = pod_security_violations(body["spec"])
                     if violations:
