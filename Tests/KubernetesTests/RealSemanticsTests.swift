@@ -267,7 +267,30 @@ extension KubernetesProvisionerTests {
             try await k.client().create("/apis/snapshot.storage.k8s.io/v1/namespaces/\(KubeDouble.namespace)/volumesnapshots", unknown)
             Issue.record("a VolumeSnapshot with an unknown field was accepted")
         } catch let e as KubeError {
-            #expect(e.code == 422 && "\(e)".contains("spec.retain"), "\(e)")
+            #expect(e.code == 400 && "\(e)".contains("strict decoding error: unknown field \"spec.retain\""), "\(e)")
+        }
+    }
+
+    /// Built-in kinds against the official schemas: an unknown field (fieldValidation=Strict) and an invalid value.
+    @Test func builtInObjectsAreValidatedAgainstTheOfficialSchemas() async throws {
+        let k = try KubeDouble()
+        let m = try k.provisioner().manifests
+        var unknown = m.service(database(), owner: ["apiVersion": "v1", "kind": "Secret", "metadata": ["name": "x", "uid": "u"]])
+        unknown["metadata"]["ownerReferences"] = nil
+        unknown["spec"]["sessionAffinityy"] = "None"
+        do {
+            try await k.client().create("/api/v1/namespaces/\(KubeDouble.namespace)/services", unknown)
+            Issue.record("a Service with an unknown field was accepted")
+        } catch let e as KubeError {
+            #expect(e.code == 400 && "\(e)".contains("unknown field \"spec.sessionAffinityy\""), "\(e)")
+        }
+        var invalid = m.volumeClaim(name: "claim", labels: [:], snapshot: nil, owner: nil)
+        invalid["spec"]["accessModes"] = "ReadWriteOnce"  // a string, not a list
+        do {
+            try await k.client().create("/api/v1/namespaces/\(KubeDouble.namespace)/persistentvolumeclaims", invalid)
+            Issue.record("a PVC with accessModes as a string was accepted")
+        } catch let e as KubeError {
+            #expect(e.code == 422 && "\(e)".contains("spec.accessModes"), "\(e)")
         }
     }
 

@@ -15,7 +15,8 @@ What a real API server enforces, it enforces:
   server does only for requests with fieldValidation=Strict, so creates must ask for it) and custom
   resources against their published CRDs (--crds DIR: the VolumeSnapshot CRD of
   kubernetes-csi/external-snapshotter, with jsonschema, including the CEL rules that apply on
-  create); an invalid object gets 422 Invalid with a Status whose causes name the field;
+  create); an invalid object gets 422 Invalid with a Status whose causes name the field, an
+  unknown field 400 "strict decoding error" (what fieldValidation=Strict answers);
 - every request is authorized against RBAC rules (--rbac FILE: the Role and ClusterRole the chart
   renders): a verb, resource or resourceName not granted gets 403 Forbidden, as on a cluster;
 - Pod Security "restricted" admission (the namespace's enforce label): a pod that violates it is
@@ -184,7 +185,7 @@ def validate_crd(obj, schema, path=""):
         field = ".".join(str(p) for p in e.path) or "<root>"
         if e.validator == "additionalProperties":
             extra = sorted(set(e.instance) - set(e.schema.get("properties", {})))
-            raise Invalid(".".join([field] + extra[:1]) if field != "<root>" else extra[0], f'unknown field "{extra[0]}"', "FieldValueInvalid")
+            raise Invalid(".".join([field] + extra[:1]) if field != "<root>" else extra[0], f'unknown field "{extra[0]}"', "FieldUnknown")
         if e.validator == "required":
             missing = e.message.split("'")[1]
             raise Invalid(f"{field}.{missing}" if field != "<root>" else missing, "Required value", "FieldValueRequired")
@@ -236,7 +237,12 @@ def validate(obj, api_version, kind):
     try:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
     except kubernetes_validate.ValidationError as e:
-        raise Invalid(".".join(str(p) for p in e.path) or "<root>", e.message)
+        field = ".".join(str(p) for p in e.path) or "<root>"
+        unknown = re.search(r"\('([^']+)' was unexpected\)|\('([^']+)', .* were unexpected\)", e.message)
+        if unknown:
+            name = unknown.group(1) or unknown.group(2)
+            raise Invalid(f"{field}.{name}" if field != "<root>" else name, f'unknown field "{name}"', "FieldUnknown")
+        raise Invalid(field, e.message)
     return None
 
 
@@ -768,6 +774,9 @@ class Handler(BaseHTTPRequestHandler):
                 try:
                     problem = validate(body, *kind)
                 except Invalid as e:
+                    if e.reason == "FieldUnknown":
+                        # fieldValidation=Strict: the server's decoder refuses it (400), before validation.
+                        return self.send(*status(400, "BadRequest", f'strict decoding error: unknown field "{e.field}"'))
                     return self.send(*status(422, "Invalid", f'{full_kind} "{n}" is invalid: {e.field}: {e.message}',
                                              {"name": n, "group": kind[0].rpartition("/")[0], "kind": kind[1],
                                               "causes": [{"reason": e.reason, "message": e.message, "field": e.field}]}))
