@@ -51,6 +51,8 @@ final class ControlPlane: Sendable {
     /// Keys of jobs running now (protected by the mutex; read by reconcile to find orphaned work).
     let running = Mutex<Set<String>>([])
     let seeds = Mutex<[String: SeedHandle]>([:])
+    /// Objects of another installation the last reconcile found (never deleted): `GET /v1/admin/foreign-objects`.
+    let foreignObjects = Mutex<[String]>([])
 
     init(config: APIConfiguration, catalog: Catalog, provisioner: any Provisioner, logger: Logger) {
         self.config = config
@@ -155,6 +157,16 @@ final class ControlPlane: Sendable {
     /// (the seed's fetch reports why). A file that is not a dump is a `DumpError.notADump`.
     /// Cancelling the task aborts the fetch.
     func inspectDump(_ url: String) async throws(DumpError) -> DumpInfo? {
+        switch await inspectDumpExplained(url) {
+        case .success(let info): return info
+        case .failure(let e):
+            if case .notADump = e { throw e }
+            return nil
+        }
+    }
+
+    /// The dump's header, or why it cannot be read now.
+    func inspectDumpExplained(_ url: String) async -> Result<DumpInfo, DumpError> {
         let fetcher = self.fetcher
         let cancelled = CancelFlag()
         let result: Result<DumpInfo, DumpError> = await withTaskCancellationHandler {
@@ -164,13 +176,10 @@ final class ControlPlane: Sendable {
                 }
             }
         } onCancel: { cancelled.set() }
-        switch result {
-        case .success(let info): return info
-        case .failure(let e):
-            if case .notADump = e { throw e }
+        if case .failure(let e) = result, !(e.isNotADump) {
             logger.info("cannot read the dump's header yet", metadata: ["devdb.url": "\(url)", "devdb.error": "\(e)"])
-            return nil
         }
+        return result
     }
 
     /// Creates a project. Its PostgreSQL major is `explicitMajor` or the dump's own (read from the
@@ -181,7 +190,18 @@ final class ControlPlane: Sendable {
         }
         // What the dump says about its major. One that is no dump at all is accepted here and its
         // generation fails, saying what the file is (as a dump that cannot be fetched does).
-        let info = try? await inspectDump(settings.dumpUrl)
+        let inspected = await inspectDumpExplained(settings.dumpUrl)
+        let info = try? inspected.get()
+        if case .failure(let why) = inspected, explicitMajor == nil, provisioner.availableMajors == nil {
+            // Any major could run (an image per major): nothing may be guessed. The restore pods
+            // read the dump with their own rights; the API needs read access too, to choose the
+            // image and size the restore volume.
+            throw APIError.badRequest(
+                "the API cannot read the dump's header (\(why)), so it cannot tell which PostgreSQL major and image restore it",
+                hint: settings.dumpUrl.hasPrefix("s3://")
+                    ? "give the API's service account read access to the dump (s3:GetObject and s3:ListBucket: an IAM role through serviceAccount.annotations eks.amazonaws.com/role-arn, or databases.s3.secretName, which the chart also mounts into the API), or name the major with --postgres N"
+                    : "make the dump readable from the API's pod, or name the major with --postgres N")
+        }
         var project = settings
         do { project.postgresMajor = try provisioner.chooseMajor(explicit: explicitMajor, source: info?.sourceMajor) } catch {
             throw APIError.badRequest(error.message, hint: error.hint)
@@ -684,9 +704,29 @@ final class ControlPlane: Sendable {
         let projects = try await catalog.run { try $0.projects() }
         for p in projects { generations += try await catalog.run { try $0.generations(p.name) } }
         let snapshots = try await catalog.run { try $0.allSnapshots() }
-        let report = try await provisioner.recover(databases: databases, generations: generations, snapshots: snapshots.map(\.0))
+        let catalog = self.catalog
+        // The provisioner reads the catalog again right before each delete: a create, refresh or
+        // snapshot recorded after this first read keeps its objects.
+        let report = try await provisioner.recover(CatalogView(databases: databases, generations: generations, snapshots: snapshots.map(\.0))) {
+            try await catalog.run { c in
+                var generations: [Generation] = []
+                for p in try c.projects() { generations += try c.generations(p.name) }
+                return CatalogView(databases: try c.databases(), generations: generations, snapshots: try c.allSnapshots().map(\.0))
+            }
+        }
         if !report.orphansRemoved.isEmpty {
             logger.warning("removed what no catalog entry wants", metadata: ["devdb.removed": "\(report.orphansRemoved.joined(separator: ", "))"])
+        }
+        if !report.spared.isEmpty {
+            logger.info("kept objects the catalog did not know at first (recorded since, or made moments ago)", metadata: ["devdb.kept": "\(report.spared.joined(separator: ", "))"])
+        }
+        let previouslyForeign = foreignObjects.withLock { f in defer { f = report.foreign }; return f }
+        if !report.foreign.isEmpty && report.foreign != previouslyForeign {
+            logger.warning("""
+                found objects another DevDB installation made (a reinstall over a lost catalog?); they are kept, never deleted. \
+                To remove them: kubectl delete deployments,services,secrets,jobs,persistentvolumeclaims,volumesnapshots -l devdb.io/installation=<id>. \
+                To keep them, leave them: this installation ignores them (GET /v1/admin/foreign-objects lists them)
+                """, metadata: ["devdb.foreign": "\(report.foreign.joined(separator: "; "))"])
         }
         if !report.restarted.isEmpty {
             logger.info("restarted instances", metadata: ["devdb.instances": "\(report.restarted.joined(separator: ","))"])

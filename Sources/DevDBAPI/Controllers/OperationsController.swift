@@ -48,6 +48,8 @@ struct OperationsController {
         for (k, v) in passes { text += "devdb_api_pass_seconds{pass=\"\(k)\"} \(v.seconds)\n" }
         text += "# HELP devdb_api_pass_redis_round_trips Redis round trips of the process during the last pass.\n# TYPE devdb_api_pass_redis_round_trips gauge\n"
         for (k, v) in passes { text += "devdb_api_pass_redis_round_trips{pass=\"\(k)\"} \(v.roundTrips)\n" }
+        text += "# HELP devdb_api_foreign_installations Other installations whose objects the last reconcile found in the namespace (kept, never deleted).\n# TYPE devdb_api_foreign_installations gauge\n"
+        text += "devdb_api_foreign_installations \(plane.foreignObjects.withLock { $0.count })\n"
         return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 }
