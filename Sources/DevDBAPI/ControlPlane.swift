@@ -514,9 +514,12 @@ final class ControlPlane: Sendable {
         guard let databases = try? await catalog.run({ try $0.databases() }) else { return }
         // A report counts while three of its router's intervals have not passed (at least a minute).
         let fresh = max(60, 3 * ((try? await catalog.run { try $0.liveRouters() })?.values.max() ?? 0))
-        for d in databases where d.state == .ready {
+        let candidates = databases.filter { $0.state == .ready && ($0.hibernateAfterSeconds ?? config.hibernateAfterSeconds) > 0 }
+        // Read in one pipeline per 500; a database whose activity cannot be read now is left awake.
+        let activities = (try? await catalog.run({ [candidates] in try $0.activities(candidates.map(\.name), now: now, fresh: fresh) })) ?? [:]
+        for d in candidates {
             let after = d.hibernateAfterSeconds ?? config.hibernateAfterSeconds
-            guard after > 0, let activity = try? await catalog.run({ try $0.activity(d.name, now: now, fresh: fresh) }), activity.open == 0 else { continue }
+            guard let activity = activities[d.name], activity.open == 0 else { continue }
             let since = [activity.lastActive, d.readyAt, d.createdAt].compactMap { $0 }.max() ?? d.createdAt
             guard now.timeIntervalSince(since) >= after else { continue }
             logger.info("hibernating an idle database", metadata: ["devdb.database": "\(d.name)", "devdb.idle_seconds": "\(Int(now.timeIntervalSince(since)))"])

@@ -595,9 +595,33 @@ public final class Catalog: Sendable {
     /// What routers report of a route: open sessions (from routers heard from in the last
     /// `fresh` seconds) and the last time any router saw it in use.
     public func activity(_ name: String, now: Date = Date(), fresh: Double = 60) throws(CatalogError) -> (open: Int, lastActive: Date?) {
+        Self.activity(from: try cmd(["HGETALL", RouteContract.activityKey(name)]).fieldMap, now: now, fresh: fresh)
+    }
+
+    /// `activity` of many routes, read in pipelines of 500 (a hibernator pass costs one round
+    /// trip per 500 databases, not one each).
+    public func activities(_ names: [String], now: Date = Date(), fresh: Double = 60) throws(CatalogError) -> [String: (open: Int, lastActive: Date?)] {
+        var out: [String: (open: Int, lastActive: Date?)] = [:]
+        var start = 0
+        while start < names.count {
+            let chunk = Array(names[start..<min(names.count, start + 500)])
+            start += chunk.count
+            let replies: [Result<RedisValue, RedisError>]
+            do throws(RedisError) { replies = try redis.client.pipeline(chunk.map { ["HGETALL", RouteContract.activityKey($0)] }) } catch {
+                throw .unavailable("the catalog (Redis) is unavailable: \(error)")
+            }
+            for (name, reply) in zip(chunk, replies) {
+                guard case .success(let value) = reply else { continue }
+                out[name] = Self.activity(from: value.fieldMap, now: now, fresh: fresh)
+            }
+        }
+        return out
+    }
+
+    static func activity(from fields: [String: String], now: Date, fresh: Double) -> (open: Int, lastActive: Date?) {
         var open = 0
         var last: Double?
-        for (_, value) in try cmd(["HGETALL", RouteContract.activityKey(name)]).fieldMap {
+        for (_, value) in fields {
             let parts = value.split(separator: " ").compactMap { Double($0) }
             guard parts.count == 3 else { continue }
             if now.timeIntervalSince1970 - parts[2] <= fresh { open += Int(parts[0]) }
