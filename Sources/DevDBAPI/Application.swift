@@ -58,6 +58,7 @@ public func buildApplication(_ config: APIConfiguration, logger: Logger) throws 
     DatabasesController(plane: plane).addRoutes(to: v1.group("databases"))
     SnapshotsController(plane: plane).addRoutes(to: v1.group("databases/:name/snapshots"))
     TokensController(catalog: catalog).addRoutes(to: v1.group("tokens"))
+    DiffController(plane: plane).addRoutes(to: v1.group("diff"))
     v1.get("whoami") { _, context -> Response in
         let c = try context.requireCaller()
         var me = WhoAmIView()

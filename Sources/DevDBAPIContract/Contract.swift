@@ -202,6 +202,40 @@ public struct WhoAmIView: APIContractType {
     public init() {}
 }
 
+/// `GET /v1/diff?a=&b=`: what differs in the schema from side `a` to side `b`, object by object.
+public struct SchemaDiffView: APIContractType {
+    public static let schema = "SchemaDiff"
+    /// Each side as the API understood it: `database kate-pg`, `snapshot kate-pg@before`, `generation shop@3`.
+    public var a = ""
+    public var b = ""
+    public var identical = true
+    public var changes: [SchemaChange] = []
+    public init() {}
+}
+
+/// One object that is only in a (`removed`), only in b (`added`), or in both with other
+/// properties (`changed`: only the properties that differ are listed).
+public struct SchemaChange: Codable, Sendable, Equatable {
+    public struct Property: Codable, Sendable, Equatable {
+        public var name: String
+        /// The value in a and in b; absent where the object or the property is not there.
+        public var a: String?
+        public var b: String?
+        public init(name: String, a: String?, b: String?) { self.name = name; self.a = a; self.b = b }
+    }
+    /// `added`, `removed` or `changed`.
+    public var change: String
+    /// `table`, `column`, `constraint`, `index`, `view`, `materialized view`, `function`,
+    /// `procedure`, `aggregate`, `trigger`, `type`, `domain`, `sequence`, `schema` or `extension`.
+    public var kind: String
+    /// Its qualified name: `public.orders`, `public.orders.total_cents`, `public.add(integer, integer)`.
+    public var object: String
+    public var properties: [Property]
+    public init(change: String, kind: String, object: String, properties: [Property]) {
+        self.change = change; self.kind = kind; self.object = object; self.properties = properties
+    }
+}
+
 // MARK: request bodies
 
 public struct CreateProjectRequest: APIContractType {

@@ -9,7 +9,7 @@ import Glibc
 struct DBCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "db", abstract: "Your databases.",
                                                     subcommands: [Create.self, List.self, Show.self, Delete.self, Reset.self, Connect.self,
-                                                                  Snapshot.self, Snapshots.self, Stop.self, Start.self, Update.self])
+                                                                  Snapshot.self, Snapshots.self, Stop.self, Start.self, Update.self, Diff.self])
 
     struct Create: APICommand {
         static let configuration = CommandConfiguration(

@@ -57,7 +57,10 @@ import Yams
         var ct = CreateTokenRequest()
         ct.user = "kate"; ct.admin = true
         let e = ErrorBody(error: .init(code: "not_found", message: "m", hint: "h"))
-        return [g, p, d, s, t, w, cp, up, cd, ud, r, cs, ct, e]
+        var sd = SchemaDiffView()
+        sd.a = "generation shop@1"; sd.b = "database kate-pg"; sd.identical = false
+        sd.changes = [SchemaChange(change: "changed", kind: "column", object: "public.orders.total", properties: [.init(name: "type", a: "integer", b: "bigint")])]
+        return [g, p, d, s, t, w, cp, up, cd, ud, r, cs, ct, e, sd]
     }()
 
     /// Each sample sets every optional: a new field needs a sample value (and so a schema entry).

@@ -1,6 +1,7 @@
 import DevDBCatalog
 import DevDBNet
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,6 +16,7 @@ import Glibc
 ///     <data-dir>/instances/<database>/{pgdata,postgres.log}
 ///     <data-dir>/snapshots/<database>/<snapshot>/pgdata   a stopped copy of an instance
 ///     <data-dir>/s/<12 hex>/                             unix socket directory, 0700, per instance or seed
+///     <data-dir>/scratch/<id>/pgdata                     a temporary instance a schema diff reads (LocalQuery.swift)
 ///
 /// Socket directories are short hashes so every valid database name (up to 63 characters) fits
 /// the 107-byte limit of a unix socket path. Local logins: the instance user only, by `peer`
@@ -36,6 +38,8 @@ public final class LocalProvisioner: Provisioner, PostgresMajors {
     let tools: PostgresTools
     private let restorer: DumpRestore
     private let portRange: ClosedRange<Int>
+    /// Scratch directories whose temporary instance a query uses now (reconcile leaves them be).
+    let activeScratch = Mutex<Set<String>>([])
 
     /// The role and database every instance has (each instance is its own cluster).
     public static let appUser = "app"
