@@ -128,6 +128,8 @@ public struct DatabaseView: APIContractType {
     public var pending: String?
     /// For a branch: the snapshot it was made from, `DB@SNAP`.
     public var base: String?
+    /// True for a database made with `schema_only`: its generation's schema, no rows.
+    public var schemaOnly: Bool?
     /// Seconds without a session before it sleeps (nil: never), and since when it sleeps.
     public var hibernateAfterSeconds: Double?
     public var hibernatedAt: Date?
@@ -271,6 +273,8 @@ public struct CreateDatabaseRequest: APIContractType {
     public var from: String?
     /// "30m", "never" (or "0"); absent: the API's --hibernate-after.
     public var hibernateAfter: String?
+    /// The project's schema with no rows (made once per generation, then cloned); not with `from`.
+    public var schemaOnly: Bool?
     public init() {}
 }
 

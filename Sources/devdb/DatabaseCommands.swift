@@ -27,6 +27,9 @@ struct DBCommand: ParsableCommand {
         @Option(name: .customLong("hibernate-after"),
                 help: ArgumentHelp("Stop it after this long without a session (30m, 2h) or never; the next connection wakes it. Default: the API's.", valueName: "duration|never"))
         var hibernateAfter: String?
+        @Flag(name: .customLong("schema-only"),
+              help: "The project's schema (tables, types, functions, views, extensions) with no rows, for jobs that bring their own fixtures; made once per generation, then cloned.")
+        var schemaOnly = false
         @Flag(name: .customLong("if-not-exists"),
               help: "If NAME exists with the same project (and --from), use it as it is and exit 0; an existing NAME of another project is an error (exit 6).")
         var ifNotExists = false
@@ -36,6 +39,7 @@ struct DBCommand: ParsableCommand {
 
         func validate() throws {
             if project == nil && from == nil { throw ValidationError("say which project to copy (--project) or which database to branch from (--from)") }
+            if schemaOnly && from != nil { throw ValidationError("--schema-only makes a database from a project's schema: not with --from (a branch copies its origin as it is)") }
             if ifNotExists && resetIfExists { throw ValidationError("--if-not-exists keeps an existing database and --reset-if-exists resets it: choose one") }
             if (ifNotExists || resetIfExists) && name == nil {
                 throw ValidationError("--\(ifNotExists ? "if-not-exists" : "reset-if-exists") needs the database's NAME (devdb name-for BRANCH makes one)")
@@ -54,6 +58,7 @@ struct DBCommand: ParsableCommand {
             body.name = name
             body.hibernateAfter = hibernateAfter
             body.ttl = ttl
+            body.schemaOnly = schemaOnly ? true : nil
             let created: DatabaseView, data: Data
             do {
                 (created, data) = try await api.call(.createDatabase(body))
@@ -88,6 +93,9 @@ struct DBCommand: ParsableCommand {
                 if !matches {
                     throw CLIError(description: "database \(name) exists but is not a branch of \(from) (its base: \(existing.base ?? "the project's generation"))\n\(hint)", code: Exit.conflict)
                 }
+            }
+            if (existing.schemaOnly ?? false) != schemaOnly {
+                throw CLIError(description: "database \(name) exists \(schemaOnly ? "with data, not schema-only" : "schema-only, not with data")\n\(hint)", code: Exit.conflict)
             }
             if existing.knownState == .deleting || existing.pending == "delete" {
                 throw CLIError(description: "database \(name) exists but is being deleted\nhint: wait until it is gone (devdb db delete \(name) --if-exists --wait) and create it again",
@@ -287,7 +295,7 @@ struct DBCommand: ParsableCommand {
         output.render(data) {
             printFields([("name", d.name), ("project", d.project), ("owner", d.owner), ("state", d.state),
                          ("asleep since", d.hibernatedAt.map { "\(Human.relative($0)) (\(iso($0)))" }), ("pending", d.pending), ("phase", d.phase),
-                         ("reason", d.reason), ("generation", d.generation.map(String.init)), ("postgres", d.postgres.map(String.init)), ("base", d.base),
+                         ("reason", d.reason), ("generation", d.generation.map(String.init)), ("schema only", d.schemaOnly == true ? "yes (no rows)" : nil), ("postgres", d.postgres.map(String.init)), ("base", d.base),
                          ("host", d.host), ("hostaddr", d.hostaddr), ("port", String(d.port)), ("user", d.user),
                          ("password", tablesHideSecrets && d.password != nil ? "(hidden: CI is set; -o env, dotenv or github hand it on)" : d.password),
                          ("database", d.database), ("clone method", d.cloneMethod), ("note", d.note),
