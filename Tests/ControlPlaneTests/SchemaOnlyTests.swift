@@ -34,6 +34,9 @@ extension ControlPlaneEndToEnd {
             #expect(second.status == 0, "\(second.output)")
             print("schema-only create: first (makes the copy) \(String(format: "%.1f", firstSeconds)) s, second (a clone) \(String(format: "%.1f", Date().timeIntervalSince(again))) s")
             #expect(try FileManager.default.attributesOfItem(atPath: copy.path)[.modificationDate] as? Date == made, "made once per generation")
+            // --wait shows each step (polled every 0.3 s; making the copy takes longer): only the first makes it.
+            #expect(first.stderr.contains("making the schema-only copy of generation \(generation)"), "\(first.stderr)")
+            #expect(!second.stderr.contains("making the schema-only copy"), "the second one made the copy again: \(second.stderr)")
             // A reset goes back to no rows; the name with data is another database.
             #expect(try f.devdb(["db", "reset", "so-a", "--yes", "--wait"]).status == 0)
             let afterReset = try f.runPsqlLine(line, "SELECT count(*) FROM customers")
