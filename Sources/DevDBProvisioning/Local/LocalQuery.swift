@@ -11,6 +11,9 @@ import Glibc
 /// scratch postmasters alone while their query runs (`activeScratch`) and removes what a
 /// crash left.
 extension LocalProvisioner {
+    /// How many temporary instances schema diffs may run at once.
+    static let maxScratch = 4
+
     public func query(_ sql: String, on target: QueryTarget) async throws -> String {
         switch target {
         case .database(let d):
@@ -26,7 +29,10 @@ extension LocalProvisioner {
             let id = UUID().uuidString.lowercased().prefix(12)
             let dir = "\(layout.path("scratch"))/\(id)"
             let sockets = layout.socketDir("x:\(id)")
-            activeScratch.withLock { _ = $0.insert(dir) }
+            // Each read copies a data directory and starts a Postgres: a few at a time.
+            guard activeScratch.withLock({ active in active.count < Self.maxScratch ? active.insert(dir).inserted : false }) else {
+                throw SubprocessError(description: "\(Self.maxScratch) schema reads of generations or snapshots are running; try again in a moment")
+            }
             defer { activeScratch.withLock { _ = $0.remove(dir) } }
             do {
                 try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
