@@ -58,6 +58,9 @@ extension ControlPlaneEndToEnd {
             let viaURL = try run(["psql", "-X", "-At", try #require(env["DATABASE_URL"]), "-c", "INSERT INTO customers (name) VALUES ('from ci') RETURNING 1"],
                                  timeout: 60, check: false)
             #expect(viaURL.status == 0, "\(viaURL.output)")
+            // The sample project: rows written are not schema changes; the generation and the database have the same schema.
+            let diff = try f.devdb(["db", "diff", "shop@latest", name, "--exit-code"])
+            #expect(diff.status == 0 && diff.stdout.isEmpty, "\(diff.output)")
 
             // A re-run of the same job gets the same database, as it is.
             let again = try f.devdb(["db", "create", name, "--project", "shop", "--if-not-exists", "--wait", "-o", "env"], environment: ["CI": "true"])
