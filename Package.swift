@@ -16,15 +16,19 @@ let package = Package(
         .executable(name: "devdb", targets: ["devdb"]),
         .executable(name: "devdb-fetch-dump", targets: ["devdb-fetch-dump"]),
     ],
+    // Every direct dependency is pinned exactly (a Package.resolved cannot be committed here), to
+    // the versions that resolved when they were pinned. SwiftPM has no way to pin a transitive
+    // package (swift-nio, swift-crypto, ...) without declaring it as a dependency of some target,
+    // so those follow from these pins' own requirements: see docs/kubernetes.md, "Building the image".
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
         // The API only; never the router (scripts/check-router-no-nio).
-        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
-        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", exact: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", exact: "2.13.0"),
         // Logging API for the router (NIO-free; the API already has it through Hummingbird).
-        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log.git", exact: "1.16.2"),
         // YAML: kubeconfig files (provisioner) and the OpenAPI document (contract test).
-        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
     ],
     targets: [
         // C libraries, reached through system-library targets.
@@ -94,7 +98,7 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "RouterIntegrationTests", dependencies: ["DevDBTestSupport", "DevDBCore"]),
         .testTarget(name: "KubernetesTests",
-                    dependencies: ["DevDBTestSupport", "DevDBCore", "DevDBCatalog", "DevDBProvisioning"],
+                    dependencies: ["DevDBTestSupport", "DevDBCore", "DevDBCatalog", "DevDBProvisioning", "DevDBRedis"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "ControlPlaneTests", dependencies: ["DevDBTestSupport", "DevDBCore", "DevDBProvisioning"],
                     resources: [.copy("Fixtures")]),

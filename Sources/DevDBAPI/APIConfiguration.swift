@@ -7,6 +7,8 @@ public struct APIConfiguration: Sendable {
     public var port = 5000
     public var redis = RedisURL()
     public var provisioner = "local"
+    /// `--provisioner stand-in` (bench/scale only): where every route points.
+    public var standInBackend: (host: String, port: Int) = ("127.0.0.1", 5432)
     public var dataDirectory = URL(fileURLWithPath: "/var/lib/devdb")
     public var dbDomain = "db.devdb.localhost"
     /// What clients are told to connect to: the router.

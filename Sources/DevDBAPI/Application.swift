@@ -36,6 +36,12 @@ public func buildApplication(_ config: APIConfiguration, logger: Logger) throws 
                                                          "devdb.k8s.snapshot_class": "\(config.kubernetes.snapshotClass ?? "(none: restore per database)")"])
         var settings = config.kubernetes
         settings.allowPrivateDumpHosts = config.allowPrivateDumpHosts
+        // Every object carries this catalog's installation id: a reinstall over a lost catalog
+        // (a new, empty one) deletes nothing an earlier installation made.
+        let identity = try catalog.installationIdentity()
+        settings.installation = identity.id
+        settings.adoptUnlabelled = identity.adoptsUnlabelled
+        logger.info("installation", metadata: ["devdb.installation": "\(identity.id)", "devdb.adopts_unlabelled": "\(identity.adoptsUnlabelled)"])
         let kubernetes = KubernetesProvisioner(client: KubeClient(connection: connection), settings: settings) { name in
             try await catalog.run { try $0.project(name) }
         }
@@ -43,6 +49,9 @@ public func buildApplication(_ config: APIConfiguration, logger: Logger) throws 
         Task {
             if let warning = await kubernetes.checkSnapshotClass() { logger.warning("\(warning)") }
         }
+    case "stand-in":
+        logger.warning("stand-in provisioner: no PostgreSQL runs; for bench/scale only")
+        provisioner = StandInProvisioner(host: config.standInBackend.host, port: config.standInBackend.port)
     default:
         throw APIError.badRequest("unknown provisioner \"\(config.provisioner)\"", hint: "use --provisioner local or kubernetes")
     }
@@ -58,6 +67,10 @@ public func buildApplication(_ config: APIConfiguration, logger: Logger) throws 
     DatabasesController(plane: plane).addRoutes(to: v1.group("databases"))
     SnapshotsController(plane: plane).addRoutes(to: v1.group("databases/:name/snapshots"))
     TokensController(catalog: catalog).addRoutes(to: v1.group("tokens"))
+    v1.get("admin/foreign-objects") { _, context -> Response in
+        try context.requireAdmin()
+        return try jsonResponse(ForeignObjectsView(items: plane.foreignObjects.withLock { $0 }))
+    }
     DiffController(plane: plane).addRoutes(to: v1.group("diff"))
     v1.get("whoami") { _, context -> Response in
         let c = try context.requireCaller()

@@ -51,6 +51,8 @@ final class ControlPlane: Sendable {
     /// Keys of jobs running now (protected by the mutex; read by reconcile to find orphaned work).
     let running = Mutex<Set<String>>([])
     let seeds = Mutex<[String: SeedHandle]>([:])
+    /// Objects of another installation the last reconcile found (never deleted): `GET /v1/admin/foreign-objects`.
+    let foreignObjects = Mutex<[String]>([])
 
     init(config: APIConfiguration, catalog: Catalog, provisioner: any Provisioner, logger: Logger) {
         self.config = config
@@ -61,6 +63,18 @@ final class ControlPlane: Sendable {
     }
 
     func submit(_ job: Job) { enqueue.yield(job) }
+
+    /// The last reconcile and reaper (hibernator, expiry) passes: seconds and Redis round trips of
+    /// the whole process meanwhile (other work adds to them; bench/scale measures a quiet API).
+    let passes = Mutex<[String: (seconds: Double, roundTrips: Int)]>([:])
+
+    func measurePass(_ name: String, _ body: () async -> Void) async {
+        let trips = RedisClient.roundTrips.load(ordering: .relaxed)
+        let started = monotonicNow()
+        await body()
+        let sample = (monotonicNow() - started, RedisClient.roundTrips.load(ordering: .relaxed) - trips)
+        passes.withLock { $0[name] = sample }
+    }
 
     func count(_ key: String) { counters.withLock { $0[key, default: 0] += 1 } }
 
@@ -143,6 +157,16 @@ final class ControlPlane: Sendable {
     /// (the seed's fetch reports why). A file that is not a dump is a `DumpError.notADump`.
     /// Cancelling the task aborts the fetch.
     func inspectDump(_ url: String) async throws(DumpError) -> DumpInfo? {
+        switch await inspectDumpExplained(url) {
+        case .success(let info): return info
+        case .failure(let e):
+            if case .notADump = e { throw e }
+            return nil
+        }
+    }
+
+    /// The dump's header, or why it cannot be read now.
+    func inspectDumpExplained(_ url: String) async -> Result<DumpInfo, DumpError> {
         let fetcher = self.fetcher
         let cancelled = CancelFlag()
         let result: Result<DumpInfo, DumpError> = await withTaskCancellationHandler {
@@ -152,13 +176,10 @@ final class ControlPlane: Sendable {
                 }
             }
         } onCancel: { cancelled.set() }
-        switch result {
-        case .success(let info): return info
-        case .failure(let e):
-            if case .notADump = e { throw e }
+        if case .failure(let e) = result, !(e.isNotADump) {
             logger.info("cannot read the dump's header yet", metadata: ["devdb.url": "\(url)", "devdb.error": "\(e)"])
-            return nil
         }
+        return result
     }
 
     /// Creates a project. Its PostgreSQL major is `explicitMajor` or the dump's own (read from the
@@ -169,7 +190,18 @@ final class ControlPlane: Sendable {
         }
         // What the dump says about its major. One that is no dump at all is accepted here and its
         // generation fails, saying what the file is (as a dump that cannot be fetched does).
-        let info = try? await inspectDump(settings.dumpUrl)
+        let inspected = await inspectDumpExplained(settings.dumpUrl)
+        let info = try? inspected.get()
+        if case .failure(let why) = inspected, explicitMajor == nil, provisioner.availableMajors == nil {
+            // Any major could run (an image per major): nothing may be guessed. The restore pods
+            // read the dump with their own rights; the API needs read access too, to choose the
+            // image and size the restore volume.
+            throw APIError.badRequest(
+                "the API cannot read the dump's header (\(why)), so it cannot tell which PostgreSQL major and image restore it",
+                hint: settings.dumpUrl.hasPrefix("s3://")
+                    ? "give the API's service account read access to the dump (s3:GetObject and s3:ListBucket: an IAM role through serviceAccount.annotations eks.amazonaws.com/role-arn, or databases.s3.secretName, which the chart also mounts into the API), or name the major with --postgres N"
+                    : "make the dump readable from the API's pod, or name the major with --postgres N")
+        }
         var project = settings
         do { project.postgresMajor = try provisioner.chooseMajor(explicit: explicitMajor, source: info?.sourceMajor) } catch {
             throw APIError.badRequest(error.message, hint: error.hint)
@@ -364,7 +396,13 @@ final class ControlPlane: Sendable {
 
     func stopInstance(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation) async {
         if op.idle == true {
-            switch await confirmFence(d.name, op) {
+            var outcome = await confirmFence(d.name, op)
+            // The instance's own word last: a session no router reports (a router whose lease ended
+            // while it kept relaying, a client connected to the instance directly) keeps it awake.
+            if outcome == .clear, let open = await sessionsOnInstance(d), open > 0 {
+                outcome = .inUse("\(open) session(s) open on the instance itself")
+            }
+            switch outcome {
             case .clear: break
             case .superseded: return
             case .inUse(let why):
@@ -440,9 +478,31 @@ final class ControlPlane: Sendable {
         }
     }
 
+    /// Client sessions on the instance other than this check's own (`pg_stat_activity`), asked
+    /// with the database's own credentials (the password in psql's environment); nil when it
+    /// cannot be asked (then the routers' word stands).
+    func sessionsOnInstance(_ d: DatabaseRecord) async -> Int? {
+        guard let host = d.backendHost, let port = d.backendPort else { return nil }
+        let sql = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        let conninfo = "host=\(host) port=\(port) user=\(d.user) dbname=\(d.database) sslmode=disable connect_timeout=5"
+        guard let out = try? await Subprocess.run(["psql", "-X", "-At", "-c", sql, conninfo], environment: ["PGPASSWORD": d.password]),
+              out.status == 0, let n = Int(out.output.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            logger.info("cannot ask the instance for its sessions; the routers' word stands", metadata: ["devdb.database": "\(d.name)"])
+            return nil
+        }
+        return n
+    }
+
     /// Wakes a database a router (or `devdb db start`) asked for; a wake asked twice wakes once.
     func wake(_ name: String) async {
-        await apply(name, .wake)
+        do {
+            if let t = try await catalog.run({ try $0.transition(name, .wake) }) { perform(name, t.actions) }
+        } catch {
+            // The request stays in devdb:wake-requests: the reaper's next pass tries again (a wake
+            // storm under load can time a Redis call out; dropping the request would strand a client).
+            logger.warning("cannot wake a database yet; trying again on the next pass", metadata: ["devdb.database": "\(name)", "devdb.error": "\(error)"])
+            return
+        }
         _ = try? await catalog.run { try $0.clearWakeRequest(name) }
     }
 
@@ -452,9 +512,11 @@ final class ControlPlane: Sendable {
     /// (`confirmFence`) before it stops anything.
     func hibernateIdle(now: Date = Date()) async {
         guard let databases = try? await catalog.run({ try $0.databases() }) else { return }
+        // A report counts while three of its router's intervals have not passed (at least a minute).
+        let fresh = max(60, 3 * ((try? await catalog.run { try $0.liveRouters() })?.values.max() ?? 0))
         for d in databases where d.state == .ready {
             let after = d.hibernateAfterSeconds ?? config.hibernateAfterSeconds
-            guard after > 0, let activity = try? await catalog.run({ try $0.activity(d.name, now: now) }), activity.open == 0 else { continue }
+            guard after > 0, let activity = try? await catalog.run({ try $0.activity(d.name, now: now, fresh: fresh) }), activity.open == 0 else { continue }
             let since = [activity.lastActive, d.readyAt, d.createdAt].compactMap { $0 }.max() ?? d.createdAt
             guard now.timeIntervalSince(since) >= after else { continue }
             logger.info("hibernating an idle database", metadata: ["devdb.database": "\(d.name)", "devdb.idle_seconds": "\(Int(now.timeIntervalSince(since)))"])
@@ -642,9 +704,29 @@ final class ControlPlane: Sendable {
         let projects = try await catalog.run { try $0.projects() }
         for p in projects { generations += try await catalog.run { try $0.generations(p.name) } }
         let snapshots = try await catalog.run { try $0.allSnapshots() }
-        let report = try await provisioner.recover(databases: databases, generations: generations, snapshots: snapshots.map(\.0))
+        let catalog = self.catalog
+        // The provisioner reads the catalog again right before each delete: a create, refresh or
+        // snapshot recorded after this first read keeps its objects.
+        let report = try await provisioner.recover(CatalogView(databases: databases, generations: generations, snapshots: snapshots.map(\.0))) {
+            try await catalog.run { c in
+                var generations: [Generation] = []
+                for p in try c.projects() { generations += try c.generations(p.name) }
+                return CatalogView(databases: try c.databases(), generations: generations, snapshots: try c.allSnapshots().map(\.0))
+            }
+        }
         if !report.orphansRemoved.isEmpty {
             logger.warning("removed what no catalog entry wants", metadata: ["devdb.removed": "\(report.orphansRemoved.joined(separator: ", "))"])
+        }
+        if !report.spared.isEmpty {
+            logger.info("kept objects the catalog did not know at first (recorded since, or made moments ago)", metadata: ["devdb.kept": "\(report.spared.joined(separator: ", "))"])
+        }
+        let previouslyForeign = foreignObjects.withLock { f in defer { f = report.foreign }; return f }
+        if !report.foreign.isEmpty && report.foreign != previouslyForeign {
+            logger.warning("""
+                found objects another DevDB installation made (a reinstall over a lost catalog?); they are kept, never deleted. \
+                To remove them: kubectl delete deployments,services,secrets,jobs,persistentvolumeclaims,volumesnapshots -l devdb.io/installation=<id>. \
+                To keep them, leave them: this installation ignores them (GET /v1/admin/foreign-objects lists them)
+                """, metadata: ["devdb.foreign": "\(report.foreign.joined(separator: "; "))"])
         }
         if !report.restarted.isEmpty {
             logger.info("restarted instances", metadata: ["devdb.instances": "\(report.restarted.joined(separator: ","))"])
@@ -819,11 +901,13 @@ struct Reaper: Service {
     func run() async throws {
         var lastReconcile = Date()
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            await plane.reapExpired()
+            await plane.measurePass("reaper") { await plane.reapExpired() }
             if Date().timeIntervalSince(lastReconcile) >= plane.config.reconcileIntervalSeconds {
                 lastReconcile = Date()
-                do { try await plane.reconcile() } catch {
-                    plane.logger.warning("reconcile failed", metadata: ["devdb.error": "\(error)"])
+                await plane.measurePass("reconcile") {
+                    do { try await plane.reconcile() } catch {
+                        plane.logger.warning("reconcile failed", metadata: ["devdb.error": "\(error)"])
+                    }
                 }
             }
             do {

@@ -100,3 +100,9 @@ func hibernateAfterSeconds(_ text: String) -> Double? {
     if text == "never" || text == "0" { return 0 }
     return DurationText.seconds(text)
 }
+
+/// `GET /v1/admin/foreign-objects`: objects another installation made in the namespace (kept).
+struct ForeignObjectsView: Encodable {
+    /// One line per installation: `installation <id>: kind/name, ...`.
+    var items: [String]
+}

@@ -439,12 +439,18 @@ public final class Catalog: Sendable {
             case .ignore: return (t, Transition(record: d, actions: [], applied: false))
             case .commit(var next, let effects, let actions):
                 next?.stampPhase(since: d)
+                // A fresh version per route write: routers tell a route read before a fence from one
+                // after it. The record carries it, so a concurrent transition's guard fails.
+                var routeVersion = 0
+                if effects.contains(where: { if case .setRoute = $0 { return true }; return false }) {
+                    routeVersion = try cmd(["INCR", RouteContract.routeVersionCounter]).integer ?? 0
+                    next?.routeVersion = routeVersion
+                }
                 if let next { t.commands.append(["SET", Key.database(name), Self.encode(next)]) }
                 for e in effects {
                     switch e {
                     case .setRoute(var route):
-                        // A fresh version per write: routers tell a route read before a fence from one after it.
-                        route.version = try cmd(["INCR", RouteContract.routeVersionCounter]).integer ?? 0
+                        route.version = routeVersion
                         t.commands += [["DEL", RouteContract.routeKey(name)],
                                        ["HSET", RouteContract.routeKey(name)] + route.fields.flatMap { [$0.0, $0.1] }
                                         + ["project", d.project, "owner", d.owner]]
@@ -621,6 +627,11 @@ public final class Catalog: Sendable {
         public var openSessions: Int { acknowledged.values.reduce(0, +) }
     }
 
+    /// The routers whose lease holds, with their activity intervals (ended leases are removed).
+    public func liveRouters() throws(CatalogError) -> [String: Double] {
+        try fenceReport("", token: "").routers
+    }
+
     public func fenceReport(_ name: String, token: String) throws(CatalogError) -> FenceReport {
         var report = FenceReport()
         guard case .array(let rows) = try cmd(["EVAL", RouteContract.liveRoutersScript, "2", RouteContract.routers, RouteContract.fenceAcksKey(name)]) else {
@@ -647,7 +658,7 @@ public final class Catalog: Sendable {
     public func removeRoute(_ name: String, ifDatabaseIs raw: String?) throws(CatalogError) -> Bool {
         var t = Transaction()
         t.guards = [.value(Key.database(name), raw), .exists(RouteContract.routeKey(name))]
-        t.commands = [["DEL", RouteContract.routeKey(name)]]
+        t.commands = [["DEL", RouteContract.routeKey(name)]] + Self.endFence(name)
         t.publish = [name]
         return try commit(t)
     }

@@ -124,6 +124,9 @@ public struct DatabaseRecord: Codable, Sendable, Equatable {
     public var hibernatedAt: Date?
     /// A wake asked for while it was being stopped: it starts again once stopped.
     public var wakeQueued: Bool?
+    /// The version of the route this record last wrote (`devdb:route-version`): kept in the
+    /// record so two transitions that write the route conflict like any two writes of it.
+    public var routeVersion: Int?
     public var reason: String?
     public var phase: String?
     /// When the current state or step began (set by the catalog, for elapsed times).

@@ -126,6 +126,8 @@ public enum DumpError: Error, Equatable, CustomStringConvertible {
     case unresolvable(String)
     case cancelled
 
+    public var isNotADump: Bool { if case .notADump = self { return true }; return false }
+
     /// What to do, for API error hints.
     public var hint: String? {
         switch self {

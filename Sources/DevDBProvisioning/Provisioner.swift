@@ -28,7 +28,23 @@ public struct RecoveryReport: Sendable {
     public var missingGenerations: [Generation] = []
     /// Ready database snapshots whose files or VolumeSnapshot are gone.
     public var missingSnapshots: [SnapshotRecord] = []
+    /// Objects another installation made (a reinstall over a lost catalog finds the old one's
+    /// databases): never deleted, reported with how to remove or keep them.
+    public var foreign: [String] = []
+    /// What the catalog did not know when the reconcile read it but did when it was about to
+    /// delete (work recorded in between), or that was younger than the grace period: kept.
+    public var spared: [String] = []
     public init() {}
+}
+
+/// What the catalog holds, as one reconcile reads it.
+public struct CatalogView: Sendable {
+    public var databases: [DatabaseRecord]
+    public var generations: [Generation]
+    public var snapshots: [SnapshotRecord]
+    public init(databases: [DatabaseRecord], generations: [Generation], snapshots: [SnapshotRecord]) {
+        self.databases = databases; self.generations = generations; self.snapshots = snapshots
+    }
 }
 
 /// What a database is made from, or reset to.
@@ -83,6 +99,15 @@ public protocol Provisioner: PostgresMajors {
     /// After a restart and then periodically (reconcile): starts or checks catalogued instances
     /// and removes instances and generations the catalog does not know.
     func recover(databases: [DatabaseRecord], generations: [Generation], snapshots: [SnapshotRecord]) async throws -> RecoveryReport
+    /// The same, reading the catalog again (`current`) right before removing anything it did not
+    /// know: a create, refresh or snapshot recorded after the first read keeps its objects.
+    func recover(_ view: CatalogView, current: @escaping @Sendable () async throws -> CatalogView) async throws -> RecoveryReport
+}
+
+extension Provisioner {
+    public func recover(_ view: CatalogView, current: @escaping @Sendable () async throws -> CatalogView) async throws -> RecoveryReport {
+        try await recover(databases: view.databases, generations: view.generations, snapshots: view.snapshots)
+    }
 }
 
 /// Which PostgreSQL majors a provisioner can run.

@@ -159,8 +159,13 @@ public final class RedisClient: Sendable {
         self.timeoutSeconds = timeoutSeconds
     }
 
+    /// Round trips to Redis by every client of this process (commands and pipelines): the scale
+    /// bench reads it per reconcile and reaper pass (the API's /metrics).
+    public static let roundTrips = Atomic<Int>(0)
+
     public func command(_ args: [String]) throws(RedisError) -> RedisValue {
-        try context.withLock { (box: inout RedisContextBox) throws(RedisError) -> RedisValue in
+        Self.roundTrips.add(1, ordering: .relaxed)
+        return try context.withLock { (box: inout RedisContextBox) throws(RedisError) -> RedisValue in
             if box.pointer == nil { box.pointer = try Self.connect(url, timeout: timeoutSeconds) }
             do throws(RedisError) {
                 return try Self.send(box.pointer!, args)
@@ -173,7 +178,8 @@ public final class RedisClient: Sendable {
 
     /// Sends several commands in one round trip and returns their replies in order.
     public func pipeline(_ commands: [[String]]) throws(RedisError) -> [Result<RedisValue, RedisError>] {
-        try context.withLock { (box: inout RedisContextBox) throws(RedisError) -> [Result<RedisValue, RedisError>] in
+        Self.roundTrips.add(1, ordering: .relaxed)
+        return try context.withLock { (box: inout RedisContextBox) throws(RedisError) -> [Result<RedisValue, RedisError>] in
             if box.pointer == nil { box.pointer = try Self.connect(url, timeout: timeoutSeconds) }
             let c = box.pointer!
             for args in commands { Self.append(c, args) }

@@ -18,7 +18,8 @@ public enum RouteLookup: Sendable, Equatable {
 /// A hit is a mutex and a dictionary lookup. Misses go to Redis on one serial queue, with
 /// concurrent lookups of one name coalesced. The `devdb:routes` channel invalidates entries;
 /// after the subscription comes back, everything cached is re-read, since messages may have
-/// been missed. While Redis is down, cached routes keep being served.
+/// been missed. While Redis is down, cached routes keep being served (as long as the router's
+/// lease lasts: `RouteActivity.admit`).
 public final class RouteResolver: Sendable {
     struct Entry {
         var route: RouteRecord?

@@ -49,6 +49,7 @@ public final class Router: Sendable {
             if let name { wakes.routeChanged(name) } else { wakes.recheckAll() }
             activity.routeChanged(name)
         }
+        activity.onLeaseRegained { resolver.invalidateAll() }
         ctx = RouterContext(config: config, log: log, metrics: metrics, resolver: resolver, cancelKeys: cancelKeys,
                             serverTLS: serverTLS, wakes: wakes, activity: activity)
         let laneCount = config.ioQueues > 0 ? config.ioQueues : UsableCPUs.count()

@@ -162,7 +162,13 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
                 case .stale where attempt < 3:
                     ctx.resolver.invalidate(name)
                     lookUp(name, attempt: attempt + 1)
-                case .stale, .noLease: handle(.routeLookedUp(.unavailable))
+                case .stale:
+                    // Fresh reads stay older than the fence: the route store went back in time (restored
+                    // from an older copy). Trust it from now on; this client tries again.
+                    ctx.activity.forgetFence(name)
+                    ctx.log.warning("the route store holds a route older than a fence this router saw; trusting the store", ["route": name])
+                    handle(.routeLookedUp(.unavailable))
+                case .noLease: handle(.routeLookedUp(.unavailable))
                 }
             case .notFound: handle(.routeLookedUp(.notFound))
             case .unavailable(let why):
@@ -172,14 +178,17 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
         }
     }
 
-    private func waitForWake(_ name: String) {
+    private func waitForWake(_ name: String, stale: Int = 0) {
         ctx.wakes.wait(name, timeout: ctx.config.wakeTimeout, on: lane) { [self] outcome in
             switch outcome {
             case .ready(let r):
                 switch admit(name, r) {
                 case .admitted: handle(.wakeEnded(.ready(r)))
-                // Going to sleep again already: wait for the next wake.
-                case .stale: waitForWake(name)
+                // A read from before a fence (going to sleep again already): wait for the next wake.
+                // Fresh reads that stay older mean the route store went back in time: trust it.
+                case .stale:
+                    if stale >= 2 { ctx.activity.forgetFence(name) }
+                    waitForWake(name, stale: stale + 1)
                 case .noLease: handle(.wakeEnded(.failed("this router cannot reach the route store")))
                 }
             case .failed(let why): handle(.wakeEnded(.failed(why)))

@@ -124,9 +124,25 @@ final class RouteActivity: Sendable {
         /// Per fenced route: the lowest route version this router may still route on (the
         /// fence's), and when it learned it (monotonic; forgotten a while after the fence ends).
         var fences: [String: (version: Int, learned: Double)] = [:]
-        /// Monotonic time until which this router's lease in Redis surely holds (0: none).
+        /// Time (`leaseClock`) until which this router's lease in Redis surely holds (0: none).
         var leaseUntil: Double = 0
+        /// Announced route changes not read yet (one pipelined read for a burst of them).
+        var changed: Set<String> = []
+        var everyRouteChanged = false
     }
+
+    /// The lease's clock counts while the machine sleeps (CLOCK_BOOTTIME), as Redis' does: a
+    /// router on a laptop that slept does not believe in a lease Redis has ended.
+    static func leaseClock() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_BOOTTIME, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    /// Called when the lease is held again after it lapsed, before any session is admitted: the
+    /// router drops its cached routes (it may have missed fences meanwhile).
+    private let leaseRegained = Mutex<(@Sendable () -> Void)?>(nil)
+    func onLeaseRegained(_ body: @escaping @Sendable () -> Void) { leaseRegained.withLock { $0 = body } }
 
     enum Admission: Equatable {
         case admitted
@@ -158,7 +174,7 @@ final class RouteActivity: Sendable {
 
     /// The router decided to route a session to `route` (ready) as read in `record`.
     func admit(_ route: String, _ record: RouteRecord) -> Admission {
-        let now = monotonicSeconds()
+        let now = Self.leaseClock()
         let wall = Date().timeIntervalSince1970
         return state.withLock { s in
             if now >= s.leaseUntil { return .noLease }
@@ -168,6 +184,11 @@ final class RouteActivity: Sendable {
             s.entries[route]!.dirty = true
             return .admitted
         }
+    }
+
+    /// Forgets what this router knew of a route's fences (the route store lost it).
+    func forgetFence(_ route: String) {
+        _ = state.withLock { $0.fences.removeValue(forKey: route) }
     }
 
     /// An admitted session ended (or never reached the backend).
@@ -208,8 +229,18 @@ final class RouteActivity: Sendable {
     /// A route changed (`devdb:routes`): if it carries a fence now, honour and acknowledge it.
     /// nil: every route may have changed (the subscription came back).
     func routeChanged(_ name: String?) {
+        let first = state.withLock { s -> Bool in
+            let idle = s.changed.isEmpty && !s.everyRouteChanged
+            if let name { s.changed.insert(name) } else { s.everyRouteChanged = true }
+            return idle
+        }
+        guard first else { return }
         queue.async { [self] in
-            if let name { acknowledgeFences([name]) } else { acknowledgeAllFences() }
+            let (names, all) = state.withLock { s -> ([String], Bool) in
+                defer { s.changed.removeAll(); s.everyRouteChanged = false }
+                return (Array(s.changed), s.everyRouteChanged)
+            }
+            if all { acknowledgeAllFences() } else { acknowledgeFences(names) }
         }
     }
 
@@ -263,9 +294,15 @@ final class RouteActivity: Sendable {
     }
 
     private func renewLease() {
-        let sent = monotonicSeconds()
+        let sent = Self.leaseClock()
         do throws(RedisError) {
             _ = try redis.eval(RouteContract.renewLeaseScript, keys: [RouteContract.routers], args: [routerID, String(leaseSeconds), String(interval)])
+            if state.withLock({ sent >= $0.leaseUntil }) {
+                // Held again after a lapse (or at start): the API did not wait for this router
+                // meanwhile, so learn every fence and drop cached routes before admitting anyone.
+                acknowledgeAllFences()
+                leaseRegained.withLock { $0 }?()
+            }
             // Ends a second before Redis' copy can, whatever the delay of the answer.
             state.withLock { $0.leaseUntil = sent + leaseSeconds - 1 }
         } catch {

@@ -244,6 +244,12 @@ public struct ConnectionStart: Sendable {
                 }
             case .startup:
                 guard let first = inbound.first else { return actions }
+                if !answeredSSL && !answeredGSS && ProxyHeader.mayBeHeader(inbound) {
+                    // A load balancer sending PROXY protocol from addresses the router does not
+                    // trust: said readably, not parsed as a (huge) startup packet.
+                    guard ProxyHeader.isHeaderStart(inbound) else { return actions }
+                    return actions + refuse(.untrustedProxyHeader(peer: clientAddress))
+                }
                 if first == 0x16 && !answeredSSL && !answeredGSS {
                     guard settings.tlsAvailable else { return actions + refuse(.noCertificate) }
                     state = .tlsHello(direct: true)

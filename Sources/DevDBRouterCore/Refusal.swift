@@ -11,6 +11,8 @@ public enum Refusal: Equatable, Sendable {
     case wire(WireError)
     case noCertificate
     case plaintextAfterSSLRequest
+    /// A PROXY protocol header from a peer outside --proxy-protocol-from.
+    case untrustedProxyHeader(peer: String)
     case directTLSWithoutALPN
     case badRouteOption(String)
     case routeConflict(host: String, option: String)
@@ -42,7 +44,7 @@ public enum Refusal: Equatable, Sendable {
         case .wire(.oversized): return .oversized
         case .wire: return .malformed
         case .noCertificate, .directTLSWithoutALPN: return .tlsFailed
-        case .plaintextAfterSSLRequest: return .malformed
+        case .plaintextAfterSSLRequest, .untrustedProxyHeader: return .malformed
         case .badRouteOption, .routeConflict: return .routeConflict
         case .noRoute: return .noRoute
         case .invalidName, .unknownRoute: return .unknownRoute
@@ -85,6 +87,10 @@ public enum Refusal: Equatable, Sendable {
         case .plaintextAfterSSLRequest:
             return ErrorResponse(sqlState: SQLState.protocolViolation, message: "received unencrypted data after SSLRequest",
                                  hint: "The client must start TLS after the server answers 'S'.")
+        case .untrustedProxyHeader(let peer):
+            return ErrorResponse(sqlState: SQLState.protocolViolation,
+                                 message: "DevDB router: this connection starts with a PROXY protocol header, but it came from \(peer), which is not in the router's --proxy-protocol-from",
+                                 hint: "The load balancer sends PROXY protocol from addresses the router does not trust: list the load balancer's subnets in loadBalancer.proxyProtocol.from (the VPC's CIDR when its targets are IPs), or turn PROXY protocol off on the load balancer.")
         case .directTLSWithoutALPN:
             return ErrorResponse(sqlState: SQLState.protocolViolation,
                                  message: "direct TLS connections must negotiate ALPN \"postgresql\"",

@@ -16,6 +16,26 @@ public struct ProxyHeader: Equatable, Sendable {
 
     public init(address: Address) { self.address = address }
 
+    /// PROXY protocol version 1's text start.
+    public static let v1Signature = Array("PROXY ".utf8)
+
+    /// Whether `bytes` (the first of a connection) may still turn out to be a PROXY header, v2 or
+    /// v1. No PostgreSQL start can begin like one: its length would be hundreds of megabytes.
+    public static func mayBeHeader(_ bytes: [UInt8]) -> Bool {
+        guard !bytes.isEmpty else { return false }
+        for sig in [signature, v1Signature] {
+            let n = min(bytes.count, sig.count)
+            if bytes[0..<n].elementsEqual(sig[0..<n]) { return true }
+        }
+        return false
+    }
+
+    /// Whether `bytes` begin with a whole PROXY v2 signature or v1 "PROXY ".
+    public static func isHeaderStart(_ bytes: [UInt8]) -> Bool {
+        (bytes.count >= signature.count && bytes[0..<signature.count].elementsEqual(signature))
+            || (bytes.count >= v1Signature.count && bytes[0..<v1Signature.count].elementsEqual(v1Signature))
+    }
+
     public static func parse(_ bytes: [UInt8]) throws(WireError) -> ParseResult<ProxyHeader> {
         let prefix = min(bytes.count, 12)
         guard bytes[0..<prefix].elementsEqual(signature[0..<prefix]) else {

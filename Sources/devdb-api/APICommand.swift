@@ -24,6 +24,7 @@ struct APICommand: AsyncParsableCommand {
     @Option(help: "Where databases run: local (Postgres processes on this machine) or kubernetes (pods in a namespace).") var provisioner = "local"
     @Option(name: .customLong("redis-password-file"), help: ArgumentHelp("File holding Redis's password (instead of one in --redis).", valueName: "path"))
     var redisPasswordFile: String?
+    @Option(name: .customLong("stand-in-backend"), help: .hidden) var standInBackend: String?
     @Option(name: .customLong("data-dir"), help: ArgumentHelp("Directory for generations and instances (local provisioner).", valueName: "path"))
     var dataDir = "/var/lib/devdb"
     @Option(name: .customLong("db-domain"), help: "Domain databases are named under: NAME.<db-domain>.") var dbDomain = "db.devdb.localhost"
@@ -89,6 +90,20 @@ struct APICommand: AsyncParsableCommand {
     @Option(name: .customLong("restore-timeout"), help: "kubernetes: seconds for a restore Job.") var restoreTimeout: Double = 3600
     @Option(name: .customLong("snapshot-timeout"), help: "kubernetes: seconds for a VolumeSnapshot to become readyToUse.") var snapshotTimeout: Double = 900
     @Option(name: .customLong("poll-interval"), help: "kubernetes: seconds between status checks.") var pollInterval: Double = 2
+    @Option(name: .customLong("transient-pod-error-timeout"), help: "kubernetes: seconds a container may wait in ErrImagePull, ImagePullBackOff or CreateContainerError (the kubelet retries them) before the step fails with the kubelet's message.")
+    var transientPodErrorTimeout: Double = 300
+    @Option(name: .customLong("restore-cpu-request"), help: "kubernetes: CPU request of restore pods.") var restoreCPURequest = "500m"
+    @Option(name: .customLong("restore-memory-request"), help: "kubernetes: memory request of restore pods.") var restoreMemoryRequest = "1Gi"
+    @Option(name: .customLong("restore-cpu-limit"), help: "kubernetes: CPU limit of restore pods.") var restoreCPULimit = "2"
+    @Option(name: .customLong("restore-memory-limit"), help: "kubernetes: memory limit of restore pods.") var restoreMemoryLimit = "4Gi"
+    @Option(name: .customLong("pod-annotations"), help: ArgumentHelp("kubernetes: annotations of every pod DevDB makes, as a JSON object (default {\"sidecar.istio.io/inject\":\"false\"}).", valueName: "json"))
+    var podAnnotations: String?
+    @Option(name: .customLong("restore-pod-annotations"), help: ArgumentHelp("kubernetes: annotations of restore pods on top of --pod-annotations, as a JSON object (default: karpenter.sh/do-not-disrupt and cluster-autoscaler.kubernetes.io/safe-to-evict=false, so no autoscaler evicts an hour-long restore).", valueName: "json"))
+    var restorePodAnnotations: String?
+    @Option(name: .customLong("orphan-grace-period"), help: "kubernetes: seconds the reconcile leaves an object it does not know alone after the object was made (work making it may not have recorded it yet).")
+    var orphanGracePeriod: Double = 300
+    @Option(name: .customLong("s3-credentials-dir"), help: ArgumentHelp("Directory with files AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally AWS_SESSION_TOKEN (a mounted Secret): the API reads dump headers with them. They win over the environment.", valueName: "path"))
+    var s3CredentialsDir: String?
 
     static let environmentOptions = EnvironmentOptions(
         prefix: "DEVDB_API_",
@@ -97,7 +112,9 @@ struct APICommand: AsyncParsableCommand {
                 "restore-volume-size", "restore-service-account", "postgres-uid", "postgres-bin-dir", "postgres-image-template", "postgres-image", "tools-image", "postgres-image-pull-policy",
                 "image-pull-secret", "shm-size", "unschedulable-timeout", "image-pull-policy", "storage-class", "snapshot-class", "volume-size",
                 "db-cpu-request", "db-memory-request", "db-cpu-limit", "db-memory-limit", "s3-secret", "restore-jobs", "cluster-domain",
-                "bind-timeout", "ready-timeout", "restore-timeout", "snapshot-timeout", "poll-interval",
+                "bind-timeout", "ready-timeout", "restore-timeout", "snapshot-timeout", "poll-interval", "transient-pod-error-timeout",
+                "restore-cpu-request", "restore-memory-request", "restore-cpu-limit", "restore-memory-limit", "pod-annotations",
+                "restore-pod-annotations", "s3-credentials-dir", "orphan-grace-period",
                 "refresh-check-interval", "hibernate-after", "max-snapshots", "max-ttl"],
         repeatable: ["postgres-bin-dir", "postgres-image", "image-pull-secret"], flags: ["allow-private-dump-hosts"])
 
@@ -112,10 +129,16 @@ struct APICommand: AsyncParsableCommand {
         if let redisPasswordFile {
             do { try c.redis.readPassword(fromFile: redisPasswordFile) } catch { throw ValidationError(error.description) }
         }
-        guard ["local", "kubernetes"].contains(provisioner) else {
+        guard ["local", "kubernetes", "stand-in"].contains(provisioner) else {
             throw ValidationError("--provisioner must be local or kubernetes, not \"\(provisioner)\"")
         }
         c.provisioner = provisioner
+        if provisioner == "stand-in" {
+            guard let text = standInBackend, let colon = text.lastIndex(of: ":"), let p = Int(text[text.index(after: colon)...]), (1...65535).contains(p) else {
+                throw ValidationError("--provisioner stand-in (for bench/scale) needs --stand-in-backend HOST:PORT, the idle server every route names")
+            }
+            c.standInBackend = (String(text[..<colon]), p)
+        }
         c.reconcileIntervalSeconds = reconcileInterval
         c.allowPrivateDumpHosts = allowPrivateDumpHosts
         c.maxSnapshotsPerDatabase = maxSnapshots
@@ -181,7 +204,32 @@ struct APICommand: AsyncParsableCommand {
         k.restoreJobs = restoreJobs
         k.clusterDomain = clusterDomain
         (k.bindTimeout, k.readyTimeout, k.restoreTimeout, k.snapshotTimeout, k.pollInterval) = (bindTimeout, readyTimeout, restoreTimeout, snapshotTimeout, pollInterval)
+        k.transientPodErrorTimeout = transientPodErrorTimeout
+        guard orphanGracePeriod >= 0 else { throw ValidationError("--orphan-grace-period must be 0 or more seconds") }
+        k.orphanGracePeriod = orphanGracePeriod
+        (k.restoreCPURequest, k.restoreMemoryRequest, k.restoreCPULimit, k.restoreMemoryLimit) = (restoreCPURequest, restoreMemoryRequest, restoreCPULimit, restoreMemoryLimit)
+        for (flag, text) in [("--pod-annotations", podAnnotations), ("--restore-pod-annotations", restorePodAnnotations)] {
+            guard let text else { continue }
+            guard let object = try? JSONSerialization.jsonObject(with: Data((text.isEmpty ? "{}" : text).utf8)) as? [String: Any],
+                  let map = object as? [String: String] else {
+                throw ValidationError("\(flag) must be a JSON object of strings, e.g. {\"sidecar.istio.io/inject\":\"false\"}")
+            }
+            if flag == "--pod-annotations" { k.podAnnotations = map } else { k.restorePodAnnotations = map }
+        }
         c.kubernetes = k
+        if let dir = s3CredentialsDir {
+            // Files of a mounted Secret, never environment variables: the API reads dump headers with them.
+            var environment = ProcessInfo.processInfo.environment
+            var found = false
+            for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+                if let value = try? String(contentsOfFile: "\(dir)/\(key)", encoding: .utf8) {
+                    environment[key] = value.trimmingCharacters(in: .whitespacesAndNewlines)
+                    found = found || key == "AWS_ACCESS_KEY_ID"
+                }
+            }
+            guard found else { throw ValidationError("--s3-credentials-dir \(dir) has no file AWS_ACCESS_KEY_ID: mount the S3 Secret there (its keys become files)") }
+            c.s3 = S3Settings.fromEnvironment(environment)
+        }
         c.dataDirectory = URL(fileURLWithPath: dataDir)
         c.dbDomain = dbDomain.lowercased()
         c.routerHost = routerHost

@@ -74,8 +74,7 @@ struct APIClient {
         }
         let data: Data, response: URLResponse
         do { (data, response) = try await URLSession.shared.data(for: request) } catch {
-            throw CLIError(description: "cannot reach the DevDB API at \(server): \(error.localizedDescription)\nhint: check --server / \"devdb config set-server\" and that devdb-api is running",
-                           code: Exit.unreachable)
+            throw CLIError(description: TransportFailure.describe(error, server: server), code: Exit.unreachable)
         }
         let status = (response as? HTTPURLResponse)?.statusCode ?? 0
         guard (200..<300).contains(status) else {

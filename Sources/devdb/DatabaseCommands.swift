@@ -240,13 +240,19 @@ struct DBCommand: ParsableCommand {
 
     struct Stop: APICommand {
         static let configuration = CommandConfiguration(
-            abstract: "Put a database to sleep now (its Postgres stops; the next connection, or devdb db start, wakes it).")
+            abstract: "Put a database to sleep now, ending its open sessions (its Postgres stops; the next connection, or devdb db start, wakes it).",
+            discussion: "Sleeping on its own (--hibernate-after) never ends a session; stopping by hand does, at once.")
         @OptionGroup var global: GlobalOptions
         @OptionGroup var database: DatabaseArgument
         var name: String { database.name }
+        @OptionGroup var confirming: ConfirmOptions
         @OptionGroup var waiting: WaitOptions
+
+        func prepare() throws { try confirming.ask("Stop \(name)? Its open sessions end.") }
+
         func run(_ api: APIClient, _ output: OutputFormat) async throws {
             let (_, data) = try await api.call(.stopDatabase(name))
+            standardError("note: a stop ends every open session of \(name); the next connection wakes it")
             if waiting.wait { try await waitForDatabase(api, name, until: .hibernated, waiting) }
             output.render(data) { print(waiting.wait ? "database \(name) is asleep; connecting to it wakes it" : "database \(name) is going to sleep") }
         }

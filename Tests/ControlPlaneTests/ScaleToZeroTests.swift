@@ -125,6 +125,9 @@ extension ControlPlaneEndToEnd {
             #expect(d["hibernate_after_seconds"] == nil)
             let stop = try f.devdb(["db", "stop", "by-hand", "--wait"])
             #expect(stop.status == 0, "\(stop.output)")
+            // By hand, unlike sleeping on its own, a stop ends sessions: the CLI says so.
+            #expect(stop.stderr.contains("a stop ends every open session of by-hand"), "\(stop.stderr)")
+            #expect(try f.devdb(["db", "stop", "--help"]).stdout.contains("ending its open sessions"))
             #expect(state(f, "by-hand") == "hibernated" && !instanceRuns(f, "by-hand"))
             // A second stop is no error. A snapshot copies it as it is: it stays asleep.
             #expect(try f.devdb(["db", "stop", "by-hand"]).status == 0)

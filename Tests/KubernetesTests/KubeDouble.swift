@@ -9,7 +9,10 @@ import Testing
 
 /// Starts `Fixtures/kube_apiserver_double.py`: a TEST DOUBLE of the Kubernetes API server (no
 /// kube-apiserver can run here). It speaks HTTPS with a test CA, checks a bearer token, validates
-/// every object with kubernetes-validate, records requests and moves objects through statuses.
+/// every object against the official schemas (kubernetes-validate) and the published CRDs
+/// (`<repo>/../shared/kubernetes/crds`), authorizes every request with the Role and ClusterRole
+/// the chart renders, applies Pod Security "restricted" admission and the API server's deletion
+/// semantics, records requests and moves objects through statuses.
 final class KubeDouble: @unchecked Sendable {
     static let namespace = "devdb-test"
     let directory: URL
@@ -18,6 +21,26 @@ final class KubeDouble: @unchecked Sendable {
     let port: Int
     let process: ServerProcess
     let kubeconfig: URL
+
+    /// The published CRDs (VolumeSnapshot, cert-manager's Certificate), read where they are kept:
+    /// `shared/kubernetes/crds` next to the repository (CI's copy of shared/ is at ../shared).
+    static let crdDirectory: String? = {
+        let dir = TestPaths.repositoryRoot.deletingLastPathComponent().appendingPathComponent("shared/kubernetes/crds").path
+        return FileManager.default.fileExists(atPath: dir) ? dir : nil
+    }()
+
+    /// The RBAC rules the chart renders (its Role, and its ClusterRole with rbac.readSnapshotClass
+    /// for the class the tests use), as the double enforces them. Rendered once per test run.
+    static let rbacRules: Result<String, any Error> = Result {
+        let values = #"{"rbac": {"readSnapshotClass": true}, "databases": {"snapshotClass": "csi-hostpath-snapclass"}}"#
+        let script = TestPaths.repositoryRoot.appendingPathComponent("Tests/ChartTests/render.py").path
+        let role = try JSONValue.decode(Data(try run([python, script, "Role", "devdb-provisioner", values]).stdout.utf8))
+        let clusterRole = try JSONValue.decode(Data(try run([python, script, "ClusterRole", "devdb-devdb-snapshot-class", values]).stdout.utf8))
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("devdb-kube-rbac-\(getpid()).json")
+        let rules: JSONValue = ["role": role["rules"], "clusterRole": clusterRole["rules"]]
+        try rules.encoded().write(to: file)
+        return file.path
+    }
 
     static var python: String {
         let venv = TestPaths.repositoryRoot.appendingPathComponent(".venv/bin/python3").path
@@ -30,8 +53,11 @@ final class KubeDouble: @unchecked Sendable {
         token = "test-token-" + UUID().uuidString.lowercased()
         port = freePort()
         let script = Bundle.module.url(forResource: "Fixtures/kube_apiserver_double", withExtension: "py")!.path
-        process = try ServerProcess(name: "kube-apiserver-double", argv: [Self.python, script, String(port), certs.certificate, certs.key, token, Self.namespace],
-                                    logDirectory: directory)
+        var argv = [Self.python, script, String(port), certs.certificate, certs.key, token, Self.namespace, "--rbac", try Self.rbacRules.get()]
+        if let crds = Self.crdDirectory { argv += ["--crds", crds] } else {
+            print("note: \(TestPaths.repositoryRoot.deletingLastPathComponent().path)/shared/kubernetes/crds is absent: the API server double checks VolumeSnapshots by hand instead of against the published CRD")
+        }
+        process = try ServerProcess(name: "kube-apiserver-double", argv: argv, logDirectory: directory)
         kubeconfig = directory.appendingPathComponent("kubeconfig")
         try Self.kubeconfigText(server: "https://127.0.0.1:\(port)", caFile: certs.caCertificate, token: token)
             .write(to: kubeconfig, atomically: true, encoding: .utf8)
@@ -86,6 +112,8 @@ final class KubeDouble: @unchecked Sendable {
         s.readyTimeout = 20
         s.snapshotTimeout = 20
         s.restoreTimeout = 20
+        s.transientPodErrorTimeout = 20
+        s.orphanGracePeriod = 0
         tweak(&s)
         let known = projects
         return KubernetesProvisioner(client: try client(), settings: s) { name in known.first { $0.name == name } }
@@ -103,10 +131,20 @@ final class KubeDouble: @unchecked Sendable {
         _ = try await client().request("DELETE", "/_double/objects/\(resource)/\(name)")
     }
 
-    /// Objects the double holds, by kind and name ("Secret/devdb-db-kate").
+    /// Waits (up to 10 s) until nothing is being deleted and the garbage collector has nothing
+    /// left to do: deletes on a cluster finish a moment after they are answered.
+    func settle() async throws {
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline, try await client().request("GET", "/_double/settled")["settled"] != true {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// Objects the double holds once it has settled, by kind and name ("Secret/devdb-db-kate").
     func inventory() async throws -> [String] {
+        try await settle()
         // Events are the cluster's own records of what happened, not objects DevDB makes.
-        try await objects().filter { $0["kind"].string != "Event" }.map { "\($0["kind"].string ?? "?")/\($0.at("metadata.name").string ?? "?")" }.sorted()
+        return try await objects().filter { $0["kind"].string != "Event" }.map { "\($0["kind"].string ?? "?")/\($0.at("metadata.name").string ?? "?")" }.sorted()
     }
     func object(_ kind: String, _ name: String) async throws -> JSONValue? {
         try await objects().first { $0["kind"].string == kind && $0.at("metadata.name").string == name }

@@ -67,7 +67,7 @@ extension KubernetesProvisionerTests {
             "--data-dir", k.directory.appendingPathComponent("data").path, "--db-domain", "db.devdb.test",
             "--router-host", "", "--router-port", "5432", "--admin-token-file", k.directory.appendingPathComponent("admin-token").path,
             "--poll-interval", "0.1", "--ready-timeout", "20", "--reconcile-interval", "1", "--reap-interval", "1",
-            "--refresh-check-interval", "1s",
+            "--refresh-check-interval", "1s", "--orphan-grace-period", "0", "--transient-pod-error-timeout", "2",
         ], logDirectory: k.directory)
         defer { api.stop(SIGTERM) }
         try waitUntil(timeout: 30, "API on \(apiPort)") {
@@ -78,7 +78,14 @@ extension KubernetesProvisionerTests {
                     environment: ["DEVDB_SERVER": "http://127.0.0.1:\(apiPort)", "DEVDB_TOKEN": adminToken,
                                   "XDG_CONFIG_HOME": k.directory.appendingPathComponent("cli").path], timeout: 120, check: false)
         }
-        // The double's S3 dump cannot be read by the API, so the major is given (the dump's own otherwise).
+        // The API cannot read this S3 dump (no credentials here): it says so and what to grant,
+        // rather than guessing a major and a size; nothing is made.
+        let unreadable = try devdb(["project", "create", "guess", "--dump", "s3://dumps/shop.dump"])
+        #expect(unreadable.status != 0)
+        #expect(unreadable.stderr.contains("cannot read the dump's header") && unreadable.stderr.contains("s3:GetObject")
+                && unreadable.stderr.contains("--postgres N"), "\(unreadable.stderr)")
+        #expect(try await k.created("PersistentVolumeClaim").isEmpty)
+        // With the major given, the restore pods read the dump with their own rights.
         let project = try devdb(["project", "create", "shop", "--dump", "s3://dumps/shop.dump", "--postgres", "15", "--wait"])
         #expect(project.status == 0, "\(project.stdout)\(project.stderr)")
         #expect(try await k.inventory() == ["VolumeSnapshot/devdb-gen-shop-1"])
@@ -95,6 +102,10 @@ extension KubernetesProvisionerTests {
         // The route names the Service's cluster DNS name.
         let route = try redis.cli(["HGETALL", "devdb:route:kate-pg"]).stdout
         #expect(route.contains("devdb-db-kate-pg.\(KubeDouble.namespace).svc.cluster.local"), "\(route)")
+        // Every object carries the catalog's installation id.
+        let installation = try JSONValue.decode(Data(try redis.cli(["GET", "devdb:installation"]).stdout.utf8))
+        #expect(installation["id"].string != nil && installation["adopts_unlabelled"] == false, "\(installation)")
+        #expect(try await k.object("Secret", "devdb-db-kate-pg")?.at("metadata.labels").object?["devdb.io/installation"] == installation["id"])
         // The password in the Secret is the one the API hands out.
         let secret = try #require(try await k.created("Secret").first { $0.at("metadata.name") == "devdb-db-kate-pg" })
         #expect(secret.at("stringData.password") == view["password"])
@@ -123,10 +134,27 @@ extension KubernetesProvisionerTests {
         #expect(try await k.inventory().allSatisfy { !$0.contains("broken") })
 
         // An object the catalog does not know is removed by the reconcile loop.
-        let stray = KubeManifests(settings: { var s = KubernetesSettings(); s.instance = "devdb"; return s }(), namespace: KubeDouble.namespace)
+        // (Made by this installation: one another installation made would be kept and reported.)
+        let stray = KubeManifests(settings: { var s = KubernetesSettings(); s.instance = "devdb"; s.installation = installation["id"].string; return s }(),
+                                  namespace: KubeDouble.namespace)
             .secret(DatabaseRecord(name: "stray", project: "shop", owner: "x", user: "app", password: "p", database: "app"))
         _ = try await k.client().create("/api/v1/namespaces/\(KubeDouble.namespace)/secrets", stray)
         try await waitUntilAsync { try await k.object("Secret", "devdb-db-stray") == nil }
+        // One an earlier installation made (a reinstall over a lost catalog): kept, and reported to admins.
+        let earlier = KubeManifests(settings: { var s = KubernetesSettings(); s.instance = "devdb"; s.installation = "earlier-installation"; return s }(),
+                                    namespace: KubeDouble.namespace)
+            .secret(DatabaseRecord(name: "theirs", project: "shop", owner: "x", user: "app", password: "p", database: "app"))
+        _ = try await k.client().create("/api/v1/namespaces/\(KubeDouble.namespace)/secrets", earlier)
+        func foreign() throws -> String {
+            try run(["curl", "-sf", "-H", "Authorization: Bearer \(adminToken)", "http://127.0.0.1:\(apiPort)/v1/admin/foreign-objects"], check: false).stdout
+        }
+        try waitUntil(timeout: 30, "the reconcile reports the earlier installation's Secret") {
+            (try? foreign())?.contains("installation earlier-installation: secrets/devdb-db-theirs") == true
+        }
+        #expect(try await k.object("Secret", "devdb-db-theirs") != nil, "never deleted")
+        #expect(try run(["curl", "-sf", "http://127.0.0.1:\(apiPort)/metrics"]).stdout.contains("devdb_api_foreign_installations 1"))
+        #expect(try run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(apiPort)/v1/admin/foreign-objects"], check: false).stdout == "401")
+        try await k.removeBehindOurBack("secrets", "devdb-db-theirs")
 
         // Fresh data: a masked project that refreshes when its dump changes. Each restore Job gets
         // the SQL as its own Secret; the refresher starts generation 2 when the file changes.
@@ -151,6 +179,28 @@ extension KubernetesProvisionerTests {
         #expect(deleted.status == 0, "\(deleted.stdout)\(deleted.stderr)")
         try await waitUntilAsync { try await k.inventory().filter { !$0.contains("fresh") } == ["VolumeSnapshot/devdb-gen-shop-1"] }
         #expect(try redis.cli(["EXISTS", "devdb:route:kate-pg"]).stdout.contains("0"))
+    }
+}
+
+extension KubernetesProvisionerTests {
+    /// A CLI pointed at a server whose certificate does not verify says which name it expected
+    /// the certificate to cover (the API server double's certificate is from a CA the CLI does
+    /// not trust: the same failure as a certificate for another name).
+    @Test func theCLIsTLSErrorNamesTheHostItExpected() throws {
+        let k = try KubeDouble()
+        let out = try run([try TestPaths.binary("devdb"), "whoami"],
+                          environment: ["DEVDB_SERVER": "https://127.0.0.1:\(k.port)", "DEVDB_TOKEN": "x",
+                                        "XDG_CONFIG_HOME": k.directory.appendingPathComponent("cli").path], check: false)
+        #expect(out.status != 0)
+        #expect(out.stderr.contains("TLS to the DevDB API at https://127.0.0.1:\(k.port) failed") && out.stderr.contains("valid for 127.0.0.1")
+                && out.stderr.contains("set-server https://<apiHost>"), "\(out.stderr)")
+    }
+
+    /// --s3-credentials-dir without the key files is refused at start, saying what to mount.
+    @Test func theAPIsS3CredentialsDirectoryMustHoldTheKeys() throws {
+        let dir = try TestPaths.makeTemporaryDirectory("devdb-s3-dir")
+        let out = try run([try TestPaths.binary("devdb-api"), "--s3-credentials-dir", dir.path, "--data-dir", dir.path], check: false)
+        #expect(out.status != 0 && out.stderr.contains("has no file AWS_ACCESS_KEY_ID"), "\(out.stderr)")
     }
 }
 

@@ -215,3 +215,25 @@ import Testing
         #expect(Set(all.map(\.kind)).count == Refusal.Kind.allCases.count)
     }
 }
+
+/// Issue 24, item 10: a PROXY header from a peer outside --proxy-protocol-from is refused with a
+/// readable reason (which peer, what to configure), not parsed as a startup packet.
+@Suite struct UntrustedProxyHeaderTests {
+    @Test func aProxyHeaderFromAnUntrustedPeerIsRefusedReadably() {
+        let header = ProxyHeader.signature + [0x21, 0x11, 0, 12] + [203, 0, 113, 9] + [10, 0, 0, 1] + [0x30, 0x39, 0x15, 0x38]
+        var m = ConnectionStartTests.machine(proxy: false)
+        // In pieces, as TCP may deliver it: nothing is decided on a prefix.
+        #expect(m.handle(.clientBytes(Array(header[0..<5]))) == [])
+        let actions = m.handle(.clientBytes(Array(header[5...]) + ConnectionStartTests.sslRequest))
+        #expect(actions == [.refuse(.untrustedProxyHeader(peer: "192.0.2.7"))])
+        let text = Refusal.untrustedProxyHeader(peer: "192.0.2.7").response
+        #expect(text.message.contains("PROXY protocol header") && text.message.contains("192.0.2.7"))
+        #expect(text.hint?.contains("loadBalancer.proxyProtocol.from") == true)
+        // Version 1 (text) too.
+        var v1 = ConnectionStartTests.machine(proxy: false)
+        #expect(v1.handle(.clientBytes(Array("PROXY TCP4 203.0.113.9 10.0.0.1 12345 5432\r\n".utf8))) == [.refuse(.untrustedProxyHeader(peer: "192.0.2.7"))])
+        // A real start is unaffected.
+        var plain = ConnectionStartTests.machine(proxy: false)
+        #expect(plain.handle(.clientBytes(ConnectionStartTests.sslRequest)) == [.write([UInt8(ascii: "S")])])
+    }
+}

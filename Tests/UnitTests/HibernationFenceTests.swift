@@ -52,6 +52,10 @@ import Testing
         // A route read before the fence is stale; one written after it is routed.
         #expect(activity.admit("kate", ready) == .stale)
         #expect(activity.admit("kate", RouteRecord(host: "127.0.0.1", port: 5000, state: .ready, version: 7)) == .admitted)
+        // A route store that went back in time (restored from an older copy) is trusted once forgotten.
+        activity.forgetFence("kate")
+        #expect(activity.admit("kate", ready) == .admitted)
+        activity.closed("kate")
         // Other routes are not affected.
         #expect(activity.admit("ben", RouteRecord(host: "127.0.0.1", port: 5001, state: .ready, version: 1)) == .admitted)
 

@@ -27,6 +27,15 @@ public enum KubeError: Error, CustomStringConvertible, Equatable {
     }
 
     public var code: Int? { if case .status(let c, _, _, _) = self { return c }; return nil }
+
+    /// Worth trying again later: throttling, server errors, an unreachable server. What remains
+    /// after the client's own retry budget: long waits keep polling through it until their deadline.
+    public var isTransient: Bool {
+        switch self {
+        case .status(let c, _, _, _): return KubeClient.retriedStatuses.contains(c)
+        case .transport(_, let transient): return transient
+        }
+    }
 }
 
 /// A small Kubernetes REST client over libcurl: JSON in, JSON out, TLS always verified.
@@ -63,8 +72,13 @@ public struct KubeClient: Sendable {
         let fields = fieldSelector.map { "&fieldSelector=\(encoded($0))" } ?? ""
         return try await request("GET", "\(path)?labelSelector=\(encoded(labelSelector))\(fields)")["items"].array
     }
+    /// POST with `fieldValidation=Strict`: a field the server does not know is an error (422), as
+    /// the tests' API server double makes it, instead of being dropped with only a warning (the
+    /// server's default).
     @discardableResult
-    public func create(_ path: String, _ body: JSONValue) async throws -> JSONValue { try await request("POST", path, body: body) }
+    public func create(_ path: String, _ body: JSONValue) async throws -> JSONValue {
+        try await request("POST", path + "?fieldValidation=Strict", body: body)
+    }
     /// DELETE with background propagation (owned objects go too); nil when already gone.
     @discardableResult
     public func delete(_ path: String) async throws -> JSONValue? {
@@ -101,7 +115,7 @@ public struct KubeClient: Sendable {
         }
         // A create retried after an answer that never arrived may have happened: it is there now.
         if code == 409, method == "POST", attempt > 0, let name = body?["metadata"]["name"].string {
-            return try await request("GET", "\(path)/\(name)")
+            return try await request("GET", "\(path.split(separator: "?").first.map(String.init) ?? path)/\(name)")
         }
         let json = (try? JSONValue.decode(data)) ?? .null
         guard (200..<300).contains(code) else {

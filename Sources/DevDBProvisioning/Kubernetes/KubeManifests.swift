@@ -27,6 +27,10 @@ public struct KubernetesSettings: Sendable {
     /// Seconds a pod may stay unschedulable (PodScheduled=False, Unschedulable) for a reason
     /// other than its volume binding, before the step fails with the cluster's message.
     public var unschedulableTimeout: Double = 120
+    /// Seconds a container may wait in a state the kubelet retries (ErrImagePull,
+    /// ImagePullBackOff, CreateContainerError: registry rate limits are common) before the step
+    /// fails with the kubelet's message. ErrImageNeverPull and InvalidImageName fail at once.
+    public var transientPodErrorTimeout: Double = 300
     /// nil: the cluster's default StorageClass.
     public var storageClass: String?
     /// nil or empty: no CSI snapshots; every database restores the dump itself.
@@ -40,6 +44,16 @@ public struct KubernetesSettings: Sendable {
     /// Size of a restore's volume; nil: sized from the dump (see `restoreVolumeSize`).
     public var restoreVolumeSize: String?
     public var cpuRequest = "100m", memoryRequest = "256Mi", cpuLimit = "1", memoryLimit = "1Gi"
+    /// Restore pods' own resources: pg_restore -j N with maintenance_work_mem needs more than a
+    /// database at rest (a mid-size dump runs out of memory at 1 Gi).
+    public var restoreCPURequest = "500m", restoreMemoryRequest = "1Gi", restoreCPULimit = "2", restoreMemoryLimit = "4Gi"
+    /// Annotations of every pod DevDB makes. By default no service-mesh sidecar: a Job whose pod
+    /// has one never completes (the sidecar keeps running), and the router speaks to Postgres directly.
+    public var podAnnotations: [String: String] = ["sidecar.istio.io/inject": "false"]
+    /// Annotations of restore pods, on top of `podAnnotations`: an hour-long restore is not
+    /// something a cluster autoscaler or Karpenter may evict to consolidate nodes.
+    public var restorePodAnnotations: [String: String] = ["karpenter.sh/do-not-disrupt": "true",
+                                                          "cluster-autoscaler.kubernetes.io/safe-to-evict": "false"]
     /// Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN) for s3:// dumps.
     public var s3SecretName: String?
     public var s3Region: String?
@@ -53,6 +67,16 @@ public struct KubernetesSettings: Sendable {
     public var restoreTimeout: Double = 3600
     public var snapshotTimeout: Double = 900
     public var pollInterval: Double = 2
+    /// This installation's identity (the catalog's `devdb:installation`), put on every object as
+    /// the label `devdb.io/installation`. nil: none known (`devdb-api --uninstall` runs without
+    /// the catalog): every object of `instance` counts as this installation's.
+    public var installation: String?
+    /// Objects without the installation label count as this installation's (it was upgraded from
+    /// a version that did not set it). False for a new, empty catalog.
+    public var adoptUnlabelled = true
+    /// Seconds an object is left alone by the reconcile after it was made, even when no catalog
+    /// entry wants it yet: work that is making it may not have recorded it.
+    public var orphanGracePeriod: Double = 300
     /// The API's --allow-private-dump-hosts, passed on to the restore Job's fetch step.
     public var allowPrivateDumpHosts = false
 
@@ -84,6 +108,8 @@ public enum KubeNames {
     /// label: a snapshot outlives its database while branches use it).
     public static let snapshotOfLabel = "devdb.io/snapshot-of"
     public static let snapshotLabel = "devdb.io/snapshot"
+    /// The installation (catalog) that made an object.
+    public static let installationLabel = "devdb.io/installation"
 
     /// `<instance>-<kind>-<name>`, shortened with a hash when it would be too long or end badly.
     public static func object(_ instance: String, _ kind: String, _ name: String) -> String {
@@ -142,9 +168,18 @@ public struct KubeManifests: Sendable {
     // MARK: labels
 
     func baseLabels(component: String) -> [String: String] {
-        ["app.kubernetes.io/name": "devdb", "app.kubernetes.io/instance": settings.instance,
-         "app.kubernetes.io/component": component, "app.kubernetes.io/managed-by": KubeNames.managedBy,
-         "app.kubernetes.io/part-of": "devdb"]
+        var labels = ["app.kubernetes.io/name": "devdb", "app.kubernetes.io/instance": settings.instance,
+                      "app.kubernetes.io/component": component, "app.kubernetes.io/managed-by": KubeNames.managedBy,
+                      "app.kubernetes.io/part-of": "devdb"]
+        if let id = settings.installation { labels[KubeNames.installationLabel] = KubeNames.labelValue(id) }
+        return labels
+    }
+
+    /// Whether an object was made by this installation (see `KubernetesSettings.installation`).
+    public func isOurs(_ object: JSONValue) -> Bool {
+        guard let id = settings.installation else { return true }
+        guard let theirs = object.at("metadata.labels")[KubeNames.installationLabel].string else { return settings.adoptUnlabelled }
+        return theirs == KubeNames.labelValue(id)
     }
     public func databaseLabels(_ d: DatabaseRecord) -> [String: String] {
         baseLabels(component: "database").merging([
@@ -237,6 +272,17 @@ public struct KubeManifests: Sendable {
         ["requests": ["cpu": .string(settings.cpuRequest), "memory": .string(settings.memoryRequest)],
          "limits": ["cpu": .string(settings.cpuLimit), "memory": .string(settings.memoryLimit)]]
     }
+    var restoreResources: JSONValue {
+        ["requests": ["cpu": .string(settings.restoreCPURequest), "memory": .string(settings.restoreMemoryRequest)],
+         "limits": ["cpu": .string(settings.restoreCPULimit), "memory": .string(settings.restoreMemoryLimit)]]
+    }
+    /// A pod template's metadata: its labels and (when any) annotations.
+    func podMetadata(_ labels: [String: String], restore: Bool) -> JSONValue {
+        var m: JSONValue = ["labels": JSONValue(labels)]
+        let annotations = restore ? settings.podAnnotations.merging(settings.restorePodAnnotations) { $1 } : settings.podAnnotations
+        if !annotations.isEmpty { m["annotations"] = JSONValue(annotations) }
+        return m
+    }
     var scratchVolumes: [JSONValue] {
         [["name": "tmp", "emptyDir": [:]], ["name": "run", "emptyDir": [:]],
          ["name": "shm", "emptyDir": ["medium": "Memory", "sizeLimit": .string(settings.shmSize)]]]
@@ -260,11 +306,11 @@ public struct KubeManifests: Sendable {
         spec["imagePullSecrets"] = .array(settings.imagePullSecrets.map { ["name": .string($0)] })
         return spec
     }
-    func postgresContainer(name: String, major: Int, script: String, extraMounts: [JSONValue] = []) -> JSONValue {
+    func postgresContainer(name: String, major: Int, script: String, extraMounts: [JSONValue] = [], restore: Bool = false) -> JSONValue {
         ["name": .string(name), "image": .string(settings.postgresImage(major: major)), "imagePullPolicy": .string(settings.postgresImagePullPolicy),
          "command": ["/bin/sh", "-ec", .string(script)],
          "env": [["name": "PGDATA", "value": .string(Self.pgdata)]],
-         "securityContext": containerSecurityContext, "resources": resources,
+         "securityContext": containerSecurityContext, "resources": restore ? restoreResources : resources,
          "terminationMessagePolicy": "FallbackToLogsOnError",
          "volumeMounts": .array([["name": "data", "mountPath": .string(Self.dataMount)]] + scratchMounts + extraMounts)]
     }
@@ -290,11 +336,11 @@ public struct KubeManifests: Sendable {
         let fetch: JSONValue = [
             "name": "fetch", "image": .string(settings.toolsImage), "imagePullPolicy": .string(settings.imagePullPolicy),
             "command": .array(command),
-            "env": .array(fetchEnv), "securityContext": containerSecurityContext, "resources": resources,
+            "env": .array(fetchEnv), "securityContext": containerSecurityContext, "resources": restoreResources,
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "volumeMounts": .array(fetchMounts),
         ]
-        var restore = postgresContainer(name: "restore", major: major, script: Self.restoreScript(jobs: settings.restoreJobs))
+        var restore = postgresContainer(name: "restore", major: major, script: Self.restoreScript(jobs: settings.restoreJobs), restore: true)
         if project.afterRestoreSql?.isEmpty == false {
             // The masking SQL (it may hold salts) is a Secret the restore step reads as a file.
             restore["volumeMounts"] = .array(restore["volumeMounts"].array + [["name": "after-restore", "mountPath": .string(Self.afterRestoreMount), "readOnly": true]])
@@ -305,7 +351,7 @@ public struct KubeManifests: Sendable {
                     "backoffLimit": 0,
                     "activeDeadlineSeconds": JSONValue(Int(settings.restoreTimeout)),
                     "template": [
-                        "metadata": ["labels": JSONValue(labels)],
+                        "metadata": podMetadata(labels, restore: true),
                         "spec": withPullSecrets(withRestoreServiceAccount([
                             "restartPolicy": "Never", "automountServiceAccountToken": false, "enableServiceLinks": false,
                             "securityContext": podSecurityContext,
@@ -406,7 +452,7 @@ public struct KubeManifests: Sendable {
                     "replicas": 1, "strategy": ["type": "Recreate"],
                     "selector": ["matchLabels": JSONValue(databaseSelector(d.name))],
                     "template": [
-                        "metadata": ["labels": JSONValue(podLabels)],
+                        "metadata": podMetadata(podLabels, restore: false),
                         "spec": withPullSecrets([
                             "automountServiceAccountToken": false, "enableServiceLinks": false,
                             "securityContext": podSecurityContext, "terminationGracePeriodSeconds": 30,

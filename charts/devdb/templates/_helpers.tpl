@@ -73,6 +73,9 @@ The load balancers' provider preset and the one PROXY protocol switch.
 {{- if and (eq .which "database") $lb.proxyProtocol.enabled -}}
 {{- $_ := set $a "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol" "*" -}}
 {{- end -}}
+{{- /* The NLB's default deregistration delay is 300 s: a rolling update would send new
+connections to routers that are gone. router.preStopSeconds stays above this. */ -}}
+{{- $_ := set $a "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes" (printf "deregistration_delay.timeout_seconds=%d" (int $lb.deregistrationDelay)) -}}
 {{- else if eq $lb.provider "gke" -}}
 {{- $_ := set $a "cloud.google.com/l4-rbs" "enabled" -}}
 {{- if $lb.internal -}}
@@ -96,6 +99,11 @@ The load balancers' provider preset and the one PROXY protocol switch.
 {{- else -}}
 []
 {{- end -}}
+{{- end -}}
+
+{{/* The API's DNS name: apiHost, else api.<dbDomain without its first label>. */}}
+{{- define "devdb.apiHost" -}}
+{{- if .Values.apiHost -}}{{ .Values.apiHost }}{{- else -}}api.{{ regexReplaceAll "^[^.]+\\." .Values.dbDomain "" }}{{- end -}}
 {{- end -}}
 
 {{/* The restore pods' service account: the given name, the chart's own when annotations are set, else none. */}}

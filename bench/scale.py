@@ -1,0 +1,312 @@
+#!/usr/bin/env python3
+"""bench/scale: what DevDB costs at 100, 1,000 and 10,000 databases (issue #29), one size after
+another on a fresh Redis, API and router each time.
+
+The API runs with the stand-in provisioner (`--provisioner stand-in`): every catalog write, route,
+job and lifecycle step of a real installation, but no PostgreSQL; every route names one idle
+stand-in server that answers a startup packet. So ten thousand databases fit on two cores. Left
+out of the costs: Postgres itself, data, restores, clones and pods.
+
+Run through bench/scale-run. Writes bench/results/<stamp>-scale.{json,md} and, when matplotlib is
+there, docs/scale.png (each cost against the size).
+"""
+import argparse, asyncio, datetime, http.client, json, os, statistics, struct, subprocess, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import ROOT, free_port, wait_port, spawn, stop_everything, rss_kib, fake_backend  # noqa: E402
+
+DUMP = f"{ROOT}/Tests/KubernetesTests/Fixtures/dump-pg18-custom.dump"
+PROJECTS = 10
+PER_USER = 20
+
+
+def binary(name):
+    if os.environ.get("DEVDB_BIN_DIR"):
+        return f"{os.environ['DEVDB_BIN_DIR']}/{name}", os.path.basename(os.environ["DEVDB_BIN_DIR"].rstrip("/"))
+    for mode in ("release", "debug"):
+        path = f"{ROOT}/.build/{mode}/{name}"
+        if os.path.exists(path):
+            return path, mode
+    raise SystemExit(f"{name} is not built: swift build --product {name}")
+
+
+class API:
+    """Keep-alive HTTP to the API, one connection per thread."""
+    def __init__(self, port, token):
+        self.port, self.token, self.local = port, token, threading.local()
+
+    def call(self, method, path, body=None, token=None):
+        conn = getattr(self.local, "conn", None)
+        if conn is None:
+            conn = self.local.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        headers = {"Authorization": f"Bearer {token or self.token}"}
+        data = None
+        if body is not None:
+            data, headers["Content-Type"] = json.dumps(body), "application/json"
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            r = conn.getresponse()
+            payload = r.read()
+        except (http.client.HTTPException, OSError):
+            self.local.conn = None
+            raise
+        return r.status, (json.loads(payload) if payload.startswith(b"{") or payload.startswith(b"[") else payload)
+
+    def timed(self, method, path, token=None):
+        t = time.perf_counter()
+        status, _ = self.call(method, path, token=token)
+        assert status == 200, (path, status)
+        return (time.perf_counter() - t) * 1000
+
+
+def percentiles(samples):
+    s = sorted(samples)
+    return {"p50_ms": round(s[len(s) // 2], 2), "p99_ms": round(s[min(len(s) - 1, int(len(s) * 0.99))], 2), "n": len(s)}
+
+
+def redis_info(port, field):
+    out = subprocess.run(["redis-cli", "-p", str(port), "INFO"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split(":")[1])
+    return 0
+
+
+def metric(port, series):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", "/metrics")
+    for line in conn.getresponse().read().decode().splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return None
+
+
+async def sessions(port, routes, count):
+    """Opens `count` sessions through the router spread over `routes` (startup to ReadyForQuery)
+    and returns them open, with the seconds it took."""
+    sem = asyncio.Semaphore(200)
+    conns = []
+
+    async def one(i):
+        name = routes[i % len(routes)]
+        params = b"user\0app\0database\0app\0options\0" + f"-c devdb.route={name}".encode() + b"\0\0"
+        async with sem:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(struct.pack("!II", len(params) + 8, 196608) + params)
+            await w.drain()
+            buf = b""
+            while not buf.endswith(b"Z\0\0\0\x05I"):
+                chunk = await r.read(1024)
+                if not chunk:
+                    raise RuntimeError(f"closed during startup: {buf[:200]!r}")
+                buf += chunk
+            conns.append(w)
+    t = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return conns, time.perf_counter() - t
+
+
+def run_size(n, work, quick):
+    os.makedirs(work, exist_ok=True)
+    result = {"databases": n}
+    redis_port, api_port, router_port, backend_port = free_port(), free_port(), free_port(), free_port()
+    metrics_port = free_port()
+    spawn(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], f"{work}/redis.log")
+    wait_port(redis_port)
+    redis = f"redis://127.0.0.1:{redis_port}/0"
+    loop = asyncio.new_event_loop()
+    ready = asyncio.Event()
+    threading.Thread(target=lambda: loop.run_until_complete(fake_backend(backend_port, ready)), daemon=True).start()
+    wait_port(backend_port)
+    api_bin, api_mode = binary("devdb-api")
+    router_bin, router_mode = binary("devdb-router")
+    result["builds"] = {"api": api_mode, "router": router_mode}
+    router_proc = spawn([router_bin, "--listen", f"127.0.0.1:{router_port}", "--redis", redis, "--db-domain", "db.scale.test",
+           "--metrics-listen", f"127.0.0.1:{metrics_port}", "--wake-timeout", "120"], f"{work}/router.log")
+    data = f"{work}/data"
+    os.makedirs(data, exist_ok=True)
+    api_proc = spawn([api_bin, "--listen", f"127.0.0.1:{api_port}", "--redis", redis, "--data-dir", data,
+                      "--provisioner", "stand-in", "--stand-in-backend", f"127.0.0.1:{backend_port}",
+                      "--reap-interval", "3", "--reconcile-interval", "6", "--allow-private-dump-hosts", "--max-ttl", "90d",
+                      "--log-level", "info"], f"{work}/api.log")
+    wait_port(api_port)
+    wait_port(router_port)
+    time.sleep(0.5)
+    admin = API(api_port, open(f"{data}/admin-token").read().strip())
+    for p in range(PROJECTS):
+        status, body = admin.call("POST", "/v1/projects", {"name": f"p{p}", "dump_url": f"file://{DUMP}"})
+        assert status in (200, 201, 202), body
+    users = max(1, n // PER_USER)
+    tokens = {}
+    for u in range(users):
+        status, body = admin.call("POST", "/v1/tokens", {"user": f"u{u}"})
+        assert status in (200, 201), body
+        tokens[f"u{u}"] = body["token"]
+    time.sleep(1)
+    base_memory = redis_info(redis_port, "used_memory")
+
+    # Every database: users of twenty each, across the projects; creates eight at a time.
+    names = [(f"u{i % users}", f"u{i % users}-db{i // users}", f"p{i % PROJECTS}") for i in range(n)]
+    t = time.time()
+
+    def create(item):
+        user, name, project = item
+        for attempt in range(5):
+            status, body = admin.call("POST", "/v1/databases", {"name": name, "project": project}, token=tokens[user])
+            if status in (200, 201, 202):
+                return
+            time.sleep(0.5)
+        raise SystemExit(f"create {name}: {status} {body}")
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(create, names))
+    while True:
+        status, body = admin.call("GET", "/v1/databases?state=ready")
+        if status == 200 and len(body["items"]) >= n:
+            break
+        time.sleep(1)
+    result["create_all_s"] = round(time.time() - t, 1)
+    result["creates_per_s"] = round(n / (time.time() - t), 1)
+
+    # Create to ready, one at a time, in the full installation.
+    waits = []
+    for i in range(5 if quick else 20):
+        t = time.perf_counter()
+        status, _ = admin.call("POST", "/v1/databases", {"name": f"extra-{i}", "project": "p0"})
+        while admin.call("GET", f"/v1/databases/extra-{i}")[1].get("state") != "ready":
+            time.sleep(0.02)
+        waits.append((time.perf_counter() - t) * 1000)
+    result["create_to_ready"] = percentiles(waits)
+    time.sleep(1)
+    result["redis_bytes_per_database"] = round((redis_info(redis_port, "used_memory") - base_memory) / (n + len(waits)))
+
+    # API latency: a user's list (tens of databases), an admin's full list, a show.
+    reps = 50 if quick else 200
+    user_tokens = list(tokens.values())
+    result["user_list"] = percentiles([admin.timed("GET", "/v1/databases", token=user_tokens[i % len(user_tokens)]) for i in range(reps)])
+    result["admin_list"] = percentiles([admin.timed("GET", "/v1/databases") for _ in range(max(5, reps // 20))])
+    result["show"] = percentiles([admin.timed("GET", f"/v1/databases/{names[(i * 7919) % n][1]}", token=tokens[names[(i * 7919) % n][0]]) for i in range(reps)])
+
+    # Passes when nothing changes (the API's own figures, from /metrics).
+    time.sleep(13)
+    for p in ("reaper", "reconcile"):
+        result[f"{p}_pass"] = {"seconds": metric(api_port, f'devdb_api_pass_seconds{{pass="{p}"}}'),
+                               "redis_round_trips": metric(api_port, f'devdb_api_pass_redis_round_trips{{pass="{p}"}}')}
+    cpu = lambda: sum(int(x) for x in open(f"/proc/{api_proc.pid}/stat").read().rsplit(")", 1)[1].split()[11:13]) / os.sysconf("SC_CLK_TCK")
+    c0 = cpu()
+    time.sleep(10)
+    result["api_idle_cpu_percent"] = round((cpu() - c0) / 10 * 100, 1)
+
+    # The router: memory per cached route (one session through each of up to 2,000 routes) and a
+    # thousand sessions across hundreds of routes held open.
+    router_pid = router_proc.pid
+    routes = [nm for _, nm, _ in names]
+    cached = routes[: min(n, 2000)]
+
+    async def router_part():
+        before = rss_kib(router_pid)
+        for i in range(0, len(cached), 200):
+            conns, _ = await sessions(router_port, cached[i:i + 200], len(cached[i:i + 200]))
+            for w in conns:
+                w.close()
+        await asyncio.sleep(3)
+        per_route = (rss_kib(router_pid) - before) * 1024 / len(cached)
+        conns, seconds = await sessions(router_port, routes[: min(n, 500)], 2000 if not quick else 500)
+        held = len(conns)
+        for w in conns:
+            w.close()
+        return per_route, held, seconds
+    per_route, held, seconds = asyncio.run(router_part())
+    result["router_bytes_per_cached_route"] = round(per_route)
+    result["router_sessions"] = {"sessions": held, "routes": min(n, 500), "open_all_s": round(seconds, 2)}
+
+    # A wake storm: up to 300 sleeping databases, a client for each at once through the router.
+    storm = routes[: min(n, 300)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda nm: admin.call("POST", f"/v1/databases/{nm}/stop"), storm))
+    while True:
+        items = admin.call("GET", "/v1/databases?state=hibernated")[1]["items"]
+        if len(items) >= len(storm):
+            break
+        time.sleep(0.5)
+
+    async def wake_storm():
+        conns, seconds = await sessions(router_port, storm, len(storm))
+        for w in conns:
+            w.close()
+        return seconds
+    result["wake_storm"] = {"databases": len(storm), "all_answered_s": round(asyncio.run(wake_storm()), 2)}
+    stop_everything(work)
+    return result
+
+
+def write_report(results, stamp):
+    os.makedirs(f"{ROOT}/bench/results", exist_ok=True)
+    json.dump(results, open(f"{ROOT}/bench/results/{stamp}-scale.json", "w"), indent=1)
+    rows = [("user list p50 / p99 (ms)", lambda r: f"{r['user_list']['p50_ms']} / {r['user_list']['p99_ms']}"),
+            ("admin full list p50 / p99 (ms)", lambda r: f"{r['admin_list']['p50_ms']} / {r['admin_list']['p99_ms']}"),
+            ("show p50 / p99 (ms)", lambda r: f"{r['show']['p50_ms']} / {r['show']['p99_ms']}"),
+            ("create to ready p50 (ms)", lambda r: r["create_to_ready"]["p50_ms"]),
+            ("creates per second (8 at a time)", lambda r: r["creates_per_s"]),
+            ("reaper pass: s / Redis round trips", lambda r: f"{r['reaper_pass']['seconds']:.3f} / {r['reaper_pass']['redis_round_trips']:.0f}"),
+            ("reconcile pass: s / Redis round trips", lambda r: f"{r['reconcile_pass']['seconds']:.3f} / {r['reconcile_pass']['redis_round_trips']:.0f}"),
+            ("API CPU when nothing changes (%)", lambda r: r["api_idle_cpu_percent"]),
+            ("Redis bytes per database", lambda r: r["redis_bytes_per_database"]),
+            ("router bytes per cached route", lambda r: r["router_bytes_per_cached_route"]),
+            ("router: sessions across routes, s to open all", lambda r: f"{r['router_sessions']['sessions']} / {r['router_sessions']['routes']}, {r['router_sessions']['open_all_s']}"),
+            ("wake storm: databases, s until all answered", lambda r: f"{r['wake_storm']['databases']}, {r['wake_storm']['all_answered_s']}")]
+    md = "| | " + " | ".join(f"{r['databases']:,}" for r in results) + " |\n|---|" + "---|" * len(results) + "\n"
+    for label, f in rows:
+        md += f"| {label} | " + " | ".join(str(f(r)) for r in results) + " |\n"
+    open(f"{ROOT}/bench/results/{stamp}-scale.md", "w").write(md)
+    print(md)
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return
+    sizes = [r["databases"] for r in results]
+    series = [("user list p99 (ms)", [r["user_list"]["p99_ms"] for r in results]),
+              ("admin list p99 (ms)", [r["admin_list"]["p99_ms"] for r in results]),
+              ("show p99 (ms)", [r["show"]["p99_ms"] for r in results]),
+              ("reaper pass (ms)", [r["reaper_pass"]["seconds"] * 1000 for r in results]),
+              ("reconcile pass (ms)", [r["reconcile_pass"]["seconds"] * 1000 for r in results]),
+              ("reaper round trips", [r["reaper_pass"]["redis_round_trips"] for r in results]),
+              ("reconcile round trips", [r["reconcile_pass"]["redis_round_trips"] for r in results]),
+              ("Redis bytes / database", [r["redis_bytes_per_database"] for r in results])]
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+    for ax, (label, ys) in zip(axes.flat, series):
+        ax.plot(sizes, ys, marker="o")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("databases")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle("DevDB costs against installation size (bench/scale, stand-in provisioner)")
+    fig.tight_layout()
+    fig.savefig(f"{ROOT}/docs/scale.png", dpi=80)
+    print(f"plot: docs/scale.png")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="100,1000,10000", help="installation sizes, comma-separated (default 100,1000,10000)")
+    ap.add_argument("--quick", action="store_true", help="fewer samples per figure")
+    args = ap.parse_args()
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    results = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        work = f"/tmp/devdb-scale-{stamp}-{n}"
+        print(f"size {n} ...", flush=True)
+        try:
+            results.append(run_size(n, work, args.quick))
+        finally:
+            stop_everything(work)
+        print(json.dumps(results[-1]), flush=True)
+    write_report(results, stamp)
+
+
+if __name__ == "__main__":
+    main()
