@@ -45,7 +45,14 @@ extension ControlPlaneEndToEnd {
             #expect(withData.status == 6 && withData.stderr.contains("schema-only, not with data"), "\(withData.output)")
             let branch = try f.devdb(["db", "create", "so-c", "--from", "so-a", "--schema-only"])
             #expect(branch.status == 2 && branch.stderr.contains("--schema-only"), "\(branch.output)")
-            for name in ["so-a", "so-b"] { #expect(try f.devdb(["db", "delete", name, "--wait"]).status == 0) }
+            // The sample project too: its tables, foreign keys and sequences, no rows.
+            try f.shopProject()
+            #expect(try f.devdb(["db", "create", "so-shop", "--project", "shop", "--schema-only", "--ttl", "1h", "--wait"]).status == 0)
+            let shop = try f.runPsqlLine(try #require(try f.json(["db", "show", "so-shop"])["psql"] as? String),
+                                         "INSERT INTO customers (name) VALUES ('first') RETURNING id, (SELECT count(*) FROM orders)")
+            #expect(shop.status == 0 && shop.stdout.hasPrefix("1|0\n"), "\(shop.output)")
+            #expect(try f.devdb(["db", "diff", "shop@latest", "so-shop", "--exit-code"]).status == 0)
+            for name in ["so-a", "so-b", "so-shop"] { #expect(try f.devdb(["db", "delete", name, "--wait"]).status == 0) }
         }
     }
 }
