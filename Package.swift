@@ -70,8 +70,11 @@ let package = Package(
         // The API's JSON contract (views, request bodies, errors): one Codable source shared by the
         // API and the CLI; Tests/UnitTests/ContractTests checks docs/openapi.yaml against it.
         .target(name: "DevDBAPIContract"),
+        // Schemas as comparable objects (the pg_catalog query, the model, the diff and its text):
+        // pure, shared by the API (which reads the sides) and the CLI (which prints the diff).
+        .target(name: "DevDBSchema", dependencies: ["DevDBAPIContract"]),
         .target(name: "DevDBAPI", dependencies: [
-            "DevDBCore", "DevDBCatalog", "DevDBProvisioning", "DevDBAPIContract",
+            "DevDBCore", "DevDBCatalog", "DevDBProvisioning", "DevDBAPIContract", "DevDBSchema",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], resources: [.copy("openapi.yaml")]),
@@ -84,14 +87,14 @@ let package = Package(
             "DevDBProvisioning", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "devdb", dependencies: [
-            "DevDBCore", "DevDBAPIContract", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "DevDBCore", "DevDBAPIContract", "DevDBSchema", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         // Tests.
         .target(name: "DevDBTestSupport", dependencies: ["DevDBCore"], path: "Tests/DevDBTestSupport"),
         .testTarget(name: "UnitTests",
                     dependencies: ["PostgresWire", "DevDBCore", "DevDBRouterCore", "DevDBNet", "DevDBRedis", "DevDBRouter", "DevDBCatalog", "DevDBProvisioning", "DevDBTestSupport",
-                                   "DevDBAPIContract", .product(name: "Yams", package: "Yams")],
+                                   "DevDBAPIContract", "DevDBSchema", .product(name: "Yams", package: "Yams")],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "RouterIntegrationTests", dependencies: ["DevDBTestSupport", "DevDBCore"]),
         .testTarget(name: "KubernetesTests",

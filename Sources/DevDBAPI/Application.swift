@@ -71,6 +71,7 @@ public func buildApplication(_ config: APIConfiguration, logger: Logger) throws 
         try context.requireAdmin()
         return try jsonResponse(ForeignObjectsView(items: plane.foreignObjects.withLock { $0 }))
     }
+    DiffController(plane: plane).addRoutes(to: v1.group("diff"))
     v1.get("whoami") { _, context -> Response in
         let c = try context.requireCaller()
         var me = WhoAmIView()

@@ -14,6 +14,7 @@ extension DatabaseView {
         phaseStartedAt = d.phaseStartedAt ?? d.createdAt
         pending = d.deleteQueued == true ? "delete" : d.wakeQueued == true ? "wake" : nil
         base = d.base
+        schemaOnly = d.schemaOnly == true ? true : nil
         let after = d.hibernateAfterSeconds ?? config.hibernateAfterSeconds
         hibernateAfterSeconds = after > 0 ? after : nil
         hibernatedAt = [.hibernating, .hibernated, .waking].contains(d.state) ? d.hibernatedAt : nil

@@ -128,6 +128,8 @@ public struct DatabaseView: APIContractType {
     public var pending: String?
     /// For a branch: the snapshot it was made from, `DB@SNAP`.
     public var base: String?
+    /// True for a database made with `schema_only`: its generation's schema, no rows.
+    public var schemaOnly: Bool?
     /// Seconds without a session before it sleeps (nil: never), and since when it sleeps.
     public var hibernateAfterSeconds: Double?
     public var hibernatedAt: Date?
@@ -202,6 +204,40 @@ public struct WhoAmIView: APIContractType {
     public init() {}
 }
 
+/// `GET /v1/diff?a=&b=`: what differs in the schema from side `a` to side `b`, object by object.
+public struct SchemaDiffView: APIContractType {
+    public static let schema = "SchemaDiff"
+    /// Each side as the API understood it: `database kate-pg`, `snapshot kate-pg@before`, `generation shop@3`.
+    public var a = ""
+    public var b = ""
+    public var identical = true
+    public var changes: [SchemaChange] = []
+    public init() {}
+}
+
+/// One object that is only in a (`removed`), only in b (`added`), or in both with other
+/// properties (`changed`: only the properties that differ are listed).
+public struct SchemaChange: Codable, Sendable, Equatable {
+    public struct Property: Codable, Sendable, Equatable {
+        public var name: String
+        /// The value in a and in b; absent where the object or the property is not there.
+        public var a: String?
+        public var b: String?
+        public init(name: String, a: String?, b: String?) { self.name = name; self.a = a; self.b = b }
+    }
+    /// `added`, `removed` or `changed`.
+    public var change: String
+    /// `table`, `column`, `constraint`, `index`, `view`, `materialized view`, `function`,
+    /// `procedure`, `aggregate`, `trigger`, `type`, `domain`, `sequence`, `schema` or `extension`.
+    public var kind: String
+    /// Its qualified name: `public.orders`, `public.orders.total_cents`, `public.add(integer, integer)`.
+    public var object: String
+    public var properties: [Property]
+    public init(change: String, kind: String, object: String, properties: [Property]) {
+        self.change = change; self.kind = kind; self.object = object; self.properties = properties
+    }
+}
+
 // MARK: request bodies
 
 public struct CreateProjectRequest: APIContractType {
@@ -237,6 +273,8 @@ public struct CreateDatabaseRequest: APIContractType {
     public var from: String?
     /// "30m", "never" (or "0"); absent: the API's --hibernate-after.
     public var hibernateAfter: String?
+    /// The project's schema with no rows (made once per generation, then cloned); not with `from`.
+    public var schemaOnly: Bool?
     public init() {}
 }
 

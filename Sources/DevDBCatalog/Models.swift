@@ -115,6 +115,8 @@ public struct DatabaseRecord: Codable, Sendable, Equatable {
     public var deleteQueued: Bool?
     /// For a branch: the snapshot it was made from, `DB@SNAP`; a plain reset goes back to it.
     public var base: String?
+    /// Made from its generation's schema without rows (`--schema-only`); resets go back to that.
+    public var schemaOnly: Bool?
     /// Seconds without a session before it hibernates: nil the API's default, 0 never.
     public var hibernateAfterSeconds: Double?
     /// When it last became ready (made, reset, woken): idle time counts from here at least.

@@ -60,6 +60,13 @@ public enum CloneSource: Sendable, Equatable {
     }
 }
 
+/// What a schema diff reads: a database's running instance, or a stopped generation or snapshot
+/// (started as a temporary instance that is removed afterwards).
+public enum QueryTarget: Sendable {
+    case database(DatabaseRecord)
+    case source(CloneSource)
+}
+
 /// Makes generations and database instances. The local provisioner runs Postgres processes;
 /// the Kubernetes provisioner makes pods, volumes and CSI snapshots behind the same calls.
 public protocol Provisioner: PostgresMajors {
@@ -85,6 +92,10 @@ public protocol Provisioner: PostgresMajors {
     /// still names (its port lease; on Kubernetes its Secret and Service).
     func removeInstance(database: DatabaseRecord) async throws
     func deleteGeneration(_ generation: Generation) async throws
+    /// Runs one read-only query as the superuser in the target's application database and
+    /// returns what it prints (psql -At). A generation or snapshot is cloned and started as a
+    /// temporary instance, only on a private socket, and removed afterwards.
+    func query(_ sql: String, on target: QueryTarget) async throws -> String
     /// After a restart and then periodically (reconcile): starts or checks catalogued instances
     /// and removes instances and generations the catalog does not know.
     func recover(databases: [DatabaseRecord], generations: [Generation], snapshots: [SnapshotRecord]) async throws -> RecoveryReport
@@ -139,6 +150,10 @@ public struct MajorRefusal: Error, Equatable, CustomStringConvertible {
 
 extension Provisioner {
     public func removeInstance(database: DatabaseRecord) async throws {}
+
+    public func query(_ sql: String, on target: QueryTarget) async throws -> String {
+        throw SubprocessError(description: "reading schemas is not available with the \(kind) provisioner yet")
+    }
 
     public func create(database: DatabaseRecord, from generation: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
         try await create(database: database, from: .generation(generation), phase: phase)

@@ -12,12 +12,19 @@ protocol APICommand: AsyncParsableCommand {
     func prepare() throws
 
     func run(_ api: APIClient, _ output: OutputFormat) async throws
+
+    /// Whether `-o env|dotenv|github` make sense (a command that shows one database's connection).
+    static var printsConnection: Bool { get }
 }
 
 extension APICommand {
     func prepare() throws {}
+    static var printsConnection: Bool { false }
 
     func run() async throws {
+        if global.output.isConnection && !Self.printsConnection {
+            throw ValidationError("-o \(global.output.rawValue) prints a database's connection: use it with devdb db create or devdb db show (here: table or json)")
+        }
         try prepare()
         try await run(global.client(), global.output)
     }

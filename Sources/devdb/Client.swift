@@ -66,7 +66,7 @@ struct APIClient {
         guard let url = components?.url else { throw CLIError(description: "invalid server address \"\(server)\"", code: Exit.failure) }
         var request = URLRequest(url: url)
         request.httpMethod = method
-        request.timeoutInterval = 30
+        request.timeoutInterval = endpoint.timeout
         if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
         if let body {
             request.httpBody = try APIJSON.encoder.encode(body)

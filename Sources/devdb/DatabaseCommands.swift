@@ -9,44 +9,110 @@ import Glibc
 struct DBCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "db", abstract: "Your databases.",
                                                     subcommands: [Create.self, List.self, Show.self, Delete.self, Reset.self, Connect.self,
-                                                                  Snapshot.self, Snapshots.self, Stop.self, Start.self, Update.self])
+                                                                  Snapshot.self, Snapshots.self, Stop.self, Start.self, Update.self, Diff.self])
 
     struct Create: APICommand {
         static let configuration = CommandConfiguration(
             abstract: "Create a database from a project's newest generation, or a branch of another database.",
-            discussion: "A branch (--from) has its own credentials and route; the project is the origin's. Without @SNAP it is made from the origin's state now (a snapshot is taken first, the origin is unavailable for a moment).")
+            discussion: """
+                A branch (--from) has its own credentials and route; the project is the origin's. Without @SNAP it is made from the origin's state now (a snapshot is taken first, the origin is unavailable for a moment).
+                In CI: devdb db create "$(devdb name-for "$BRANCH")" --project P --if-not-exists --ttl 2d --wait -o github (docs/ci.md).
+                """)
+        static let printsConnection = true
         @OptionGroup var global: GlobalOptions
-        @Argument(help: "Name (a DNS label: a-z, 0-9, -); generated when left out.") var name: String?
+        @Argument(help: "Name (a DNS label: a-z, 0-9, -); generated when left out. devdb name-for makes one from a branch.") var name: String?
         @Option(help: "The project to copy (devdb project list; not with --from).") var project: String?
         @Option(help: ArgumentHelp("Branch from another of your databases: NAME@SNAP (a snapshot) or NAME (its state now).", valueName: "name[@snap]"))
         var from: String?
         @Option(name: .customLong("hibernate-after"),
                 help: ArgumentHelp("Stop it after this long without a session (30m, 2h) or never; the next connection wakes it. Default: the API's.", valueName: "duration|never"))
         var hibernateAfter: String?
+        @Flag(name: .customLong("schema-only"),
+              help: "The project's schema (tables, types, functions, views, extensions) with no rows, for jobs that bring their own fixtures; made once per generation, then cloned.")
+        var schemaOnly = false
+        @Flag(name: .customLong("if-not-exists"),
+              help: "If NAME exists with the same project (and --from), use it as it is and exit 0; an existing NAME of another project is an error (exit 6).")
+        var ifNotExists = false
+        @Flag(name: .customLong("reset-if-exists"),
+              help: "If NAME exists with the same project (and --from), reset it to its generation's data (same name, port and password) instead of failing.")
+        var resetIfExists = false
 
         func validate() throws {
             if project == nil && from == nil { throw ValidationError("say which project to copy (--project) or which database to branch from (--from)") }
+            if schemaOnly && from != nil { throw ValidationError("--schema-only makes a database from a project's schema: not with --from (a branch copies its origin as it is)") }
+            if ifNotExists && resetIfExists { throw ValidationError("--if-not-exists keeps an existing database and --reset-if-exists resets it: choose one") }
+            if (ifNotExists || resetIfExists) && name == nil {
+                throw ValidationError("--\(ifNotExists ? "if-not-exists" : "reset-if-exists") needs the database's NAME (devdb name-for BRANCH makes one)")
+            }
         }
         @Option(help: ArgumentHelp("Delete it after this long: 90m, 8h, 2d (at most the API's --max-ttl).", valueName: "duration")) var ttl: String?
         @OptionGroup var waiting: WaitOptions
 
         func run(_ api: APIClient, _ output: OutputFormat) async throws {
+            if let name, ifNotExists || resetIfExists, let existing = try await DBCommand.find(api, name) {
+                return try await useExisting(api, existing, output)
+            }
             var body = CreateDatabaseRequest()
             body.project = project
             body.from = from
             body.name = name
             body.hibernateAfter = hibernateAfter
             body.ttl = ttl
-            let (created, data) = try await api.call(.createDatabase(body))
+            body.schemaOnly = schemaOnly ? true : nil
+            let created: DatabaseView, data: Data
+            do {
+                (created, data) = try await api.call(.createDatabase(body))
+            } catch let e as CLIError where e.code == Exit.conflict && (ifNotExists || resetIfExists) {
+                // Made meanwhile by another run of the same job: use it like one found above.
+                guard let name, let existing = try await DBCommand.find(api, name) else { throw e }
+                return try await useExisting(api, existing, output)
+            }
             if waiting.wait {
                 try await waitForDatabase(api, created.name, until: .ready, waiting)
                 return try await DBCommand.show(api, created.name, output)
             }
+            if output.isConnection { return try ConnectionOutput.render(created, output) }
             output.render(data) {
                 print("database \(created.name) is being created; \"devdb db show \(created.name)\" shows its state")
                 print("when it is ready, connect with:")
-                print("  \(created.psql ?? "devdb db connect \(created.name)")")
+                print("  \(tablesHideSecrets ? "devdb db connect \(created.name)" : created.psql ?? "devdb db connect \(created.name)")")
             }
+        }
+
+        /// `--if-not-exists` / `--reset-if-exists` found NAME: it must be what was asked for.
+        func useExisting(_ api: APIClient, _ existing: DatabaseView, _ output: OutputFormat) async throws {
+            let name = existing.name
+            let hint = "hint: choose another name, or delete it first: devdb db delete \(name) --wait"
+            if let project, existing.project != project {
+                throw CLIError(description: "database \(name) exists and is a copy of project \(existing.project), not \(project)\n\(hint)", code: Exit.conflict)
+            }
+            if let from {
+                let origin = from.split(separator: "@", maxSplits: 1).first.map(String.init) ?? from
+                let base = existing.base ?? ""
+                let matches = from.contains("@") ? base == from : base.hasPrefix(origin + "@")
+                if !matches {
+                    throw CLIError(description: "database \(name) exists but is not a branch of \(from) (its base: \(existing.base ?? "the project's generation"))\n\(hint)", code: Exit.conflict)
+                }
+            }
+            if (existing.schemaOnly ?? false) != schemaOnly {
+                throw CLIError(description: "database \(name) exists \(schemaOnly ? "with data, not schema-only" : "schema-only, not with data")\n\(hint)", code: Exit.conflict)
+            }
+            if existing.knownState == .deleting || existing.pending == "delete" {
+                throw CLIError(description: "database \(name) exists but is being deleted\nhint: wait until it is gone (devdb db delete \(name) --if-exists --wait) and create it again",
+                               code: Exit.conflict)
+            }
+            if resetIfExists {
+                standardError("database \(name) exists (project \(existing.project)): resetting it")
+                _ = try await api.call(.resetDatabase(name, ResetRequest()))
+            } else {
+                if existing.knownState == .failed {
+                    throw CLIError(description: "database \(name) exists but failed\(existing.reason.map { ": \($0)" } ?? "")\nhint: use --reset-if-exists, or delete it: devdb db delete \(name) --wait",
+                                   code: Exit.failedState)
+                }
+                standardError("database \(name) exists (project \(existing.project)): using it as it is")
+            }
+            if waiting.wait { try await waitForDatabase(api, name, until: .ready, waiting) }
+            try await DBCommand.show(api, name, output)
         }
     }
 
@@ -73,7 +139,10 @@ struct DBCommand: ParsableCommand {
     }
 
     struct Show: APICommand {
-        static let configuration = CommandConfiguration(abstract: "Show a database and how to connect to it.")
+        static let configuration = CommandConfiguration(
+            abstract: "Show a database and how to connect to it.",
+            discussion: "-o env prints export lines (eval \"$(devdb db show NAME -o env)\"), -o dotenv a .env file, -o github sets the variables of the next GitHub Actions steps with the password masked (docs/ci.md).")
+        static let printsConnection = true
         @OptionGroup var global: GlobalOptions
         @OptionGroup var database: DatabaseArgument
         var name: String { database.name }
@@ -88,10 +157,16 @@ struct DBCommand: ParsableCommand {
         @OptionGroup var database: DatabaseArgument
         var name: String { database.name }
         @OptionGroup var confirming: ConfirmOptions
+        @Flag(name: .customLong("if-exists"), help: "A database that does not exist (or is already gone) is not an error: exit 0.") var ifExists = false
         @OptionGroup var waiting: WaitOptions
         func prepare() throws { try confirming.ask("Delete \(name)? Its open sessions end and its data is gone.") }
         func run(_ api: APIClient, _ output: OutputFormat) async throws {
-            let (deleted, data) = try await api.call(.deleteDatabase(name))
+            let deleted: DatabaseView, data: Data
+            do {
+                (deleted, data) = try await api.call(.deleteDatabase(name))
+            } catch let e as CLIError where e.code == Exit.notFound && ifExists {
+                return output.acknowledge("database \(name) does not exist: nothing to delete")
+            }
             if output == .table {
                 if let gone = deleted.snapshotsDeleted, !gone.isEmpty { print("its snapshots \(gone.joined(separator: ", ")) are deleted with it") }
                 for kept in deleted.snapshotsKept ?? [] {
@@ -222,20 +297,29 @@ struct DBCommand: ParsableCommand {
     /// `devdb db show`, which create, reset, start and update end with.
     static func show(_ api: APIClient, _ name: String, _ output: OutputFormat) async throws {
         let (d, data) = try await api.call(.database(name))
+        if output.isConnection { return try ConnectionOutput.render(d, output) }
         output.render(data) {
             printFields([("name", d.name), ("project", d.project), ("owner", d.owner), ("state", d.state),
                          ("asleep since", d.hibernatedAt.map { "\(Human.relative($0)) (\(iso($0)))" }), ("pending", d.pending), ("phase", d.phase),
-                         ("reason", d.reason), ("generation", d.generation.map(String.init)), ("postgres", d.postgres.map(String.init)), ("base", d.base),
-                         ("host", d.host), ("hostaddr", d.hostaddr), ("port", String(d.port)), ("user", d.user), ("password", d.password),
+                         ("reason", d.reason), ("generation", d.generation.map(String.init)), ("schema only", d.schemaOnly == true ? "yes (no rows)" : nil), ("postgres", d.postgres.map(String.init)), ("base", d.base),
+                         ("host", d.host), ("hostaddr", d.hostaddr), ("port", String(d.port)), ("user", d.user),
+                         ("password", tablesHideSecrets && d.password != nil ? "(hidden: CI is set; -o env, dotenv or github hand it on)" : d.password),
                          ("database", d.database), ("clone method", d.cloneMethod), ("note", d.note),
                          ("sleeps after", d.hibernateAfterSeconds.map { "\(Human.hibernateAfter($0)) without a session" } ?? "never"),
-                         ("expires", d.expiresAt.map { "\(Human.relative($0)) (\(iso($0)))" } ?? "never"), ("created", Human.relative(d.createdAt)), ("uri", d.uri)])
+                         ("expires", d.expiresAt.map { "\(Human.relative($0)) (\(iso($0)))" } ?? "never"), ("created", Human.relative(d.createdAt)), ("uri", tablesHideSecrets ? d.uri.map { _ in "(hidden: CI is set)" } : d.uri)])
             if let hint = d.hint { print("\n\(hint)") }
             if d.isConnectable {
                 if d.knownState != .ready { print("\nasleep: connecting wakes it (a few seconds)") }
-                if let psql = d.psql { print("\nconnect with:\n  \(psql)") }
+                if let psql = d.psql { print("\nconnect with:\n  \(tablesHideSecrets ? "devdb db connect \(d.name)" : psql)") }
             }
         }
+    }
+}
+
+extension DBCommand {
+    /// The database NAME, or nil when there is none (of yours).
+    static func find(_ api: APIClient, _ name: String) async throws -> DatabaseView? {
+        do { return try await api.call(.database(name)).0 } catch let e as CLIError where e.code == Exit.notFound { return nil }
     }
 }
 

@@ -7,6 +7,8 @@ struct Endpoint<Answer: Decodable> {
     let path: String
     var body: (any Encodable)? = nil
     var query: [String: String] = [:]
+    /// Seconds to wait for the answer (a diff starts temporary instances).
+    var timeout: Double = 30
 }
 
 /// The answer of a call whose body the CLI does not read (the deletes that answer 204).
@@ -57,6 +59,10 @@ extension Endpoint where Answer == SnapshotView {
         .init(method: "POST", path: databasePath(database) + "/snapshots", body: body)
     }
     static func snapshot(_ database: String, _ name: String) -> Self { .init(method: "GET", path: databasePath(database) + "/snapshots/\(name)") }
+}
+
+extension Endpoint where Answer == SchemaDiffView {
+    static func diff(_ a: String, _ b: String) -> Self { .init(method: "GET", path: "/v1/diff", query: ["a": a, "b": b], timeout: 900) }
 }
 
 extension Endpoint where Answer == ItemList<TokenView> {

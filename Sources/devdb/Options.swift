@@ -5,15 +5,21 @@ import Foundation
 import Glibc
 #endif
 
-/// How answers are printed (`-o`): tables for people, the API's own JSON for scripts.
-enum OutputFormat: String, ExpressibleByArgument, CaseIterable { case table, json }
+/// How answers are printed (`-o`): tables for people, the API's own JSON for scripts, and for
+/// `db create` / `db show` the connection as variables for CI (`env`, `dotenv`, `github`).
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case table, json, env, dotenv, github
+
+    /// The formats that hand a database's connection to the next step (ConnectionOutput.swift).
+    var isConnection: Bool { self == .env || self == .dotenv || self == .github }
+}
 
 /// Options every command that talks to the API takes: where the API is, the token, and the
 /// output mode.
 struct GlobalOptions: ParsableArguments {
     @Option(help: ArgumentHelp("API address (default: DEVDB_SERVER, then the saved config).", valueName: "url")) var server: String?
     @Option(help: ArgumentHelp("API token (default: DEVDB_TOKEN, then the saved config; visible in ps, prefer devdb login --with-token).", valueName: "token")) var token: String?
-    @Option(name: [.short, .long], help: "table for people, json for scripts.") var output: OutputFormat = .table
+    @Option(name: [.short, .long], help: ArgumentHelp("table for people, json for scripts; env, dotenv or github (db create and db show: DATABASE_URL and PG* for CI, see docs/ci.md).", valueName: "table|json|env|dotenv|github")) var output: OutputFormat = .table
 
     /// The server and token in effect and where each came from: the flag, the environment
     /// (DEVDB_SERVER, DEVDB_TOKEN) or the saved config.

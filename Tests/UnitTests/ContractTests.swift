@@ -28,7 +28,7 @@ import Yams
         p.masks = true; p.afterRestoreSql = "select 1"; p.refreshOnChange = true; p.refreshSchedule = "0 3 * * *"
         p.nextScheduledRefresh = date; p.keepGenerations = 2
         var d = DatabaseView()
-        d.name = "kate-pg"; d.project = "shop"; d.owner = "kate"; d.state = "ready"; d.pending = "delete"; d.base = "a@b"
+        d.name = "kate-pg"; d.project = "shop"; d.owner = "kate"; d.state = "ready"; d.pending = "delete"; d.base = "a@b"; d.schemaOnly = true
         d.hibernateAfterSeconds = 1800; d.hibernatedAt = date; d.newerGeneration = 3; d.hint = "h"; d.snapshotsDeleted = ["s1"]
         d.snapshotsKept = [KeptSnapshot(name: "s2", branches: ["b"])]; d.reason = "r"; d.phase = "cloning"; d.phaseStartedAt = date
         d.generation = 2; d.postgres = 17; d.host = "kate-pg.db.example.com"; d.hostaddr = "127.0.0.1"; d.port = 5432; d.user = "app"
@@ -47,7 +47,7 @@ import Yams
         var up = UpdateProjectRequest()
         up.afterRestoreSql = ""; up.refreshOnChange = false; up.refreshSchedule = ""; up.keepGenerations = 1
         var cd = CreateDatabaseRequest()
-        cd.name = "x"; cd.project = "shop"; cd.ttl = "8h"; cd.from = "a@b"; cd.hibernateAfter = "never"
+        cd.name = "x"; cd.project = "shop"; cd.ttl = "8h"; cd.from = "a@b"; cd.hibernateAfter = "never"; cd.schemaOnly = true
         var ud = UpdateDatabaseRequest()
         ud.ttl = "1h"; ud.hibernateAfter = "30m"
         var r = ResetRequest()
@@ -57,7 +57,10 @@ import Yams
         var ct = CreateTokenRequest()
         ct.user = "kate"; ct.admin = true
         let e = ErrorBody(error: .init(code: "not_found", message: "m", hint: "h"))
-        return [g, p, d, s, t, w, cp, up, cd, ud, r, cs, ct, e]
+        var sd = SchemaDiffView()
+        sd.a = "generation shop@1"; sd.b = "database kate-pg"; sd.identical = false
+        sd.changes = [SchemaChange(change: "changed", kind: "column", object: "public.orders.total", properties: [.init(name: "type", a: "integer", b: "bigint")])]
+        return [g, p, d, s, t, w, cp, up, cd, ud, r, cs, ct, e, sd]
     }()
 
     /// Each sample sets every optional: a new field needs a sample value (and so a schema entry).

@@ -47,6 +47,14 @@ struct DatabasesController {
                 throw APIError.badRequest("a branch of \(origin.name) belongs to its project \(origin.project), not \(p)", hint: "leave out --project")
             }
         }
+        if b.schemaOnly == true {
+            guard b.from == nil else {
+                throw APIError.badRequest("a branch copies its origin as it is: schema_only goes with project, not from", hint: "leave out --from, or --schema-only")
+            }
+            guard plane.provisioner.kind == "local" else {
+                throw APIError.conflict("schema-only databases are not available with the \(plane.provisioner.kind) provisioner yet", hint: "create a database with data")
+            }
+        }
         guard let projectName = source?.project ?? b.project else {
             throw APIError.badRequest("say which project to copy (\"project\") or which database to branch from (\"from\")")
         }
@@ -71,6 +79,7 @@ struct DatabasesController {
         var record = DatabaseRecord(name: name, project: project.name, owner: c.user, user: LocalProvisioner.appUser,
                                     password: Catalog.randomHex(16), database: LocalProvisioner.appDatabase, expiresAt: expires)
         record.base = base
+        record.schemaOnly = b.schemaOnly == true ? true : nil
         record.generation = source?.generation
         record.hibernateAfterSeconds = sleep
         do { try await catalog.run { [record] in try $0.createDatabase(record) } } catch CatalogError.conflict(let m) {

@@ -10,7 +10,7 @@ struct LocalDataLayout: Sendable {
     /// The data directory, standardized.
     let root: URL
 
-    static let subdirectories = ["dumps", "generations", "instances", "snapshots", "s"]
+    static let subdirectories = ["dumps", "generations", "instances", "snapshots", "s", "scratch"]
 
     /// Checks that socket paths fit under `root` and makes its subdirectories, owned by the
     /// instance user.
@@ -30,7 +30,7 @@ struct LocalDataLayout: Sendable {
         if getuid() == 0, let check = try? Subprocess.runBlocking(Subprocess.asPostgres(["test", "-w", self.root.path])), check.status != 0 {
             throw SubprocessError(description: "the postgres user cannot reach \(self.root.path): let it pass through the parent directories (chmod o+x on each) or choose another --data-dir")
         }
-        for sub in ["generations", "instances", "snapshots", "s", "dumps"] { try Self.giveToPostgres(root.appendingPathComponent(sub).path, recursive: false) }
+        for sub in ["generations", "instances", "snapshots", "s", "dumps", "scratch"] { try Self.giveToPostgres(root.appendingPathComponent(sub).path, recursive: false) }
     }
 
     // MARK: paths

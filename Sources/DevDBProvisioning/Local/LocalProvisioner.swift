@@ -1,6 +1,7 @@
 import DevDBCatalog
 import DevDBNet
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -12,9 +13,11 @@ import Glibc
 ///
 ///     <data-dir>/dumps/<project>-<generation>.dump      (0600, removed after the restore)
 ///     <data-dir>/generations/<project>/<generation>/pgdata
+///     <data-dir>/generations/<project>/<generation>/schema-only/pgdata   the same without rows, made when first asked for
 ///     <data-dir>/instances/<database>/{pgdata,postgres.log}
 ///     <data-dir>/snapshots/<database>/<snapshot>/pgdata   a stopped copy of an instance
 ///     <data-dir>/s/<12 hex>/                             unix socket directory, 0700, per instance or seed
+///     <data-dir>/scratch/<id>/pgdata                     a temporary instance a schema diff reads (LocalQuery.swift)
 ///
 /// Socket directories are short hashes so every valid database name (up to 63 characters) fits
 /// the 107-byte limit of a unix socket path. Local logins: the instance user only, by `peer`
@@ -36,6 +39,8 @@ public final class LocalProvisioner: Provisioner, PostgresMajors {
     let tools: PostgresTools
     private let restorer: DumpRestore
     private let portRange: ClosedRange<Int>
+    /// Scratch directories whose temporary instance a query uses now (reconcile leaves them be).
+    let activeScratch = Mutex<Set<String>>([])
 
     /// The role and database every instance has (each instance is its own cluster).
     public static let appUser = "app"
@@ -132,7 +137,8 @@ public final class LocalProvisioner: Provisioner, PostgresMajors {
 
     private func cloneAndStart(_ d: DatabaseRecord, from source: CloneSource, port: Int, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
         let dir = layout.instanceDir(d.name)
-        let from = layout.sourceDataDirectory(source)
+        var from = layout.sourceDataDirectory(source)
+        if d.schemaOnly == true, case .generation(let g) = source { from = try await schemaOnlyDataDirectory(g, phase: phase) }
         guard FileManager.default.fileExists(atPath: "\(from)/PG_VERSION") else {
             throw SubprocessError(description: "\(source.description) has no data on this machine (\(from)); reset to another one or --latest")
         }

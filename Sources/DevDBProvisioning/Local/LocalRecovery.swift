@@ -62,6 +62,11 @@ extension LocalProvisioner {
                 report.orphansRemoved.append("generation \(project)/\(n)")
             }
         }
+        // Temporary instances of schema diffs that no query uses (an API that crashed meanwhile).
+        for dir in orphanScratch() {
+            await removeScratch(dir, "")
+            report.orphansRemoved.append("scratch \((dir as NSString).lastPathComponent)")
+        }
         // Postmasters under the data directory that nothing wants: their directory is gone, or
         // no record or seeding generation names it.
         let instancesRoot = layout.path("instances") + "/"
@@ -71,6 +76,8 @@ extension LocalProvisioner {
             if rest.hasPrefix(instancesRoot), rest.hasSuffix("/pgdata") {
                 let name = String(rest.dropFirst(instancesRoot.count).dropLast("/pgdata".count))
                 if fm.fileExists(atPath: rest) { wanted = wantedNow.contains(name) ? true : await instanceWanted(name) }
+            } else if rest.hasPrefix(layout.path("scratch") + "/") {
+                wanted = activeScratch.withLock { $0.contains(String(rest.dropLast("/pgdata".count))) }
             } else if rest.hasPrefix(generationsRoot + "/"), rest.hasSuffix("/pgdata") {
                 let parts = rest.dropFirst(generationsRoot.count + 1).dropLast("/pgdata".count).split(separator: "/")
                 if parts.count == 2, let n = Int(parts[1]), fm.fileExists(atPath: rest) {
