@@ -24,17 +24,4 @@ import Testing
         #expect(result.timer)
         #expect(!loop.isOnLoopThread)  // the test's thread
     }
-
-    #if DEBUG
-    /// A timer set from another thread would race the loop's heap: a debug build stops there.
-    @Test func aLoopOnlyCallOffTheLoopStopsADebugBuild() async {
-        let result = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
-            guard let loop = try? EventLoop(name: "off-loop-test") else { return }  // exits 0: the test fails
-            loop.start()
-            loop.schedule(after: 1) {}
-        }
-        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
-        #expect(stderr.contains("EventLoop.schedule off the loop thread of off-loop-test"))
-    }
-    #endif
 }
