@@ -8,7 +8,7 @@
 ARG SWIFT_IMAGE=swift:6.3-bookworm
 FROM ${SWIFT_IMAGE} AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends pkg-config libssl-dev libhiredis-dev libpq-dev libcurl4-openssl-dev \
+ && apt-get install -y --no-install-recommends pkg-config libssl-dev libhiredis-dev libcurl4-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The manifest names the test targets too, so SwiftPM wants their folders present.

@@ -38,8 +38,12 @@ extension DispatchQueue: JobExecutor {
 /// libdispatch's epoll thread wakes, then a worker thread runs the handler). Level-triggered.
 ///
 /// Everything that touches a `PolledDescriptor` runs on the loop's thread. Other threads hand
-/// work over with `execute` (a mutex-guarded list and an eventfd wake-up); timers go through
-/// Dispatch and then `execute`, since they are per connection, not per query.
+/// work over with `execute` (a mutex-guarded list and an eventfd wake-up). Timers are the loop's
+/// own (a min-heap looked at before each wait), so a session's deadlines cost no other thread.
+///
+/// Thread confinement: `execute` is the one call for any thread; every other method, and the
+/// descriptors' handlers, belong to the loop's thread, which debug builds check
+/// (`isOnLoopThread`).
 public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread state is touched only on that thread
     /// Read buffer shared by everything on this loop (one read runs at a time).
     public let scratch: UnsafeMutableRawBufferPointer
@@ -49,6 +53,9 @@ public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread
     private let epfd: Int32
     private let wakeFD: Int32
     private let jobs = Mutex<[@Sendable () -> Void]>([])
+    /// The loop's thread (`pthread_t`), 0 until it runs; written once by that thread, read by
+    /// the debug-build checks on any thread.
+    private let thread = Atomic<UInt>(0)
     /// Work queued by the loop for itself, run after the current batch (loop thread only).
     private var local: [() -> Void] = []
     /// Descriptors closed during the current batch: kept alive until the batch ends, because
@@ -90,6 +97,12 @@ public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread
         pthread_detach(thread)
     }
 
+    /// Whether the caller runs on the loop's thread. Loop-only calls `assert` it: the check is
+    /// compiled out of release builds, so the relay pays nothing for it.
+    public var isOnLoopThread: Bool {
+        pthread_equal(pthread_self(), thread.load(ordering: .relaxed)) != 0
+    }
+
     /// Runs `job` on the loop's thread (from any thread).
     public func execute(_ job: @escaping @Sendable () -> Void) {
         jobs.withLock { $0.append(job) }
@@ -100,6 +113,7 @@ public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread
     /// From the loop's thread: runs `job` on it after `seconds`, unless cancelled first.
     @discardableResult
     public func schedule(after seconds: Double, _ job: @escaping () -> Void) -> UInt64 {
+        assert(isOnLoopThread, "EventLoop.schedule off the loop thread of \(name)")
         let id = nextTimerID
         nextTimerID += 1
         timerJobs[id] = job
@@ -116,6 +130,7 @@ public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread
 
     /// From the loop's thread: drops a timer's job (a no-op when it already ran).
     public func cancel(timer id: UInt64) {
+        assert(isOnLoopThread, "EventLoop.cancel off the loop thread of \(name)")
         timerJobs.removeValue(forKey: id)
     }
 
@@ -151,6 +166,7 @@ public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread
     /// From the loop's thread: asks `object` every `idleSweepInterval` seconds whether it is idle
     /// until it gives its memory back (or goes away). One timer per loop, not per object.
     public func trackUntilIdle(_ object: IdleReleasable) {
+        assert(isOnLoopThread, "EventLoop.trackUntilIdle off the loop thread of \(name)")
         idleTracked.append(WeakIdleReleasable(object: object))
         guard !idleSweepScheduled else { return }
         idleSweepScheduled = true
@@ -174,6 +190,7 @@ public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread
     /// many objects gave their memory back.
     @discardableResult
     public func sweepIdleNow() -> Int {
+        assert(isOnLoopThread, "EventLoop.sweepIdleNow off the loop thread of \(name)")
         var released = 0
         idleTracked.removeAll { box in
             guard let object = box.object else { return true }
@@ -186,12 +203,14 @@ public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread
 
     /// From the loop's thread: runs `job` after the descriptors ready now had their turn.
     public func soon(_ job: @escaping () -> Void) {
+        assert(isOnLoopThread, "EventLoop.soon off the loop thread of \(name)")
         local.append(job)
     }
 
     // MARK: the loop
 
     private func run() {
+        thread.store(pthread_self(), ordering: .relaxed)
         while true {
             let timeout = runTimers()
             let n = waitForEvents(timeout: local.isEmpty ? timeout : 0)
@@ -242,7 +261,9 @@ public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread
 
     // MARK: registrations (loop thread)
 
+    /// Every `PolledDescriptor` change (watch, pause, close) comes through these three.
     fileprivate func apply(_ d: PolledDescriptor, mask: UInt32) {
+        assert(isOnLoopThread, "descriptor \(d.fd) changed off the loop thread of \(name)")
         let token = UInt64(UInt(bitPattern: Unmanaged.passUnretained(d).toOpaque()))
         if d.registered {
             if devdb_epoll_ctl(epfd, Epoll.modify, d.fd, mask, token) == 0 { d.mask = mask; return }
@@ -260,13 +281,17 @@ public final class EventLoop: JobExecutor, @unchecked Sendable {  // loop-thread
     }
 
     fileprivate func remove(_ d: PolledDescriptor) {
+        assert(isOnLoopThread, "descriptor \(d.fd) removed off the loop thread of \(name)")
         if d.registered {
             _ = devdb_epoll_ctl(epfd, Epoll.delete, d.fd, 0, 0)
             d.registered = false
         }
     }
 
-    fileprivate func bury(_ d: PolledDescriptor) { graveyard.append(d) }
+    fileprivate func bury(_ d: PolledDescriptor) {
+        assert(isOnLoopThread, "descriptor \(d.fd) closed off the loop thread of \(name)")
+        graveyard.append(d)
+    }
 }
 
 /// Something on a loop that holds memory while busy and can give it back when idle.

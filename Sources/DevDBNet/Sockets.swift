@@ -22,13 +22,7 @@ public enum Sockets {
 
     /// The port a listening socket is bound to (for `:0` listeners in tests).
     public static func boundPort(_ fd: Int32) -> UInt16? {
-        var storage = sockaddr_storage()
-        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let rc = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
-        }
-        guard rc == 0 else { return nil }
-        return SocketAddress(storage: storage)?.port
+        address(of: fd) { getsockname($0, $1, $2) }?.port
     }
 
     public enum AcceptResult {
@@ -68,10 +62,17 @@ public enum Sockets {
 
     /// The peer address of a connected socket.
     public static func peerAddress(_ fd: Int32) -> SocketAddress? {
+        address(of: fd) { getpeername($0, $1, $2) }
+    }
+
+    /// One of a socket's two addresses, by `getsockname` or `getpeername`.
+    private static func address(
+        of fd: Int32, _ get: (Int32, UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> Int32
+    ) -> SocketAddress? {
         var storage = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let rc = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &len) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { get(fd, $0, &len) }
         }
         return rc == 0 ? SocketAddress(storage: storage) : nil
     }

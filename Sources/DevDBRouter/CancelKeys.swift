@@ -1,5 +1,6 @@
 import Dispatch
 import DevDBCore
+import DevDBNet
 import DevDBRedis
 import PostgresWire
 import Synchronization
@@ -148,4 +149,31 @@ func unhex(_ s: String) -> [UInt8]? {
         i += 2
     }
     return out
+}
+
+extension RouterContext {
+    /// A client's CancelRequest (from `host`; `expectedRoute` when its SNI named one) goes to the
+    /// backend its router key stands for, found here or through Redis, off the event loops.
+    func forwardCancel(_ request: CancelRequest, from host: SocketAddress.Host?, expectedRoute: String?) {
+        // The label stays empty: the SNI of a cancel request is the client's to choose.
+        metrics.connection(.cancelRequest, route: nil)
+        if let host, !cancelRate.allow(host) {
+            metrics.cancel(.rateLimited)
+            return
+        }
+        cancelKeys.find(request) { [self] target in
+            guard let target else { return metrics.cancel(.unknownKey) }
+            if let expectedRoute, expectedRoute != target.route { return metrics.cancel(.routeMismatch) }
+            DispatchQueue.global().async { [self] in
+                let packet = CancelRequest(processID: target.backendKey.processID, secretKey: target.backendKey.secretKey).encode()
+                let addresses = (try? SocketAddress.resolve(host: target.host, port: target.port)) ?? []
+                if let error = Sockets.sendOnce(to: addresses, packet, timeout: 2) {
+                    metrics.cancel(.failed)
+                    log.warning("cancel not delivered", ["route": target.route, "error": error])
+                } else {
+                    metrics.cancel(.forwarded)
+                }
+            }
+        }
+    }
 }

@@ -6,42 +6,64 @@ import PostgresWire
 
 /// One client connection from accept to close. The connection start is decided by the pure
 /// `ConnectionStart` machine; this class is its executor (it owns the sockets, TLS, timers and
-/// the calls to the resolver, the wake coordinator and the backend), then runs the relay.
-/// Everything runs on the session's event loop thread.
-final class Session: @unchecked Sendable {  // confined to its loop's thread
+/// the calls to the resolver, the wake coordinator and the backend), then hands the legs to a
+/// `Relay`. Everything runs on the session's event loop thread. (A little over 400 lines: it is
+/// the executor of every action of the machine, kept in one place so each reads beside the phase
+/// it changes.)
+final class Session: @unchecked Sendable {  // confined to its loop's thread (created on the accept queue, handed over by `execute`)
+    /// Where the session is in its life; each phase holds what only it needs, so an idle relayed
+    /// session keeps no start state, and no leg is reached through an optional that must be set.
+    private enum Phase {
+        /// Accept to hand-off (including a wait for a wake): the machine decides.
+        case starting(Start)
+        /// Handed off: the relay moves the bytes.
+        case relaying(Relay)
+        /// A refusal was sent; the client has a moment to read it and close.
+        case lingering
+        case ended
+    }
+
+    /// What only the connection start needs, dropped when the relay begins. A class, so the
+    /// machine is changed in place while its actions run (an action may feed it another event).
+    /// Confined to the session's loop thread.
+    private final class Start {
+        var machine: ConnectionStart
+        /// The startup deadline's timer on the loop, cancelled when the start ends (or while the
+        /// client waits for a wake: the wake has its own timeout).
+        var deadline: UInt64?
+        /// The client's place among its address's unfinished starts.
+        var unfinished: HeldCount?
+        var route: RouteRecord?
+        var backendAddresses: [SocketAddress] = []
+        var lastConnectError = "no address"
+        /// The backend connection being made, until it is handed to the relay.
+        var backend: Leg?
+
+        init(machine: ConnectionStart, unfinished: consuming HeldCount?) {
+            self.machine = machine
+            self.unfinished = unfinished
+        }
+    }
+
     private let ctx: RouterContext
     private let lane: EventLoop
     private let bytes: ByteCounters
     private let client: Leg
-    private var backend: Leg?
-    /// The connection-start machine, boxed and dropped once the session relays (an idle session
-    /// should hold as little as possible).
-    private final class StartBox { var machine: ConnectionStart; init(_ m: ConnectionStart) { machine = m } }
-    private var start: StartBox?
-    private var startState: ConnectionStart.State { start?.machine.state ?? .handedOff }
+    private var phase: Phase
+    private var isEnded: Bool { if case .ended = phase { true } else { false } }
     private let acceptedAt = monotonicSeconds()
     private var clientHost: SocketAddress.Host?
     private var clientLabel: String
-    private var holdsStartSlot = false
-    /// The startup deadline's timer on the loop, cancelled when the start ends.
-    private var startTimer: UInt64?
-    private var relaying = false
-    private var lingering = false
-    private var ended = false
+    /// In the open-connections gauge from `begin` to the end.
+    private var openConnection: HeldCount?
+    /// In the route's activity from the routing decision to the end (`admit`).
+    private var routeActivity: HeldCount?
 
     private var routeName: String?
-    private var route: RouteRecord?
     /// The route was found in Redis: only then is its name a metric label (names of unknown routes
     /// are the client's to choose, and would make unbounded series).
     private var routeKnown = false
     private var metricRoute: String? { routeKnown ? routeName : nil }
-    private var backendAddresses: [SocketAddress] = []
-    private var lastConnectError = "no address"
-    private var rewriter = BackendStartupRewriter()
-    private var routerKey: BackendKey?
-    private var sessionCounted = false
-    /// Counted in the route's activity (from the routing decision to the end).
-    private var admitted = false
 
     init(ctx: RouterContext, lane: EventLoop, bytes: ByteCounters, fd: Int32, peer: SocketAddress?) {
         self.ctx = ctx
@@ -52,34 +74,42 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
         self.clientLabel = peer?.description ?? "unknown"
         let behindProxy = peer.map { ctx.isTrustedProxy($0.host) } ?? false
         var admitted = true
+        var unfinished: HeldCount?
         if !behindProxy, let host = peer?.host {
             admitted = ctx.starts.begin(host)
-            holdsStartSlot = true
+            unfinished = HeldCount(alreadyTaken: .unfinishedStart(host))
         }
-        start = StartBox(ConnectionStart(settings: ctx.startSettings, behindProxy: behindProxy, admitted: admitted,
-                                clientAddress: peer.map { SocketAddress(host: $0.host, port: 0).hostString } ?? "unknown"))
+        phase = .starting(Start(
+            machine: ConnectionStart(settings: ctx.startSettings, behindProxy: behindProxy, admitted: admitted,
+                                     clientAddress: peer.map { SocketAddress(host: $0.host, port: 0).hostString } ?? "unknown"),
+            unfinished: unfinished))
     }
 
     func begin() {
-        ctx.metrics.activeConnections.add(1, ordering: .relaxed)
+        openConnection = HeldCount.connection(in: ctx)
         SocketIO.setNoDelayAndKeepAlive(client.fd)
-        startTimer = lane.schedule(after: ctx.config.startupTimeout) { [self] in
-            startTimer = nil
+        if case .starting(let start) = phase { scheduleDeadline(start) }
+        client.watchReadable { [self] in clientReadable() }
+    }
+
+    private func scheduleDeadline(_ start: Start) {
+        start.deadline = lane.schedule(after: ctx.config.startupTimeout) { [self] in
+            start.deadline = nil
             handle(.deadline)
         }
-        client.watchReadable { [self] in clientReadable() }
     }
 
     // MARK: the machine's executor
 
+    /// Events after the start (a late lookup, a wake, a deadline) find no machine: it had nothing
+    /// more to do for them (handed off or refused).
     private func handle(_ event: ConnectionStart.Event) {
-        guard !ended else { return }
-        guard let start else { return }
-        for action in start.machine.handle(event) { perform(action) }
+        guard case .starting(let start) = phase else { return }
+        for action in start.machine.handle(event) { perform(action, start) }
     }
 
-    private func perform(_ action: ConnectionStart.Action) {
-        guard !ended else { return }
+    private func perform(_ action: ConnectionStart.Action, _ start: Start) {
+        guard !isEnded else { return }
         switch action {
         case .write(let bytes):
             guard client.send(bytes) else { return finish(.clientClosed) }
@@ -104,8 +134,9 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
             }
             var admitted = true
             if let host = clientHost {
+                // Behind a proxy: the first place the client takes (none was taken at accept).
                 admitted = ctx.starts.begin(host)
-                holdsStartSlot = true
+                start.unfinished = HeldCount(alreadyTaken: .unfinishedStart(host))
             }
             handle(.admission(admitted: admitted, address: clientHost.map { SocketAddress(host: $0, port: 0).hostString } ?? "unknown"))
         case .prefetch(let name):
@@ -115,34 +146,30 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
             lookUp(name, attempt: 0)
         case .waitForWake(let name):
             // Held while the database wakes; the wake has its own timeout, not the startup's.
-            endStart()
+            endStart(start)
             waitForWake(name)
         case .connect(let r):
-            route = r
-            if startTimer == nil {
-                // After a wake: the connect gets a deadline of its own.
-                startTimer = lane.schedule(after: ctx.config.startupTimeout) { [self] in
-                    startTimer = nil
-                    handle(.deadline)
-                }
-            }
+            start.route = r
+            // After a wake: the connect gets a deadline of its own.
+            if start.deadline == nil { scheduleDeadline(start) }
             if let ip = SocketAddress.parseIP(r.host) {
-                backendAddresses = [SocketAddress(host: ip, port: UInt16(r.port))]
-                connectNext()
+                start.backendAddresses = [SocketAddress(host: ip, port: UInt16(r.port))]
+                connectNext(start)
             } else {
                 // DNS names (Kubernetes Services) resolve off the loop.
                 DispatchQueue.global().async { [self] in
                     let addresses = (try? SocketAddress.resolve(host: r.host, port: r.port)) ?? []
                     lane.execute { [self] in
-                        backendAddresses = addresses
-                        connectNext()
+                        guard case .starting(let start) = phase else { return }
+                        start.backendAddresses = addresses
+                        connectNext(start)
                     }
                 }
             }
-        case .relay(_, let first):
-            startRelay(first)
+        case .relay(let name, let first):
+            startRelay(start, routeName: name, first: first)
         case .forwardCancel(let request, let expectedRoute):
-            forwardCancel(request, expectedRoute: expectedRoute)
+            ctx.forwardCancel(request, from: clientHost, expectedRoute: expectedRoute)
         case .refuse(let refusal):
             refuse(refusal)
         case .close(let quiet):
@@ -201,27 +228,34 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
     /// it before it reaches the backend). Only a ready route is admitted; the others are the
     /// machine's to answer.
     private func admit(_ name: String, _ r: RouteRecord) -> RouteActivity.Admission {
-        guard r.state == .ready, !admitted, !ended else { return .admitted }
+        guard r.state == .ready, !isAdmitted, !isEnded else { return .admitted }
         let admission = ctx.activity.admit(name, r)
-        if admission == .admitted { admitted = true }
+        if admission == .admitted { routeActivity = HeldCount(alreadyTaken: .routeActivity(name)) }
         if admission == .noLease { ctx.log.warning("not routing: this router's lease in the route store has ended", ["route": name]) }
         return admission
     }
 
+    private var isAdmitted: Bool { routeActivity != nil }
+
     // MARK: client bytes before the relay
 
     private func clientReadable() {
-        if relaying { return pump(from: client, to: backend!, backendToClient: false) }
-        if lingering { return discardUntilEOF() }
-        if case .tlsHandshake = startState { return continueTLSHandshake() }
-        readClient()
+        switch phase {
+        case .starting(let start):
+            if case .tlsHandshake = start.machine.state { return continueTLSHandshake() }
+            readClient()
+        // A handler set before the hand-off (a TLS read that wanted a write) still fires.
+        case .relaying(let relay): relay.clientReadable()
+        case .lingering: discardUntilEOF()
+        case .ended: return
+        }
     }
 
     /// Reads what the client sent and gives it to the machine, until the socket would block or
     /// the machine stops taking bytes (a TLS handshake starts, the relay starts, a refusal).
     private func readClient() {
-        while !ended && !relaying && !lingering {
-            if case .tlsHandshake = startState { return }
+        while case .starting(let start) = phase {
+            if case .tlsHandshake = start.machine.state { return }
             switch client.read(into: lane.scratch) {
             case .bytes(let n):
                 handle(.clientBytes(Array(UnsafeRawBufferPointer(rebasing: lane.scratch[0..<n]))))
@@ -255,7 +289,7 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
             client.stopWatchingWritable()
             handle(.tlsEstablished(serverName: tls.serverName, alpn: tls.negotiatedALPN))
             // The client may have sent its StartupMessage in the same flight.
-            if case .tlsStartup = startState { readClient() }
+            if case .starting(let start) = phase, case .tlsStartup = start.machine.state { readClient() }
         case .wantRead:
             client.stopWatchingWritable()
         case .wantWrite:
@@ -278,212 +312,63 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
 
     /// The start is over (routed, asleep, refused or closed): it no longer counts against its
     /// address's unfinished starts.
-    private func endStart() {
-        if let startTimer {
-            lane.cancel(timer: startTimer)
-            self.startTimer = nil
+    private func endStart(_ start: Start) {
+        if let deadline = start.deadline {
+            lane.cancel(timer: deadline)
+            start.deadline = nil
         }
-        if holdsStartSlot, let host = clientHost {
-            ctx.starts.end(host)
-            holdsStartSlot = false
-        }
+        start.unfinished.take()?.release(ctx)
     }
 
     // MARK: backend
 
-    private func connectNext() {
-        guard case .connecting = startState, !ended else { return }
-        guard !backendAddresses.isEmpty else {
-            ctx.log.warning("backend unreachable", ["route": routeName ?? "", "backend": "\(route?.host ?? ""):\(route?.port ?? 0)", "error": lastConnectError])
+    private func connectNext(_ start: Start) {
+        guard case .connecting = start.machine.state, !isEnded else { return }
+        guard !start.backendAddresses.isEmpty else {
+            ctx.log.warning("backend unreachable", ["route": routeName ?? "", "backend": "\(start.route?.host ?? ""):\(start.route?.port ?? 0)", "error": start.lastConnectError])
             return handle(.backendFailed(lostAfterConnect: false))
         }
-        let address = backendAddresses.removeFirst()
+        let address = start.backendAddresses.removeFirst()
         let fd: Int32
         do { fd = try Sockets.startConnect(to: address) } catch {
-            lastConnectError = error.description
-            return connectNext()
+            start.lastConnectError = error.description
+            return connectNext(start)
         }
         let leg = Leg(fd: fd, loop: lane)
-        backend = leg
-        leg.watchWritable { [self] in backendConnected(leg) }
+        start.backend = leg
+        leg.watchWritable { [self] in backendConnected(leg, start) }
     }
 
-    private func backendConnected(_ leg: Leg) {
-        guard case .connecting = startState, leg === backend else { return }
+    private func backendConnected(_ leg: Leg, _ start: Start) {
+        guard case .connecting = start.machine.state, leg === start.backend else { return }
         leg.stopWatchingWritable()
         if let error = SocketIO.connectResult(leg.fd) {
-            lastConnectError = error.description
-            backend = nil
+            start.lastConnectError = error.description
+            start.backend = nil
             leg.close()
-            return connectNext()
+            return connectNext(start)
         }
         SocketIO.setNoDelayAndKeepAlive(leg.fd)
         handle(.backendConnected)
     }
 
-    private func startRelay(_ first: [UInt8]) {
-        guard let leg = backend else { return }
-        relaying = true
+    /// The machine handed off: the backend gets the startup (and what the client pipelined), and
+    /// a `Relay` takes the legs over.
+    private func startRelay(_ start: Start, routeName: String, first: [UInt8]) {
+        guard let leg = start.backend, let route = start.route else { return }
         guard leg.send(first) else {
-            relaying = false
-            ctx.log.warning("backend connection failed", ["route": routeName ?? "", "error": "write failed"])
-            return refuse(.backendLost(routeName ?? ""))
+            ctx.log.warning("backend connection failed", ["route": routeName, "error": "write failed"])
+            return refuse(.backendLost(routeName))
         }
-        endStart()
-        start = nil
-        backendAddresses = []
+        endStart(start)
+        start.backend = nil
+        let relay = Relay(ctx: ctx, lane: lane, bytes: bytes, client: client, backend: leg,
+                          routeName: routeName, route: route) { [self] in finish(nil) }
+        phase = .relaying(relay)
         ctx.metrics.observeHandshake(seconds: monotonicSeconds() - acceptedAt)
         ctx.metrics.connection(.routed, route: metricRoute)
-        ctx.log.debug("routed", ["client": clientLabel, "route": routeName ?? ""])
-        leg.watchReadable { [self] in backendReadable() }
-        if leg.hasPending { leg.watchWritable { [self] in legWritable(leg) } }
-        client.watchReadable { [self] in clientReadable() }
-        pump(from: client, to: leg, backendToClient: false)
-    }
-
-    private func backendReadable() {
-        guard let leg = backend else { return }
-        if relaying { return pump(from: leg, to: client, backendToClient: true) }
-        leg.pauseReading()
-    }
-
-    // MARK: relay
-
-    /// Moves bytes from `src` to `dst` until `src` would block, `dst` pushes back, or a
-    /// fairness bound is hit. Reads go into the lane's scratch buffer; only what `dst` does not
-    /// take at once is copied (into `dst`'s pending bytes), so the steady state allocates nothing.
-    private func pump(from src: Leg, to dst: Leg, backendToClient: Bool) {
-        var rounds = 0
-        while relaying && !src.readClosed {
-            if dst.hasPending {
-                src.pauseReading()
-                return
-            }
-            if rounds == 16 {
-                // Let other sessions on this lane run; come back right after them.
-                src.pauseReading()
-                lane.soon { [self] in
-                    guard relaying else { return }
-                    src.resumeReading()
-                    pump(from: src, to: dst, backendToClient: backendToClient)
-                }
-                return
-            }
-            rounds += 1
-            switch src.read(into: lane.scratch) {
-            case .bytes(let n):
-                let chunk = UnsafeRawBufferPointer(rebasing: lane.scratch[0..<n])
-                let ok: Bool
-                if backendToClient {
-                    bytes.backendToClient.add(n, ordering: .relaxed)
-                    if rewriter.isFinished {
-                        ok = dst.send(chunk)
-                    } else {
-                        guard let out = rewriteBackendStartup(chunk) else { return }
-                        ok = dst.send(out)
-                    }
-                } else {
-                    bytes.clientToBackend.add(n, ordering: .relaxed)
-                    ok = dst.send(chunk)
-                }
-                guard ok else { return finish(nil) }
-                if dst.hasPending {
-                    src.pauseReading()
-                    dst.watchWritable { [self] in legWritable(dst) }
-                    return
-                }
-                // A short read drained the socket: skip the read that would only say EAGAIN (the
-                // loop reports the socket again when more arrives). TLS reads on only while
-                // OpenSSL holds bytes the socket no longer shows.
-                if n < lane.scratch.count && !(src.tls?.hasPendingInput ?? false) {
-                    src.resumeReading()  // it may have been paused by backpressure
-                    return
-                }
-            case .wouldBlock:
-                src.resumeReading()
-                return
-            case .wantOpposite:
-                src.watchWritable { [self] in legWritable(src) }
-                return
-            case .eof:
-                src.readClosed = true
-                src.pauseReading()
-                dst.shutdownWhenFlushed = true
-                if !dst.hasPending { dst.shutdownWrite() }
-                if client.readClosed && backend?.readClosed == true { finish(nil) }
-                return
-            case .failed(let why):
-                ctx.log.debug("relay read failed", ["route": routeName ?? "", "error": why])
-                return finish(nil)
-            }
-        }
-    }
-
-    /// `leg` became writable: flush what it owes, then let its peer send again.
-    private func legWritable(_ leg: Leg) {
-        guard relaying, let backend else { return }
-        switch leg.flush() {
-        case .blocked: return
-        case .failed: return finish(nil)
-        case .done:
-            leg.stopWatchingWritable()
-            let peer = leg === client ? backend : client
-            pump(from: peer, to: leg, backendToClient: leg === client)
-            // A TLS read on `leg` may have been waiting for this write.
-            if relaying { pump(from: leg, to: peer, backendToClient: leg === backend) }
-        }
-    }
-
-    private func rewriteBackendStartup(_ chunk: UnsafeRawBufferPointer) -> [UInt8]? {
-        do throws(WireError) {
-            let (out, events) = try rewriter.feed(chunk, makeRouterKey: CancelKeyRegistry.makeRouterKey(like:))
-            for event in events {
-                switch event {
-                case .backendKey(let backendKey, let key):
-                    routerKey = key
-                    if let route, let routeName {
-                        ctx.cancelKeys.register(key, target: CancelTarget(route: routeName, host: route.host, port: route.port, backendKey: backendKey))
-                    }
-                case .ready:
-                    sessionCounted = true
-                    ctx.metrics.activeSessions.add(1, ordering: .relaxed)
-                case .backendError(let e):
-                    ctx.log.info("backend refused the session", ["route": routeName ?? "", "sqlstate": e.sqlState])
-                }
-            }
-            return out
-        } catch {
-            ctx.log.warning("backend sent an invalid startup message", ["route": routeName ?? "", "error": "\(error)"])
-            finish(nil)
-            return nil
-        }
-    }
-
-    // MARK: cancel
-
-    private func forwardCancel(_ request: CancelRequest, expectedRoute: String?) {
-        let host = clientHost
-        // The label stays empty: the SNI of a cancel request is the client's to choose.
-        ctx.metrics.connection(.cancelRequest, route: nil)
-        if let host, !ctx.cancelRate.allow(host) {
-            ctx.metrics.cancel(.rateLimited)
-            return
-        }
-        let ctx = self.ctx
-        ctx.cancelKeys.find(request) { target in
-            guard let target else { return ctx.metrics.cancel(.unknownKey) }
-            if let expectedRoute, expectedRoute != target.route { return ctx.metrics.cancel(.routeMismatch) }
-            DispatchQueue.global().async {
-                let packet = CancelRequest(processID: target.backendKey.processID, secretKey: target.backendKey.secretKey).encode()
-                let addresses = (try? SocketAddress.resolve(host: target.host, port: target.port)) ?? []
-                if let error = Sockets.sendOnce(to: addresses, packet, timeout: 2) {
-                    ctx.metrics.cancel(.failed)
-                    ctx.log.warning("cancel not delivered", ["route": target.route, "error": error])
-                } else {
-                    ctx.metrics.cancel(.forwarded)
-                }
-            }
-        }
+        ctx.log.debug("routed", ["client": clientLabel, "route": routeName])
+        relay.start()
     }
 
     // MARK: ending
@@ -491,17 +376,17 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
     /// Sends the refusal where the client can read it (inside TLS when TLS is up), then waits
     /// briefly for the client to close so it reads the error instead of a connection reset.
     private func refuse(_ refusal: Refusal) {
-        guard !ended, !lingering else { return }
+        // Refusals come from the start only (the machine, or the backend lost at the hand-off).
+        guard case .starting(let start) = phase else { return }
         ctx.metrics.connection(RouterMetrics.Outcome(refusal.kind), route: metricRoute)
         let response = refusal.response
         ctx.log.info("connection refused", ["client": clientLabel, "route": routeName ?? "",
                                             "outcome": refusal.kind.rawValue, "message": response.message])
-        endStart()
-        relaying = false
-        backend?.close()
-        backend = nil
-        guard start?.machine.canWriteToClient ?? true, client.send(response.encode()) else { return finish(nil) }
-        lingering = true
+        endStart(start)
+        start.backend?.close()
+        start.backend = nil
+        guard start.machine.canWriteToClient, client.send(response.encode()) else { return finish(nil) }
+        phase = .lingering
         if client.hasPending {
             client.watchWritable { [self] in
                 if client.flush() != .blocked { client.stopWatchingWritable(); client.shutdownWrite() }
@@ -526,19 +411,23 @@ final class Session: @unchecked Sendable {  // confined to its loop's thread
     /// Closes both sides. `quiet` counts a start that ended without a refusal (client gone, TLS
     /// failed) in the connection metrics.
     private func finish(_ quiet: ConnectionStart.QuietEnd?) {
-        guard !ended else { return }
-        if let quiet, !relaying, !lingering {
-            ctx.metrics.connection(RouterMetrics.Outcome(quiet), route: metricRoute)
+        var backend: Leg?
+        switch phase {
+        case .ended: return
+        case .starting(let start):
+            if let quiet { ctx.metrics.connection(RouterMetrics.Outcome(quiet), route: metricRoute) }
+            endStart(start)
+            backend = start.backend
+        case .relaying(let relay):
+            relay.end()
+            backend = relay.backend
+        case .lingering:
+            break
         }
-        ended = true
-        relaying = false
-        endStart()
-        if let routerKey { ctx.cancelKeys.unregister(routerKey) }
-        if sessionCounted { ctx.metrics.activeSessions.subtract(1, ordering: .relaxed) }
-        if admitted, let routeName { ctx.activity.closed(routeName) }
-        ctx.metrics.activeConnections.subtract(1, ordering: .relaxed)
+        phase = .ended
+        routeActivity.take()?.release(ctx)
+        openConnection.take()?.release(ctx)
         client.close()
         backend?.close()
-        backend = nil
     }
 }
