@@ -419,8 +419,6 @@ public final class Catalog: Sendable {
         /// The record after the event (nil: removed, or it did not exist).
         public var record: DatabaseRecord?
         public var actions: [DatabaseLifecycle.Action]
-        /// False when the event was ignored (stale or repeated).
-        public var applied: Bool
         /// Snapshots whose records this transition removed: their files or VolumeSnapshots go next.
         public var removedSnapshots: [SnapshotRecord] = []
     }
@@ -436,7 +434,7 @@ public final class Catalog: Sendable {
             var removed: [SnapshotRecord] = []
             switch DatabaseLifecycle.decide(d, event) {
             case .refuse(let refusal): throw refusal
-            case .ignore: return (t, Transition(record: d, actions: [], applied: false))
+            case .ignore: return (t, Transition(record: d, actions: []))
             case .commit(var next, let effects, let actions):
                 next?.stampPhase(since: d)
                 // A fresh version per route write: routers tell a route read before a fence from one
@@ -488,7 +486,7 @@ public final class Catalog: Sendable {
                         t.commands.append(["SET", Key.snapshot(name, snap), Self.encode(done)])
                     }
                 }
-                return (t, Transition(record: next, actions: actions, applied: true, removedSnapshots: removed))
+                return (t, Transition(record: next, actions: actions, removedSnapshots: removed))
             }
         }
     }
