@@ -496,7 +496,11 @@ final class ControlPlane: Sendable {
     /// Wakes a database a router (or `devdb db start`) asked for; a wake asked twice wakes once.
     func wake(_ name: String) async {
         do {
-            if let t = try await catalog.run({ try $0.transition(name, .wake) }) { perform(name, t.actions) }
+            if let t = try await catalog.run({ try $0.transition(name, .wake) }) {
+                perform(name, t.actions)
+                // Awake already: say so again, so a router that holds clients for it reads the route.
+                if t.record?.state == .ready { try await catalog.run { try $0.announceRoute(name) } }
+            }
         } catch {
             // The request stays in devdb:wake-requests: the reaper's next pass tries again (a wake
             // storm under load can time a Redis call out; dropping the request would strand a client).
@@ -783,8 +787,12 @@ final class ControlPlane: Sendable {
         }
     }
 
-    private func apply(_ name: String, _ event: DatabaseLifecycle.Event) async {
-        if let t = try? await catalog.run({ try $0.transition(name, event) }) { perform(name, t.actions) }
+    /// True when the event committed a change (not ignored, refused or unreadable).
+    @discardableResult
+    private func apply(_ name: String, _ event: DatabaseLifecycle.Event) async -> Bool {
+        guard let t = try? await catalog.run({ try $0.transition(name, event) }) else { return false }
+        perform(name, t.actions)
+        return t.applied
     }
 
     /// Routes, leases and generation keys that nothing owns. Every removal is guarded by the
@@ -802,7 +810,9 @@ final class ControlPlane: Sendable {
             if try await catalog.run({ try $0.removeRoute(name, ifDatabaseIs: raw) }) { removed.append("route \(name)") }
         }
         for d in try await catalog.run({ try $0.databases() }) where DatabaseLifecycle.hasRoute(d.state) {
-            if try await catalog.run({ try $0.route(d.name) }) == nil { await apply(d.name, .routeRepair); removed.append("(restored route \(d.name))") }
+            // Only a repair that committed counts: the database may have moved on (reset, deleted)
+            // between the list and the route's read, and then it has no route to restore.
+            if try await catalog.run({ try $0.route(d.name) }) == nil, await apply(d.name, .routeRepair) { removed.append("(restored route \(d.name))") }
         }
         for (port, owner) in try await catalog.run({ try $0.portOwners() }) {
             let (d, raw) = try await catalog.run { try $0.databaseAsRead(owner) }

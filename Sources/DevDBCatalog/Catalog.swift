@@ -419,6 +419,8 @@ public final class Catalog: Sendable {
         /// The record after the event (nil: removed, or it did not exist).
         public var record: DatabaseRecord?
         public var actions: [DatabaseLifecycle.Action]
+        /// False when the event was ignored (stale or repeated): nothing was written.
+        public var applied = true
         /// Snapshots whose records this transition removed: their files or VolumeSnapshots go next.
         public var removedSnapshots: [SnapshotRecord] = []
     }
@@ -434,7 +436,7 @@ public final class Catalog: Sendable {
             var removed: [SnapshotRecord] = []
             switch DatabaseLifecycle.decide(d, event) {
             case .refuse(let refusal): throw refusal
-            case .ignore: return (t, Transition(record: d, actions: []))
+            case .ignore: return (t, Transition(record: d, actions: [], applied: false))
             case .commit(var next, let effects, let actions):
                 next?.stampPhase(since: d)
                 // A fresh version per route write: routers tell a route read before a fence from one
@@ -633,6 +635,11 @@ public final class Catalog: Sendable {
     public func clearWakeRequest(_ name: String) throws(CatalogError) { _ = try cmd(["SREM", RouteContract.wakeRequests, name]) }
 
     // MARK: routes (the router contract)
+
+    /// Announces the route on `devdb:routes` (routers drop their cached copy and re-read it).
+    public func announceRoute(_ name: String) throws(CatalogError) {
+        _ = try cmd(["PUBLISH", RouteContract.routesChannel, name])
+    }
 
     /// The writes that end a route's fence, if it had one.
     static func endFence(_ name: String) -> [[String]] {

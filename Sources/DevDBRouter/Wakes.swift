@@ -47,15 +47,7 @@ final class WakeCoordinator: Sendable {
         if first {
             metrics.wakeRequested()
             log.info("waking a hibernated database", ["route": name])
-            redisQueue.async { [self] in
-                do throws(RedisError) {
-                    _ = try redis.pipeline([["SADD", RouteContract.wakeRequests, name], ["PUBLISH", RouteContract.wakeChannel, name]])
-                } catch {
-                    log.warning("cannot ask for a wake; waiting for one anyway", ["route": name, "error": error.description])
-                }
-                // It may have been woken between the lookup and now.
-                check(name)
-            }
+            redisQueue.async { [self] in askForWake(name, attempt: 0) }
         }
         DispatchQueue.global().asyncAfter(deadline: .now() + timeout) { [self] in
             let expired = waiting.withLock { w -> Waiter? in
@@ -71,6 +63,21 @@ final class WakeCoordinator: Sendable {
         }
     }
 
+    /// On `redisQueue`: asks the API for a wake, again every half second while the ask fails and
+    /// clients still wait (a connection Redis closed when it restarted fails once), then reads the
+    /// route (it may have been woken between the lookup and now).
+    private func askForWake(_ name: String, attempt: Int) {
+        guard waiting.withLock({ $0[name] != nil }) else { return }
+        do throws(RedisError) {
+            _ = try redis.pipeline([["SADD", RouteContract.wakeRequests, name], ["PUBLISH", RouteContract.wakeChannel, name]])
+        } catch {
+            if attempt == 0 { log.warning("cannot ask for a wake yet; asking again", ["route": name, "error": error.description]) }
+            redisQueue.asyncAfter(deadline: .now() + 0.5) { [self] in askForWake(name, attempt: attempt + 1) }
+            return
+        }
+        check(name)
+    }
+
     /// A route changed (pub/sub), or every route may have (the subscription came back): re-read
     /// the routes someone waits for.
     func routeChanged(_ name: String) {
@@ -82,25 +89,32 @@ final class WakeCoordinator: Sendable {
         for name in waiting.withLock({ Array($0.keys) }) { routeChanged(name) }
     }
 
+    /// Runs on `redisQueue`. Reads the route itself, never through the resolver's coalesced lookups: a
+    /// lookup in flight since before the route changed would answer with the old route, and the
+    /// waiters would wait for a message that has already come.
     private func check(_ name: String) {
         resolver.invalidate(name)
-        resolver.lookup(name, on: redisQueue) { [self] result in
-            let outcome: Outcome
-            switch result {
-            case .found(let r) where r.state == .ready: outcome = .ready(r)
-            case .notFound: outcome = .failed("it did not wake up (it failed, or was deleted)")
-            default: return  // still asleep or waking, or Redis is away: keep waiting
-            }
-            guard let entry = waiting.withLock({ $0.removeValue(forKey: name) }) else { return }
-            let seconds = monotonicSeconds() - entry.since
-            if case .ready = outcome {
-                metrics.wakeEnded("woken", seconds: seconds)
-                log.info("database woken", ["route": name, "seconds": String(format: "%.2f", seconds), "clients": "\(entry.waiters.count)"])
-            } else {
-                metrics.wakeEnded("failed", seconds: nil)
-            }
-            for w in entry.waiters { w.executor.execute { w.callback(outcome) } }
+        let fields: [String: String]
+        do throws(RedisError) { fields = try redis.command(["HGETALL", RouteContract.routeKey(name)]).fieldMap } catch {
+            return  // Redis is away: the subscription's return re-checks every waited-for route
         }
+        let outcome: Outcome
+        if fields.isEmpty {
+            outcome = .failed("it did not wake up (it failed, or was deleted)")
+        } else if let r = try? RouteRecord(fields: fields), r.state == .ready {
+            outcome = .ready(r)
+        } else {
+            return  // still asleep or waking: keep waiting
+        }
+        guard let entry = waiting.withLock({ $0.removeValue(forKey: name) }) else { return }
+        let seconds = monotonicSeconds() - entry.since
+        if case .ready = outcome {
+            metrics.wakeEnded("woken", seconds: seconds)
+            log.info("database woken", ["route": name, "seconds": String(format: "%.2f", seconds), "clients": "\(entry.waiters.count)"])
+        } else {
+            metrics.wakeEnded("failed", seconds: nil)
+        }
+        for w in entry.waiters { w.executor.execute { w.callback(outcome) } }
     }
 }
 

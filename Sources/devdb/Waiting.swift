@@ -62,11 +62,23 @@ func waitForGeneration(_ api: APIClient, _ name: String, _ number: Int?, _ waiti
 func waitForDatabase(_ api: APIClient, _ name: String, until state: DatabaseState, _ waiting: WaitOptions) async throws {
     let progress = ProgressLine()
     defer { progress.finish() }
+    // A database with a short --hibernate-after can be ready and asleep again between two looks:
+    // once it has been seen at work, asleep counts as ready (connecting wakes it).
+    var seenAtWork = false
     try await poll(waiting, "\(name) to be \(state.rawValue)") {
         let (d, _) = try await api.call(.database(name))
         if d.knownState == state {
             progress.finish()
             return true
+        }
+        if state == .ready, d.knownState == .hibernating || d.knownState == .hibernated {
+            if seenAtWork {
+                progress.finish()
+                standardError("note: \(name) was ready and is asleep already (its hibernate-after); connecting wakes it")
+                return true
+            }
+        } else {
+            seenAtWork = true
         }
         progress.update(step: progressStep(state: d.state, phase: d.phase), text: progressText(name, state: d.state, phase: d.phase), since: d.phaseStartedAt)
         if d.knownState == .failed {
