@@ -25,6 +25,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         // YAML: kubeconfig files (provisioner) and the OpenAPI document (contract test).
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        // The API only: verifies OpenID Connect ID tokens (signatures, JWKS, claims).
+        .package(url: "https://github.com/vapor/jwt-kit", exact: "5.8.0"),
+        // SHA-256 for the CLI's PKCE (devdb login --sso); already in the graph through jwt-kit.
+        .package(url: "https://github.com/apple/swift-crypto.git", exact: "4.5.2"),
     ],
     targets: [
         // C libraries, reached through system-library targets.
@@ -70,6 +74,7 @@ let package = Package(
             "DevDBCore", "DevDBCatalog", "DevDBProvisioning", "DevDBAPIContract",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "JWTKit", package: "jwt-kit"),
         ], resources: [.copy("openapi.yaml")]),
         .executableTarget(name: "devdb-api", dependencies: [
             "DevDBAPI", "DevDBCore", "DevDBProvisioning", .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -81,6 +86,7 @@ let package = Package(
         ]),
         .executableTarget(name: "devdb", dependencies: [
             "DevDBCore", "DevDBAPIContract", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
 
         // Tests.

@@ -19,7 +19,7 @@ extension APICommand {
 
     func run() async throws {
         try prepare()
-        try await run(global.client(), global.output)
+        try await run(await global.client(), global.output)
     }
 }
 
