@@ -243,7 +243,9 @@ struct APICommand: AsyncParsableCommand {
             guard let secret = try? String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !secret.isEmpty else {
                 throw ValidationError("cannot read a client secret from --oidc-client-secret-file \(file)")
             }
-            if let mode = (try? FileManager.default.attributesOfItem(atPath: file))?[.posixPermissions] as? Int, mode & 0o077 != 0 {
+            // The file itself, not a symlink to it (Kubernetes mounts Secrets as symlinks: set defaultMode 0400).
+            let target = URL(fileURLWithPath: file).resolvingSymlinksInPath().path
+            if let mode = (try? FileManager.default.attributesOfItem(atPath: target))?[.posixPermissions] as? Int, mode & 0o077 != 0 {
                 throw ValidationError("--oidc-client-secret-file \(file) is readable by others (mode \(String(mode, radix: 8))): run chmod 600 \(file)")
             }
             s.clientSecret = secret
