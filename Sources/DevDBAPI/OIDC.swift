@@ -67,26 +67,6 @@ struct IDTokenClaims: JWTPayload {
     func verify(using algorithm: some JWTAlgorithm) async throws {}
 }
 
-/// The DevDB user name of an SSO user (docs/sso.md, "Names"): the claim value, lowercased, each
-/// run of characters other than a-z and 0-9 made one `-`, cut to 54 characters, then `-` and the
-/// first 8 hex digits of SHA-256(issuer + "\n" + sub). The hash is left off only when the claim
-/// is unique per person at the issuer (`sub`) and the value is already a valid name as it is, and
-/// not `admin`. So names are DNS labels, stable for a person (sub never changes), and two people
-/// never share one unless their issuer+sub hashes agree in 32 bits.
-func ssoUserName(claim: OIDCSettings.UserClaim, value: String, issuer: String, subject: String) -> String {
-    if claim == .sub, DatabaseName.isValid(value), value != "admin" { return value }
-    var base = ""
-    for c in value.lowercased().unicodeScalars {
-        if (c >= "a" && c <= "z") || (c >= "0" && c <= "9") { base.unicodeScalars.append(c) }
-        else if !base.hasSuffix("-") { base += "-" }
-    }
-    base = String(base.prefix(54))
-    while base.hasPrefix("-") { base.removeFirst() }
-    while base.hasSuffix("-") { base.removeLast() }
-    let hash = String(Catalog.sha256Hex(issuer + "\n" + subject).prefix(8))
-    return base.isEmpty ? "sso-" + hash : base + "-" + hash
-}
-
 /// Why an ID token was refused: a 401 whose message names the check and whose hint says what to do.
 struct OIDCRefusal: Error, Equatable {
     let message: String
@@ -288,7 +268,7 @@ struct OIDCVerifier: Sendable {
             throw OIDCRefusal(message: "ID token refused: it has no \"\(settings.userClaim.rawValue)\" claim, which names DevDB users here",
                               hint: "ask for the scope that carries it (email: \"email\", preferred_username: \"profile\"), or an admin sets --oidc-user-claim sub")
         }
-        let user = ssoUserName(claim: settings.userClaim, value: value, issuer: settings.issuer, subject: claims.sub.value)
+        let user = SSOUserName.derive(value, uniquePerPerson: settings.userClaim == .sub, issuer: settings.issuer, subject: claims.sub.value)
         let admin = settings.adminGroup.map { (claims.groups ?? []).contains($0) } ?? false
         return OIDCIdentity(user: user, admin: admin, issuer: settings.issuer)
     }
