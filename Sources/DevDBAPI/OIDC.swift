@@ -92,21 +92,44 @@ actor IssuerKeys {
         self.logger = logger
     }
 
-    /// The cached keys, fetched first when there are none yet or they are old.
+    /// The one fetch under way, which concurrent callers share.
+    private var inflight: Task<[Key], any Error>?
+
+    /// The cached keys, fetched first when there are none yet or they are old. While the issuer
+    /// cannot be reached, old keys are used; with none, at most one attempt per interval.
     func current() async throws -> [Key] {
         if let fetchedAt, Date().timeIntervalSince(fetchedAt) < settings.keyMaxAgeSeconds, !cached.isEmpty { return cached }
-        return try await refetch(force: true)
+        if inflight == nil, let lastFetchAttempt, Date().timeIntervalSince(lastFetchAttempt) < settings.keyRefetchIntervalSeconds {
+            if !cached.isEmpty { return cached }
+            throw OIDCRefusal(message: "DevDB could not get the issuer's keys moments ago, so it cannot check ID tokens yet",
+                              hint: "try again in a few seconds; if it persists, an admin should check that the API reaches \(settings.issuer)")
+        }
+        do { return try await refetch() } catch {
+            if !cached.isEmpty { return cached }
+            throw error
+        }
     }
 
     /// Fetches the keys again unless that was done less than `keyRefetchIntervalSeconds` ago;
     /// returns nil when rate-limited.
     func refetchIfAllowed() async throws -> [Key]? {
-        if let lastFetchAttempt, Date().timeIntervalSince(lastFetchAttempt) < settings.keyRefetchIntervalSeconds { return nil }
-        return try await refetch(force: false)
+        if inflight == nil, let lastFetchAttempt, Date().timeIntervalSince(lastFetchAttempt) < settings.keyRefetchIntervalSeconds { return nil }
+        return try await refetch()
     }
 
-    private func refetch(force: Bool) async throws -> [Key] {
+    private func refetch() async throws -> [Key] {
+        if let inflight { return try await inflight.value }
         lastFetchAttempt = Date()
+        let task = Task { try await self.load() }
+        inflight = task
+        defer { inflight = nil }
+        let keys = try await task.value
+        cached = keys
+        fetchedAt = Date()
+        return keys
+    }
+
+    private func load() async throws -> [Key] {
         let discoveryURL = settings.issuer.hasSuffix("/") ? settings.issuer + ".well-known/openid-configuration"
                                                          : settings.issuer + "/.well-known/openid-configuration"
         let discovery = try await fetchJSON(discoveryURL, what: "discovery document")
@@ -135,8 +158,6 @@ actor IssuerKeys {
                 logger.warning("skipping a key of the issuer DevDB cannot use", metadata: ["devdb.oidc.kid": "\(kid ?? "(none)")", "devdb.error": "\(error)"])
             }
         }
-        cached = keys
-        fetchedAt = Date()
         logger.info("fetched the issuer's keys", metadata: ["devdb.oidc.issuer": "\(settings.issuer)", "devdb.oidc.keys": "\(keys.compactMap(\.kid))"])
         return keys
     }
