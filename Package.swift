@@ -29,6 +29,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", exact: "1.16.2"),
         // YAML: kubeconfig files (provisioner) and the OpenAPI document (contract test).
         .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
+        // The API only: verifies OpenID Connect ID tokens (signatures, JWKS, claims).
+        .package(url: "https://github.com/vapor/jwt-kit", exact: "5.8.0"),
+        // SHA-256 for the CLI's PKCE (devdb login --sso); already in the graph through jwt-kit.
+        .package(url: "https://github.com/apple/swift-crypto.git", exact: "4.5.2"),
     ],
     targets: [
         // C libraries, reached through system-library targets.
@@ -75,6 +79,7 @@ let package = Package(
             "DevDBCore", "DevDBCatalog", "DevDBProvisioning", "DevDBAPIContract", "DevDBSchema",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "JWTKit", package: "jwt-kit"),
         ], resources: [.copy("openapi.yaml")]),
         .executableTarget(name: "devdb-api", dependencies: [
             "DevDBAPI", "DevDBCore", "DevDBProvisioning", .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -86,6 +91,7 @@ let package = Package(
         ]),
         .executableTarget(name: "devdb", dependencies: [
             "DevDBCore", "DevDBAPIContract", "DevDBSchema", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
 
         // Tests.

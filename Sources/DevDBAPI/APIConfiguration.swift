@@ -33,6 +33,8 @@ public struct APIConfiguration: Sendable {
     public var maxTTLSeconds: Double = 90 * 86400
     /// Snapshots one database may have.
     public var maxSnapshotsPerDatabase = 10
+    /// Single sign-on: ID tokens of this issuer are bearer credentials too (nil: API tokens only).
+    public var oidc: OIDCSettings?
     // Kubernetes provisioner.
     public var kubeconfig: String?
     public var kubeContext: String?

@@ -62,7 +62,12 @@ public func buildApplication(_ config: APIConfiguration, logger: Logger) throws 
     router.addMiddleware { ErrorMappingMiddleware(logger: logger) }
     OperationsController(plane: plane).addRoutes(to: router)
     // Everything under /v1 needs a token; the authenticator puts its caller in the context.
-    let v1 = router.group("v1").add(middleware: TokenAuthenticator(catalog: catalog))
+    let oidc = config.oidc.map { OIDCVerifier(settings: $0, logger: logger) }
+    if let o = config.oidc {
+        logger.info("single sign-on", metadata: ["devdb.oidc.issuer": "\(o.issuer)", "devdb.oidc.client_id": "\(o.clientID)",
+                                                 "devdb.oidc.user_claim": "\(o.userClaim.rawValue)", "devdb.oidc.admin_group": "\(o.adminGroup ?? "(none)")"])
+    }
+    let v1 = router.group("v1").add(middleware: TokenAuthenticator(catalog: catalog, oidc: oidc))
     ProjectsController(plane: plane).addRoutes(to: v1.group("projects"))
     DatabasesController(plane: plane).addRoutes(to: v1.group("databases"))
     SnapshotsController(plane: plane).addRoutes(to: v1.group("databases/:name/snapshots"))
@@ -76,6 +81,7 @@ public func buildApplication(_ config: APIConfiguration, logger: Logger) throws 
         let c = try context.requireCaller()
         var me = WhoAmIView()
         me.user = c.user; me.admin = c.admin
+        me.auth = c.auth; me.issuer = c.issuer
         return try jsonResponse(me)
     }
     return Application(

@@ -8,6 +8,9 @@ import Hummingbird
 struct Caller: Sendable {
     let user: String
     let admin: Bool
+    /// How they signed in: "token" (an API token) or "oidc" (an ID token of `issuer`).
+    var auth = "token"
+    var issuer: String?
 }
 
 /// The API's request context: Hummingbird's core storage plus the caller, which
@@ -35,14 +38,26 @@ struct APIRequestContext: RequestContext {
 }
 
 /// `Authorization: Bearer <token>` → the token's caller in the context; 401 without a valid one.
+/// The credential is an API token, or, with single sign-on configured, an ID token of the issuer
+/// (JWT-shaped credentials go to `oidc`; a refusal says which check failed).
 struct TokenAuthenticator: RouterMiddleware {
     let catalog: Catalog
+    var oidc: OIDCVerifier?
     func handle(_ request: Request, context: APIRequestContext,
                 next: (Request, APIRequestContext) async throws -> Response) async throws -> Response {
         guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else { throw APIError.unauthorized }
         let token = String(header.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
-        guard let record = try await catalog.run({ try $0.token(plaintext: token) }) else { throw APIError.unauthorized }
         var context = context
+        if let oidc, OIDCVerifier.looksLikeJWT(token) {
+            do {
+                let who = try await oidc.verify(token)
+                context.caller = Caller(user: who.user, admin: who.admin, auth: "oidc", issuer: who.issuer)
+            } catch let refusal as OIDCRefusal {
+                throw APIError(.unauthorized, "unauthorized", refusal.message, hint: refusal.hint)
+            }
+            return try await next(request, context)
+        }
+        guard let record = try await catalog.run({ try $0.token(plaintext: token) }) else { throw APIError.unauthorized }
         context.caller = Caller(user: record.user, admin: record.admin)
         return try await next(request, context)
     }

@@ -201,6 +201,10 @@ public struct WhoAmIView: APIContractType {
     public static let schema = "WhoAmI"
     public var user = ""
     public var admin = false
+    /// How the caller signed in: "token" (an API token) or "oidc" (an ID token, single sign-on).
+    public var auth = "token"
+    /// The OpenID issuer of the caller's ID token (auth "oidc" only).
+    public var issuer: String?
     public init() {}
 }
 

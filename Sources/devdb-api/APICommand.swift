@@ -105,6 +105,17 @@ struct APICommand: AsyncParsableCommand {
     @Option(name: .customLong("s3-credentials-dir"), help: ArgumentHelp("Directory with files AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally AWS_SESSION_TOKEN (a mounted Secret): the API reads dump headers with them. They win over the environment.", valueName: "path"))
     var s3CredentialsDir: String?
 
+    // Single sign-on (docs/sso.md).
+    @Option(name: .customLong("oidc-issuer"), help: ArgumentHelp("OpenID Connect issuer whose ID tokens are bearer credentials too (single sign-on), exactly as its tokens' iss.", valueName: "url"))
+    var oidcIssuer: String?
+    @Option(name: .customLong("oidc-client-id"), help: ArgumentHelp("Client id DevDB is registered under at the issuer; ID tokens must name it in aud.", valueName: "id"))
+    var oidcClientID: String?
+    @Option(name: .customLong("oidc-client-secret-file"), help: ArgumentHelp("File holding the client secret (mode 0600; never on the command line).", valueName: "path"))
+    var oidcClientSecretFile: String?
+    @Option(name: .customLong("oidc-user-claim"), help: "The claim that names a user: email, preferred_username or sub.") var oidcUserClaim = "email"
+    @Option(name: .customLong("oidc-admin-group"), help: ArgumentHelp("Members of this group (the groups claim) are admins.", valueName: "group"))
+    var oidcAdminGroup: String?
+
     static let environmentOptions = EnvironmentOptions(
         prefix: "DEVDB_API_",
         names: ["listen", "redis", "redis-password-file", "provisioner", "data-dir", "db-domain", "router-host", "router-port", "admin-token-file",
@@ -115,7 +126,8 @@ struct APICommand: AsyncParsableCommand {
                 "bind-timeout", "ready-timeout", "restore-timeout", "snapshot-timeout", "poll-interval", "transient-pod-error-timeout",
                 "restore-cpu-request", "restore-memory-request", "restore-cpu-limit", "restore-memory-limit", "pod-annotations",
                 "restore-pod-annotations", "s3-credentials-dir", "orphan-grace-period",
-                "refresh-check-interval", "hibernate-after", "max-snapshots", "max-ttl"],
+                "refresh-check-interval", "hibernate-after", "max-snapshots", "max-ttl",
+                "oidc-issuer", "oidc-client-id", "oidc-client-secret-file", "oidc-user-claim", "oidc-admin-group"],
         repeatable: ["postgres-bin-dir", "postgres-image", "image-pull-secret"], flags: ["allow-private-dump-hosts"])
 
     func makeConfiguration() throws -> APIConfiguration {
@@ -248,7 +260,45 @@ struct APICommand: AsyncParsableCommand {
         }
         c.portRange = parts[0]...parts[1]
         c.reapIntervalSeconds = reapInterval
+        c.oidc = try makeOIDCSettings()
         return c
+    }
+
+    /// --oidc-*: nil without --oidc-issuer; the others without it are an error.
+    func makeOIDCSettings() throws -> OIDCSettings? {
+        guard let issuer = oidcIssuer, !issuer.isEmpty else {
+            if oidcClientID != nil || oidcClientSecretFile != nil || oidcAdminGroup != nil {
+                throw ValidationError("--oidc-client-id, --oidc-client-secret-file and --oidc-admin-group need --oidc-issuer (DEVDB_API_OIDC_ISSUER)")
+            }
+            return nil
+        }
+        guard let url = URL(string: issuer), let scheme = url.scheme, ["https", "http"].contains(scheme), url.host != nil else {
+            throw ValidationError("--oidc-issuer must be the issuer's URL, e.g. https://accounts.google.com, not \"\(issuer)\"")
+        }
+        if scheme == "http", !["127.0.0.1", "localhost", "::1"].contains(url.host ?? "") {
+            throw ValidationError("--oidc-issuer must use https (plain http only on loopback, for tests), not \"\(issuer)\"")
+        }
+        guard let clientID = oidcClientID, !clientID.isEmpty else {
+            throw ValidationError("--oidc-issuer needs --oidc-client-id (DEVDB_API_OIDC_CLIENT_ID): the client id DevDB is registered under at the issuer")
+        }
+        guard let claim = OIDCSettings.UserClaim(rawValue: oidcUserClaim) else {
+            throw ValidationError("--oidc-user-claim must be email, preferred_username or sub, not \"\(oidcUserClaim)\"")
+        }
+        var s = OIDCSettings(issuer: issuer, clientID: clientID)
+        s.userClaim = claim
+        s.adminGroup = oidcAdminGroup.flatMap { $0.isEmpty ? nil : $0 }
+        if let file = oidcClientSecretFile {
+            guard let secret = try? String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !secret.isEmpty else {
+                throw ValidationError("cannot read a client secret from --oidc-client-secret-file \(file)")
+            }
+            // The file itself, not a symlink to it (Kubernetes mounts Secrets as symlinks: set defaultMode 0400).
+            let target = URL(fileURLWithPath: file).resolvingSymlinksInPath().path
+            if let mode = (try? FileManager.default.attributesOfItem(atPath: target))?[.posixPermissions] as? Int, mode & 0o077 != 0 {
+                throw ValidationError("--oidc-client-secret-file \(file) is readable by others (mode \(String(mode, radix: 8))): run chmod 600 \(file)")
+            }
+            s.clientSecret = secret
+        }
+        return s
     }
 
     @Flag(help: ArgumentHelp("Delete every object the API made in its namespace for --instance (database Deployments, Services, Secrets, PVCs, restore Jobs, VolumeSnapshots), wait until they are gone, and exit. For the chart's opt-in pre-delete hook (uninstall.deleteDatabases); the data is lost. Kubernetes provisioner only."))

@@ -26,7 +26,7 @@ extension APICommand {
             throw ValidationError("-o \(global.output.rawValue) prints a database's connection: use it with devdb db create or devdb db show (here: table or json)")
         }
         try prepare()
-        try await run(global.client(), global.output)
+        try await run(await global.client(), global.output)
     }
 }
 

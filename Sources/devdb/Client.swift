@@ -32,6 +32,8 @@ struct CLIError: Error, CustomStringConvertible {
 struct CLIConfig: Codable {
     var server: String?
     var token: String?
+    /// A single sign-on session (devdb login --sso); used when there is no token.
+    var session: SSOSession?
 
     static var path: URL {
         let env = ProcessInfo.processInfo.environment

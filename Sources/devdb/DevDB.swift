@@ -15,7 +15,7 @@ struct DevDB: AsyncParsableCommand {
         discussion: """
             Getting started:
               devdb config set-server https://devdb.example.com
-              devdb login --with-token < token.txt
+              devdb login --with-token < token.txt    (or: devdb login --sso)
               devdb db create --project shop --wait
               devdb db connect NAME
 

@@ -33,14 +33,26 @@ struct GlobalOptions: ParsableArguments {
             return (nil, "nowhere")
         }
         let (s, ss) = pick(server, "DEVDB_SERVER", saved.server, "server")
-        let (t, ts) = pick(token, "DEVDB_TOKEN", saved.token, "token")
+        var (t, ts) = pick(token, "DEVDB_TOKEN", saved.token, "token")
+        if t == nil, let session = saved.session { (t, ts) = (session.idToken, "the single sign-on session in \(CLIConfig.path.path)") }
         return (s, ss, t, ts)
     }
 
-    func client() throws -> APIClient {
+    /// The client with the token in effect; a single sign-on session's ID token is renewed first
+    /// when it expires (and the config file updated).
+    func client() async throws -> APIClient {
         let found = settings()
         guard let server = found.server else {
             throw CLIError(description: "no DevDB server configured: run \"devdb config set-server http://HOST:5000\" or pass --server", code: Exit.failure)
+        }
+        var saved = CLIConfig.load()
+        if found.token != nil, found.token == saved.session?.idToken, var session = saved.session {
+            let fresh = try await session.freshIDToken()
+            if fresh != found.token {
+                saved.session = session
+                try saved.save()
+            }
+            return APIClient(server: server, token: fresh)
         }
         return APIClient(server: server, token: found.token)
     }

@@ -88,7 +88,7 @@ struct ProjectCommand: ParsableCommand {
             guard !body.isEmpty else {
                 throw CLIError(description: "nothing to change: give --after-restore, --[no-]refresh-on-change, --refresh-schedule or --keep-generations", code: Exit.usage)
             }
-            let api = try global.client()
+            let api = try await global.client()
             _ = try await api.call(.updateProject(name, body))
             try await show(api, name, global.output)
         }

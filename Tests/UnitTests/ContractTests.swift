@@ -40,7 +40,7 @@ import Yams
         var t = TokenView()
         t.id = "abc"; t.user = "kate"; t.admin = false; t.createdAt = date; t.token = "ddb_x"
         var w = WhoAmIView()
-        w.user = "kate"; w.admin = true
+        w.user = "kate"; w.admin = true; w.auth = "oidc"; w.issuer = "https://idp.example.com"
         var cp = CreateProjectRequest()
         cp.name = "shop"; cp.postgres = 17; cp.dumpUrl = "file:///x"; cp.afterRestoreSql = "select 1"; cp.refreshOnChange = true
         cp.refreshSchedule = "0 3 * * *"; cp.keepGenerations = 2
