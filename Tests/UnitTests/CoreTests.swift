@@ -1,4 +1,6 @@
 import Testing
+import Foundation
+import Synchronization
 @testable import DevDBCore
 @testable import DevDBRedis
 @testable import DevDBRouter
@@ -109,4 +111,40 @@ import Testing
 import PostgresWire
 enum BackendKeyShape {
     static func make(secretLength: Int) -> BackendKey { BackendKey(processID: 1, secretKey: Array(repeating: 0, count: secretLength)) }
+}
+
+@Suite("Backoff and BlockingExecutor")
+struct BackoffAndExecutorTests {
+    @Test func backoffDoublesToItsCapAndResets() {
+        var b = Backoff(initial: 0.1, cap: 0.5)
+        #expect([b.next(), b.next(), b.next(), b.next(), b.next()] == [0.1, 0.2, 0.4, 0.5, 0.5])
+        b.reset()
+        #expect(b.next() == 0.1)
+        #expect(b.fits(now: 10, deadline: 10.3))
+        #expect(!b.fits(now: 10, deadline: 10.1))
+    }
+
+    @Test func executorBoundsHowManyRunAtOnce() async throws {
+        let executor = BlockingExecutor(label: "test", width: 3)
+        final class Gauge: Sendable { let m = Mutex((now: 0, peak: 0)) }
+        let gauge = Gauge()
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<12 {
+                group.addTask {
+                    await executor.run {
+                        gauge.m.withLock { $0.now += 1; $0.peak = max($0.peak, $0.now) }
+                        usleep(20_000)
+                        gauge.m.withLock { $0.now -= 1 }
+                    }
+                }
+            }
+        }
+        let peak = gauge.m.withLock { $0.peak }
+        #expect(peak == 3, "at most `width` bodies run at once, and with 12 queued all 3 slots fill")
+    }
+
+    @Test func executorPassesErrorsThrough() async {
+        struct Boom: Error {}
+        await #expect(throws: Boom.self) { try await BlockingExecutor.io.run { () throws(Boom) -> Int in throw Boom() } }
+    }
 }
