@@ -41,7 +41,7 @@ extension ControlPlaneEndToEnd {
             let perConfig = 6
             let wanted = configs.enumerated().flatMap { c, config in (0..<perConfig).map { ("fence-\(c)-\($0)", config) } }
             let made = Mutex2<[Int: (name: String, password: String, config: Config)]>([:])
-            DispatchQueue.concurrentPerform(iterations: wanted.count) { k in
+            onThreads(wanted.count) { k in
                 let (name, config) = wanted[k]
                 if let d = try? f.json(["db", "create", name, "--project", "shop", "--hibernate-after", "\(Int(config.idle))s", "--wait"]),
                    let password = d["password"] as? String {
@@ -53,7 +53,9 @@ extension ControlPlaneEndToEnd {
             let failures = Mutex2<[String]>([])
             let sessions = Mutex2<Int>(0)
             let rounds = (iterations + databases.count - 1) / databases.count
-            DispatchQueue.concurrentPerform(iterations: databases.count) { k in
+            // Every database on a thread of its own (concurrentPerform would run two at a time
+            // on this machine): twelve databases going to sleep and waking at once.
+            onThreads(databases.count) { k in
                 let (name, password, config) = databases[k]
                 var lastClose = Date()
                 for i in 0..<rounds {
