@@ -65,7 +65,11 @@ public enum SnapshotState: String, Codable, Sendable, CaseIterable { case taking
 /// A list answer: `{"items": [...]}`.
 public struct ItemList<Item: Codable & Sendable>: Codable, Sendable {
     public var items: [Item]
-    public init(items: [Item]) { self.items = items }
+    /// Paginated lists (`limit`): pass this as `after` for the next page; absent on the last page.
+    public var next: String?
+    public init(items: [Item], next: String? = nil) { self.items = items; self.next = next }
+    /// The largest page a paginated list returns.
+    public static var maximumLimit: Int { 1000 }
 }
 
 public struct GenerationView: APIContractType {

@@ -123,18 +123,59 @@ struct DBCommand: ParsableCommand {
         @Option(help: ArgumentHelp("Only databases of this user (admins).", valueName: "user")) var owner: String?
         @Option(help: ArgumentHelp("Only databases in this state: \(DatabaseState.allCases.map(\.rawValue).joined(separator: ", ")).", valueName: "state"))
         var state: String?
+        @Option(help: ArgumentHelp("Show one page of at most this many (1 to \(ItemList<DatabaseView>.maximumLimit)); the next page's --after is printed on stderr. Without it, every page is fetched.", valueName: "n"))
+        var limit: Int?
+        @Option(help: ArgumentHelp("Start after this database name (the --after printed with the previous page).", valueName: "name"))
+        var after: String?
+
+        func validate() throws {
+            if let limit, !(1...ItemList<DatabaseView>.maximumLimit).contains(limit) {
+                throw ValidationError("--limit must be from 1 to \(ItemList<DatabaseView>.maximumLimit)")
+            }
+        }
+
         func run(_ api: APIClient, _ output: OutputFormat) async throws {
             var q: [String: String] = [:]
             if let project { q["project"] = project }
             if let owner { q["owner"] = owner }
             if let state { q["state"] = state }
-            let (list, data) = try await api.call(.databases(q))
+            if let after { q["after"] = after }
+            let list: ItemList<DatabaseView>, data: Data
+            if let limit {
+                q["limit"] = String(limit)
+                (list, data) = try await api.call(.databases(q))
+                if let next = list.next, output != .json { standardError("more: devdb db list --limit \(limit) --after \(next)") }
+            } else {
+                (list, data) = try await Self.everyPage(api, q)
+            }
             output.render(data) {
                 printTable(["name", "project", "owner", "state", "since", "postgres", "host", "expires", "newer"], list.items.map { d in
                     [d.name, d.project, d.owner, d.state, d.hibernatedAt.map { Human.relative($0) } ?? "-", d.postgres.map(String.init) ?? "-", d.host,
                      d.expiresAt.map { Human.relative($0) } ?? "never", d.newerGeneration.map { "generation \($0)" } ?? "-"]
                 })
             }
+        }
+
+        /// Follows `next` a page of 500 at a time, so a large installation's list is many small
+        /// requests rather than one that holds every record at once; -o json prints the pages'
+        /// items as one list, exactly as a single answer would have been.
+        static func everyPage(_ api: APIClient, _ query: [String: String]) async throws -> (ItemList<DatabaseView>, Data) {
+            var q = query
+            // DEVDB_LIST_PAGE: the page size (tests use small pages to cross page boundaries).
+            q["limit"] = ProcessInfo.processInfo.environment["DEVDB_LIST_PAGE"] ?? "500"
+            var (list, data) = try await api.call(.databases(q))
+            guard list.next != nil else { return (list, data) }
+            var items = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["items"] as? [Any] ?? []
+            var all = list.items
+            while let next = list.next {
+                q["after"] = next
+                let page: Data
+                (list, page) = try await api.call(.databases(q))
+                all += list.items
+                items += (try? JSONSerialization.jsonObject(with: page) as? [String: Any])?["items"] as? [Any] ?? []
+            }
+            data = try JSONSerialization.data(withJSONObject: ["items": items], options: [.prettyPrinted, .sortedKeys])
+            return (ItemList(items: all), data)
         }
     }
 

@@ -92,6 +92,41 @@ extension ControlPlaneEndToEnd {
                     "\(json.stderr)")
         }
 
+        @Test func listsComeAPageAtATimeAndTheCLIFollowsThePages() throws {
+            let f = try ControlPlaneFixture.get()
+            try f.shopProject()
+            let token = try f.token(for: "pager")
+            let names = ["pager-c", "pager-a", "pager-d", "pager-b", "pager-e"]
+            for n in names { #expect(try f.devdb(["db", "create", n, "--project", "shop"], token: token).status == 0) }
+            defer { for n in names { _ = try? f.devdb(["db", "delete", n, "--yes"], token: token) } }
+            // Pages of two, in name order, each pointing at the next.
+            var seen: [String] = [], after: String?
+            repeat {
+                let page = try f.json(["db", "list", "--limit", "2"] + (after.map { ["--after", $0] } ?? []), token: token)
+                let items = try #require(page["items"] as? [[String: Any]]).compactMap { $0["name"] as? String }
+                #expect(items.count <= 2)
+                seen += items
+                after = page["next"] as? String
+                #expect(seen.count <= names.count, "pagination ends")
+            } while after != nil && seen.count <= names.count
+            #expect(seen == names.sorted(), "every database once, in name order: \(seen)")
+            // The table says how to get the next page; without --limit every page is fetched.
+            let first = try f.devdb(["db", "list", "--limit", "2"], token: token)
+            #expect(first.stderr.contains("--after pager-b") && !first.stdout.contains("pager-c"), "\(first.output)")
+            let all = try f.json(["db", "list"], token: token)
+            #expect((all["items"] as? [[String: Any]])?.compactMap { $0["name"] as? String } == names.sorted() && all["next"] == nil)
+            // Following pages (two at a time here) prints one list, as one answer would.
+            let paged = try f.devdb(["db", "list", "-o", "json"], token: token, environment: ["DEVDB_LIST_PAGE": "2"])
+            let merged = try JSONSerialization.jsonObject(with: Data(paged.stdout.utf8)) as? [String: Any]
+            #expect((merged?["items"] as? [[String: Any]])?.compactMap { $0["name"] as? String } == names.sorted() && merged?["next"] == nil,
+                    "\(paged.output)")
+            #expect((merged?["items"] as? [[String: Any]])?.allSatisfy { $0["project"] as? String == "shop" && $0["state"] is String } == true)
+            let table = try f.devdb(["db", "list"], token: token, environment: ["DEVDB_LIST_PAGE": "2"])
+            #expect(names.allSatisfy { n in table.stdout.split(separator: "\n").contains { $0.hasPrefix(n + " ") } }, "\(table.output)")
+            let bad = try f.devdb(["db", "list", "--limit", "0"], token: token)
+            #expect(bad.status != 0 && bad.stderr.contains("--limit must be from 1 to 1000"), "\(bad.output)")
+        }
+
         @Test func ttlsHaveAMaximumAndCanBeExtended() throws {
             let f = try ControlPlaneFixture.get()
             try f.shopProject()

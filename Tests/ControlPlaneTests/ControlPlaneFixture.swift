@@ -121,10 +121,10 @@ final class ControlPlaneFixture: @unchecked Sendable {
 
     /// Runs the `devdb` CLI with its own config directory.
     @discardableResult
-    func devdb(_ args: [String], token: String? = nil, timeout: Double = 180) throws -> CommandResult {
+    func devdb(_ args: [String], token: String? = nil, timeout: Double = 180, environment: [String: String] = [:]) throws -> CommandResult {
         try run([try TestPaths.binary("devdb")] + args,
                 environment: ["DEVDB_SERVER": server, "DEVDB_TOKEN": token ?? adminToken,
-                              "XDG_CONFIG_HOME": directory.appendingPathComponent("cli-config").path],
+                              "XDG_CONFIG_HOME": directory.appendingPathComponent("cli-config").path].merging(environment) { $1 },
                 timeout: timeout, check: false)
     }
 

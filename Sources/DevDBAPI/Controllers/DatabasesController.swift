@@ -101,17 +101,32 @@ struct DatabasesController {
         if let p = q.get("project"), try await catalog.run({ try $0.project(p) }) == nil {
             throw APIError.notFound("project \"\(p)\"", hint: "run \"devdb project list\"")
         }
-        var dbs = try await catalog.run { try $0.databases(owner: c.admin ? nil : c.user) }
-        if let p = q.get("project") { dbs = dbs.filter { $0.project == p } }
-        if let o = q.get("owner") { dbs = dbs.filter { $0.owner == o } }
-        if let s = q.get("state") { dbs = dbs.filter { $0.state.rawValue == s } }
+        let limit = try q.get("limit").map { text in
+            guard let n = Int(text), (1...ItemList<DatabaseView>.maximumLimit).contains(n) else {
+                throw APIError.badRequest("limit must be a number from 1 to \(ItemList<DatabaseView>.maximumLimit), not \"\(text)\"",
+                                          hint: "ask for the next page with after=<the next field of this one>")
+            }
+            return n
+        }
+        // Non-admins see their own databases: their owner set is the index read, whatever the
+        // owner filter says (someone else's name then finds nothing, as before).
+        let owner = c.admin ? q.get("owner") : c.user
+        let ownerFilter = c.admin ? nil : q.get("owner")
+        let project = q.get("project"), state = q.get("state"), after = q.get("after")
+        let page = try await catalog.run { catalog in
+            try catalog.databasePage(owner: owner, project: project, after: after, limit: limit) { d in
+                (ownerFilter.map { d.owner == $0 } ?? true) && (state.map { d.state.rawValue == $0 } ?? true)
+            }
+        }
         var newest: [String: Int] = [:]
-        for p in Set(dbs.map(\.project)) { newest[p] = try await newestReady(p) }
-        return try jsonResponse(ItemList(items: dbs.map { d in
+        for p in Set(page.records.map(\.project)) { newest[p] = try await newestReady(p) }
+        var list = ItemList(items: page.records.map { d in
             var view = DatabaseView(d, config: config, secrets: false)
             view.noteNewerData(d, newest: newest[d.project])
             return view
-        }))
+        })
+        list.next = page.next
+        return try jsonResponse(list)
     }
 
     @Sendable func show(_ request: Request, context: APIRequestContext) async throws -> Response {

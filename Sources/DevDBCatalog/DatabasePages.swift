@@ -1,0 +1,43 @@
+import Foundation
+
+/// Database listings a page at a time, in name order, reading only the index set that answers
+/// the question (an owner's, a project's, both intersected, or everyone's) and only as many
+/// records as the page needs: a user's list reads that user's keys, an admin's page reads one
+/// page of records however large the installation is.
+extension Catalog {
+    public struct DatabasePage: Sendable {
+        public var records: [DatabaseRecord]
+        /// The name to pass as `after` for the next page; nil on the last page.
+        public var next: String?
+    }
+
+    /// Records after `after` (exclusive, by name) that `keep` accepts, at most `limit` of them.
+    public func databasePage(owner: String?, project: String?, after: String? = nil, limit: Int? = nil,
+                             where keep: (DatabaseRecord) -> Bool = { _ in true }) throws(CatalogError) -> DatabasePage {
+        var names: [String]
+        switch (owner, project) {
+        case let (o?, p?):
+            guard case .array(let items) = try cmd(["SINTER", Key.ownerDatabases(o), Key.projectDatabases(p)]) else { return DatabasePage(records: [], next: nil) }
+            names = items.compactMap(\.string).sorted()
+        case let (o?, nil): names = try members(Key.ownerDatabases(o))
+        case let (nil, p?): names = try members(Key.projectDatabases(p))
+        case (nil, nil): names = try members(Key.databases)
+        }
+        if let after { names = Array(names[(names.firstIndex { $0 > after } ?? names.endIndex)...]) }
+        let wanted = limit.map { $0 + 1 } ?? Int.max  // one more than the page: is there a next?
+        var records: [DatabaseRecord] = []
+        var start = 0
+        let chunk = max(min(limit ?? 500, 500), 50)
+        while start < names.count && records.count < wanted {
+            let slice = names[start..<min(names.count, start + chunk)]
+            start += slice.count
+            for d in try mgetJSON(DatabaseRecord.self, slice.map(Key.database)) where keep(d) {
+                records.append(d)
+                if records.count == wanted { break }
+            }
+        }
+        guard let limit, records.count > limit else { return DatabasePage(records: records, next: nil) }
+        records.removeLast(records.count - limit)
+        return DatabasePage(records: records, next: records.last?.name)
+    }
+}
