@@ -77,6 +77,12 @@ class ConsoleTests(unittest.TestCase):
         WebDriverWait(self.driver, timeout, poll_frequency=0.5).until(lambda d: self.live_state(name) == state,
                                                                       f"{name} did not become {state}")
 
+    def wait_api_state(self, name, state, timeout=120):
+        deadline = time.time() + timeout
+        while self.stack.api("GET", f"/v1/databases/{name}")["state"] != state:
+            self.assertLess(time.time(), deadline, f"{name} did not become {state}")
+            time.sleep(0.5)
+
     def axe(self, page):
         from axe_selenium_python import Axe
         axe = Axe(self.driver)
@@ -140,6 +146,7 @@ class ConsoleTests(unittest.TestCase):
         self.submit("/databases/kate-one/snapshot", {"snapshot": "before"})
         WebDriverWait(d, 60, poll_frequency=1).until(lambda d: (d.refresh() or True) and "before" in d.find_element(By.ID, "snap-h").find_element(By.XPATH, "..").text
                                                      and "ready" in d.find_element(By.XPATH, "//tr[th[normalize-space()='before']]").text)
+        self.wait_api_state("kate-one", "ready")
         self.psql(line, "INSERT INTO marker VALUES (2)")
         self.submit("/databases", {"name": "kate-two"})
         WebDriverWait(d, 10).until(lambda d: d.current_url.split("?")[0].endswith("/databases/kate-two"))

@@ -3,7 +3,6 @@ import DevDBCatalog
 import Foundation
 import HTTPTypes
 import Hummingbird
-import NIOCore
 
 /// The console's only way into DevDB: it calls the JSON API's own controller functions in
 /// process, as the signed-in caller, and decodes their answers. Authorization (visibleDatabase,

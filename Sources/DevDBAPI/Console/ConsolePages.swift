@@ -72,8 +72,8 @@ extension WebConsole {
         data["sleep"] = d.hibernateAfterSeconds.map { DurationText.describe($0) } ?? "never"
         data["snapshots"] = snaps.map { s in
             ["name": s.name, "state": s.state, "created": relative(s.createdAt), "createdISO": iso(s.createdAt),
-             "size": s.sizeBytes.map(bytes) ?? "", "branches": (s.branches ?? []).joined(separator: ", "),
-             "ready": s.state == "ready", "reason": s.reason ?? "", "from": "\(d.name)@\(s.name)", "db": d.name] as [String: Any]
+             "size": s.sizeBytes.map(bytes) ?? "", "branches": s.branches.joined(separator: ", "),
+             "ready": s.state == "ready", "snapReason": s.reason ?? "", "from": "\(d.name)@\(s.name)", "db": d.name] as [String: Any]
         }
         data["anySnapshots"] = !snaps.isEmpty
         data["readySnapshots"] = snaps.filter { $0.state == "ready" }.map { ["name": $0.name] }
@@ -81,7 +81,7 @@ extension WebConsole {
         var timeline: [[String: Any]] = [["what": "created", "when": relative(d.createdAt), "iso": iso(d.createdAt)]]
         if let h = d.hibernatedAt { timeline.append(["what": "went to sleep", "when": relative(h), "iso": iso(h)]) }
         timeline.append(["what": "\(stateLabel(d)) (current)", "when": relative(d.phaseStartedAt), "iso": iso(d.phaseStartedAt),
-                         "reason": d.reason ?? ""])
+                         "tlReason": d.reason ?? ""])
         if let e = d.expiresAt { timeline.append(["what": "expires", "when": relative(e), "iso": iso(e)]) }
         data["timeline"] = timeline
         let notices = ["created": "Creating the database: its state below changes as it goes.", "reset": "Reset requested.",
@@ -119,8 +119,8 @@ extension WebConsole {
                 ["name": p.name, "state": p.state, "postgres": p.postgres, "masks": p.masks ? "yes" : "no", "reason": p.reason ?? "",
                  "schedule": p.refreshSchedule ?? "none", "onChange": p.refreshOnChange ? "yes" : "no", "keep": p.keepGenerations,
                  "generations": p.generations.sorted { $0.number > $1.number }.map { g in
-                     ["number": g.number, "state": g.state, "postgres": g.postgres.map(String.init) ?? "", "size": g.bytesFetched > 0 ? bytes(g.bytesFetched) : "",
-                      "restore": g.restoreSeconds.map { String(format: "%.1f s", $0) } ?? "", "reason": g.reason ?? "",
+                     ["number": g.number, "state": g.state, "postgres": g.postgres.map { String($0) } ?? "", "size": g.bytesFetched > 0 ? bytes(g.bytesFetched) : "",
+                      "restore": g.restoreSeconds.map { String(format: "%.1f s", $0) } ?? "", "genReason": g.reason ?? "",
                       "created": relative(g.createdAt), "createdISO": iso(g.createdAt)] as [String: Any]
                  }] as [String: Any]
             },
@@ -155,9 +155,9 @@ extension WebConsole {
     /// One database as template data (list rows and the top of its page).
     func row(_ d: DatabaseView) -> [String: Any] {
         ["name": d.name, "project": d.project, "owner": d.owner, "state": d.state, "stateLabel": stateLabel(d),
-         "since": relative(d.phaseStartedAt), "sinceISO": iso(d.phaseStartedAt), "postgres": d.postgres.map(String.init) ?? "",
+         "since": relative(d.phaseStartedAt), "sinceISO": iso(d.phaseStartedAt), "postgres": d.postgres.map { String($0) } ?? "",
          "host": d.host, "expires": d.expiresAt.map { relative($0) } ?? "never", "expiresISO": iso(d.expiresAt),
-         "reason": d.reason ?? "", "pending": d.pending ?? "", "generation": d.generation.map(String.init) ?? ""]
+         "reason": d.reason ?? "", "pending": d.pending ?? "", "generation": d.generation.map { String($0) } ?? ""]
     }
 
     func stateLabel(_ d: DatabaseView) -> String {

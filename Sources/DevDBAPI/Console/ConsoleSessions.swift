@@ -84,7 +84,7 @@ extension Request {
 /// Decodes an `application/x-www-form-urlencoded` body (the console's forms).
 func formFields(_ request: Request) async throws -> [String: String] {
     let buffer = try await request.body.collect(upTo: 64 * 1024)
-    return parseForm(String(buffer: buffer))
+    return parseForm(String(decoding: buffer.readableBytesView, as: UTF8.self))
 }
 
 func parseForm(_ text: String) -> [String: String] {

@@ -90,7 +90,7 @@ enum ConsoleTemplates {
     <tr>
     <th scope="row"><a href="/databases/{{name}}">{{name}}</a></th>
     <td>{{project}}</td>
-    <td>""" + stateCell + #"""{{#reason}}<div class="reason" data-live-reason="{{name}}">{{reason}}</div>{{/reason}}</td>
+    <td>""" + stateCell + #"""<div class="reason" data-live-reason="{{name}}">{{reason}}</div></td>
     <td>{{postgres}}</td>
     <td><code>{{host}}</code></td>
     <td><time datetime="{{expiresISO}}">{{expires}}</time></td>
@@ -105,7 +105,7 @@ enum ConsoleTemplates {
     static let database = #"""
     <div class="heading"><h1>{{name}}</h1>
     <p class="status" data-live-feed="/console/states?name={{name}}">""" + stateCell + #"""</p></div>
-    {{#reason}}<p class="reason" data-live-reason="{{name}}">{{reason}}</p>{{/reason}}
+    <p class="reason" data-live-reason="{{name}}">{{reason}}</p>
     {{#hint}}<p class="help">{{hint}}</p>{{/hint}}
     <dl class="facts">
     <dt>Project</dt><dd>{{project}}{{#generation}} (generation {{generation}}){{/generation}}</dd>
@@ -173,7 +173,7 @@ enum ConsoleTemplates {
     <thead><tr><th scope="col">Name</th><th scope="col">State</th><th scope="col">Taken</th><th scope="col">Size</th><th scope="col">Branches</th><th scope="col">Actions</th></tr></thead>
     <tbody>
     {{#snapshots}}
-    <tr><th scope="row">{{name}}</th><td><span class="state state-{{state}}">{{state}}</span>{{#reason}} <span class="reason">{{reason}}</span>{{/reason}}</td>
+    <tr><th scope="row">{{name}}</th><td><span class="state state-{{state}}">{{state}}</span>{{#snapReason}} <span class="reason">{{snapReason}}</span>{{/snapReason}}</td>
     <td><time datetime="{{createdISO}}">{{created}}</time></td><td>{{size}}</td><td>{{branches}}</td>
     <td class="row-actions">{{#ready}}<a href="/databases/new?from={{from}}">Branch</a>{{/ready}}
     <form method="post" action="/databases/{{db}}/snapshots/{{name}}/delete"><input type="hidden" name="csrf" value="{{csrf}}"><button type="submit" aria-label="Delete snapshot {{name}}">Delete</button></form></td></tr>
@@ -186,7 +186,7 @@ enum ConsoleTemplates {
 
     <section aria-labelledby="time-h">
     <h2 id="time-h">Timeline</h2>
-    <ol class="timeline">{{#timeline}}<li><strong>{{what}}</strong> <time datetime="{{iso}}">{{when}}</time>{{#reason}}: <span class="reason">{{reason}}</span>{{/reason}}</li>{{/timeline}}</ol>
+    <ol class="timeline">{{#timeline}}<li><strong>{{what}}</strong> <time datetime="{{iso}}">{{when}}</time>{{#tlReason}}: <span class="reason">{{tlReason}}</span>{{/tlReason}}</li>{{/timeline}}</ol>
     </section>
     """#
 
@@ -227,7 +227,7 @@ enum ConsoleTemplates {
     <dt>Masking</dt><dd>{{masks}}</dd><dt>Generations kept</dt><dd>{{keep}}</dd></dl>
     <table class="list"><caption>Generations of {{name}}</caption>
     <thead><tr><th scope="col">#</th><th scope="col">State</th><th scope="col">Postgres</th><th scope="col">Dump size</th><th scope="col">Restore time</th><th scope="col">Made</th><th scope="col">Reason</th></tr></thead>
-    <tbody>{{#generations}}<tr><th scope="row">{{number}}</th><td><span class="state state-{{state}}">{{state}}</span></td><td>{{postgres}}</td><td>{{size}}</td><td>{{restore}}</td><td><time datetime="{{createdISO}}">{{created}}</time></td><td>{{reason}}</td></tr>{{/generations}}</tbody>
+    <tbody>{{#generations}}<tr><th scope="row">{{number}}</th><td><span class="state state-{{state}}">{{state}}</span></td><td>{{postgres}}</td><td>{{size}}</td><td>{{restore}}</td><td><time datetime="{{createdISO}}">{{created}}</time></td><td>{{genReason}}</td></tr>{{/generations}}</tbody>
     </table>
     </section>
     {{/projects}}
