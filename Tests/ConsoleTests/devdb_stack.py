@@ -64,8 +64,8 @@ class Stack:
         return self.api("POST", "/v1/tokens", {"user": user, "admin": admin})["token"]
 
     def spawn(self, name, argv):
-        log = open(os.path.join(self.dir, f"{name}.log"), "ab")
-        self.processes.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        with open(os.path.join(self.dir, f"{name}.log"), "ab") as log:
+            self.processes.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
 
     def wait(self, check, what, timeout=60):
         deadline = time.time() + timeout

@@ -136,7 +136,7 @@ enum ConsoleAssets {
     .state { font-weight: 700; padding: .05em .45em; border-radius: 3px; border: 1px solid currentColor; }
     .state-ready { color: var(--ok); }
     .state-failed, .state-unavailable { color: var(--bad); }
-    .state-creating, .state-resetting, .state-snapshotting, .state-waking, .state-hibernating, .state-deleting, .state-restoring { color: var(--warn); }
+    .state-provisioning, .state-restoring, .state-cloning, .state-starting, .state-resetting, .state-snapshotting, .state-waking, .state-hibernating, .state-deleting { color: var(--warn); }
     .state-hibernated { color: var(--muted); }
     .since { color: var(--muted); font-size: .9em; margin-left: .3em; }
     .reason { color: var(--bad); }

@@ -7,7 +7,7 @@ import Hummingbird
 /// The console's read pages. Each reads through `ConsoleAPI` (the JSON controllers) and turns
 /// the views into template data; nothing here decides who may see what.
 extension WebConsole {
-    static let states = ["creating", "ready", "snapshotting", "resetting", "hibernating", "hibernated", "waking", "unavailable", "failed", "deleting"]
+    static var states: [String] { DatabaseRecord.State.allCases.map(\.rawValue) }
 
     @Sendable func databasesPage(_ request: Request, context: APIRequestContext) async throws -> Response {
         let q = request.uri.queryParameters
@@ -161,7 +161,7 @@ extension WebConsole {
     }
 
     func stateLabel(_ d: DatabaseView) -> String {
-        if let phase = d.phase, !phase.isEmpty, d.state != "ready" { return "\(d.state): \(phase)" }
+        if let phase = d.phase, !phase.isEmpty, phase != d.state, d.state != "ready" { return "\(d.state): \(phase)" }
         return d.state
     }
 }

@@ -13,7 +13,7 @@ enum ConsoleTemplates {
     }
 
     static let all: [(String, String)] = [
-        ("layout", layout), ("sign-in", signIn), ("databases", databases), ("database", database), ("new", newDatabase),
+        ("layout", layout), ("state", stateCell), ("sign-in", signIn), ("databases", databases), ("database", database), ("new", newDatabase),
         ("projects", projects), ("admin", admin), ("token", token), ("error", error),
     ]
 
@@ -61,7 +61,7 @@ enum ConsoleTemplates {
     <form method="post" action="/sign-in" class="card narrow">
     <input type="hidden" name="nonce" value="{{nonce}}">
     <label for="token">API token</label>
-    <input id="token" name="token" type="password" autocomplete="off" required {{#error}}aria-describedby="token-error" aria-invalid="true"{{/error}}>
+    <input id="token" name="token" type="password" autocomplete="current-password" required {{#error}}aria-describedby="token-error" aria-invalid="true"{{/error}}>
     <p class="help">The token you use with the CLI (<code>devdb login</code>). An admin makes one with <code>devdb token create</code>.</p>
     <button type="submit" class="primary">Sign in</button>
     </form>
@@ -90,7 +90,7 @@ enum ConsoleTemplates {
     <tr>
     <th scope="row"><a href="/databases/{{name}}">{{name}}</a></th>
     <td>{{project}}</td>
-    <td>""" + stateCell + #"""<div class="reason" data-live-reason="{{name}}">{{reason}}</div></td>
+    <td>{{> state}}<div class="reason" data-live-reason="{{name}}">{{reason}}</div></td>
     <td>{{postgres}}</td>
     <td><code>{{host}}</code></td>
     <td><time datetime="{{expiresISO}}">{{expires}}</time></td>
@@ -104,7 +104,7 @@ enum ConsoleTemplates {
 
     static let database = #"""
     <div class="heading"><h1>{{name}}</h1>
-    <p class="status" data-live-feed="/console/states?name={{name}}">""" + stateCell + #"""</p></div>
+    <p class="status" data-live-feed="/console/states?name={{name}}">{{> state}}</p></div>
     <p class="reason" data-live-reason="{{name}}">{{reason}}</p>
     {{#hint}}<p class="help">{{hint}}</p>{{/hint}}
     <dl class="facts">
@@ -160,7 +160,7 @@ enum ConsoleTemplates {
     </form>
     <form method="post" action="/databases/{{name}}/delete" class="inline danger" data-confirm-name="{{name}}">
     <input type="hidden" name="csrf" value="{{csrf}}">
-    <label for="confirm">Type <strong>{{name}}</strong> to delete it</label><input id="confirm" name="confirm" autocomplete="off" required>
+    <label for="confirm">Type <strong>{{name}}</strong> to delete it</label><input id="confirm" name="confirm" required>
     <button type="submit" class="danger">Delete</button>
     </form>
     </div>
@@ -253,7 +253,7 @@ enum ConsoleTemplates {
     <table class="list" data-live-feed="/console/states?all=1">
     <thead><tr><th scope="col">Name</th><th scope="col">Owner</th><th scope="col">Project</th><th scope="col">State</th><th scope="col">Postgres</th><th scope="col">Expires</th></tr></thead>
     <tbody>{{#databases}}<tr><th scope="row"><a href="/databases/{{name}}">{{name}}</a></th><td>{{owner}}</td><td>{{project}}</td>
-    <td>""" + stateCell + #"""</td><td>{{postgres}}</td><td><time datetime="{{expiresISO}}">{{expires}}</time></td></tr>{{/databases}}</tbody>
+    <td>{{> state}}</td><td>{{postgres}}</td><td><time datetime="{{expiresISO}}">{{expires}}</time></td></tr>{{/databases}}</tbody>
     </table>
     </section>
     """#
