@@ -201,6 +201,10 @@ class ConsoleTests(unittest.TestCase):
         kate.cookies["devdb_session"] = d.get_cookie("devdb_session")["value"]
         self.assertEqual(403, kate.post("/databases/kate-one/stop", {})[0])
         self.assertEqual("ready", stack.api("GET", "/v1/databases/kate-one")["state"])
+        # Revoking a token ends the sessions signed in with it.
+        lee_id = [t for t in stack.api("GET", "/v1/tokens")["items"] if t["user"] == "lee"][0]["id"]
+        stack.api("DELETE", f"/v1/tokens/{lee_id}")
+        self.assertEqual(303, lee.get("/")[0])
 
         # Delete: the button waits for the typed name.
         self.open("/databases/kate-two")

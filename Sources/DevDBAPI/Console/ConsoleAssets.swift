@@ -128,7 +128,7 @@ enum ConsoleAssets {
     fieldset { border: 1px solid var(--line); border-radius: 4px; }
     .filters { display: flex; gap: .6em; align-items: center; flex-wrap: wrap; margin: .5em 0 1em; }
     .actions { display: flex; flex-direction: column; gap: .8em; }
-    .actions form.inline { display: flex; gap: .5em; align-items: center; flex-wrap: wrap; }
+    form.inline { display: flex; gap: .5em; align-items: center; flex-wrap: wrap; margin: .6em 0; }
     .row-actions { display: flex; gap: .8em; align-items: center; }
     .facts { display: grid; grid-template-columns: max-content 1fr; gap: .2em 1.2em; }
     .facts dt { font-weight: 600; }

@@ -13,6 +13,8 @@ struct ConsoleSession: Codable, Sendable {
     var issuer: String?
     var csrf: String
     var expiresAt: Date
+    /// The API token's hash (as the catalog keys it): revoking the token ends the session.
+    var tokenHash: String?
 
     var caller: Caller { Caller(user: user, admin: admin, auth: auth, issuer: issuer) }
 }
@@ -29,10 +31,11 @@ struct ConsoleSessionStore: Sendable {
     static func key(_ id: String) -> String { "devdb:console-session:" + Catalog.sha256Hex(id) }
 
     /// A new session for `caller`; returns the cookie value (the id).
-    func create(for caller: Caller) async throws -> (id: String, session: ConsoleSession) {
+    func create(for caller: Caller, token: String) async throws -> (id: String, session: ConsoleSession) {
         let id = Catalog.randomHex(32)
         let s = ConsoleSession(user: caller.user, admin: caller.admin, auth: caller.auth, issuer: caller.issuer,
-                               csrf: Catalog.randomHex(24), expiresAt: Date().addingTimeInterval(lifetimeSeconds))
+                               csrf: Catalog.randomHex(24), expiresAt: Date().addingTimeInterval(lifetimeSeconds),
+                               tokenHash: caller.auth == "token" ? Catalog.sha256Hex(token) : nil)
         let json = String(decoding: try CatalogJSON.encoder.encode(s), as: UTF8.self)
         let seconds = String(Int(lifetimeSeconds))
         let client = redis.client
@@ -51,6 +54,15 @@ struct ConsoleSessionStore: Sendable {
         }
         guard let text = value.string, let s = try? CatalogJSON.decoder.decode(ConsoleSession.self, from: Data(text.utf8)),
               s.expiresAt > Date() else { return nil }
+        if let hash = s.tokenHash {
+            let exists = try await BlockingExecutor.io.run { () throws(RedisError) -> RedisValue in
+                try client.command(["EXISTS", Catalog.Key.tokenByHash(hash)])
+            }
+            guard exists.integer == 1 else {
+                try await end(id)
+                return nil
+            }
+        }
         return s
     }
 

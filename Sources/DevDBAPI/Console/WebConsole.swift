@@ -78,7 +78,7 @@ struct WebConsole: Sendable {
             data["sso"] = false
             return try render("sign-in", title: "Sign in", data, status: .unauthorized)
         }
-        let (id, s) = try await sessions.create(for: caller)
+        let (id, s) = try await sessions.create(for: caller, token: token)
         var r = redirect("/")
         r.headers[values: .setCookie].append(ConsoleSessionStore.cookie(ConsoleSessionStore.cookieName, id, maxAge: Int(s.expiresAt.timeIntervalSinceNow)))
         r.headers[values: .setCookie].append(ConsoleSessionStore.cookie(ConsoleSessionStore.signInCookieName, "", maxAge: 0, path: "/sign-in"))
