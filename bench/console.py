@@ -101,6 +101,9 @@ def main():
                  ("Admin: all 500, charts", admin_session, "/admin"),
                  ("Live states (poll, all 500)", admin_session, "/console/states?all=1")]
         rows = []
+        # The JSON API's own list for comparison (client time: it sends no Server-Timing).
+        samples = sorted(admin.timed("GET", "/v1/databases") for _ in range(args.reps))
+        rows.append(("JSON API `GET /v1/databases` (all 500), for comparison", "/v1/databases", float("nan"), float("nan"), statistics.median(samples), 0))
         for label, session, path in pages:
             for _ in range(3):
                 session.timed(path)  # warm

@@ -32,6 +32,7 @@ extension WebConsole {
         var dbs = try await api.listDatabases(context, project: q.get("project"), state: q.get("state"),
                                               owner: q.get("all") != nil || q.get("name") != nil ? nil : me.user)
         if let name = q.get("name") { dbs = dbs.filter { $0.name == name } }
+        if q.get("page") != nil { dbs = Array(dbs[Self.page(request, count: dbs.count).range]) }
         let items = dbs.map { d in
             LiveState(name: d.name, state: d.state, label: stateLabel(d), since: iso(d.phaseStartedAt), sinceText: relative(d.phaseStartedAt),
                       reason: d.reason, expires: relative(d.expiresAt))
@@ -133,6 +134,7 @@ extension WebConsole {
         let tokens = try await api.call(ItemList<TokenView>.self, api.tokens.list, context, path: "/v1/tokens").items
         let dbs = try await api.listDatabases(context)
         let projects = try await api.call(ItemList<ProjectView>.self, api.projects.list, context, path: "/v1/projects").items
+        let page = Self.page(request, count: dbs.count)
         var byState: [String: Int] = [:], byProject: [String: Int] = [:]
         for d in dbs { byState[d.state, default: 0] += 1; byProject[d.project, default: 0] += 1 }
         let restores = projects.flatMap { p in p.generations.compactMap { g in g.restoreSeconds.map { ("\(p.name) #\(g.number)", $0) } } }
@@ -140,7 +142,9 @@ extension WebConsole {
         var data: [String: Any] = [
             "tokens": tokens.map { ["id": $0.id, "user": $0.user, "admin": $0.admin ? "yes" : "no", "created": relative($0.createdAt),
                                     "revocable": $0.id != "admin"] as [String: Any] },
-            "databases": dbs.map { row($0) }, "count": dbs.count,
+            "databases": dbs[page.range].map { row($0) }, "count": dbs.count, "page": page.number,
+            "from": page.range.lowerBound + 1, "to": page.range.upperBound,
+            "previous": page.number > 1 ? "/admin?page=\(page.number - 1)" : "", "next": page.range.upperBound < dbs.count ? "/admin?page=\(page.number + 1)" : "",
             "chartStates": ConsoleCharts.bars(title: "Databases by state", Self.states.compactMap { s in byState[s].map { (s, Double($0)) } }, unit: ""),
             "chartProjects": ConsoleCharts.bars(title: "Databases by project", byProject.sorted { $0.key < $1.key }.map { ($0.key, Double($0.value)) }, unit: ""),
             "chartRestores": ConsoleCharts.bars(title: "Restore time by generation (seconds)", restores, unit: " s"),
@@ -151,6 +155,16 @@ extension WebConsole {
     }
 
     // MARK: view helpers
+
+    static let pageSize = 100
+
+    /// `?page=N` of a long table (the admin's every database): 100 rows a page, so a page's
+    /// render time does not grow with the installation.
+    static func page(_ request: Request, count: Int) -> (number: Int, range: Range<Int>) {
+        let last = max(1, (count + pageSize - 1) / pageSize)
+        let n = min(max(1, request.uri.queryParameters.get("page").flatMap { Int($0) } ?? 1), last)
+        return (n, min(count, (n - 1) * pageSize)..<min(count, n * pageSize))
+    }
 
     /// One database as template data (list rows and the top of its page).
     func row(_ d: DatabaseView) -> [String: Any] {

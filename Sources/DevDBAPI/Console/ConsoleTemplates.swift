@@ -250,7 +250,9 @@ enum ConsoleTemplates {
     </form>
     </section>
     <section aria-labelledby="all-h"><h2 id="all-h">Every database ({{count}})</h2>
-    <table class="list" data-live-feed="/console/states?all=1">
+    <nav aria-label="Pages of databases" class="pages"><span>{{from}}–{{to}} of {{count}}</span>
+    {{#previous}}<a href="{{previous}}">Previous page</a>{{/previous}} {{#next}}<a href="{{next}}">Next page</a>{{/next}}</nav>
+    <table class="list" data-live-feed="/console/states?all=1&amp;page={{page}}">
     <thead><tr><th scope="col">Name</th><th scope="col">Owner</th><th scope="col">Project</th><th scope="col">State</th><th scope="col">Postgres</th><th scope="col">Expires</th></tr></thead>
     <tbody>{{#databases}}<tr><th scope="row"><a href="/databases/{{name}}">{{name}}</a></th><td>{{owner}}</td><td>{{project}}</td>
     <td>{{> state}}</td><td>{{postgres}}</td><td><time datetime="{{expiresISO}}">{{expires}}</time></td></tr>{{/databases}}</tbody>
