@@ -13,6 +13,7 @@ os.environ.setdefault("SE_AVOID_STATS", "true")  # Selenium Manager must not rea
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from devdb_stack import ROOT, Browserless, Stack
@@ -68,7 +69,9 @@ class ConsoleTests(unittest.TestCase):
             el.send_keys(value)
         for name, text in (selects or {}).items():
             Select(form.find_element(By.NAME, name)).select_by_visible_text(text)
+        page = self.driver.find_element(By.TAG_NAME, "html")
         form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        WebDriverWait(self.driver, 30).until(staleness_of(page))  # the answer page has loaded
 
     def live_state(self, name):
         return self.driver.find_element(By.CSS_SELECTOR, f"[data-live-state='{name}']").text
@@ -166,6 +169,14 @@ class ConsoleTests(unittest.TestCase):
         self.assertIn("Settings saved", d.page_source)
         self.assertIn("in 29 h", d.find_element(By.CSS_SELECTOR, ".facts").text)
 
+        # Stop (sleep) and wake, watched live.
+        self.submit("/databases/kate-one/stop")
+        self.wait_live("kate-one", "hibernated")
+        d.refresh()
+        self.submit("/databases/kate-one/start")
+        self.wait_live("kate-one", "ready")
+        self.assertEqual("1", self.psql(line, "SELECT count(*) FROM marker"))
+
         # The list: both databases, live states, filters; a reason with HTML is printed as text.
         record = stack.redis("GET", "devdb:database:kate-two")
         stack.redis("SET", "devdb:database:kate-two", record.replace('"state"', '"reason":"<b id=\\"injected\\">bold</b>","state"', 1))
@@ -221,6 +232,13 @@ class ConsoleTests(unittest.TestCase):
         self.assertGreaterEqual(len(d.find_elements(By.CSS_SELECTOR, "figure.chart svg")), 3)
         self.axe("admin")
         self.shot("admin")
+        self.submit("/admin/tokens", {"user": "max"})
+        made = d.find_element(By.ID, "new-token").text
+        self.assertTrue(made.startswith("ddb_"), made)
+        self.assertEqual("max", stack.api("GET", "/v1/whoami", token=made)["user"])
+        self.open("/projects")
+        self.submit("/projects/shop/refresh")
+        self.assertIn("Refresh started", d.page_source)
 
         # Signing out ends the session: its cookie no longer opens a page.
         self.sign_in(self.kate)

@@ -58,7 +58,7 @@ struct WebConsole: Sendable {
     @Sendable func signInPage(_ request: Request, context: APIRequestContext) async throws -> Response {
         // Login CSRF: the form carries a value that must match a SameSite=Strict cookie.
         let nonce = Catalog.randomHex(16)
-        var data: [String: Any] = ["nonce": nonce, "sso": false]
+        var data: [String: Any] = ["nonce": nonce]
         if request.uri.queryParameters.get("ended") != nil { data["notice"] = "You are signed out." }
         if request.uri.queryParameters.get("expired") != nil { data["notice"] = "Your session ended; sign in again." }
         var r = try render("sign-in", title: "Sign in", data, status: .ok)
@@ -74,8 +74,7 @@ struct WebConsole: Sendable {
         let token = (form["token"] ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
         let caller: Caller
         do { caller = try await authenticate(token: token, catalog: catalog, oidc: oidc, context: context) } catch let e as APIError where e.status == .unauthorized {
-            var data: [String: Any] = ["nonce": nonce, "error": "That API token is not valid. Paste the whole token (it starts with ddb_), or ask an admin for a new one."]
-            data["sso"] = false
+            let data: [String: Any] = ["nonce": nonce, "error": "That API token is not valid. Paste the whole token (it starts with ddb_), or ask an admin for a new one."]
             return try render("sign-in", title: "Sign in", data, status: .unauthorized)
         }
         let (id, s) = try await sessions.create(for: caller, token: token)
