@@ -95,6 +95,7 @@ class ConsoleTests(unittest.TestCase):
         self.assertEqual([], [(v["id"], v["help"], [n["target"] for n in v["nodes"]][:3]) for v in bad], f"axe on {page}")
 
     def shot(self, name):
+        self.driver.execute_script("window.scrollTo(0, 0)")
         self.driver.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
 
     def psql(self, line, sql):
@@ -142,6 +143,7 @@ class ConsoleTests(unittest.TestCase):
         self.assertNotIn(line.split("'")[1], d.find_element(By.ID, "conn-psql").text)  # the password is hidden on the page
         self.psql(line, "CREATE TABLE marker (v int); INSERT INTO marker VALUES (1)")
         self.assertEqual("1", self.psql(line, "SELECT count(*) FROM marker"))
+        d.refresh()
         self.axe("database")
         self.shot("database")
 
