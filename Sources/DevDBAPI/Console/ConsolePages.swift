@@ -191,6 +191,7 @@ struct LiveState: Codable, Sendable {
     var expires: String
 }
 
+/// The live feed's `ETag`: a digest of its body.
 enum DevDBCatalogHash {
     static func hex(_ data: Data) -> String { Catalog.sha256Hex(String(decoding: data, as: UTF8.self)) }
 }
