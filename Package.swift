@@ -33,6 +33,8 @@ let package = Package(
         .package(url: "https://github.com/vapor/jwt-kit", exact: "5.8.0"),
         // SHA-256 for the CLI's PKCE (devdb login --sso); already in the graph through jwt-kit.
         .package(url: "https://github.com/apple/swift-crypto.git", exact: "4.5.2"),
+        // The API's web console: server-rendered HTML templates (escaping by the engine).
+        .package(url: "https://github.com/hummingbird-project/swift-mustache", exact: "2.1.1"),
     ],
     targets: [
         // C libraries, reached through system-library targets.
@@ -80,6 +82,7 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "JWTKit", package: "jwt-kit"),
+            .product(name: "Mustache", package: "swift-mustache"),
         ], resources: [.copy("openapi.yaml")]),
         .executableTarget(name: "devdb-api", dependencies: [
             "DevDBAPI", "DevDBCore", "DevDBProvisioning", .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -84,6 +84,8 @@ public func buildApplication(_ config: APIConfiguration, logger: Logger) throws 
         me.auth = c.auth; me.issuer = c.issuer
         return try jsonResponse(me)
     }
+    // The web console (docs/console.md): pages at /, signed-in sessions, the same controllers.
+    try WebConsole(plane: plane, oidc: oidc).addRoutes(to: router)
     return Application(
         router: router,
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "devdb-api"),

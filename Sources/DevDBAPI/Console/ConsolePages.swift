@@ -1,0 +1,219 @@
+import DevDBAPIContract
+import DevDBCatalog
+import DevDBCore
+import Foundation
+import Hummingbird
+
+/// The console's read pages. Each reads through `ConsoleAPI` (the JSON controllers) and turns
+/// the views into template data; nothing here decides who may see what.
+extension WebConsole {
+    static var states: [String] { DatabaseRecord.State.allCases.map(\.rawValue) }
+
+    @Sendable func databasesPage(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let q = request.uri.queryParameters
+        let project = q.get("project") ?? "", state = q.get("state") ?? ""
+        let me = try context.requireCaller()
+        let dbs = try await api.listDatabases(context, project: project, state: state, owner: me.user)
+        let projects = try await api.call(ItemList<ProjectView>.self, api.projects.list, context, path: "/v1/projects").items
+        var data: [String: Any] = [
+            "databases": dbs.map { row($0) }, "any": !dbs.isEmpty, "filtered": !project.isEmpty || !state.isEmpty,
+            "projects": projects.map { ["name": $0.name, "selected": $0.name == project] as [String: Any] },
+            "states": Self.states.map { ["name": $0, "selected": $0 == state] as [String: Any] },
+            "project": project, "state": state,
+        ]
+        if q.get("done") == "deleted" { data["notice"] = "Deleting the database." }
+        return try render("databases", title: "My databases", data)
+    }
+
+    /// The small JSON the pages poll for live states: `ETag` over the body, 304 when unchanged.
+    @Sendable func states(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let q = request.uri.queryParameters
+        let me = try context.requireCaller()
+        var dbs = try await api.listDatabases(context, project: q.get("project"), state: q.get("state"),
+                                              owner: q.get("all") != nil || q.get("name") != nil ? nil : me.user)
+        if let name = q.get("name") { dbs = dbs.filter { $0.name == name } }
+        if q.get("page") != nil { dbs = Array(dbs[Self.page(request, count: dbs.count).range]) }
+        let items = dbs.map { d in
+            LiveState(name: d.name, state: d.state, label: stateLabel(d), since: iso(d.phaseStartedAt), sinceText: relative(d.phaseStartedAt),
+                      reason: d.reason, expires: relative(d.expiresAt))
+        }
+        let body = try APIJSON.encoder.encode(ItemList(items: items))
+        let etag = "\"" + String(DevDBCatalogHash.hex(body).prefix(32)) + "\""
+        var headers = HTTPFields()
+        headers[.eTag] = etag
+        headers[.cacheControl] = "no-cache"
+        if request.headers[.ifNoneMatch] == etag { return Response(status: .notModified, headers: headers) }
+        headers[.contentType] = "application/json"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    @Sendable func databasePage(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let d = try await api.call(DatabaseView.self, api.databases.show, context)
+        let snaps = try await api.call(ItemList<SnapshotView>.self, api.snapshots.list, context).items
+        var data = row(d)
+        let password = d.password ?? ""
+        let mask = String(repeating: "•", count: 12)
+        func masked(_ s: String) -> String { password.isEmpty ? s : s.replacingOccurrences(of: password, with: mask) }
+        let env = [("PGHOST", d.host), ("PGHOSTADDR", d.hostaddr ?? ""), ("PGPORT", String(d.port)), ("PGUSER", d.user),
+                   ("PGPASSWORD", password), ("PGDATABASE", d.database), ("PGSSLMODE", "require")]
+            .filter { !$0.1.isEmpty }.map { "export \($0.0)='\($0.1)'" }.joined(separator: "\n")
+        let jdbc = "jdbc:postgresql://\(d.host):\(d.port)/\(d.database)?user=\(d.user)&password=\(password)&sslmode=require"
+        data["connections"] = [
+            ["id": "psql", "label": "psql", "text": d.psql ?? "", "shown": masked(d.psql ?? "")],
+            ["id": "uri", "label": "URI", "text": d.uri ?? "", "shown": masked(d.uri ?? "")],
+            ["id": "env", "label": "Environment (PG*)", "text": env, "shown": masked(env)],
+            ["id": "jdbc", "label": "JDBC URL", "text": jdbc, "shown": masked(jdbc)],
+        ]
+        data["password"] = password
+        data["user"] = d.user; data["database"] = d.database; data["port"] = d.port; data["hostaddr"] = d.hostaddr ?? ""
+        data["awake"] = ["ready", "waking"].contains(d.state)
+        data["asleep"] = ["hibernated", "hibernating"].contains(d.state)
+        data["hint"] = d.hint ?? ""
+        data["base"] = d.base ?? ""
+        data["sleep"] = d.hibernateAfterSeconds.map { DurationText.describe($0) } ?? "never"
+        data["snapshots"] = snaps.map { s in
+            ["name": s.name, "state": s.state, "created": relative(s.createdAt), "createdISO": iso(s.createdAt),
+             "size": s.sizeBytes.map(bytes) ?? "", "branches": s.branches.joined(separator: ", "),
+             "ready": s.state == "ready", "snapReason": s.reason ?? "", "from": "\(d.name)@\(s.name)", "db": d.name] as [String: Any]
+        }
+        data["anySnapshots"] = !snaps.isEmpty
+        data["readySnapshots"] = snaps.filter { $0.state == "ready" }.map { ["name": $0.name] }
+        // What the record knows of its history: when it was made, its current step, its sleep.
+        var timeline: [[String: Any]] = [["what": "created", "when": relative(d.createdAt), "iso": iso(d.createdAt)]]
+        if let h = d.hibernatedAt { timeline.append(["what": "went to sleep", "when": relative(h), "iso": iso(h)]) }
+        timeline.append(["what": "\(stateLabel(d)) (current)", "when": relative(d.phaseStartedAt), "iso": iso(d.phaseStartedAt),
+                         "tlReason": d.reason ?? ""])
+        if let e = d.expiresAt { timeline.append(["what": "expires", "when": relative(e), "iso": iso(e)]) }
+        data["timeline"] = timeline
+        let notices = ["created": "Creating the database: its state below changes as it goes.", "reset": "Reset requested.",
+                       "snapshot": "Snapshot requested.", "update": "Settings saved.", "start": "Waking it up.", "stop": "Putting it to sleep.",
+                       "snapdeleted": "Snapshot deleted."]
+        if let done = request.uri.queryParameters.get("done"), let n = notices[String(done)] { data["notice"] = n }
+        return try render("database", title: d.name, data)
+    }
+
+    @Sendable func newDatabasePage(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let me = try context.requireCaller()
+        let from = request.uri.queryParameters.get("from") ?? ""
+        let projects = try await api.call(ItemList<ProjectView>.self, api.projects.list, context, path: "/v1/projects").items
+        let dbs = try await api.listDatabases(context, owner: me.user)
+        var sources: [[String: Any]] = []
+        for d in dbs.prefix(50) {
+            sources.append(["value": d.name, "label": "\(d.name) (its data now)", "selected": from == d.name])
+            if from.hasPrefix(d.name + "@") {
+                sources.append(["value": from, "label": "snapshot \(from)", "selected": true])
+            }
+        }
+        let data: [String: Any] = [
+            "projects": projects.filter { $0.state != "deleting" }.map { ["name": $0.name] }, "sources": sources, "from": from,
+            "anySources": !sources.isEmpty,
+        ]
+        return try render("new", title: "New database", data)
+    }
+
+    @Sendable func projectsPage(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let me = try context.requireCaller()
+        let projects = try await api.call(ItemList<ProjectView>.self, api.projects.list, context, path: "/v1/projects").items
+        let data: [String: Any] = [
+            "admin": me.admin, "any": !projects.isEmpty, "notice": request.uri.queryParameters.get("done") == "refresh" ? "Refresh started." : "",
+            "projects": projects.map { p in
+                ["name": p.name, "state": p.state, "postgres": p.postgres, "masks": p.masks ? "yes" : "no", "reason": p.reason ?? "",
+                 "schedule": p.refreshSchedule ?? "none", "onChange": p.refreshOnChange ? "yes" : "no", "keep": p.keepGenerations,
+                 "generations": p.generations.sorted { $0.number > $1.number }.map { g in
+                     ["number": g.number, "state": g.state, "postgres": g.postgres.map { String($0) } ?? "", "size": g.bytesFetched > 0 ? bytes(g.bytesFetched) : "",
+                      "restore": g.restoreSeconds.map { String(format: "%.1f s", $0) } ?? "", "genReason": g.reason ?? "",
+                      "created": relative(g.createdAt), "createdISO": iso(g.createdAt)] as [String: Any]
+                 }] as [String: Any]
+            },
+        ]
+        return try render("projects", title: "Projects", data)
+    }
+
+    @Sendable func adminPage(_ request: Request, context: APIRequestContext) async throws -> Response {
+        // The tokens list is admin-only in the API: the same refusal (403) guards this page.
+        let tokens = try await api.call(ItemList<TokenView>.self, api.tokens.list, context, path: "/v1/tokens").items
+        let dbs = try await api.listDatabases(context)
+        let projects = try await api.call(ItemList<ProjectView>.self, api.projects.list, context, path: "/v1/projects").items
+        let page = Self.page(request, count: dbs.count)
+        var byState: [String: Int] = [:], byProject: [String: Int] = [:]
+        for d in dbs { byState[d.state, default: 0] += 1; byProject[d.project, default: 0] += 1 }
+        let restores = projects.flatMap { p in p.generations.compactMap { g in g.restoreSeconds.map { ("\(p.name) #\(g.number)", $0) } } }
+        let sizes = projects.flatMap { p in p.generations.filter { $0.bytesFetched > 0 }.map { ("\(p.name) #\($0.number)", Double($0.bytesFetched) / 1_048_576) } }
+        var data: [String: Any] = [
+            "tokens": tokens.map { ["id": $0.id, "user": $0.user, "admin": $0.admin ? "yes" : "no", "created": relative($0.createdAt),
+                                    "revocable": $0.id != "admin"] as [String: Any] },
+            "databases": dbs[page.range].map { row($0) }, "count": dbs.count, "page": page.number,
+            "from": page.range.lowerBound + 1, "to": page.range.upperBound,
+            "previous": page.number > 1 ? "/admin?page=\(page.number - 1)" : "", "next": page.range.upperBound < dbs.count ? "/admin?page=\(page.number + 1)" : "",
+            "chartStates": ConsoleCharts.bars(title: "Databases by state", Self.states.compactMap { s in byState[s].map { (s, Double($0)) } }, unit: ""),
+            "chartProjects": ConsoleCharts.bars(title: "Databases by project", byProject.sorted { $0.key < $1.key }.map { ($0.key, Double($0.value)) }, unit: ""),
+            "chartRestores": ConsoleCharts.bars(title: "Restore time by generation (seconds)", restores, unit: " s"),
+            "chartSizes": ConsoleCharts.bars(title: "Dump size by generation (MiB)", sizes, unit: " MiB"),
+        ]
+        if let t = request.uri.queryParameters.get("new-token-user") { data["newTokenUser"] = String(t) }
+        return try render("admin", title: "Admin", data)
+    }
+
+    // MARK: view helpers
+
+    static let pageSize = 100
+
+    /// `?page=N` of a long table (the admin's every database): 100 rows a page, so a page's
+    /// render time does not grow with the installation.
+    static func page(_ request: Request, count: Int) -> (number: Int, range: Range<Int>) {
+        let last = max(1, (count + pageSize - 1) / pageSize)
+        let n = min(max(1, request.uri.queryParameters.get("page").flatMap { Int($0) } ?? 1), last)
+        return (n, min(count, (n - 1) * pageSize)..<min(count, n * pageSize))
+    }
+
+    /// One database as template data (list rows and the top of its page).
+    func row(_ d: DatabaseView) -> [String: Any] {
+        ["name": d.name, "project": d.project, "owner": d.owner, "state": d.state, "stateLabel": stateLabel(d),
+         "since": relative(d.phaseStartedAt), "sinceISO": iso(d.phaseStartedAt), "postgres": d.postgres.map { String($0) } ?? "",
+         "host": d.host, "expires": d.expiresAt.map { relative($0) } ?? "never", "expiresISO": iso(d.expiresAt),
+         "reason": d.reason ?? "", "pending": d.pending ?? "", "generation": d.generation.map { String($0) } ?? ""]
+    }
+
+    func stateLabel(_ d: DatabaseView) -> String {
+        if let phase = d.phase, !phase.isEmpty, phase != d.state, d.state != "ready" { return "\(d.state): \(phase)" }
+        return d.state
+    }
+}
+
+/// One row of the live-state feed.
+struct LiveState: Codable, Sendable {
+    var name: String
+    var state: String
+    var label: String
+    var since: String
+    var sinceText: String
+    var reason: String?
+    var expires: String
+}
+
+/// The live feed's `ETag`: a digest of its body.
+enum DevDBCatalogHash {
+    static func hex(_ data: Data) -> String { Catalog.sha256Hex(String(decoding: data, as: UTF8.self)) }
+}
+
+func iso(_ date: Date?) -> String {
+    guard let date else { return "" }
+    return date.formatted(.iso8601)
+}
+
+/// "3 min ago", "in 2 h": short, for tables (the exact time is in the element's datetime).
+func relative(_ date: Date?, now: Date = Date()) -> String {
+    guard let date else { return "" }
+    let s = date.timeIntervalSince(now)
+    let a = abs(s)
+    let text = a < 60 ? "\(Int(a)) s" : a < 3600 ? "\(Int(a / 60)) min" : a < 172_800 ? "\(Int(a / 3600)) h" : "\(Int(a / 86400)) d"
+    if a < 5 { return "just now" }
+    return s < 0 ? "\(text) ago" : "in \(text)"
+}
+
+func bytes(_ n: Int64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var v = Double(n), i = 0
+    while v >= 1024, i < units.count - 1 { v /= 1024; i += 1 }
+    return i == 0 ? "\(n) B" : String(format: "%.1f", v) + " " + units[i]
+}
