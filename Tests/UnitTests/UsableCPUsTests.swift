@@ -1,4 +1,5 @@
 import DevDBNet
+import DevDBRouter
 import DevDBTestSupport
 import Foundation
 import Testing
@@ -26,5 +27,16 @@ import Testing
         try #require(try run(["taskset", "-pc", "0", String(tid)], check: false).status == 0)
         defer { _ = try? run(["taskset", "-pc", "0-\(online - 1)", String(tid)], check: false) }
         #expect(UsableCPUs.count() == 1)
+    }
+}
+
+/// The default loop count built on `UsableCPUs`: one loop on small machines (measured: a second
+/// loop on two shared cores costs CPU per transaction and buys no TPS), one per CPU above.
+@Suite struct DefaultEventLoopsTests {
+    @Test func oneLoopUpToTwoUsableCPUsThenOnePerCPU() {
+        #expect(Router.defaultEventLoops(usableCPUs: 1) == 1)
+        #expect(Router.defaultEventLoops(usableCPUs: 2) == 1)
+        #expect(Router.defaultEventLoops(usableCPUs: 3) == 3)
+        #expect(Router.defaultEventLoops(usableCPUs: 8) == 8)
     }
 }
