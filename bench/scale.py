@@ -265,7 +265,9 @@ def router_only(args, stamp):
     rows = [("bytes per cached route (slope past the warm-up)", lambda r: r["cached"]["bytes_per_route"]),
             ("resident memory: start / warm / all cached (MiB)", lambda r: f"{r['router_rss_start_kib'] / 1024:.1f} / {r['cached']['rss_before_kib'] / 1024:.1f} / {r['cached']['rss_after_kib'] / 1024:.1f}"),
             ("sessions held / across routes, s to open all", lambda r: f"{r['sessions']['sessions']} / {r['sessions']['routes']}, {r['sessions']['open_all_s']}"),
+            ("router CPU when idle with every route cached (%)", lambda r: r["cached"].get("idle_cpu_percent", "–")),
             ("bytes / CPU µs per held session", lambda r: f"{r['sessions']['router_bytes_per_session']} / {r['sessions']['router_cpu_us_per_session']}"),
+            ("router CPU while the sessions are held idle (%)", lambda r: r["sessions"].get("idle_cpu_percent_while_held", "–")),
             ("wake storm: databases, s until all answered, router CPU s", lambda r: f"{r['wake_storm']['databases']}, {r['wake_storm']['all_answered_s']}, {r['wake_storm']['router_cpu_s']}")]
     md = f"router only ({mode} build{', ' + args.router_args if args.router_args else ''})\n\n| routes | " + " | ".join(f"{r['routes']:,}" for r in results) + " |\n|---|" + "---|" * len(results) + "\n"
     for label, f in rows:

@@ -79,11 +79,19 @@ def cached_route_bytes(router_pid, port, routes):
             points.append((min(len(routes), i + step), rss_kib(router_pid)))
         return points
     points = asyncio.run(run())
+    idle = idle_cpu_percent(router_pid)
     mx = sum(x for x, _ in points) / len(points)
     my = sum(y for _, y in points) / len(points)
     slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
     return {"routes": len(routes), "warm_up_routes": warm, "rss_before_kib": points[0][1], "rss_after_kib": points[-1][1],
-            "rss_points_kib": points, "bytes_per_route": round(slope * 1024)}
+            "rss_points_kib": points, "bytes_per_route": round(slope * 1024), "idle_cpu_percent": idle}
+
+
+def idle_cpu_percent(pid, seconds=10):
+    """The router's CPU while nothing connects (its timers: activity, lease, fences, cancel keys)."""
+    c0 = cpu_seconds(pid)
+    time.sleep(seconds)
+    return round((cpu_seconds(pid) - c0) / seconds * 100, 2)
 
 
 def held_sessions(router_pid, port, routes, count):
@@ -93,11 +101,14 @@ def held_sessions(router_pid, port, routes, count):
         rss0, cpu0 = rss_kib(router_pid), cpu_seconds(router_pid)
         conns, seconds = await open_sessions(port, routes, count)
         rss1, cpu1, held = rss_kib(router_pid), cpu_seconds(router_pid), len(conns)
+        await asyncio.sleep(1)
+        idle = await asyncio.to_thread(idle_cpu_percent, router_pid)
         for w in conns:
             w.close()
         return {"sessions": held, "routes": len(routes), "open_all_s": round(seconds, 2),
                 "router_bytes_per_session": round((rss1 - rss0) * 1024 / held),
-                "router_cpu_us_per_session": round((cpu1 - cpu0) / held * 1e6), "router_threads": threads(router_pid)}
+                "router_cpu_us_per_session": round((cpu1 - cpu0) / held * 1e6), "router_threads": threads(router_pid),
+                "idle_cpu_percent_while_held": idle}
     return asyncio.run(run())
 
 
