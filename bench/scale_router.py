@@ -9,12 +9,12 @@ written straight to Redis in the API's format and a small stand-in for the API's
 machine can be measured. Nothing of the API is measured then.
 
 Memory per cached route is the slope of the router's resident memory: a first batch of routes (a
-tenth, at least 1,000) is cached through sessions of the same concurrency as the rest, so the
-allocator has already grown to what the sessions need; then the rest in ten batches, and the
-least-squares slope of resident memory against routes cached is what one more cached route
-costs (a slope over ten points: one reading is off by the allocator's and the dictionary's steps). (Dividing the whole growth by
-the routes counts the sessions' allocator growth too: 4.2 KB per route at 100 routes, 1.7 KB at
-1,000 in the first scale run.)
+tenth, at least 1,000 or half of them) is cached through sessions of the same concurrency as the
+rest, so the allocator has already grown to what the sessions need; then the rest in ten
+batches, and the least-squares slope of resident memory against routes cached is what one more
+cached route costs (one reading alone is off by the allocator's and the dictionaries' steps).
+Dividing the whole growth by the routes counts the sessions' allocator growth too: 4.2 KB "per
+route" at 100 routes, 1.7 KB at 1,000 in the first scale run.
 """
 import asyncio, os, struct, subprocess, sys, threading, time
 
@@ -62,7 +62,7 @@ async def open_sessions(port, routes, count, concurrency=200, keep=True):
 def cached_route_bytes(router_pid, port, routes):
     """Resident bytes per cached route: the least-squares slope of resident memory against routes
     cached, over ten batches past a warm-up batch (see the module's doc)."""
-    warm = max(1000, len(routes) // 10)
+    warm = max(len(routes) // 10, min(1000, len(routes) // 2))
     step = max(1, (len(routes) - warm) // 10)
 
     async def run():
