@@ -10,11 +10,12 @@ out of the costs: Postgres itself, data, restores, clones and pods.
 Run through bench/scale-run. Writes bench/results/<stamp>-scale.{json,md} and, when matplotlib is
 there, docs/scale.png (each cost against the size).
 """
-import argparse, asyncio, datetime, http.client, json, os, statistics, struct, subprocess, sys, threading, time
+import argparse, asyncio, datetime, http.client, json, os, subprocess, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import ROOT, free_port, wait_port, spawn, stop_everything, rss_kib, fake_backend  # noqa: E402
+from bench import ROOT, free_port, wait_port, spawn, stop_everything, fake_backend  # noqa: E402
+import scale_router  # noqa: E402
 
 DUMP = f"{ROOT}/Tests/KubernetesTests/Fixtures/dump-pg18-custom.dump"
 PROJECTS = 10
@@ -80,31 +81,6 @@ def metric(port, series):
         if line.startswith(series + " "):
             return float(line.split()[-1])
     return None
-
-
-async def sessions(port, routes, count):
-    """Opens `count` sessions through the router spread over `routes` (startup to ReadyForQuery)
-    and returns them open, with the seconds it took."""
-    sem = asyncio.Semaphore(200)
-    conns = []
-
-    async def one(i):
-        name = routes[i % len(routes)]
-        params = b"user\0app\0database\0app\0options\0" + f"-c devdb.route={name}".encode() + b"\0\0"
-        async with sem:
-            r, w = await asyncio.open_connection("127.0.0.1", port)
-            w.write(struct.pack("!II", len(params) + 8, 196608) + params)
-            await w.drain()
-            buf = b""
-            while not buf.endswith(b"Z\0\0\0\x05I"):
-                chunk = await r.read(1024)
-                if not chunk:
-                    raise RuntimeError(f"closed during startup: {buf[:200]!r}")
-                buf += chunk
-            conns.append(w)
-    t = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(count)))
-    return conns, time.perf_counter() - t
 
 
 def run_size(n, work, quick):
@@ -197,28 +173,13 @@ def run_size(n, work, quick):
     time.sleep(10)
     result["api_idle_cpu_percent"] = round((cpu() - c0) / 10 * 100, 1)
 
-    # The router: memory per cached route (one session through each of up to 2,000 routes) and a
-    # thousand sessions across hundreds of routes held open.
-    router_pid = router_proc.pid
+    # The router (bench/scale_router.py): memory per cached route (a session through every route),
+    # sessions held across hundreds of routes, then a wake storm through the API's wake listener.
     routes = [nm for _, nm, _ in names]
-    cached = routes[: min(n, 2000)]
-
-    async def router_part():
-        before = rss_kib(router_pid)
-        for i in range(0, len(cached), 200):
-            conns, _ = await sessions(router_port, cached[i:i + 200], len(cached[i:i + 200]))
-            for w in conns:
-                w.close()
-        await asyncio.sleep(3)
-        per_route = (rss_kib(router_pid) - before) * 1024 / len(cached)
-        conns, seconds = await sessions(router_port, routes[: min(n, 500)], 2000 if not quick else 500)
-        held = len(conns)
-        for w in conns:
-            w.close()
-        return per_route, held, seconds
-    per_route, held, seconds = asyncio.run(router_part())
-    result["router_bytes_per_cached_route"] = round(per_route)
-    result["router_sessions"] = {"sessions": held, "routes": min(n, 500), "open_all_s": round(seconds, 2)}
+    result["router_cached"] = scale_router.cached_route_bytes(router_proc.pid, router_port, routes)
+    result["router_bytes_per_cached_route"] = result["router_cached"]["bytes_per_route"]
+    result["router_sessions"] = scale_router.held_sessions(router_proc.pid, router_port, routes[: min(n, 500)],
+                                                           min(5000, 5 * n) if not quick else min(2000, 5 * n))
 
     # A wake storm: up to 300 sleeping databases, a client for each at once through the router.
     storm = routes[: min(n, 300)]
@@ -229,13 +190,7 @@ def run_size(n, work, quick):
         if len(items) >= len(storm):
             break
         time.sleep(0.5)
-
-    async def wake_storm():
-        conns, seconds = await sessions(router_port, storm, len(storm))
-        for w in conns:
-            w.close()
-        return seconds
-    result["wake_storm"] = {"databases": len(storm), "all_answered_s": round(asyncio.run(wake_storm()), 2)}
+    result["wake_storm"] = scale_router.wake_storm(router_proc.pid, router_port, storm)
     stop_everything(work)
     return result
 
@@ -253,7 +208,8 @@ def write_report(results, stamp):
             ("API CPU when nothing changes (%)", lambda r: r["api_idle_cpu_percent"]),
             ("Redis bytes per database", lambda r: r["redis_bytes_per_database"]),
             ("router bytes per cached route", lambda r: r["router_bytes_per_cached_route"]),
-            ("router: sessions across routes, s to open all", lambda r: f"{r['router_sessions']['sessions']} / {r['router_sessions']['routes']}, {r['router_sessions']['open_all_s']}"),
+            ("router: sessions held / across routes, s to open all", lambda r: f"{r['router_sessions']['sessions']} / {r['router_sessions']['routes']}, {r['router_sessions']['open_all_s']}"),
+            ("router: bytes / CPU µs per held session", lambda r: f"{r['router_sessions']['router_bytes_per_session']} / {r['router_sessions']['router_cpu_us_per_session']}"),
             ("wake storm: databases, s until all answered", lambda r: f"{r['wake_storm']['databases']}, {r['wake_storm']['all_answered_s']}")]
     md = "| | " + " | ".join(f"{r['databases']:,}" for r in results) + " |\n|---|" + "---|" * len(results) + "\n"
     for label, f in rows:
@@ -290,12 +246,50 @@ def write_report(results, stamp):
     print(f"plot: docs/scale.png")
 
 
+def router_only(args, stamp):
+    """The router alone at each size in `--routes` (bench/scale_router.py): no API."""
+    router_bin, mode = binary("devdb-router")
+    results = []
+    for n in (int(s) for s in args.routes.split(",")):
+        work = f"/tmp/devdb-scale-router-{stamp}-{n}"
+        print(f"router, {n} routes ...", flush=True)
+        try:
+            results.append(scale_router.run_router_only(n, work, args.storm, args.sessions, args.session_routes, router_bin,
+                                                        args.router_args.split()))
+        finally:
+            stop_everything(work)
+        results[-1]["build"] = mode
+        print(json.dumps(results[-1]), flush=True)
+    os.makedirs(f"{ROOT}/bench/results", exist_ok=True)
+    json.dump(results, open(f"{ROOT}/bench/results/{stamp}-scale-router.json", "w"), indent=1)
+    rows = [("bytes per cached route (slope past the warm-up)", lambda r: r["cached"]["bytes_per_route"]),
+            ("resident memory: start / warm / all cached (MiB)", lambda r: f"{r['router_rss_start_kib'] / 1024:.1f} / {r['cached']['rss_before_kib'] / 1024:.1f} / {r['cached']['rss_after_kib'] / 1024:.1f}"),
+            ("sessions held / across routes, s to open all", lambda r: f"{r['sessions']['sessions']} / {r['sessions']['routes']}, {r['sessions']['open_all_s']}"),
+            ("router CPU when idle with every route cached (%)", lambda r: r["cached"].get("idle_cpu_percent", "–")),
+            ("bytes / CPU µs per held session", lambda r: f"{r['sessions']['router_bytes_per_session']} / {r['sessions']['router_cpu_us_per_session']}"),
+            ("router CPU while the sessions are held idle (%)", lambda r: r["sessions"].get("idle_cpu_percent_while_held", "–")),
+            ("wake storm: databases, s until all answered, router CPU s", lambda r: f"{r['wake_storm']['databases']}, {r['wake_storm']['all_answered_s']}, {r['wake_storm']['router_cpu_s']}")]
+    md = f"router only ({mode} build{', ' + args.router_args if args.router_args else ''})\n\n| routes | " + " | ".join(f"{r['routes']:,}" for r in results) + " |\n|---|" + "---|" * len(results) + "\n"
+    for label, f in rows:
+        md += f"| {label} | " + " | ".join(str(f(r)) for r in results) + " |\n"
+    open(f"{ROOT}/bench/results/{stamp}-scale-router.md", "w").write(md)
+    print(md)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100,1000,10000", help="installation sizes, comma-separated (default 100,1000,10000)")
     ap.add_argument("--quick", action="store_true", help="fewer samples per figure")
+    ap.add_argument("--router-only", action="store_true", help="only the router, routes written to Redis (bench/scale_router.py)")
+    ap.add_argument("--routes", default="10000,50000", help="with --router-only: cached routes, comma-separated (default 10000,50000)")
+    ap.add_argument("--sessions", type=int, default=5000, help="with --router-only: sessions held at once (default 5000)")
+    ap.add_argument("--session-routes", type=int, default=500, help="with --router-only: routes the held sessions spread over (default 500)")
+    ap.add_argument("--storm", type=int, default=1000, help="with --router-only: sleeping routes woken at once (default 1000)")
+    ap.add_argument("--router-args", default="", help="with --router-only: extra router flags, e.g. \"--io-queues 2\"")
     args = ap.parse_args()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    if args.router_only:
+        return router_only(args, stamp)
     results = []
     for n in (int(s) for s in args.sizes.split(",")):
         work = f"/tmp/devdb-scale-{stamp}-{n}"

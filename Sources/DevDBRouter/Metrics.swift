@@ -21,8 +21,14 @@ public final class RouterMetrics: Sendable {
         case forwarded, unknownKey = "unknown_key", rateLimited = "rate_limited", failed, routeMismatch = "route_mismatch"
     }
 
-    // outcome/route -> count
-    private let connections = Mutex<[String: Int]>([:])
+    /// One series of `devdb_router_connections_total`. The route is kept as the session's own
+    /// string, which is the route cache's key too (both are copies of one string, sharing its
+    /// storage), so a route's series costs a dictionary slot, not another string.
+    struct ConnectionSeries: Hashable {
+        let outcome: Outcome
+        let route: String
+    }
+    private let connections = Mutex<[ConnectionSeries: Int]>([:])
     // reason -> count
     private let tlsFailures = Mutex<[String: Int]>([:])
     private let cancels = Mutex<[String: Int]>([:])
@@ -67,8 +73,7 @@ public final class RouterMetrics: Sendable {
     static let wakeBuckets: [Double] = [0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60]
 
     public func connection(_ outcome: Outcome, route: String?) {
-        let key = "outcome=\"\(outcome.rawValue)\",route=\"\(route ?? "")\""
-        connections.withLock { $0[key, default: 0] += 1 }
+        connections.withLock { $0[ConnectionSeries(outcome: outcome, route: route ?? ""), default: 0] += 1 }
     }
 
     public func tlsFailure(_ reason: String) { tlsFailures.withLock { $0[reason, default: 0] += 1 } }
@@ -89,7 +94,8 @@ public final class RouterMetrics: Sendable {
             out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
         }
         header("devdb_router_connections_total", "counter", "Client connections by outcome and route.")
-        for (k, v) in connections.withLock({ $0 }).sorted(by: { $0.key < $1.key }) { out += "devdb_router_connections_total{\(k)} \(v)\n" }
+        let series = connections.withLock { $0 }.sorted { ($0.key.outcome.rawValue, $0.key.route) < ($1.key.outcome.rawValue, $1.key.route) }
+        for (k, v) in series { out += "devdb_router_connections_total{outcome=\"\(k.outcome.rawValue)\",route=\"\(k.route)\"} \(v)\n" }
         header("devdb_router_active_connections", "gauge", "Client connections open now.")
         out += "devdb_router_active_connections \(activeConnections.load(ordering: .relaxed))\n"
         header("devdb_router_active_sessions", "gauge", "Routed sessions relaying now.")

@@ -21,9 +21,37 @@ public enum RouteLookup: Sendable, Equatable {
 /// been missed. While Redis is down, cached routes keep being served (as long as the router's
 /// lease lasts: `RouteActivity.admit`).
 public final class RouteResolver: Sendable {
+    /// A cached answer, packed: 48 bytes where a `RouteRecord` and a `Double` took 64, so a cached
+    /// route costs a 64-byte slot of the dictionary plus its name (docs/benchmarks.md, "Scale").
     struct Entry {
-        var route: RouteRecord?
-        var fetchedAt: Double
+        /// nil: no such route (a negative entry).
+        var host: String?
+        var fence: String?
+        var version: Int
+        var port: UInt16
+        var state: RouteState
+        var backendTLS: Bool
+        /// When it was read: tenths of a second on the monotonic clock (13 years fit).
+        var fetchedAt: UInt32
+
+        init(_ route: RouteRecord?, fetchedAt: Double) {
+            host = route?.host
+            fence = route?.fence
+            version = route?.version ?? 0
+            port = UInt16(clamping: route?.port ?? 0)
+            state = route?.state ?? .stopped
+            backendTLS = route?.backendTLS ?? false
+            self.fetchedAt = Entry.tenths(fetchedAt)
+        }
+
+        static func tenths(_ seconds: Double) -> UInt32 { UInt32(clamping: Int(seconds * 10)) }
+
+        var route: RouteRecord? {
+            host.map { RouteRecord(host: $0, port: Int(port), state: state, backendTLS: backendTLS, version: version, fence: fence) }
+        }
+
+        /// Seconds since it was read.
+        func age(now: Double) -> Double { Double(Entry.tenths(now) &- fetchedAt) / 10 }
     }
 
     private let redis: RedisClient
@@ -85,8 +113,8 @@ public final class RouteResolver: Sendable {
         let now = monotonicSeconds()
         let hit: (Entry, stale: Bool)? = cache.withLock { c in
             guard let e = c[name] else { return nil }
-            if e.route == nil && now - e.fetchedAt > negativeTTL { c.removeValue(forKey: name); return nil }
-            return (e, e.route != nil && now - e.fetchedAt > refreshAfter)
+            if e.host == nil && e.age(now: now) > negativeTTL { c.removeValue(forKey: name); return nil }
+            return (e, e.host != nil && e.age(now: now) > refreshAfter)
         }
         if let (entry, stale) = hit {
             metrics.cacheHits.add(1, ordering: .relaxed)
@@ -126,12 +154,12 @@ public final class RouteResolver: Sendable {
             let fields = try redis.command(["HGETALL", RouteContract.routeKey(name)]).fieldMap
             let now = monotonicSeconds()
             if fields.isEmpty {
-                cache.withLock { $0[name] = Entry(route: nil, fetchedAt: now) }
+                cache.withLock { $0[name] = Entry(nil, fetchedAt: now) }
                 return .notFound
             }
             do throws(RouteRecord.DecodeError) {
                 let route = try RouteRecord(fields: fields)
-                cache.withLock { $0[name] = Entry(route: route, fetchedAt: now) }
+                cache.withLock { $0[name] = Entry(route, fetchedAt: now) }
                 return .found(route)
             } catch {
                 log.error("route in Redis is invalid", ["route": name, "error": error.description])

@@ -52,7 +52,7 @@ public final class Router: Sendable {
         activity.onLeaseRegained { resolver.invalidateAll() }
         ctx = RouterContext(config: config, log: log, metrics: metrics, resolver: resolver, cancelKeys: cancelKeys,
                             serverTLS: serverTLS, wakes: wakes, activity: activity)
-        let laneCount = config.ioQueues > 0 ? config.ioQueues : UsableCPUs.count()
+        let laneCount = config.ioQueues > 0 ? config.ioQueues : Self.defaultEventLoops(usableCPUs: UsableCPUs.count())
         var loops: [EventLoop] = []
         for index in 0..<laneCount {
             do { loops.append(try EventLoop(name: "devdb.router.io.\(index)")) } catch {
@@ -87,6 +87,16 @@ public final class Router: Sendable {
     }
 
     public var metricsPort: UInt16? { admin?.port }
+
+    /// Event loops when `--io-queues` is not given: one up to two usable CPUs, one per usable CPU
+    /// above. On two CPUs the router shares its cores with its clients or its backends (or both):
+    /// a second loop then only takes turns with them, and each turn is a cross-core wake-up. It
+    /// cost 2.4 to 6.8 µs per transaction more than one loop here, more the busier the machine,
+    /// for no more TPS, while one loop spends what single-threaded PgBouncer spends
+    /// (docs/benchmarks.md, "How many event loops by default").
+    public static func defaultEventLoops(usableCPUs: Int) -> Int {
+        usableCPUs <= 2 ? 1 : usableCPUs
+    }
 
     public func start() {
         raiseDescriptorLimit()

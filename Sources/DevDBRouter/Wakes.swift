@@ -264,9 +264,11 @@ final class RouteActivity: Sendable {
             let names = items.compactMap(\.string)
             acknowledgeFences(names)
             // Fences that ended a while ago are forgotten (a route read before one is long gone).
+            // A set: this runs every interval, and a hibernation wave fences hundreds at once.
+            let fenced = Set(names)
             let now = monotonicSeconds()
             state.withLock { s in
-                s.fences = s.fences.filter { names.contains($0.key) || now - $0.value.learned < 600 }
+                s.fences = s.fences.filter { fenced.contains($0.key) || now - $0.value.learned < 600 }
             }
         } catch {
             log.warning("cannot read the fenced routes; trying again next interval", ["error": error.description])

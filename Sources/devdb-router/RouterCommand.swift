@@ -70,7 +70,7 @@ struct RouterCommand: ParsableCommand {
     @Option(name: .customLong("cancel-key-ttl"), help: ArgumentHelp("TTL of cancel keys in Redis (refreshed while sessions live).", valueName: "seconds"))
     var cancelKeyTTL: Int = 120
 
-    @Option(name: .customLong("io-queues"), help: "Event-loop threads connections are spread over (0: one per usable CPU: the online CPUs cut to the affinity mask and the cgroup's CPU quota, e.g. a Kubernetes CPU limit).")
+    @Option(name: .customLong("io-queues"), help: "Event-loop threads connections are spread over (0: one with up to 2 usable CPUs, else one per usable CPU; usable: the online CPUs cut to the affinity mask and the cgroup's CPU quota, e.g. a Kubernetes CPU limit).")
     var ioQueues: Int = 0
 
     @Option(name: .customLong("wake-timeout"), help: ArgumentHelp("How long a client of a hibernated database is held while it wakes.", valueName: "seconds"))
