@@ -68,7 +68,7 @@ public struct ProvisioningError: Error, CustomStringConvertible, Sendable, Equat
         case let e as ProvisioningError: self = e
         case let e as ProvisioningErrorConvertible: self = e.provisioningError
         case is CancellationError: self = ProvisioningError(.cancelled, "cancelled")
-        default: self = .internal("this step", detail: String(describing: error))
+        default: self = ProvisioningError(.internal, "DevDB failed unexpectedly on the server; an operator finds the cause in devdb-api's log", detail: String(describing: error))
         }
     }
 }

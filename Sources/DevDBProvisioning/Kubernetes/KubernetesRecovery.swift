@@ -4,8 +4,6 @@ import Foundation
 // Reconcile and removal: what the cluster holds against what the catalog knows.
 
 extension KubernetesProvisioner {
-    /// Deletes every object matching `selector` (owners first, so the garbage collector does most
-    /// of it) and waits until none is left.
     /// Deletes every object this installation made in its namespace (its --instance's databases,
     /// generations, restore Jobs, VolumeSnapshots, Secrets) and waits until they are gone: what
     /// `helm uninstall` leaves, removed by the chart's opt-in pre-delete hook (`devdb-api
@@ -21,6 +19,8 @@ extension KubernetesProvisioner {
         return found
     }
 
+    /// Deletes every object matching `selector` (owners first, so the garbage collector does most
+    /// of it) and waits until none is left.
     func removeAll(selector: String) async throws {
         // Only this installation's: another's (a reinstall over a lost catalog) keeps its objects.
         for r in [Resource.secrets] + Self.owned.filter({ $0 != .secrets }) {
@@ -100,7 +100,7 @@ extension KubernetesProvisioner {
         for d in databases where d.state == .ready || d.state == .unavailable {
             let name = manifests.databaseObject(d.name)
             guard present.contains(name) else { report.missing.append(d.name); continue }
-            let pods = try await pods(databaseSelector(d.name, component: "database"))
+            let pods = try await self.pods(databaseSelector(d.name, component: "database"))
             if pods.contains(where: \.isReady) {
                 report.healthy.append(d.name)
             } else {

@@ -76,7 +76,7 @@ extension KubernetesProvisioner {
             guard let j = try await client.getIfPresent(path(.jobs, job))?.decoded(as: JobStatus.self) else {
                 throw ProvisioningError(.internal, "restore job \(job) disappeared")
             }
-            let pods = try await pods("job-name=\(job)")
+            let pods = try await self.pods("job-name=\(job)")
             if j.succeeded { return true }
             if pods.isEmpty, let refused = await controllerRefused(kind: "Job", name: job) {
                 throw ProvisioningError(.quotaExceededInCluster, "restore job \(job) cannot make its pod: \(refused)")
@@ -143,7 +143,7 @@ extension KubernetesProvisioner {
         var seen: [PodStatus] = []
         let selector = databaseSelector(d.name, component: "database")
         _ = try await poll(timeout: settings.readyTimeout, { () async throws -> Bool? in
-            let pods = try await pods(selector)
+            let pods = try await self.pods(selector)
             seen = pods
             if pods.contains(where: \.isReady) { return true }
             if pods.isEmpty, let failure = try await client.getIfPresent(path(.deployments, claim))?.decoded(as: DeploymentStatus.self).replicaFailure {

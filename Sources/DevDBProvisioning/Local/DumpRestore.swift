@@ -150,10 +150,9 @@ struct DumpRestore: Sendable {
         default: cat = "cat"
         }
         progress("reading the roles the SQL names", size)
-        let names = try await Subprocess.run(["sh", "-c", "\(cat) < \"$1\" | grep -oE '(OWNER TO|GRANT [A-Za-z, ]+ ON [^;]+ TO) [^;]+;' | grep -oE 'TO [^;]+;' | sed -E 's/^TO //; s/;$//' | tr ',' '\\n' | sed -E 's/^ +//; s/ +$//' | sort -u", "sh", dump])
-        let reserved: Set<String> = ["postgres", "public", "CURRENT_USER", "SESSION_USER", "CURRENT_ROLE", Self.appUser]
-        let roles = names.output.split(separator: "\n").map { $0.replacingOccurrences(of: "\"", with: "") }
-            .filter { !$0.isEmpty && !reserved.contains($0) && $0.count <= 63 && !$0.contains(" ") && !$0.hasPrefix("pg_") }
+        let decompressor = format == .plain ? nil : cat
+        let names = try await BlockingExecutor.processes.run { () throws(ProvisioningError) in try PlainDumpRoles.read(dump, decompressor: decompressor) }
+        let roles = PlainDumpRoles.worthMaking(names, appUser: Self.appUser)
         for role in roles {
             try await tools.psql(socket: run, database: "postgres", sql: "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = \(Self.literal(role))) THEN CREATE ROLE \(Self.identifier(role)) NOLOGIN; END IF; END$$")
         }

@@ -1,4 +1,5 @@
 import DevDBCatalog
+import DevDBCore
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -80,13 +81,14 @@ struct LocalDataLayout: Sendable {
     /// still filling it) are stopped first, and `rm -rf` tolerates entries that vanish underneath
     /// it (a reconcile removing the same orphan); tried a few times.
     static func removeTree(_ dir: String) async throws {
+        var backoff = Backoff(initial: 0.2, cap: 1.6)
         for attempt in 0..<5 {
             Postmasters.killHelpers(mentioning: dir + "/")
             guard FileManager.default.fileExists(atPath: dir) else { return }
             let out = try await Subprocess.run(["rm", "-rf", dir])
             if out.status == 0 && !FileManager.default.fileExists(atPath: dir) { return }
             if attempt == 4 { throw ProvisioningError.internal("removing files", detail: "cannot remove \(dir): \(out.tail)") }
-            try? await Task.sleep(for: .milliseconds(200 * (attempt + 1)))
+            try? await Task.sleep(nanoseconds: Backoff.nanoseconds(backoff.next()))
         }
     }
 
