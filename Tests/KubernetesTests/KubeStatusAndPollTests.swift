@@ -117,13 +117,20 @@ import Testing
         }, timedOut: { ProvisioningError(.timeout, "late") })
         #expect(value == "up" && outages == 2)
         // Without `outages` the first transient error ends the wait; a permanent one always does.
+        var tries = 0
         await #expect(throws: KubeError.self) {
-            _ = try await p.poll(timeout: 5, { () async throws -> Bool? in throw KubeError.transport("connection refused", transient: true) }, timedOut: { ProvisioningError(.timeout, "late") })
+            _ = try await p.poll(timeout: 5, { () async throws -> Bool? in
+                tries += 1
+                throw KubeError.transport("connection refused", transient: true) }, timedOut: { ProvisioningError(.timeout, "late") })
         }
+        #expect(tries == 1)
+        tries = 0
         await #expect(throws: KubeError.self) {
             _ = try await p.poll(timeout: 5, outages: true, { () async throws -> Bool? in
+                tries += 1
                 throw KubeError.status(code: 422, reason: "Invalid", message: "spec.source", request: "POST /x") }, timedOut: { ProvisioningError(.timeout, "late") })
         }
+        #expect(tries == 1)
     }
 
     @Test func anOutageLongerThanTheDeadlineFailsWithTheOutage() async throws {
