@@ -324,8 +324,9 @@ final class ControlPlane: Sendable {
                 logger.info("seed cancelled", metadata: ["devdb.project": "\(name)", "devdb.generation": "\(number)"])
                 return
             }
-            failure = ProvisioningError(error)
-            event = .failed(reason: failure!.userMessage)
+            let classified = ProvisioningError(error)
+            failure = classified
+            event = .failed(reason: classified.userMessage)
         }
         let recorded = await persistently("recording a seed outcome", ["devdb.project": "\(name)"]) {
             try await self.catalog.run { try $0.apply(event, project: name, generation: number) }
