@@ -1,4 +1,5 @@
 import DevDBAPIContract
+import DevDBProvisioning
 import Foundation
 import Hummingbird
 
@@ -34,4 +35,29 @@ func jsonResponse<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) t
     var headers = HTTPFields()
     headers[.contentType] = "application/json"
     return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data + [0x0A])))
+}
+
+/// What to do next, in the CLI's words: the hints API errors carry, worded here rather than in
+/// the catalog or the provisioners.
+enum Hints {
+    static let listProjects = "run \"devdb project list\""
+    static func listSnapshots(of database: String) -> String { "run \"devdb db snapshots \(database)\"" }
+    /// A create refused by the catalog: the name is taken, or the project is being deleted.
+    static func createConflict(nameTaken: Bool) -> String {
+        nameTaken ? "choose another name; names are unique in the installation" : "wait until it is gone, then create it again"
+    }
+    /// For a dump URL refused when a project is made.
+    static func dump(_ error: DumpError) -> String? {
+        switch error {
+        case .privateHost: return "dump URLs must name a public host; an operator can allow private hosts with devdb-api --allow-private-dump-hosts"
+        case .unresolvable: return "check the host name in the URL"
+        case .unsupportedURL: return "e.g. s3://bucket/shop.dump, https://host/shop.dump or file:///path/shop.dump"
+        default: return nil
+        }
+    }
+}
+
+extension DumpError {
+    /// What to do, for API error hints (`Hints.dump`).
+    var hint: String? { Hints.dump(self) }
 }

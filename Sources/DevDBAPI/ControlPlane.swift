@@ -291,6 +291,7 @@ final class ControlPlane: Sendable {
         let started = Date()
         let catalog = self.catalog
         let event: GenerationLifecycle.Event
+        var failure: ProvisioningError?
         do {
             if g.postgresMajor == nil {
                 // The generation's major: the project's, or the dump's when a refresh brought a
@@ -323,14 +324,16 @@ final class ControlPlane: Sendable {
                 logger.info("seed cancelled", metadata: ["devdb.project": "\(name)", "devdb.generation": "\(number)"])
                 return
             }
-            event = .failed(reason: String(describing: error))
+            let classified = ProvisioningError(error)
+            failure = classified
+            event = .failed(reason: classified.userMessage)
         }
         let recorded = await persistently("recording a seed outcome", ["devdb.project": "\(name)"]) {
             try await self.catalog.run { try $0.apply(event, project: name, generation: number) }
         }
         guard recorded != nil else { return }
-        if case .failed(let reason) = event {
-            logger.warning("restore failed", metadata: ["devdb.project": "\(name)", "devdb.error": "\(reason)"])
+        if let failure {
+            logger.warning("restore failed", metadata: ["devdb.project": "\(name)", "devdb.error_kind": "\(failure.kind.rawValue)", "devdb.error": "\(failure.detail)"])
             count("seed_failed")
         } else {
             logger.info("generation ready", metadata: ["devdb.project": "\(name)", "devdb.generation": "\(number)",
@@ -563,8 +566,9 @@ final class ControlPlane: Sendable {
             count("snapshot_ok")
         } catch {
             let running = (error as? SnapshotFailure)?.instanceRunning ?? false
-            await self.record(d.name, .snapshotFailed(operation: op.id, reason: String(describing: error), instanceRunning: running))
-            logger.warning("snapshot failed", metadata: ["devdb.snapshot": "\(record.reference)", "devdb.error": "\(error)"])
+            let failure = ProvisioningError(error)
+            await self.record(d.name, .snapshotFailed(operation: op.id, reason: failure.userMessage, instanceRunning: running))
+            logger.warning("snapshot failed", metadata: ["devdb.snapshot": "\(record.reference)", "devdb.error_kind": "\(failure.kind.rawValue)", "devdb.error": "\(failure.detail)"])
             count("snapshot_failed")
         }
     }
@@ -667,11 +671,12 @@ final class ControlPlane: Sendable {
     }
 
     func fail(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation, _ error: any Error) async {
-        let reason = String(describing: error)
+        let failure = ProvisioningError(error)
         // A failed create or reset leaves no instance behind (the port lease stays with the record).
         if op.kind != .delete { try? await provisioner.removeInstance(database: d) }
-        await record(d.name, .failed(operation: op.id, reason: reason))
-        logger.warning("database operation failed", metadata: ["devdb.database": "\(d.name)", "devdb.operation": "\(op.kind.rawValue)", "devdb.error": "\(reason)"])
+        await record(d.name, .failed(operation: op.id, reason: failure.userMessage))
+        logger.warning("database operation failed", metadata: ["devdb.database": "\(d.name)", "devdb.operation": "\(op.kind.rawValue)",
+                                                              "devdb.error_kind": "\(failure.kind.rawValue)", "devdb.error": "\(failure.detail)"])
         count("\(op.kind.rawValue)_failed")
     }
 

@@ -128,16 +128,6 @@ public enum DumpError: Error, Equatable, CustomStringConvertible {
 
     public var isNotADump: Bool { if case .notADump = self { return true }; return false }
 
-    /// What to do, for API error hints.
-    public var hint: String? {
-        switch self {
-        case .privateHost: return "dump URLs must name a public host; an operator can allow private hosts with devdb-api --allow-private-dump-hosts"
-        case .unresolvable: return "check the host name in the URL"
-        case .unsupportedURL: return "e.g. s3://bucket/shop.dump, https://host/shop.dump or file:///path/shop.dump"
-        default: return nil
-        }
-    }
-
     public var description: String {
         switch self {
         case .unsupportedURL(let u): return "dump URL \"\(u)\" is not supported: use file://, http://, https:// or s3://bucket/key"

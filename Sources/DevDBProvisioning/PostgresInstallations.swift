@@ -23,13 +23,13 @@ public struct PostgresInstallations: Sendable, Equatable {
         for (major, dir) in configured {
             let bin = dir.hasSuffix("/") ? String(dir.dropLast()) : dir
             for tool in required where !FileManager.default.isExecutableFile(atPath: "\(bin)/\(tool)") {
-                throw SubprocessError(description: "--postgres-bin-dir \(major)=\(bin): \(bin)/\(tool) is missing or not executable; give the bin directory of a PostgreSQL \(major) installation")
+                throw ProvisioningError(.misconfigured, "--postgres-bin-dir \(major)=\(bin): \(bin)/\(tool) is missing or not executable; give the bin directory of a PostgreSQL \(major) installation")
             }
             let version = (try? Subprocess.runBlocking(["\(bin)/postgres", "--version"]))?.output ?? ""
             // "postgres (PostgreSQL) 18.6"
             let number = version.split(separator: " ").last.map(String.init) ?? ""
             guard DumpInspector.major(of: number) == major else {
-                throw SubprocessError(description: "--postgres-bin-dir \(major)=\(bin): its postgres says \"\(version.trimmingCharacters(in: .whitespacesAndNewlines))\", not PostgreSQL \(major)")
+                throw ProvisioningError(.misconfigured, "--postgres-bin-dir \(major)=\(bin): its postgres says \"\(version.trimmingCharacters(in: .whitespacesAndNewlines))\", not PostgreSQL \(major)")
             }
             found[major] = bin
         }
@@ -42,7 +42,7 @@ public struct PostgresInstallations: Sendable, Equatable {
         for entry in entries.flatMap({ $0.split(separator: ",").map(String.init) }) where !entry.isEmpty {
             let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2, let major = Int(parts[0]), major >= 10, !parts[1].isEmpty else {
-                throw SubprocessError(description: "--postgres-bin-dir \"\(entry)\": expected MAJOR=DIR, e.g. 18=/usr/local/lib/devdb/postgresql/18/bin")
+                throw ProvisioningError(.misconfigured, "--postgres-bin-dir \"\(entry)\": expected MAJOR=DIR, e.g. 18=/usr/local/lib/devdb/postgresql/18/bin")
             }
             out[major] = parts[1]
         }

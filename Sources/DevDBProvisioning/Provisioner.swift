@@ -70,6 +70,7 @@ public enum QueryTarget: Sendable {
 /// Makes generations and database instances. The local provisioner runs Postgres processes;
 /// the Kubernetes provisioner makes pods, volumes and CSI snapshots behind the same calls.
 public protocol Provisioner: PostgresMajors {
+    /// `local`, `kubernetes` or `stand-in`: named in refusals of what one of them cannot do yet.
     var kind: String { get }
     /// Fetches the project's dump and restores it into `generation`, reporting phases and bytes.
     func seed(project: Project, generation: Generation, progress: @escaping @Sendable (_ phase: String, _ bytes: Int64) -> Void) async throws
@@ -152,7 +153,7 @@ extension Provisioner {
     public func removeInstance(database: DatabaseRecord) async throws {}
 
     public func query(_ sql: String, on target: QueryTarget) async throws -> String {
-        throw SubprocessError(description: "reading schemas is not available with the \(kind) provisioner yet")
+        throw ProvisioningError(.notSupported, "reading schemas is not available with the \(kind) provisioner yet")
     }
 
     public func create(database: DatabaseRecord, from generation: Generation, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
@@ -166,7 +167,10 @@ extension Provisioner {
 
 /// A snapshot that could not be taken; `instanceRunning` says whether the database serves again.
 public struct SnapshotFailure: Error, CustomStringConvertible {
-    public let description: String
+    public let error: ProvisioningError
     public let instanceRunning: Bool
-    public init(_ description: String, instanceRunning: Bool) { self.description = description; self.instanceRunning = instanceRunning }
+    public init(_ error: ProvisioningError, instanceRunning: Bool) { self.error = error; self.instanceRunning = instanceRunning }
+    /// A failure whose words are all for the user.
+    public init(_ userMessage: String, instanceRunning: Bool) { self.init(ProvisioningError(.snapshotFailed, userMessage), instanceRunning: instanceRunning) }
+    public var description: String { error.userMessage }
 }

@@ -1,14 +1,10 @@
 import CCurlShims
-import Dispatch
+import DevDBCore
 import Foundation
 import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
-
-public struct SubprocessError: Error, CustomStringConvertible {
-    public let description: String
-}
 
 /// Runs external tools (initdb, pg_ctl, pg_restore, psql, cp). Spawned with posix_spawn and an
 /// empty signal mask: children of Dispatch/Foundation threads would otherwise inherit blocked
@@ -31,15 +27,11 @@ public enum Subprocess {
         let command = asPostgres ? Self.asPostgres(argv) : argv
         let child = Mutex<(pid: pid_t, cancelled: Bool)>((0, false))
         let out = try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { cont in
-                DispatchQueue.global().async {
-                    do {
-                        cont.resume(returning: try runBlocking(command, environment: environment, outputPath: outputPath) { pid in
-                            // Cancelled before the child existed: kill it as soon as it does.
-                            let cancelled = child.withLock { $0.pid = pid; return $0.cancelled }
-                            if cancelled { kill(-pid, SIGKILL) }
-                        })
-                    } catch { cont.resume(throwing: error) }
+            try await BlockingExecutor.processes.run { () throws(ProvisioningError) -> Output in
+                try runBlocking(command, environment: environment, outputPath: outputPath) { pid in
+                    // Cancelled before the child existed: kill it as soon as it does.
+                    let cancelled = child.withLock { $0.pid = pid; return $0.cancelled }
+                    if cancelled { kill(-pid, SIGKILL) }
                 }
             }
         } onCancel: {
@@ -56,7 +48,7 @@ public enum Subprocess {
     }
 
     public static func runBlocking(_ argv: [String], environment: [String: String] = [:], outputPath: String? = nil,
-                                   spawned: (pid_t) -> Void = { _ in }) throws -> Output {
+                                   spawned: (pid_t) -> Void = { _ in }) throws(ProvisioningError) -> Output {
         let logPath = outputPath ?? NSTemporaryDirectory() + "devdb-sub-\(UUID().uuidString)"
         defer { if outputPath == nil { unlink(logPath) } }
         var actions = posix_spawn_file_actions_t()
@@ -86,7 +78,7 @@ public enum Subprocess {
         let rc = withCStrings(argv) { args in
             withCStrings(envStrings) { envp in posix_spawnp(&pid, argv[0], &actions, &attr, args, envp) }
         }
-        guard rc == 0 else { throw SubprocessError(description: "cannot run \(argv[0]): \(String(cString: strerror(rc)))") }
+        guard rc == 0 else { throw .internal("running \(argv[0])", detail: "cannot run \(argv[0]): \(String(cString: strerror(rc)))") }
         spawned(pid)
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
@@ -102,11 +94,14 @@ public enum Subprocess {
         return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
     }
 
-    /// Runs and throws with the output's tail when the command fails.
+    /// Runs and throws when the command fails: users read "`what` failed", the log the output's tail.
     @discardableResult
-    public static func check(_ argv: [String], asPostgres: Bool = false, environment: [String: String] = [:], what: String) async throws -> Output {
+    public static func check(_ argv: [String], asPostgres: Bool = false, environment: [String: String] = [:], what: String,
+                             kind: ProvisioningError.Kind = .internal) async throws -> Output {
         let out = try await run(argv, environment: environment, asPostgres: asPostgres)
-        guard out.status == 0 else { throw SubprocessError(description: "\(what) failed: \(out.tail)") }
+        guard out.status == 0 else {
+            throw ProvisioningError(kind, "\(what) failed on the server; an operator finds the cause in devdb-api's log", detail: "\(what) failed: \(out.tail)")
+        }
         return out
     }
 }

@@ -83,9 +83,11 @@ struct DatabasesController {
         record.generation = source?.generation
         record.hibernateAfterSeconds = sleep
         do { try await catalog.run { [record] in try $0.createDatabase(record) } } catch CatalogError.conflict(let m) {
-            throw APIError.conflict(m, hint: m.hasPrefix("project") ? "wait until it is gone, then create it again" : "choose another name; names are unique in the installation")
+            // Taken since the check above, or the project is being deleted: the catalog tells which.
+            let taken = try await catalog.run({ try $0.database(name) }) != nil
+            throw APIError.conflict(m, hint: Hints.createConflict(nameTaken: taken))
         } catch CatalogError.notFound(let m) {
-            throw APIError.notFound(m.replacingOccurrences(of: " does not exist", with: ""), hint: base == nil ? "run \"devdb project list\"" : "run \"devdb db snapshots \(source?.name ?? "")\"")
+            throw APIError(.notFound, "not_found", m, hint: base == nil ? Hints.listProjects : Hints.listSnapshots(of: source?.name ?? ""))
         }
         if let op = record.operation { plane.submit(.database(name, op)) }
         return try jsonResponse(DatabaseView(record, config: config, secrets: true), status: .accepted)

@@ -40,7 +40,7 @@ struct DiffController {
     func read(_ target: QueryTarget, _ label: String) async throws -> SchemaModel {
         let out: String
         do { out = try await plane.provisioner.query(SchemaCatalog.query, on: target) } catch {
-            throw APIError.conflict("cannot read the schema of \(label): \(error)", hint: "try again when it is ready")
+            throw APIError.conflict("cannot read the schema of \(label): \(ProvisioningError(error).userMessage)", hint: "try again when it is ready")
         }
         guard let start = out.firstIndex(of: "["), let model = try? SchemaModel.parse(Data(out[start...].utf8)) else {
             throw APIError(.internalServerError, "internal", "the schema of \(label) could not be read")

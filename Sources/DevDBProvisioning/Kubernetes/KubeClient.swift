@@ -1,5 +1,6 @@
 import CCurl
 import CCurlShims
+import DevDBCore
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -93,21 +94,20 @@ public struct KubeClient: Sendable {
         let handles = self.handles
         let deadline = Date().addingTimeInterval(retryBudget)
         var attempt = 0
+        // Jittered ±20% so many waiting requests do not come back at once.
+        var backoff = Backoff(initial: 0.2, cap: 5)
         var code = 0, data = Data()
         while true {
             var wait: Double?
             do {
-                let answer = try await withCheckedThrowingContinuation { (cont: CheckedContinuation<(Int, Data, Double?), any Error>) in
-                    DispatchQueue.global().async {
-                        do { cont.resume(returning: try Self.perform(method, connection.server + path, body: body?.encoded(), connection: connection, timeout: timeout, handles: handles)) }
-                        catch { cont.resume(throwing: error) }
-                    }
+                let answer = try await BlockingExecutor.io.run { () throws -> (Int, Data, Double?) in
+                    try Self.perform(method, connection.server + path, body: body?.encoded(), connection: connection, timeout: timeout, handles: handles)
                 }
                 (code, data) = (answer.0, answer.1)
-                if Self.retriedStatuses.contains(code) { wait = answer.2 ?? Self.backoff(attempt) }
+                if Self.retriedStatuses.contains(code) { wait = answer.2 ?? backoff.next() * Double.random(in: 0.8...1.2) }
             } catch let e as KubeError {
                 guard case .transport(_, true) = e, Date() < deadline else { throw e }
-                wait = Self.backoff(attempt)
+                wait = backoff.next() * Double.random(in: 0.8...1.2)
             }
             guard let pause = wait, Date().addingTimeInterval(pause) < deadline else { break }
             attempt += 1
@@ -129,10 +129,6 @@ public struct KubeClient: Sendable {
 
 
     /// 0.2 s doubling to 5 s, with jitter.
-    static func backoff(_ attempt: Int) -> Double {
-        min(5, 0.2 * pow(2, Double(min(attempt, 6)))) * Double.random(in: 0.8...1.2)
-    }
-
     /// One request: status, body and the Retry-After header in seconds (when it has one).
     static func perform(_ method: String, _ url: String, body: Data?, connection: KubeConnection, timeout: Int, handles: HandlePool) throws -> (Int, Data, Double?) {
         guard let curl = handles.take() else { throw KubeError.transport("cannot initialise libcurl") }

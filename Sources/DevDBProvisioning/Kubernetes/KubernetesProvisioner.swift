@@ -59,8 +59,6 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
 
     static func timestamp(_ text: String) -> Date? { ISO8601DateFormatter().date(from: text) }
 
-    func sleep() async throws { try await Task.sleep(for: .milliseconds(Int(settings.pollInterval * 1000))) }
-
     /// A warning about the configured VolumeSnapshotClass, or nil when it is fine: with
     /// deletionPolicy Retain every deleted generation leaves a VolumeSnapshotContent and a cloud
     /// snapshot behind. The class is cluster-scoped: without the chart's optional ClusterRole
@@ -94,11 +92,6 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
         return nil
     }
 
-    struct Failure: Error, CustomStringConvertible {
-        let description: String
-        init(_ d: String) { description = d }
-    }
-
     // MARK: generations
 
     public func seed(project: Project, generation g: Generation, progress: @escaping @Sendable (String, Int64) -> Void) async throws {
@@ -121,7 +114,7 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
             if adopted == nil {
                 progress("fetching", 0)
                 // Sized from the dump (its size is in the project's fingerprint) and the previous generation's restore.
-                let previous = g.number > 1 ? try await client.getIfPresent(path(.volumesnapshots, manifests.generationObject(Generation(project: g.project, number: g.number - 1))))?.at("status.restoreSize").string : nil
+                let previous = g.number > 1 ? try await client.getIfPresent(path(.volumesnapshots, manifests.generationObject(Generation(project: g.project, number: g.number - 1))))?.decoded(as: VolumeSnapshotStatus.self).restoreSize : nil
                 let dumpBytes = Self.dumpBytes(project.dumpFingerprint)
                 let size = manifests.restoreVolumeSize(dumpBytes: dumpBytes, previousRestored: previous)
                 if dumpBytes == nil && settings.restoreVolumeSize == nil {
@@ -142,7 +135,7 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
                 do {
                     try await client.create(path(.volumesnapshots), manifests.volumeSnapshot(name: volume, labels: labels, claim: volume))
                 } catch let e as KubeError where e.code == 404 {
-                    throw Failure(Self.noSnapshotAPI)
+                    throw ProvisioningError(.misconfigured, Self.noSnapshotAPI)
                 }
             }
             try await waitForSnapshot(volume)
@@ -161,7 +154,7 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
     /// installed): found here, not after a whole restore.
     func requireSnapshotAPI() async throws {
         do { _ = try await client.list(path(.volumesnapshots), labelSelector: manifests.managedSelector) } catch let e as KubeError where e.code == 404 {
-            throw Failure(Self.noSnapshotAPI)
+            throw ProvisioningError(.misconfigured, Self.noSnapshotAPI)
         }
     }
 
@@ -171,22 +164,20 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
     /// (cut, maybe still uploading), or its restore Job running (not failed, not being deleted)
     /// with its volume. nil: nothing worth keeping.
     func adoptableSeed(volume: String, job: String) async throws -> Adopted? {
-        if let snap = try await client.getIfPresent(path(.volumesnapshots, volume)), snap.at("metadata.deletionTimestamp").isNull {
+        if let snap = try await client.getIfPresent(path(.volumesnapshots, volume))?.decoded(as: VolumeSnapshotStatus.self), snap.metadata?.isDeleting != true {
             return .snapshot
         }
-        guard let j = try await client.getIfPresent(path(.jobs, job)), j.at("metadata.deletionTimestamp").isNull,
-              (j.at("status.failed").int ?? 0) == 0,
-              !j.at("status.conditions").array.contains(where: { $0["type"].string == "Failed" && $0["status"].string == "True" }),
-              let pvc = try await client.getIfPresent(path(.persistentvolumeclaims, volume)), pvc.at("metadata.deletionTimestamp").isNull else { return nil }
+        guard let j = try await client.getIfPresent(path(.jobs, job))?.decoded(as: JobStatus.self), j.metadata?.isDeleting != true, !j.hasFailed,
+              let pvc = try await client.getIfPresent(path(.persistentvolumeclaims, volume))?.decoded(as: PVCStatus.self), pvc.metadata?.isDeleting != true else { return nil }
         return .job
     }
 
     public func deleteGeneration(_ g: Generation) async throws {
         let snapshot = manifests.generationObject(g)
-        let claims = try await client.list(path(.persistentvolumeclaims), labelSelector: manifests.managedSelector)
-        let users = claims.filter { $0.at("spec.dataSource.name").string == snapshot && $0.at("spec.dataSource.kind").string == "VolumeSnapshot" }
+        let claims = try await client.list(path(.persistentvolumeclaims), labelSelector: manifests.managedSelector).map { try $0.decoded(as: PVCStatus.self) }
+        let users = claims.filter { $0.sourceSnapshot == snapshot }
         guard users.isEmpty else {
-            throw Failure("generation \(g.number) of \(g.project) is still used by \(users.compactMap { $0.at("metadata.name").string }.joined(separator: ", ")); its snapshot stays")
+            throw ProvisioningError(.sourceUnavailable, "generation \(g.number) of \(g.project) is still used by \(users.compactMap { $0.metadata?.name }.joined(separator: ", ")); its snapshot stays")
         }
         try await removeAll(selector: "\(manifests.managedSelector),\(KubeNames.projectLabel)=\(KubeNames.labelValue(g.project)),\(KubeNames.generationLabel)=\(g.number)")
     }
@@ -230,14 +221,14 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
         phase(snapshot == nil ? "creating volume" : "cloning")
         var size = settings.volumeSize
         if let snapshot {
-            guard let snap = try await client.getIfPresent(path(.volumesnapshots, snapshot)), snap.at("status.readyToUse").bool == true else {
+            guard let snap = try await client.getIfPresent(path(.volumesnapshots, snapshot))?.decoded(as: VolumeSnapshotStatus.self), snap.readyToUse else {
                 if case .generation(let g) = source {
-                    throw Failure("generation \(g.number) of \(g.project) has no ready snapshot (\(snapshot)); run \"devdb project refresh \(g.project)\" and reset with --latest")
+                    throw ProvisioningError(.sourceUnavailable, "generation \(g.number) of \(g.project) has no ready snapshot (\(snapshot)); run \"devdb project refresh \(g.project)\" and reset with --latest")
                 }
-                throw Failure("\(source.description) has no ready VolumeSnapshot (\(snapshot))")
+                throw ProvisioningError(.sourceUnavailable, "\(source.description) has no ready VolumeSnapshot (\(snapshot))")
             }
             // A volume made from a snapshot must be at least as large as the snapshot.
-            if let restore = snap.at("status.restoreSize").string, let need = Quantity.bytes(restore),
+            if let restore = snap.restoreSize, let need = Quantity.bytes(restore),
                let have = Quantity.bytes(settings.volumeSize), need > have {
                 size = restore
             }
@@ -246,7 +237,7 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
                                 manifests.volumeClaim(name: name, labels: manifests.databaseLabels(d), snapshot: snapshot, owner: owner, size: size))
         if snapshot == nil, case .generation = source {
             phase("restoring the dump (no VolumeSnapshot class)")
-            guard let project = try await projectLookup(d.project) else { throw Failure("project \(d.project) is gone") }
+            guard let project = try await projectLookup(d.project) else { throw ProvisioningError(.sourceUnavailable, "project \(d.project) is gone") }
             var labels = manifests.databaseLabels(d)
             labels["app.kubernetes.io/component"] = "restore"
             let job = manifests.restoreJobName(name)
@@ -271,9 +262,9 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
         let name = manifests.databaseObject(d.name)
         guard let owner = try await client.getIfPresent(path(.secrets, name)), manifests.isOurs(owner), owner.at("metadata.deletionTimestamp").isNull,
               owner.at("data.password").string == Data(d.password.utf8).base64EncodedString(),
-              let j = try await client.getIfPresent(path(.jobs, manifests.restoreJobName(name))), j.at("metadata.deletionTimestamp").isNull,
-              (j.at("status.failed").int ?? 0) == 0,
-              let pvc = try await client.getIfPresent(path(.persistentvolumeclaims, name)), pvc.at("metadata.deletionTimestamp").isNull else { return nil }
+              let j = try await client.getIfPresent(path(.jobs, manifests.restoreJobName(name)))?.decoded(as: JobStatus.self), j.metadata?.isDeleting != true,
+              (j.status?.failed ?? 0) == 0,
+              let pvc = try await client.getIfPresent(path(.persistentvolumeclaims, name))?.decoded(as: PVCStatus.self), pvc.metadata?.isDeleting != true else { return nil }
         return owner
     }
 
@@ -326,15 +317,15 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
     /// VolumeSnapshot of its volume, and starts it again. The PVC, Secret and Service stay.
     public func snapshot(database d: DatabaseRecord, as s: SnapshotRecord) async throws -> SnapshotOutcome {
         guard snapshots else {
-            throw SnapshotFailure("no VolumeSnapshot class is configured (--snapshot-class / databases.snapshotClass): snapshots need one", instanceRunning: true)
+            throw SnapshotFailure(ProvisioningError(.notSupported, "no VolumeSnapshot class is configured (--snapshot-class / databases.snapshotClass): snapshots need one"), instanceRunning: true)
         }
         let name = manifests.databaseObject(d.name)
         let snap = manifests.snapshotObject(s)
         guard let owner = try await client.getIfPresent(path(.secrets, name)) else {
-            throw SnapshotFailure("the database's objects are gone; run \"devdb db reset \(d.name)\"", instanceRunning: false)
+            throw SnapshotFailure(ProvisioningError(.instanceGone, "the database's objects are gone; run \"devdb db reset \(d.name)\""), instanceRunning: false)
         }
         let stopped = Date()
-        var failure: String?
+        var failure: ProvisioningError?
         do {
             try await client.delete(path(.deployments, name))
             try await waitGone(path(.deployments, name))
@@ -344,14 +335,14 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
             try await client.create(path(.volumesnapshots), manifests.volumeSnapshot(name: snap, labels: manifests.snapshotLabels(s), claim: name))
             try await waitForSnapshotCut(snap)
         } catch {
-            failure = "\(error)"
+            failure = ProvisioningError(error)
             _ = try? await client.delete(path(.volumesnapshots, snap))
         }
         if d.operation?.asleep == true {
             // Scaled to zero already: the volume is cut as it is, and the database stays asleep.
             if let failure { throw SnapshotFailure(failure, instanceRunning: false) }
-            let taken = try await client.getIfPresent(path(.volumesnapshots, snap))
-            return SnapshotOutcome(method: "volumesnapshot", sizeBytes: taken?.at("status.restoreSize").string.flatMap(Quantity.bytes).map(Int64.init),
+            let taken = try await client.getIfPresent(path(.volumesnapshots, snap))?.decoded(as: VolumeSnapshotStatus.self)
+            return SnapshotOutcome(method: "volumesnapshot", sizeBytes: taken?.restoreSize.flatMap(Quantity.bytes).map(Int64.init),
                                    unavailableSeconds: 0)
         }
         do {
@@ -360,18 +351,14 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
             }
             try await waitForDatabase(d, claim: name, snapshot: nil)
         } catch {
-            throw SnapshotFailure("\(failure.map { $0 + "; " } ?? "")the database did not start again: \(error)", instanceRunning: false)
+            let again = ProvisioningError(error)
+            throw SnapshotFailure(ProvisioningError(.snapshotFailed, "\(failure.map { $0.userMessage + "; " } ?? "")the database did not start again: \(again.userMessage)",
+                                                    detail: "\(failure.map { $0.detail + "; " } ?? "")the database did not start again: \(again.detail)"), instanceRunning: false)
         }
         if let failure { throw SnapshotFailure(failure, instanceRunning: true) }
-        let taken = try await client.getIfPresent(path(.volumesnapshots, snap))
-        return SnapshotOutcome(method: "volumesnapshot", sizeBytes: taken?.at("status.restoreSize").string.flatMap(Quantity.bytes).map(Int64.init),
+        let taken = try await client.getIfPresent(path(.volumesnapshots, snap))?.decoded(as: VolumeSnapshotStatus.self)
+        return SnapshotOutcome(method: "volumesnapshot", sizeBytes: taken?.restoreSize.flatMap(Quantity.bytes).map(Int64.init),
                                unavailableSeconds: Date().timeIntervalSince(stopped))
-    }
-
-    /// Waits until the snapshot is cut (`creationTime` set, or already readyToUse): the database
-    /// may run again then, even while the snapshot is still being uploaded.
-    func waitForSnapshotCut(_ name: String) async throws {
-        try await waitForSnapshotStatus(name, what: "cut") { $0.at("status.readyToUse").bool == true || $0.at("status.creationTime").string != nil }
     }
 
     // MARK: hibernation
@@ -390,7 +377,7 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
     public func start(database d: DatabaseRecord) async throws -> InstanceInfo {
         let name = manifests.databaseObject(d.name)
         guard let owner = try await client.getIfPresent(path(.secrets, name)) else {
-            throw Failure("its objects are gone; run \"devdb db reset \(d.name)\"")
+            throw ProvisioningError(.instanceGone, "its objects are gone; run \"devdb db reset \(d.name)\"")
         }
         if try await client.getIfPresent(path(.deployments, name)) == nil {
             try await client.create(path(.deployments), manifests.deployment(d, owner: owner))
@@ -409,390 +396,5 @@ public final class KubernetesProvisioner: Provisioner, PostgresMajors {
         return s
     }
 
-    /// Deletes every object matching `selector` (owners first, so the garbage collector does most
-    /// of it) and waits until none is left.
-    /// Deletes every object this installation made in its namespace (its --instance's databases,
-    /// generations, restore Jobs, VolumeSnapshots, Secrets) and waits until they are gone: what
-    /// `helm uninstall` leaves, removed by the chart's opt-in pre-delete hook (`devdb-api
-    /// --uninstall`). Returns what it deleted, as `kind/name`.
-    public func removeEverything() async throws -> [String] {
-        var found: [String] = []
-        for r in Self.owned {
-            for item in try await list(r, selector: manifests.managedSelector) {
-                found.append("\(r.rawValue)/\(item.at("metadata.name").string ?? "?")")
-            }
-        }
-        try await removeAll(selector: manifests.managedSelector)
-        return found
-    }
 
-    func removeAll(selector: String) async throws {
-        // Only this installation's: another's (a reinstall over a lost catalog) keeps its objects.
-        for r in [Resource.secrets] + Self.owned.filter({ $0 != .secrets }) {
-            for item in try await list(r, selector: selector) where manifests.isOurs(item) {
-                if let n = item.at("metadata.name").string { try await client.delete(path(r, n)) }
-            }
-        }
-        var left: [String] = []
-        try await poll({
-            left = []
-            for r in Self.owned {
-                for item in try await list(r, selector: selector) where manifests.isOurs(item) {
-                    left.append("\(r.rawValue)/\(item.at("metadata.name").string ?? "?")")
-                }
-            }
-            return left.isEmpty
-        }, failure: {
-            "these objects were deleted but are still present after \(Int(settings.readyTimeout)) s: \(left.joined(separator: ", ")); check their finalizers with kubectl -n \(ns) get \(left[0]) -o yaml"
-        })
-    }
-
-    /// Polls `done` every poll interval for up to readyTimeout; then fails with `failure()`.
-    func poll(_ done: () async throws -> Bool, failure: () -> String) async throws {
-        let deadline = Date().addingTimeInterval(settings.readyTimeout)
-        while try await !done() {
-            if Date() > deadline { throw Failure(failure()) }
-            try await sleep()
-        }
-    }
-
-    func waitGone(_ objectPath: String) async throws {
-        try await poll({ try await client.getIfPresent(objectPath) == nil },
-                       failure: { "\(objectPath) is still present \(Int(settings.readyTimeout)) s after it was deleted" })
-    }
-
-    func waitNoPods(_ selector: String) async throws {
-        try await poll({ try await client.list(path(.pods), labelSelector: selector).isEmpty },
-                       failure: { "the database's pod did not stop within \(Int(settings.readyTimeout)) s" })
-    }
-
-    // MARK: what the cluster reports
-
-    /// Why a pod cannot make progress, if it cannot (image pulls, crash loops, failed init).
-    static func podProblem(_ pod: JSONValue) -> String? { podProblems(pod).first?.message }
-
-    /// A reason a pod is stuck; `transient` ones the kubelet retries by itself (a registry's
-    /// 429, a blip pulling a layer, a container runtime busy creating): they fail the step only
-    /// when they last longer than `transientPodErrorTimeout`.
-    struct PodProblem {
-        let message: String
-        let transient: Bool
-        let key: String
-    }
-
-    static func podProblems(_ pod: JSONValue) -> [PodProblem] {
-        let name = pod.at("metadata.name").string ?? "pod"
-        let statuses = pod.at("status.initContainerStatuses").array + pod.at("status.containerStatuses").array
-        var found: [PodProblem] = []
-        for s in statuses {
-            let container = s["name"].string ?? "container"
-            if let reason = s.at("state.waiting.reason").string {
-                let message = s.at("state.waiting.message").string ?? ""
-                let key = "\(name)/\(container)"
-                switch reason {
-                case "ErrImagePull", "ImagePullBackOff":
-                    found.append(PodProblem(message: "pod \(name) cannot pull the image for \(container) (\(reason)): \(message). Check the image name, the registry's rate limits and pull secrets", transient: true, key: key))
-                case "CreateContainerError":
-                    found.append(PodProblem(message: "pod \(name) cannot create container \(container) (\(reason)): \(message)", transient: true, key: key))
-                default:
-                    if let fatal = fatalWaiting(reason: reason, message: message, pod: name, container: container, status: s) {
-                        found.append(PodProblem(message: fatal, transient: false, key: key))
-                    }
-                }
-            }
-        }
-        return found
-    }
-
-    static func fatalWaiting(reason: String, message: String, pod name: String, container: String, status s: JSONValue) -> String? {
-                switch reason {
-                case "InvalidImageName":
-                    return "pod \(name) cannot pull the image for \(container) (\(reason)): \(message). Check the image name"
-                case "ErrImageNeverPull":
-                    return "pod \(name) cannot start \(container) (ErrImageNeverPull): \(message). Its pull policy is Never and the image is not on the node: load it (kind load docker-image) or set databases.imagePullPolicy"
-                case "CreateContainerConfigError":
-                    return "pod \(name) cannot create container \(container) (\(reason)): \(message)"
-                case "CrashLoopBackOff":
-                    let last = s.at("lastState.terminated.message").string ?? s.at("lastState.terminated.reason").string ?? ""
-                    return "container \(container) of pod \(name) keeps crashing: \(last.trimmingCharacters(in: .whitespacesAndNewlines))"
-                default: return nil
-                }
-    }
-
-    /// The problem that fails the step now, if any: fatal ones at once, transient ones once they
-    /// have lasted `transientPodErrorTimeout` (the kubelet's message then). `since` remembers
-    /// when each container was first seen failing; a container that recovered is forgotten.
-    func podFailure(_ pod: JSONValue, since: inout [String: Date]) -> String? {
-        let problems = Self.podProblems(pod)
-        let name = pod.at("metadata.name").string ?? "pod"
-        for key in since.keys where key.hasPrefix(name + "/") && !problems.contains(where: { $0.key == key }) { since[key] = nil }
-        for p in problems {
-            guard p.transient else { return p.message }
-            let first = since[p.key] ?? Date()
-            since[p.key] = first
-            if Date().timeIntervalSince(first) > settings.transientPodErrorTimeout {
-                return p.message + " (for \(Int(settings.transientPodErrorTimeout)) s)"
-            }
-        }
-        return nil
-    }
-
-    /// What the cluster says keeps a pod from starting, beyond its containers' states: a volume
-    /// that cannot be mounted (a missing Secret: event FailedMount), or no node for it
-    /// (PodScheduled=False, Unschedulable, for longer than unschedulableTimeout; unbound volumes
-    /// are left to the bind timeout). `since` remembers when each pod was first seen unschedulable.
-    func podBlocked(_ pod: JSONValue, since: inout [String: Date]) async throws -> String? {
-        let name = pod.at("metadata.name").string ?? "pod"
-        if let scheduled = pod.at("status.conditions").array.first(where: { $0["type"].string == "PodScheduled" }),
-           scheduled["status"].string == "False", scheduled["reason"].string == "Unschedulable" {
-            let message = scheduled["message"].string ?? ""
-            if !message.contains("unbound") && !message.contains("PersistentVolumeClaim") {
-                let first = since[name] ?? Date()
-                since[name] = first
-                if Date().timeIntervalSince(first) > settings.unschedulableTimeout {
-                    return "pod \(name) cannot be scheduled (Unschedulable for \(Int(settings.unschedulableTimeout)) s): \(message). Check node resources (requests \(settings.cpuRequest) CPU, \(settings.memoryRequest)), taints and node selectors"
-                }
-            }
-        } else {
-            since[name] = nil
-        }
-        // Mount failures show only as events while the pod sits in ContainerCreating.
-        let waitingToStart = (pod.at("status.initContainerStatuses").array + pod.at("status.containerStatuses").array)
-            .contains { ["ContainerCreating", "PodInitializing"].contains($0.at("state.waiting.reason").string ?? "") }
-        guard waitingToStart || pod.at("status.phase").string == "Pending" else { return nil }
-        let events = ((try? await client.list(path(.events), labelSelector: "", fieldSelector: "involvedObject.name=\(name)")) ?? [])
-            .filter { $0.at("involvedObject.name").string == name && $0.at("involvedObject.kind").string == "Pod" }
-        for e in events where ["FailedMount", "FailedAttachVolume"].contains(e["reason"].string ?? "") {
-            let message = e["message"].string ?? ""
-            if message.contains("not found") || (e["count"].int ?? 1) >= 3 {
-                return "pod \(name) cannot mount its volumes (\(e["reason"].string ?? "FailedMount")): \(message)"
-            }
-        }
-        return nil
-    }
-
-    /// Why a Job's controller cannot make its pod (admission: Pod Security, a ResourceQuota, a
-    /// LimitRange), from its FailedCreate events; nil while there is none.
-    func controllerRefused(kind: String, name: String) async throws -> String? {
-        let events = ((try? await client.list(path(.events), labelSelector: "", fieldSelector: "involvedObject.name=\(name)")) ?? [])
-            .filter { $0.at("involvedObject.name").string == name && $0.at("involvedObject.kind").string == kind && $0["reason"].string == "FailedCreate" }
-        guard let message = events.last?["message"].string else { return nil }
-        return message + Self.admissionHint(message)
-    }
-
-    static func admissionHint(_ message: String) -> String {
-        message.contains("PodSecurity") ? ". The namespace enforces Pod Security \"restricted\": check databases.postgresUID (not 0) and podSecurity values" : ""
-    }
-
-    static func podReady(_ pod: JSONValue) -> Bool {
-        pod.at("status.conditions").array.contains { $0["type"].string == "Ready" && $0["status"].string == "True" }
-    }
-
-    /// Fails once a PVC has been Pending longer than the bind timeout.
-    func checkClaim(_ claim: String, since start: Date, snapshot: String?) async throws -> Bool {
-        guard let pvc = try await client.getIfPresent(path(.persistentvolumeclaims, claim)) else {
-            throw Failure("volume \(claim) disappeared")
-        }
-        if pvc.at("status.phase").string == "Bound" { return true }
-        if Date().timeIntervalSince(start) > settings.bindTimeout {
-            var why = "volume \(claim) did not bind within \(Int(settings.bindTimeout)) s (phase \(pvc.at("status.phase").string ?? "Pending"))"
-            if let snapshot, let snap = try await client.getIfPresent(path(.volumesnapshots, snapshot)), snap.at("status.readyToUse").bool != true {
-                why += "; its source snapshot \(snapshot) is not ready"
-            }
-            // The provisioner's own words (ProvisioningFailed: a size below the snapshot's, a quota).
-            let events = ((try? await client.list(path(.events), labelSelector: "", fieldSelector: "involvedObject.name=\(claim)")) ?? [])
-                .filter { $0.at("involvedObject.name").string == claim && $0.at("involvedObject.kind").string == "PersistentVolumeClaim" && $0["type"].string == "Warning" }
-            if let last = events.last, let message = last["message"].string {
-                why += "; \(last["reason"].string ?? "event"): \(message)"
-            }
-            throw Failure(why + ": check the StorageClass (\(settings.storageClass ?? "cluster default")) with kubectl -n \(ns) describe pvc \(claim)")
-        }
-        return false
-    }
-
-    func waitForJob(_ job: String, claim: String, phase: @escaping @Sendable (String) -> Void) async throws {
-        let start = Date()
-        var unschedulable: [String: Date] = [:]
-        var transient: [String: Date] = [:]
-        var last = ""
-        func report(_ p: String) { if p != last { last = p; phase(p) } }
-        while true {
-            if Date().timeIntervalSince(start) > settings.restoreTimeout {
-                throw Failure("restore job \(job) did not finish within \(Int(settings.restoreTimeout)) s")
-            }
-            // The API server away longer than the client's retry budget: keep waiting, within the restore's deadline.
-            guard let found = try await transiently({ try await client.getIfPresent(path(.jobs, job)) }, since: start, deadline: settings.restoreTimeout),
-                  let pods = try await transiently({ try await client.list(path(.pods), labelSelector: "job-name=\(job)") }, since: start, deadline: settings.restoreTimeout) else {
-                report("waiting for the Kubernetes API")
-                try await sleep()
-                continue
-            }
-            guard let j = found else { throw Failure("restore job \(job) disappeared") }
-            if (j.at("status.succeeded").int ?? 0) >= 1 { return }
-            if pods.isEmpty, let refused = try await controllerRefused(kind: "Job", name: job) {
-                throw Failure("restore job \(job) cannot make its pod: \(refused)")
-            }
-            let failed = j.at("status.conditions").array.first { $0["type"].string == "Failed" && $0["status"].string == "True" }
-            if failed != nil || (j.at("status.failed").int ?? 0) > 0 {
-                var detail = failed?["message"].string ?? failed?["reason"].string ?? "the job failed"
-                for p in pods {
-                    for s in p.at("status.initContainerStatuses").array + p.at("status.containerStatuses").array {
-                        if let code = s.at("state.terminated.exitCode").int, code != 0 {
-                            let msg = (s.at("state.terminated.message").string ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-                            detail = "\(s["name"].string ?? "container") exited with \(code)" + (msg.isEmpty ? "" : ": \(msg)")
-                        }
-                    }
-                }
-                throw Failure("restore job \(job) failed: \(detail)")
-            }
-            for p in pods {
-                if let problem = podFailure(p, since: &transient) { throw Failure(problem) }
-                if let blocked = try await podBlocked(p, since: &unschedulable) { throw Failure(blocked) }
-                if p.at("status.initContainerStatuses").array.contains(where: { !$0.at("state.running").isNull }) { report("fetching") }
-                if p.at("status.containerStatuses").array.contains(where: { !$0.at("state.running").isNull }) { report("restoring") }
-            }
-            if try await transiently({ try await checkClaim(claim, since: start, snapshot: nil) }, since: start, deadline: settings.restoreTimeout) == false {
-                report("waiting for volume")
-            }
-            try await sleep()
-        }
-    }
-
-    /// Waits for `readyToUse` until the snapshot deadline. A `status.error` is not the end: the
-    /// snapshot controller writes errors it retries ("the object has been modified", a throttled
-    /// cloud API) and clears them; the last one seen is reported only when the deadline passes.
-    func waitForSnapshot(_ name: String) async throws {
-        try await waitForSnapshotStatus(name, what: "readyToUse") { $0.at("status.readyToUse").bool == true }
-    }
-
-    func waitForSnapshotStatus(_ name: String, what: String, _ done: (JSONValue) -> Bool) async throws {
-        let start = Date()
-        var lastError: String?
-        while true {
-            if let s = try await transiently({ try await client.getIfPresent(path(.volumesnapshots, name)) }, since: start, deadline: settings.snapshotTimeout) {
-                guard let s else { throw Failure("VolumeSnapshot \(name) disappeared") }
-                if done(s) { return }
-                if let message = s.at("status.error.message").string { lastError = message }
-            }
-            if Date().timeIntervalSince(start) > settings.snapshotTimeout {
-                if let lastError {
-                    throw Failure("VolumeSnapshot \(name) failed: \(lastError) (still failing after \(Int(settings.snapshotTimeout)) s: check the CSI driver's snapshotter with kubectl -n \(ns) describe volumesnapshot \(name))")
-                }
-                throw Failure("VolumeSnapshot \(name) was not \(what) within \(Int(settings.snapshotTimeout)) s: check the VolumeSnapshotClass \(settings.snapshotClass ?? "") and the CSI driver's snapshotter")
-            }
-            try await sleep()
-        }
-    }
-
-    /// One poll of a long wait. An API server that is away for longer than the client's retry
-    /// budget (a control-plane upgrade, an outage) does not fail the step: the poll answers nil
-    /// and the wait goes on until the step's own deadline (`deadline` seconds after `since`).
-    func transiently<T>(_ body: () async throws -> T, since: Date, deadline: Double) async throws -> T? {
-        do { return try await body() } catch let e as KubeError where e.isTransient && Date().timeIntervalSince(since) < deadline {
-            return nil
-        }
-    }
-
-    func waitForDatabase(_ d: DatabaseRecord, claim: String, snapshot: String?) async throws {
-        let start = Date()
-        var unschedulable: [String: Date] = [:]
-        var transient: [String: Date] = [:]
-        let selector = databaseSelector(d.name, component: "database")
-        while true {
-            let pods = try await client.list(path(.pods), labelSelector: selector)
-            if pods.contains(where: Self.podReady) { return }
-            if pods.isEmpty, let deployment = try await client.getIfPresent(path(.deployments, claim)),
-               let failure = deployment.at("status.conditions").array.first(where: { $0["type"].string == "ReplicaFailure" && $0["status"].string == "True" }) {
-                throw Failure("database \(d.name) cannot get a pod (\(failure["reason"].string ?? "ReplicaFailure")): \(failure["message"].string ?? "")\(Self.admissionHint(failure["message"].string ?? ""))")
-            }
-            for p in pods {
-                if let problem = podFailure(p, since: &transient) { throw Failure(problem) }
-                if let blocked = try await podBlocked(p, since: &unschedulable) { throw Failure(blocked) }
-            }
-            _ = try await checkClaim(claim, since: start, snapshot: snapshot)
-            if Date().timeIntervalSince(start) > settings.readyTimeout {
-                let status = pods.lazy.compactMap(Self.podProblem).first
-                    ?? pods.first.map { "pod \($0.at("metadata.name").string ?? "?") is \($0.at("status.phase").string ?? "Pending")" } ?? "no pod was created"
-                throw Failure("database \(d.name) was not ready within \(Int(settings.readyTimeout)) s: \(status); see kubectl -n \(ns) describe deployment \(claim)")
-            }
-            try await sleep()
-        }
-    }
-
-    // MARK: reconcile
-
-    public func recover(databases: [DatabaseRecord], generations: [Generation], snapshots known: [SnapshotRecord]) async throws -> RecoveryReport {
-        let view = CatalogView(databases: databases, generations: generations, snapshots: known)
-        return try await recover(view) { view }
-    }
-
-    /// Which catalog entry an object belongs to, by its labels, and whether `view` knows it.
-    func wanted(_ labels: JSONValue, name: String, by view: CatalogView) -> (what: String, known: Bool)? {
-        if let db = labels[KubeNames.snapshotOfLabel].string {
-            return ("snapshot \(db)@\(labels[KubeNames.snapshotLabel].string ?? "?")", Set(view.snapshots.map(manifests.snapshotObject)).contains(name))
-        } else if let db = labels[KubeNames.databaseLabel].string {
-            return (db, view.databases.contains { KubeNames.labelValue($0.name) == db })
-        } else if let project = labels[KubeNames.projectLabel].string, let number = labels[KubeNames.generationLabel].string {
-            return ("generation \(project)/\(number)", view.generations.contains { KubeNames.labelValue($0.project) == project && String($0.number) == number })
-        }
-        return nil
-    }
-
-    public func recover(_ view: CatalogView, current: @escaping @Sendable () async throws -> CatalogView) async throws -> RecoveryReport {
-        var report = RecoveryReport()
-        let databases = view.databases, generations = view.generations, known = view.snapshots
-        var orphans: Set<String> = []
-        var foreign: [String: Set<String>] = [:]
-        var spared: Set<String> = []
-        for r in Self.owned {
-            for item in try await list(r, selector: manifests.managedSelector) {
-                let labels = item.at("metadata.labels")
-                guard let name = item.at("metadata.name").string, let (what, known) = wanted(labels, name: name, by: view), !known else { continue }
-                guard manifests.isOurs(item) else {
-                    foreign[labels[KubeNames.installationLabel].string ?? "(no installation label)", default: []].insert("\(r.rawValue)/\(name)")
-                    continue
-                }
-                if item.at("metadata.deletionTimestamp").string != nil { continue }  // going already
-                // Young objects are left alone: the work making them may not have recorded them yet.
-                if let made = item.at("metadata.creationTimestamp").string.flatMap(Self.timestamp), Date().timeIntervalSince(made) < settings.orphanGracePeriod {
-                    spared.insert(what)
-                    continue
-                }
-                // The catalog again, right before the delete: what was recorded since the first read stays.
-                if wanted(labels, name: name, by: try await current())?.known == true {
-                    spared.insert(what)
-                    continue
-                }
-                try await client.delete(path(r, name))
-                orphans.insert(what)
-            }
-        }
-        report.foreign = foreign.keys.sorted().map { id in
-            "installation \(id): \(foreign[id]!.sorted().joined(separator: ", "))"
-        }
-        report.spared = spared.sorted()
-        report.orphansRemoved = orphans.sorted()
-        let deployments = try await client.list(path(.deployments), labelSelector: manifests.managedSelector)
-        let present = Set(deployments.compactMap { $0.at("metadata.name").string })
-        for d in databases where d.state == .ready || d.state == .unavailable {
-            let name = manifests.databaseObject(d.name)
-            guard present.contains(name) else { report.missing.append(d.name); continue }
-            let pods = try await client.list(path(.pods), labelSelector: databaseSelector(d.name, component: "database"))
-            if pods.contains(where: Self.podReady) {
-                report.healthy.append(d.name)
-            } else {
-                report.unhealthy[d.name] = pods.compactMap(Self.podProblem).first
-                    ?? (pods.isEmpty ? "its pod is not running" : "its pod is \(pods[0].at("status.phase").string ?? "Pending") and not ready")
-            }
-        }
-        for s in known where s.state == .ready {
-            if try await client.getIfPresent(path(.volumesnapshots, manifests.snapshotObject(s))) == nil { report.missingSnapshots.append(s) }
-        }
-        for g in generations where g.state == .ready && snapshots {
-            if try await client.getIfPresent(path(.volumesnapshots, manifests.generationObject(g))) == nil {
-                report.missingGenerations.append(g)
-            }
-        }
-        return report
-    }
 }

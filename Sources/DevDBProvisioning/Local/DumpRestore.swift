@@ -1,4 +1,5 @@
 import DevDBCatalog
+import DevDBCore
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -26,23 +27,17 @@ struct DumpRestore: Sendable {
         let fetcher = self.fetcher
         let cancelled = CancelFlag()
         try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Void, any Error>) in
-                DispatchQueue.global().async {
-                    do {
-                        try fetcher.fetch(project.dumpUrl, to: dump, progress: { bytes in progress("fetching", bytes) },
-                                          cancelled: { cancelled.isSet })
-                        cont.resume()
-                    } catch { cont.resume(throwing: error) }
-                }
+            try await BlockingExecutor.processes.run { () throws(DumpError) in
+                try fetcher.fetch(project.dumpUrl, to: dump, progress: { bytes in progress("fetching", bytes) }, cancelled: { cancelled.isSet })
             }
         } onCancel: { cancelled.set() }
         try Task.checkCancellation()
         let size = (try? FileManager.default.attributesOfItem(atPath: dump)[.size] as? Int64) ?? 0
         // The format from the bytes, not the name; a file that is no dump fails here, saying what it is.
         let info: DumpInfo
-        do { info = try DumpInspector.inspect(file: dump) } catch { throw SubprocessError(description: "\(project.dumpUrl): \(error.description)") }
+        do { info = try DumpInspector.inspect(file: dump) } catch { throw ProvisioningError(.dumpUnreadable, "\(project.dumpUrl): \(error.description)") }
         if let source = info.sourceMajor, source > g.major {
-            throw SubprocessError(description: "the dump was made from PostgreSQL \(source), newer than this generation's \(g.major): it cannot be restored into it")
+            throw ProvisioningError(.dumpUnreadable, "the dump was made from PostgreSQL \(source), newer than this generation's \(g.major): it cannot be restored into it")
         }
         let initdb = try tools.tool("initdb", major: g.major)
         let dir = layout.generationDir(g)
@@ -53,7 +48,7 @@ struct DumpRestore: Sendable {
         try LocalDataLayout.giveToPostgres(dump, recursive: false)
         progress("initdb", size)
         try await Subprocess.check([initdb, "-D", "\(dir)/pgdata", "-U", "postgres", "--auth-local=peer",
-                                    "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"], asPostgres: true, what: "initdb")
+                                    "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"], asPostgres: true, what: "initdb", kind: .postgresStartFailed)
         try PostgresTools.writeAuthentication(pgdata: "\(dir)/pgdata")
         let run = layout.socketDir("g:\(g.project)/\(g.number)")
         try layout.makeSocketDir(run)
@@ -62,7 +57,7 @@ struct DumpRestore: Sendable {
         // listening on a socket only.
         try await Subprocess.check([tools.tool("pg_ctl", pgdata: "\(dir)/pgdata"), "-D", "\(dir)/pgdata", "-w", "-t", "120", "-l", "\(dir)/restore.log", "-o",
                                     "-p 5432 -c listen_addresses='' -k \(run) -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c maintenance_work_mem=256MB -c max_wal_size=4GB",
-                                    "start"], asPostgres: true, what: "starting Postgres for the restore")
+                                    "start"], asPostgres: true, what: "starting Postgres for the restore", kind: .postgresStartFailed)
         do {
             progress("restoring", size)
             try await tools.psql(socket: run, database: "postgres", sql: "CREATE ROLE \(Self.appUser) LOGIN")
@@ -79,7 +74,7 @@ struct DumpRestore: Sendable {
             await Postmasters.stop(pgdata: "\(dir)/pgdata", tools: tools)
             throw error
         }
-        try await Subprocess.check([tools.tool("pg_ctl", pgdata: "\(dir)/pgdata"), "-D", "\(dir)/pgdata", "-m", "fast", "-w", "stop"], asPostgres: true, what: "stopping Postgres after the restore")
+        try await Subprocess.check([tools.tool("pg_ctl", pgdata: "\(dir)/pgdata"), "-D", "\(dir)/pgdata", "-m", "fast", "-w", "stop"], asPostgres: true, what: "stopping Postgres after the restore", kind: .postgresStartFailed)
         _ = try? await Subprocess.run(["sync", "-f", dir])
     }
 
@@ -100,10 +95,10 @@ struct DumpRestore: Sendable {
             let unpacked = "\(dir)/dump"
             try FileManager.default.createDirectory(atPath: unpacked, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             defer { try? FileManager.default.removeItem(atPath: unpacked) }
-            try await Subprocess.check(["tar", "-xf", dump, "-C", unpacked, "--no-same-owner"], what: "unpacking the directory archive")
+            try await Subprocess.check(["tar", "-xf", dump, "-C", unpacked, "--no-same-owner"], what: "unpacking the directory archive", kind: .dumpUnreadable)
             try LocalDataLayout.giveToPostgres(unpacked, recursive: true)
             guard let toc = FileManager.default.enumerator(atPath: unpacked)?.compactMap({ $0 as? String }).first(where: { $0 == "toc.dat" || $0.hasSuffix("/toc.dat") }) else {
-                throw SubprocessError(description: "the directory archive has no toc.dat")
+                throw ProvisioningError(.dumpUnreadable, "the directory archive has no toc.dat")
             }
             let archive = "\(unpacked)/\(toc)".replacingOccurrences(of: "/toc.dat", with: "")
             try await runPgRestore(pgRestore + ["-j", String(restoreJobs)], archive: archive, logDirectory: dir, size: size, progress: progress)
@@ -117,7 +112,7 @@ struct DumpRestore: Sendable {
     /// its verbose lines.
     func runPgRestore(_ command: [String], archive: String, logDirectory dir: String, size: Int64,
                       progress: @escaping @Sendable (String, Int64) -> Void) async throws {
-        let list = try await Subprocess.check([command[0], "-l", archive], asPostgres: true, what: "reading the archive's table of contents")
+        let list = try await Subprocess.check([command[0], "-l", archive], asPostgres: true, what: "reading the archive's table of contents", kind: .dumpUnreadable)
         let toc = RestoreProgress.tocEntries(list.output)
         progress(RestoreProgress(done: 0, total: toc.count).phase, size)
         let log = "\(dir)/pg_restore.log"
@@ -136,7 +131,7 @@ struct DumpRestore: Sendable {
         ticker.cancel()
         guard out.status == 0 else {
             let errors = out.output.split(separator: "\n").filter { !$0.hasPrefix("pg_restore: ") || $0.contains("error") || $0.contains("warning") }
-            throw SubprocessError(description: "pg_restore failed: \(errors.isEmpty ? out.tail : errors.suffix(6).joined(separator: "\n"))")
+            throw ProvisioningError(.restoreFailed, "pg_restore failed: \(errors.isEmpty ? out.tail : errors.suffix(6).joined(separator: "\n"))")
         }
         progress(RestoreProgress(done: toc.count, total: toc.count).phase, size)
     }
@@ -155,10 +150,9 @@ struct DumpRestore: Sendable {
         default: cat = "cat"
         }
         progress("reading the roles the SQL names", size)
-        let names = try await Subprocess.run(["sh", "-c", "\(cat) < \"$1\" | grep -oE '(OWNER TO|GRANT [A-Za-z, ]+ ON [^;]+ TO) [^;]+;' | grep -oE 'TO [^;]+;' | sed -E 's/^TO //; s/;$//' | tr ',' '\\n' | sed -E 's/^ +//; s/ +$//' | sort -u", "sh", dump])
-        let reserved: Set<String> = ["postgres", "public", "CURRENT_USER", "SESSION_USER", "CURRENT_ROLE", Self.appUser]
-        let roles = names.output.split(separator: "\n").map { $0.replacingOccurrences(of: "\"", with: "") }
-            .filter { !$0.isEmpty && !reserved.contains($0) && $0.count <= 63 && !$0.contains(" ") && !$0.hasPrefix("pg_") }
+        let decompressor = format == .plain ? nil : cat
+        let names = try await BlockingExecutor.processes.run { () throws(ProvisioningError) in try PlainDumpRoles.read(dump, decompressor: decompressor) }
+        let roles = PlainDumpRoles.worthMaking(names, appUser: Self.appUser)
         for role in roles {
             try await tools.psql(socket: run, database: "postgres", sql: "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = \(Self.literal(role))) THEN CREATE ROLE \(Self.identifier(role)) NOLOGIN; END IF; END$$")
         }
@@ -176,7 +170,7 @@ struct DumpRestore: Sendable {
         }
         defer { ticker.cancel() }
         let out = try await Subprocess.run(["bash", "-c", script, "bash", dump], asPostgres: true)
-        guard out.status == 0 else { throw SubprocessError(description: "restoring the plain SQL dump failed: \(out.tail)") }
+        guard out.status == 0 else { throw ProvisioningError(.restoreFailed, "restoring the plain SQL dump failed: \(out.tail)") }
         ticker.cancel()
         progress("giving the restored objects to \(Self.appUser)", size)
         let owners = (["postgres"] + roles).map(Self.literal).joined(separator: ", ")
@@ -229,7 +223,7 @@ struct DumpRestore: Sendable {
         let out = try await Subprocess.run([tools.restoreTool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", socket, "-p", "5432", "-U", "postgres",
                                             "-d", Self.appDatabase, "-c", "SET ROLE \(Self.appUser)", "-f", file], asPostgres: true)
         guard out.status == 0 else {
-            throw SubprocessError(description: "the after-restore SQL failed: " + out.tail.replacingOccurrences(of: "psql:\(file):", with: "line "))
+            throw ProvisioningError(.restoreFailed, "the after-restore SQL failed: " + out.tail.replacingOccurrences(of: "psql:\(file):", with: "line "))
         }
     }
 }

@@ -1,4 +1,5 @@
 import DevDBCatalog
+import DevDBCore
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -19,7 +20,7 @@ struct LocalDataLayout: Sendable {
         // The longest socket path is <data-dir>/s/<12 hex>/.s.PGSQL.<5 digits>.lock.
         let longest = self.root.path.utf8.count + "/s/".count + 12 + "/.s.PGSQL.65535.lock".count
         guard longest <= 107 else {
-            throw SubprocessError(description: "--data-dir \(self.root.path) is too long for unix socket paths (at most \(107 - longest + self.root.path.utf8.count) characters): choose a shorter directory")
+            throw ProvisioningError(.misconfigured, "--data-dir \(self.root.path) is too long for unix socket paths (at most \(107 - longest + self.root.path.utf8.count) characters): choose a shorter directory")
         }
         for sub in Self.subdirectories {
             try FileManager.default.createDirectory(at: root.appendingPathComponent(sub), withIntermediateDirectories: true)
@@ -28,7 +29,7 @@ struct LocalDataLayout: Sendable {
         chmod(root.appendingPathComponent("dumps").path, 0o700)
         try Self.giveToPostgres(root.path, recursive: false)
         if getuid() == 0, let check = try? Subprocess.runBlocking(Subprocess.asPostgres(["test", "-w", self.root.path])), check.status != 0 {
-            throw SubprocessError(description: "the postgres user cannot reach \(self.root.path): let it pass through the parent directories (chmod o+x on each) or choose another --data-dir")
+            throw ProvisioningError(.misconfigured, "the postgres user cannot reach \(self.root.path): let it pass through the parent directories (chmod o+x on each) or choose another --data-dir")
         }
         for sub in ["generations", "instances", "snapshots", "s", "dumps", "scratch"] { try Self.giveToPostgres(root.appendingPathComponent(sub).path, recursive: false) }
     }
@@ -73,20 +74,21 @@ struct LocalDataLayout: Sendable {
     static func giveToPostgres(_ path: String, recursive: Bool) throws {
         guard getuid() == 0 else { return }
         let out = try Subprocess.runBlocking(["chown"] + (recursive ? ["-R"] : []) + ["postgres:postgres", path])
-        guard out.status == 0 else { throw SubprocessError(description: "chown \(path): \(out.tail)") }
+        guard out.status == 0 else { throw ProvisioningError.internal("giving files to the postgres user", detail: "chown \(path): \(out.tail)") }
     }
 
     /// Removes a directory tree for good. Helpers an API killed mid-work left running (a `cp -a`
     /// still filling it) are stopped first, and `rm -rf` tolerates entries that vanish underneath
     /// it (a reconcile removing the same orphan); tried a few times.
     static func removeTree(_ dir: String) async throws {
+        var backoff = Backoff(initial: 0.2, cap: 1.6)
         for attempt in 0..<5 {
             Postmasters.killHelpers(mentioning: dir + "/")
             guard FileManager.default.fileExists(atPath: dir) else { return }
             let out = try await Subprocess.run(["rm", "-rf", dir])
             if out.status == 0 && !FileManager.default.fileExists(atPath: dir) { return }
-            if attempt == 4 { throw SubprocessError(description: "cannot remove \(dir): \(out.tail)") }
-            try? await Task.sleep(for: .milliseconds(200 * (attempt + 1)))
+            if attempt == 4 { throw ProvisioningError.internal("removing files", detail: "cannot remove \(dir): \(out.tail)") }
+            try? await Task.sleep(nanoseconds: Backoff.nanoseconds(backoff.next()))
         }
     }
 

@@ -30,7 +30,6 @@ import Glibc
 public final class LocalProvisioner: Provisioner, PostgresMajors {
     public var availableMajors: [Int]? { postgres.majors }
 
-    public let kind = "local"
     public let dataDirectory: URL
     /// The PostgreSQL majors this machine runs, and their binaries.
     public let postgres: PostgresInstallations
@@ -38,6 +37,7 @@ public final class LocalProvisioner: Provisioner, PostgresMajors {
     let layout: LocalDataLayout
     let tools: PostgresTools
     private let restorer: DumpRestore
+    public let kind = "local"
     private let portRange: ClosedRange<Int>
     /// Scratch directories whose temporary instance a query uses now (reconcile leaves them be).
     let activeScratch = Mutex<Set<String>>([])
@@ -59,7 +59,7 @@ public final class LocalProvisioner: Provisioner, PostgresMajors {
         self.portRange = portRange
         self.postgres = postgres
         guard postgres.newest != nil else {
-            throw SubprocessError(description: "no PostgreSQL installation found: install postgresql-15 (Debian) or pass --postgres-bin-dir MAJOR=DIR")
+            throw ProvisioningError(.misconfigured, "no PostgreSQL installation found: install postgresql-15 (Debian) or pass --postgres-bin-dir MAJOR=DIR")
         }
         layout = try LocalDataLayout(root: dataDirectory)
         tools = PostgresTools(installations: postgres)
@@ -103,7 +103,7 @@ public final class LocalProvisioner: Provisioner, PostgresMajors {
         for port in portRange where leased[port] == nil && Self.isFree(port) {
             if try await catalog.run({ try $0.claimPort(port, for: name) }) { return port }
         }
-        throw SubprocessError(description: "no free port left in \(portRange.lowerBound)-\(portRange.upperBound); delete databases or widen --port-range")
+        throw ProvisioningError(.capacity, "no free port left in \(portRange.lowerBound)-\(portRange.upperBound); delete databases or widen --port-range")
     }
 
     /// True when nothing listens on 127.0.0.1:`port` (we can bind it ourselves).
@@ -115,7 +115,7 @@ public final class LocalProvisioner: Provisioner, PostgresMajors {
 
     /// The instance made again from `source`, on the port it has.
     public func reset(database d: DatabaseRecord, to source: CloneSource, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
-        guard d.backendPort != nil else { throw SubprocessError(description: "database \(d.name) has no port") }
+        guard d.backendPort != nil else { throw ProvisioningError(.internal, "database \(d.name) has no port") }
         return try await create(database: d, from: source, phase: phase)
     }
 
@@ -140,7 +140,7 @@ public final class LocalProvisioner: Provisioner, PostgresMajors {
         var from = layout.sourceDataDirectory(source)
         if d.schemaOnly == true, case .generation(let g) = source { from = try await schemaOnlyDataDirectory(g, phase: phase) }
         guard FileManager.default.fileExists(atPath: "\(from)/PG_VERSION") else {
-            throw SubprocessError(description: "\(source.description) has no data on this machine (\(from)); reset to another one or --latest")
+            throw ProvisioningError(.sourceUnavailable, "\(source.description) has no data on this machine; reset to another one or --latest", detail: "\(source.description) has no data on this machine (\(from))")
         }
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try LocalDataLayout.giveToPostgres(dir, recursive: false)
@@ -174,19 +174,19 @@ public final class LocalProvisioner: Provisioner, PostgresMajors {
             try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
             try LocalDataLayout.giveToPostgres(layout.snapshotsDir(s.database), recursive: false)
             try LocalDataLayout.giveToPostgres(target, recursive: false)
-        } catch { throw SnapshotFailure("cannot make \(target): \(error)", instanceRunning: await isRunning(d.name)) }
+        } catch { throw SnapshotFailure(.internal("making the snapshot's directory", detail: "cannot make \(target): \(error)"), instanceRunning: await isRunning(d.name)) }
         let stopped = monotonicNow()
         if await isRunning(d.name) {
             do {
                 try await Subprocess.check([tools.tool("pg_ctl", pgdata: pgdata), "-D", pgdata, "-m", "fast", "-w", "-t", "60", "stop"], asPostgres: true, what: "stopping Postgres for the snapshot")
             } catch {
                 try? await LocalDataLayout.removeTree(target)
-                throw SnapshotFailure("\(error)", instanceRunning: await isRunning(d.name))
+                throw SnapshotFailure(ProvisioningError(error), instanceRunning: await isRunning(d.name))
             }
         }
-        var failure: String?
+        var failure: ProvisioningError?
         var method = "copy"
-        do { method = try await LocalDataLayout.cloneDirectory(from: pgdata, to: "\(target)/pgdata") } catch { failure = "\(error)" }
+        do { method = try await LocalDataLayout.cloneDirectory(from: pgdata, to: "\(target)/pgdata") } catch { failure = ProvisioningError(error) }
         if d.operation?.asleep == true {
             // It was asleep (stopped cleanly): it stays so.
             if let failure { try? await LocalDataLayout.removeTree(target); throw SnapshotFailure(failure, instanceRunning: false) }
@@ -194,7 +194,9 @@ public final class LocalProvisioner: Provisioner, PostgresMajors {
         }
         do { try await start(d.name, port: port) } catch {
             try? await LocalDataLayout.removeTree(target)
-            throw SnapshotFailure("\(failure.map { $0 + "; " } ?? "")starting Postgres again failed: \(error)", instanceRunning: false)
+            let again = ProvisioningError(error)
+            throw SnapshotFailure(ProvisioningError(.snapshotFailed, "\(failure.map { $0.userMessage + "; " } ?? "")starting Postgres again failed: \(again.userMessage)",
+                                                    detail: "\(failure.map { $0.detail + "; " } ?? "")starting Postgres again failed: \(again.detail)"), instanceRunning: false)
         }
         let unavailable = monotonicNow() - stopped
         if let failure {
@@ -216,7 +218,7 @@ public final class LocalProvisioner: Provisioner, PostgresMajors {
 
     public func start(database d: DatabaseRecord) async throws -> InstanceInfo {
         guard let port = d.backendPort, FileManager.default.fileExists(atPath: "\(layout.instanceDir(d.name))/pgdata/PG_VERSION") else {
-            throw SubprocessError(description: "its data directory is gone; run \"devdb db reset \(d.name)\"")
+            throw ProvisioningError(.instanceGone, "its data directory is gone; run \"devdb db reset \(d.name)\"")
         }
         if await !isRunning(d.name) {
             let pidFile = "\(layout.instanceDir(d.name))/pgdata/postmaster.pid"

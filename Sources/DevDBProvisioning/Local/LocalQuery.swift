@@ -18,20 +18,20 @@ extension LocalProvisioner {
         switch target {
         case .database(let d):
             guard let port = d.backendPort, await isRunning(d.name) else {
-                throw SubprocessError(description: "database \(d.name) is not running (asleep or being changed): start it with devdb db start \(d.name) and try again")
+                throw ProvisioningError(.instanceGone, "database \(d.name) is not running (asleep or being changed): start it with devdb db start \(d.name) and try again")
             }
             return try await psql(sql, socket: layout.socketDirectory(database: d.name), port: port, database: d.database)
         case .source(let source):
             let from = layout.sourceDataDirectory(source)
             guard FileManager.default.fileExists(atPath: "\(from)/PG_VERSION") else {
-                throw SubprocessError(description: "\(source.description) has no data on this machine")
+                throw ProvisioningError(.sourceUnavailable, "\(source.description) has no data on this machine")
             }
             let id = UUID().uuidString.lowercased().prefix(12)
             let dir = "\(layout.path("scratch"))/\(id)"
             let sockets = layout.socketDir("x:\(id)")
             // Each read copies a data directory and starts a Postgres: a few at a time.
             guard activeScratch.withLock({ active in active.count < Self.maxScratch ? active.insert(dir).inserted : false }) else {
-                throw SubprocessError(description: "\(Self.maxScratch) schema reads of generations or snapshots are running; try again in a moment")
+                throw ProvisioningError(.capacity, "\(Self.maxScratch) schema reads of generations or snapshots are running; try again in a moment")
             }
             defer { activeScratch.withLock { _ = $0.remove(dir) } }
             do {

@@ -47,7 +47,7 @@ extension LocalProvisioner {
         if FileManager.default.fileExists(atPath: "\(home)/pgdata/PG_VERSION") { return "\(home)/pgdata" }
         let source = "\(layout.generationDir(g))/pgdata"
         guard FileManager.default.fileExists(atPath: "\(source)/PG_VERSION") else {
-            throw SubprocessError(description: "generation \(g.number) of \(g.project) has no data on this machine")
+            throw ProvisioningError(.sourceUnavailable, "generation \(g.number) of \(g.project) has no data on this machine")
         }
         phase("making the schema-only copy of generation \(g.number)")
         let id = UUID().uuidString.lowercased().prefix(12)
@@ -72,7 +72,7 @@ extension LocalProvisioner {
             try LocalDataLayout.giveToPostgres(home, recursive: false)
             // One rename: a clone never sees a half-made directory. Another create may have won.
             if rename("\(dir)/pgdata", "\(home)/pgdata") != 0 && !FileManager.default.fileExists(atPath: "\(home)/pgdata/PG_VERSION") {
-                throw SubprocessError(description: "cannot move the schema-only copy into \(home): \(String(cString: strerror(errno)))")
+                throw ProvisioningError.internal("making the schema-only copy", detail: "cannot move the schema-only copy into \(home): \(String(cString: strerror(errno)))")
             }
             await removeScratch(dir, sockets)
             return "\(home)/pgdata"

@@ -17,7 +17,7 @@ struct PostgresTools: Sendable {
 
     /// A tool of one major (initdb of a new generation).
     func tool(_ name: String, major: Int) throws -> String {
-        if let problem = installations.problem(with: major) { throw SubprocessError(description: "\(problem.message): \(problem.hint)") }
+        if let problem = installations.problem(with: major) { throw ProvisioningError(.misconfigured, "\(problem.message): \(problem.hint)") }
         return "\(installations.bin(major)!)/\(name)"
     }
 
@@ -34,7 +34,7 @@ struct PostgresTools: Sendable {
     /// Runs `sql` as the superuser over the socket in `socket`, stopping at the first error.
     func psql(socket: String, database: String, sql: String) async throws {
         try await Subprocess.check([restoreTool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", socket, "-p", "5432", "-U", "postgres",
-                                    "-d", database, "-c", sql], asPostgres: true, what: "psql")
+                                    "-d", database, "-c", sql], asPostgres: true, what: "psql", kind: .restoreFailed)
     }
 
     /// Local logins by peer for the instance user only, TCP by password. Written into every data
