@@ -42,7 +42,7 @@ final class SeedHandle: Sendable {
 /// `ProjectLifecycle`); this type does the I/O they ask for.
 final class ControlPlane: Sendable {
     let config: APIConfiguration
-    let catalog: Catalog
+    let catalog: any CatalogStore
     let provisioner: any Provisioner
     let logger: Logger
     let jobs: AsyncStream<Job>
@@ -54,7 +54,7 @@ final class ControlPlane: Sendable {
     /// Objects of another installation the last reconcile found (never deleted): `GET /v1/admin/foreign-objects`.
     let foreignObjects = Mutex<[String]>([])
 
-    init(config: APIConfiguration, catalog: Catalog, provisioner: any Provisioner, logger: Logger) {
+    init(config: APIConfiguration, catalog: any CatalogStore, provisioner: any Provisioner, logger: Logger) {
         self.config = config
         self.catalog = catalog
         self.provisioner = provisioner
@@ -86,8 +86,8 @@ final class ControlPlane: Sendable {
 
     /// Applies a request to a database (a refusal reaches the client as 409 through the error
     /// middleware); `guards` must still hold when it commits.
-    func request(_ name: String, _ event: DatabaseLifecycle.Event, guards: [Catalog.Guard] = []) async throws -> DatabaseRecord? {
-        guard let t = try await catalog.run({ try $0.transition(name, event, guards: guards) }) else { return nil }
+    func request(_ name: String, _ event: DatabaseLifecycle.Event, conditions: [CatalogCondition] = []) async throws -> DatabaseRecord? {
+        guard let t = try await catalog.transition(name, event, conditions: conditions) else { return nil }
         perform(name, t.actions)
         return t.record
     }
@@ -95,9 +95,9 @@ final class ControlPlane: Sendable {
     /// Records a worker's progress or outcome. Outcomes are written even if Redis is away for a
     /// while: retried with backoff until they land or the API shuts down (then the restart resumes).
     @discardableResult
-    func record(_ name: String, _ event: DatabaseLifecycle.Event) async -> Catalog.Transition? {
+    func record(_ name: String, _ event: DatabaseLifecycle.Event) async -> Transition? {
         let t = await persistently("recording a database outcome", ["devdb.database": "\(name)"]) {
-            try await self.catalog.run { try $0.transition(name, event) }
+            try await self.catalog.transition(name, event)
         }
         guard let t = t ?? nil else { return nil }
         perform(name, t.actions)
@@ -130,9 +130,24 @@ final class ControlPlane: Sendable {
         }
     }
 
-    /// Progress from inside a provisioner step: a short blocking write, best effort.
-    func progressNow(_ name: String, _ op: String, state: DatabaseRecord.State? = nil, phase: String?) {
-        _ = try? catalog.transition(name, .progress(operation: op, state: state, phase: phase, generation: nil))
+    /// Progress from inside a provisioner step (best effort).
+    func progress(_ name: String, _ op: String, phase: String) async {
+        _ = try? await catalog.transition(name, .progress(operation: op, state: phase == "starting" ? .starting : nil, phase: phase, generation: nil))
+    }
+
+    /// Runs `body` with the synchronous progress callback provisioners take; each report is
+    /// written by `write` in order on a child task, all of them before this returns.
+    func withProgress<P: Sendable, R: Sendable>(_ write: @escaping @Sendable (P) async -> Void,
+                                                _ body: (@escaping @Sendable (P) -> Void) async throws -> R) async throws -> R {
+        let (reports, continuation) = AsyncStream.makeStream(of: P.self)
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { for await p in reports { await write(p) } }
+            defer { continuation.finish() }
+            let result = try await body { continuation.yield($0) }
+            continuation.finish()
+            try await group.waitForAll()
+            return result
+        }
     }
 
     // MARK: projects
@@ -207,15 +222,15 @@ final class ControlPlane: Sendable {
             throw APIError.badRequest(error.message, hint: error.hint)
         }
         project.dumpFingerprint = await fingerprint(settings)
-        let g = try await catalog.run { [project] in try $0.createProject(project) }
+        let g = try await catalog.createProject(project)
         if let g { submit(.seed(project: project.name, generation: g.number)) }
         return project
     }
 
     func refreshProject(_ name: String) async throws -> Generation {
-        guard let p = try await catalog.run({ try $0.project(name) }) else { throw APIError.notFound("project \"\(name)\"") }
+        guard let p = try await catalog.project(name) else { throw APIError.notFound("project \"\(name)\"") }
         let seen = await fingerprint(p)
-        guard let g = try await catalog.run({ try $0.newGeneration(project: name, fingerprint: seen) }) else {
+        guard let g = try await catalog.newGeneration(project: name, fingerprint: seen) else {
             throw APIError.conflict("project \"\(p.name)\" is being deleted", hint: "create it again once it is gone")
         }
         submit(.seed(project: name, generation: g.number))
@@ -225,16 +240,16 @@ final class ControlPlane: Sendable {
     /// One pass of the refresher: a new generation for every project whose dump changed (when it
     /// refreshes on change) or whose schedule is due. `now` is injectable for tests.
     func refreshDue(now: Date = Date()) async {
-        guard let projects = try? await catalog.run({ try $0.projects() }) else { return }
+        guard let projects = try? await catalog.projects() else { return }
         for p in projects where p.refreshOnChange == true || p.refreshSchedule != nil {
-            guard let generations = try? await catalog.run({ try $0.generations(p.name) }),
+            guard let generations = try? await catalog.generations(p.name),
                   !generations.contains(where: GenerationLifecycle.isSeeding) else { continue }
             let seen = p.refreshOnChange == true ? await fingerprint(p) : nil
             guard let reason = RefreshPolicy.decide(p, generations: generations, now: now, fingerprint: seen) else { continue }
             let g: Generation?
             switch reason {
-            case .changed(let f): g = try? await catalog.run { try $0.newGeneration(project: p.name, fingerprint: f) }
-            case .scheduled(let at): g = try? await catalog.run { try $0.newGeneration(project: p.name, fingerprint: seen, scheduledAt: at) }
+            case .changed(let f): g = try? await catalog.newGeneration(project: p.name, fingerprint: f)
+            case .scheduled(let at): g = try? await catalog.newGeneration(project: p.name, fingerprint: seen, scheduledAt: at)
             }
             guard let g else { continue }
             logger.info("refreshing project", metadata: ["devdb.project": "\(p.name)", "devdb.generation": "\(g.number)", "devdb.reason": "\(reason)"])
@@ -246,7 +261,7 @@ final class ControlPlane: Sendable {
     /// Marks the project `deleting` (refused while it has databases), cancels its seeds and
     /// removes its generations. An API stopped half-way finishes on restart.
     func deleteProject(_ name: String) async throws {
-        switch try await catalog.run({ try $0.requestProjectDelete(name) }) {
+        switch try await catalog.requestProjectDelete(name) {
         case nil: throw APIError.notFound("project \"\(name)\"")
         case .refuse(let r): throw APIError.conflict(r.message, hint: r.hint)
         case .commit, .alreadyDeleting: await finishProjectDelete(name)
@@ -258,8 +273,8 @@ final class ControlPlane: Sendable {
         handles.forEach { $0.cancel() }
         for _ in 0..<600 where !handles.allSatisfy(\.isFinished) { try? await Task.sleep(for: .milliseconds(100)) }
         let done: Void? = await persistently("deleting a project", ["devdb.project": "\(name)"]) {
-            for g in try await self.catalog.run({ try $0.generations(name) }) { try await self.provisioner.deleteGeneration(g) }
-            try await self.catalog.run { try $0.removeProject(name) }
+            for g in try await self.catalog.generations(name) { try await self.provisioner.deleteGeneration(g) }
+            try await self.catalog.removeProject(name)
         }
         guard done != nil else { return }
         logger.info("project deleted", metadata: ["devdb.project": "\(name)", "devdb.seeds_cancelled": "\(handles.count)"])
@@ -286,8 +301,8 @@ final class ControlPlane: Sendable {
     }
 
     func seed(project name: String, generation number: Int) async {
-        guard let project = try? await catalog.run({ try $0.project(name) }), project.state != .deleting,
-              var g = try? await catalog.run({ try $0.generation(name, number) }), GenerationLifecycle.isSeeding(g) else { return }
+        guard let project = try? await catalog.project(name), project.state != .deleting,
+              var g = try? await catalog.generation(name, number), GenerationLifecycle.isSeeding(g) else { return }
         let started = Date()
         let catalog = self.catalog
         let event: GenerationLifecycle.Event
@@ -305,16 +320,19 @@ final class ControlPlane: Sendable {
                 }
                 let major = chosen
                 _ = await persistently("recording the generation's major", ["devdb.project": "\(name)"]) {
-                    try await self.catalog.run { try $0.apply(.inspected(major: major, format: info?.format.rawValue), project: name, generation: number) }
+                    try await self.catalog.apply(.inspected(major: major, format: info?.format.rawValue), project: name, generation: number)
                 }
                 g.postgresMajor = major
                 if major != project.postgresMajor {
                     logger.info("the new dump is from a newer PostgreSQL major", metadata: ["devdb.project": "\(name)", "devdb.major": "\(major)"])
-                    _ = try? await catalog.run { try $0.updateProject(name) { $0.postgresMajor = max($0.postgresMajor, major) } }
+                    _ = try? await catalog.updateProject(name) { $0.postgresMajor = max($0.postgresMajor, major) }
                 }
             }
-            try await provisioner.seed(project: project, generation: g) { phase, bytes in
-                _ = try? catalog.apply(.progress(phase: phase, bytes: bytes), project: name, generation: number)
+            let seeding = g
+            try await withProgress({ (report: SeedProgress) in
+                _ = try? await catalog.apply(.progress(phase: report.phase, bytes: report.bytes), project: name, generation: number)
+            }) { report in
+                try await self.provisioner.seed(project: project, generation: seeding) { phase, bytes in report(SeedProgress(phase: phase, bytes: bytes)) }
             }
             try Task.checkCancellation()
             event = .succeeded(seconds: Date().timeIntervalSince(started), bytes: nil)
@@ -326,7 +344,7 @@ final class ControlPlane: Sendable {
             event = .failed(reason: String(describing: error))
         }
         let recorded = await persistently("recording a seed outcome", ["devdb.project": "\(name)"]) {
-            try await self.catalog.run { try $0.apply(event, project: name, generation: number) }
+            try await self.catalog.apply(event, project: name, generation: number)
         }
         guard recorded != nil else { return }
         if case .failed(let reason) = event {
@@ -344,16 +362,16 @@ final class ControlPlane: Sendable {
     /// ones nor used by a database or snapshot. Waits while any database of the project is being
     /// made (it may be about to take an older one).
     func collectGenerations(_ project: String) async {
-        guard let p = try? await catalog.run({ try $0.project(project) }),
-              let generations = try? await catalog.run({ try $0.generations(project) }),
-              let databases = try? await catalog.run({ try $0.databases() }).filter({ $0.project == project }),
-              let snapshots = try? await catalog.run({ try $0.allSnapshots() }).map(\.0).filter({ $0.project == project }),
+        guard let p = try? await catalog.project(project),
+              let generations = try? await catalog.generations(project),
+              let databases = try? await catalog.databases().filter({ $0.project == project }),
+              let snapshots = try? await catalog.allSnapshots().map(\.0).filter({ $0.project == project }),
               !databases.contains(where: { $0.state.isTransitional && $0.state != .deleting }) else { return }
         let used = Set(databases.compactMap(\.generation) + snapshots.compactMap(\.generation))
         let kept = Set(generations.filter { $0.state == .ready }.map(\.number).sorted().suffix(p.keepGenerations ?? Project.defaultKeepGenerations))
         for g in generations where !kept.contains(g.number) && !used.contains(g.number) && (g.state == .ready || g.state == .failed) {
             try? await provisioner.deleteGeneration(g)
-            try? await catalog.run { try $0.removeGeneration(g) }
+            try? await catalog.removeGeneration(g)
         }
     }
 
@@ -363,14 +381,14 @@ final class ControlPlane: Sendable {
         var waited = false
         while true {
             if let why = await stop() { throw ProvisioningFailure(why) }
-            guard let p = try await catalog.run({ try $0.project(project) }), p.state != .deleting else {
+            guard let p = try await catalog.project(project), p.state != .deleting else {
                 throw ProvisioningFailure("project \"\(project)\" was deleted")
             }
-            let generations = try await catalog.run { try $0.generations(project) }
+            let generations = try await catalog.generations(project)
             if let g = generations.filter({ $0.state == .ready }).max(by: { $0.number < $1.number }) { return g }
             if p.state == .failed { throw ProvisioningFailure("project \"\(project)\" has no data: \(p.reason ?? "its restore failed")") }
             if !generations.contains(where: GenerationLifecycle.isSeeding) {
-                if let g = try await catalog.run({ try $0.newGeneration(project: project) }) {
+                if let g = try await catalog.newGeneration(project: project) {
                     submit(.seed(project: project, generation: g.number))
                 }
             }
@@ -457,7 +475,7 @@ final class ControlPlane: Sendable {
             if d.operation?.idle != true { return .clear }
             if d.wakeQueued == true { return .inUse("a client connected while it was going to sleep") }
             if d.deleteQueued == true { return .clear }
-            guard let report = try? await catalog.run({ try $0.fenceReport(name, token: op.id) }) else {
+            guard let report = try? await catalog.fenceReport(name, token: op.id) else {
                 if Task.isCancelled { return .superseded }
                 if Date().timeIntervalSince(started) > 60 { return .inUse("the routers' answers could not be read; trying again later") }
                 try? await Task.sleep(for: .milliseconds(200))
@@ -496,10 +514,10 @@ final class ControlPlane: Sendable {
     /// Wakes a database a router (or `devdb db start`) asked for; a wake asked twice wakes once.
     func wake(_ name: String) async {
         do {
-            if let t = try await catalog.run({ try $0.transition(name, .wake) }) {
+            if let t = try await catalog.transition(name, .wake) {
                 perform(name, t.actions)
                 // Awake already: say so again, so a router that holds clients for it reads the route.
-                if t.record?.state == .ready { try await catalog.run { try $0.announceRoute(name) } }
+                if t.record?.state == .ready { try await catalog.announceRoute(name) }
             }
         } catch {
             // The request stays in devdb:wake-requests: the reaper's next pass tries again (a wake
@@ -507,7 +525,7 @@ final class ControlPlane: Sendable {
             logger.warning("cannot wake a database yet; trying again on the next pass", metadata: ["devdb.database": "\(name)", "devdb.error": "\(error)"])
             return
         }
-        _ = try? await catalog.run { try $0.clearWakeRequest(name) }
+        _ = try? await catalog.clearWakeRequest(name)
     }
 
     /// Hibernates ready databases no router has had a session on for their hibernate-after
@@ -515,12 +533,12 @@ final class ControlPlane: Sendable {
     /// decision comes from the routers' last reports, and the stop it starts waits for the fence
     /// (`confirmFence`) before it stops anything.
     func hibernateIdle(now: Date = Date()) async {
-        guard let databases = try? await catalog.run({ try $0.databases() }) else { return }
+        guard let databases = try? await catalog.databases() else { return }
         // A report counts while three of its router's intervals have not passed (at least a minute).
-        let fresh = max(60, 3 * ((try? await catalog.run { try $0.liveRouters() })?.values.max() ?? 0))
+        let fresh = max(60, 3 * ((try? await catalog.liveRouters())?.values.max() ?? 0))
         let candidates = databases.filter { $0.state == .ready && ($0.hibernateAfterSeconds ?? config.hibernateAfterSeconds) > 0 }
         // Read in one pipeline per 500; a database whose activity cannot be read now is left awake.
-        let activities = (try? await catalog.run({ [candidates] in try $0.activities(candidates.map(\.name), now: now, fresh: fresh) })) ?? [:]
+        let activities = (try? await catalog.activities(candidates.map(\.name), now: now, fresh: fresh)) ?? [:]
         for d in candidates {
             let after = d.hibernateAfterSeconds ?? config.hibernateAfterSeconds
             guard let activity = activities[d.name], activity.open == 0 else { continue }
@@ -530,21 +548,21 @@ final class ControlPlane: Sendable {
             await apply(d.name, .hibernate(now: now, idle: true))
         }
         // Wake requests a missed message left in the set.
-        for name in (try? await catalog.run({ try $0.wakeRequests() })) ?? [] { await wake(name) }
+        for name in (try? await catalog.wakeRequests()) ?? [] { await wake(name) }
     }
 
     /// Waits for a snapshot to be ready (an implicit snapshot for a branch is taken meanwhile).
     func readySnapshot(_ reference: String, for name: String) async throws -> SnapshotRecord {
         guard let (db, snap) = SnapshotRecord.parse(reference) else { throw ProvisioningFailure("invalid snapshot reference \(reference)") }
         while true {
-            guard let s = try await catalog.run({ try $0.snapshot(db, snap) }) else {
+            guard let s = try await catalog.snapshot(db, snap) else {
                 throw ProvisioningFailure("snapshot \(reference) is gone")
             }
             switch s.state {
             case .ready: return s
             case .failed: throw ProvisioningFailure("snapshot \(reference) failed: \(s.reason ?? "see devdb db snapshots \(db)")")
             case .taking:
-                if (try? await catalog.run { try $0.database(name) })?.deleteQueued == true { throw ProvisioningFailure("deleted while waiting for snapshot \(reference)") }
+                if (try? await catalog.database(name))?.deleteQueued == true { throw ProvisioningFailure("deleted while waiting for snapshot \(reference)") }
                 try await Task.sleep(for: .milliseconds(200))
             }
         }
@@ -571,7 +589,7 @@ final class ControlPlane: Sendable {
 
     /// The record, reading through Redis blips.
     func currentRecord(_ name: String) async -> DatabaseRecord? {
-        await persistently("reading a database", quiet: true) { try await self.catalog.run { try $0.database(name) } } ?? nil
+        await persistently("reading a database", quiet: true) { try await self.catalog.database(name) } ?? nil
     }
 
     func createInstance(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation) async {
@@ -584,21 +602,21 @@ final class ControlPlane: Sendable {
                 await record(name, .progress(operation: op.id, state: .cloning, phase: "cloning \(base)", generation: s.generation))
                 var made = d
                 made.postgresMajor = await major(of: .snapshot(s))
-                let info = try await provisioner.create(database: made, from: .snapshot(s)) { phase in
-                    self.progressNow(name, op.id, state: phase == "starting" ? .starting : nil, phase: phase)
+                let info = try await withProgress({ await self.progress(name, op.id, phase: $0) }) { [made] report in
+                    try await self.provisioner.create(database: made, from: .snapshot(s), phase: report)
                 }
                 return await finish(d, op, info: info, generation: s.generation, major: made.postgresMajor)
             }
             let g = try await readyGeneration(for: d.project, stop: {
-                (try? await self.catalog.run { try $0.database(name) })?.deleteQueued == true ? "deleted while waiting for the project's restore" : nil
+                (try? await self.catalog.database(name))?.deleteQueued == true ? "deleted while waiting for the project's restore" : nil
             }) {
                 await self.record(name, .progress(operation: op.id, state: .restoring, phase: "waiting for the project's restore", generation: nil))
             }
             await record(name, .progress(operation: op.id, state: .cloning, phase: "cloning", generation: g.number))
             var made = d
             made.postgresMajor = g.major
-            let info = try await provisioner.create(database: made, from: g) { phase in
-                self.progressNow(name, op.id, state: phase == "starting" ? .starting : nil, phase: phase)
+            let info = try await withProgress({ await self.progress(name, op.id, phase: $0) }) { [made] report in
+                try await self.provisioner.create(database: made, from: g, phase: report)
             }
             await finish(d, op, info: info, generation: g.number, major: g.major)
         } catch {
@@ -620,15 +638,15 @@ final class ControlPlane: Sendable {
                 // To one of its snapshots, or a branch back to the snapshot it was made from.
                 target = .snapshot(try await readySnapshot(snapshot, for: d.name))
             } else {
-                guard let g = try await catalog.run({ try $0.generations(d.project) }).first(where: { $0.number == d.generation && $0.state == .ready }) else {
+                guard let g = try await catalog.generations(d.project).first(where: { $0.number == d.generation && $0.state == .ready }) else {
                     throw ProvisioningFailure("generation \(d.generation ?? 0) of \(d.project) is gone; use reset --latest")
                 }
                 target = .generation(g)
             }
             var made = d
             made.postgresMajor = await major(of: target)
-            let info = try await provisioner.reset(database: made, to: target) { phase in
-                self.progressNow(d.name, op.id, state: phase == "starting" ? .starting : nil, phase: phase)
+            let info = try await withProgress({ await self.progress(d.name, op.id, phase: $0) }) { [made] report in
+                try await self.provisioner.reset(database: made, to: target, phase: report)
             }
             let generation: Int?
             switch target {
@@ -651,8 +669,8 @@ final class ControlPlane: Sendable {
         switch source {
         case .generation(let g): return g.major
         case .snapshot(let s):
-            if let n = s.generation, let g = try? await catalog.run({ try $0.generation(s.project, n) }) { return g.major }
-            return (try? await catalog.run({ try $0.database(s.database) }))??.postgresMajor ?? 15
+            if let n = s.generation, let g = try? await catalog.generation(s.project, n) { return g.major }
+            return (try? await catalog.database(s.database))??.postgresMajor ?? 15
         }
     }
 
@@ -706,20 +724,18 @@ final class ControlPlane: Sendable {
     /// Runs at start and then every reconcile interval.
     @discardableResult
     func reconcile() async throws -> RecoveryReport {
-        let databases = try await catalog.run { try $0.databases() }
+        let databases = try await catalog.databases()
         var generations: [Generation] = []
-        let projects = try await catalog.run { try $0.projects() }
-        for p in projects { generations += try await catalog.run { try $0.generations(p.name) } }
-        let snapshots = try await catalog.run { try $0.allSnapshots() }
+        let projects = try await catalog.projects()
+        for p in projects { generations += try await catalog.generations(p.name) }
+        let snapshots = try await catalog.allSnapshots()
         let catalog = self.catalog
         // The provisioner reads the catalog again right before each delete: a create, refresh or
         // snapshot recorded after this first read keeps its objects.
         let report = try await provisioner.recover(CatalogView(databases: databases, generations: generations, snapshots: snapshots.map(\.0))) {
-            try await catalog.run { c in
-                var generations: [Generation] = []
-                for p in try c.projects() { generations += try c.generations(p.name) }
-                return CatalogView(databases: try c.databases(), generations: generations, snapshots: try c.allSnapshots().map(\.0))
-            }
+            var generations: [Generation] = []
+            for p in try await catalog.projects() { generations += try await catalog.generations(p.name) }
+            return CatalogView(databases: try await catalog.databases(), generations: generations, snapshots: try await catalog.allSnapshots().map(\.0))
         }
         if !report.orphansRemoved.isEmpty {
             logger.warning("removed what no catalog entry wants", metadata: ["devdb.removed": "\(report.orphansRemoved.joined(separator: ", "))"])
@@ -743,12 +759,12 @@ final class ControlPlane: Sendable {
         for name in report.healthy { await apply(name, .instanceHealthy) }
         for s in report.missingSnapshots {
             if let raw = snapshots.first(where: { $0.0.reference == s.reference })?.1 {
-                _ = try? await catalog.run { try $0.failSnapshot(s, raw: raw, reason: "its data is gone") }
+                _ = try? await catalog.failSnapshot(s, raw: raw, reason: "its data is gone")
             }
         }
         await repairSnapshots(snapshots, databases: databases)
         for g in report.missingGenerations {
-            try? await catalog.run { try $0.failGeneration(g, reason: "its snapshot is gone; the next database restores a new generation") }
+            try? await catalog.failGeneration(g, reason: "its snapshot is gone; the next database restores a new generation")
         }
 
         // Work in flight that nothing runs.
@@ -774,13 +790,13 @@ final class ControlPlane: Sendable {
             let d = databases.first { $0.name == s.database }
             if s.state == .taking, d?.operation?.target != s.name || d?.operation?.kind != .snapshot {
                 // Read again: the snapshot may have started after the list was read.
-                guard let now = try? await catalog.run({ try $0.database(s.database) }), now.operation?.target == s.name else {
-                    _ = try? await catalog.run { try $0.failSnapshot(s, raw: raw, reason: "the work taking it is gone") }
+                guard let now = try? await catalog.database(s.database), now.operation?.target == s.name else {
+                    _ = try? await catalog.failSnapshot(s, raw: raw, reason: "the work taking it is gone")
                     continue
                 }
             }
-            if d == nil, (try? await catalog.run({ try $0.snapshotUsers(s.database, s.name) }))?.isEmpty == true,
-               (try? await catalog.run({ try $0.removeSnapshotRecord(s, ifUnchanged: raw) })) == true {
+            if d == nil, (try? await catalog.snapshotUsers(s.database, s.name))?.isEmpty == true,
+               (try? await catalog.removeSnapshotRecord(s, ifUnchanged: raw)) == true {
                 await removeSnapshotFiles([s])
                 logger.warning("removed a snapshot no database or branch uses", metadata: ["devdb.snapshot": "\(s.reference)"])
             }
@@ -790,7 +806,7 @@ final class ControlPlane: Sendable {
     /// True when the event committed a change (not ignored, refused or unreadable).
     @discardableResult
     private func apply(_ name: String, _ event: DatabaseLifecycle.Event) async -> Bool {
-        guard let t = try? await catalog.run({ try $0.transition(name, event) }) else { return false }
+        guard let t = try? await catalog.transition(name, event) else { return false }
         perform(name, t.actions)
         return t.applied
     }
@@ -799,37 +815,36 @@ final class ControlPlane: Sendable {
     /// owning record as read, so work that changes it at the same time wins.
     private func repairKeys(projects: Set<String>) async throws {
         var removed: [String] = []
-        for key in try await catalog.run({ try $0.scan(RouteContract.routeKey("*")) }) {
-            let name = String(key.dropFirst(RouteContract.routeKey("").count))
-            let (d, raw) = try await catalog.run { try $0.databaseAsRead(name) }
+        for name in try await catalog.routedNames() {
+            let read = try await catalog.databaseAsRead(name)
+            let (d, raw) = (read.value, read.raw)
             if let d, DatabaseLifecycle.hasRoute(d.state) {
-                let route = try await catalog.run { try $0.route(name) }
+                let route = try await catalog.route(name)
                 if route?.host != d.backendHost || route?.port != d.backendPort { await apply(name, .routeRepair) }
                 continue
             }
-            if try await catalog.run({ try $0.removeRoute(name, ifDatabaseIs: raw) }) { removed.append("route \(name)") }
+            if try await catalog.removeRoute(name, ifDatabaseIs: raw) { removed.append("route \(name)") }
         }
-        for d in try await catalog.run({ try $0.databases() }) where DatabaseLifecycle.hasRoute(d.state) {
+        for d in try await catalog.databases() where DatabaseLifecycle.hasRoute(d.state) {
             // Only a repair that committed counts: the database may have moved on (reset, deleted)
             // between the list and the route's read, and then it has no route to restore.
-            if try await catalog.run({ try $0.route(d.name) }) == nil, await apply(d.name, .routeRepair) { removed.append("(restored route \(d.name))") }
+            if try await catalog.route(d.name) == nil, await apply(d.name, .routeRepair) { removed.append("(restored route \(d.name))") }
         }
-        for (port, owner) in try await catalog.run({ try $0.portOwners() }) {
-            let (d, raw) = try await catalog.run { try $0.databaseAsRead(owner) }
+        for (port, owner) in try await catalog.portOwners() {
+            let read = try await catalog.databaseAsRead(owner)
+            let (d, raw) = (read.value, read.raw)
             if d?.backendPort == port { continue }
-            if try await catalog.run({ try $0.releaseLease(port, owner: owner, ifDatabaseIs: raw) }) { removed.append("port lease \(port) of \(owner)") }
+            if try await catalog.releaseLease(port, owner: owner, ifDatabaseIs: raw) { removed.append("port lease \(port) of \(owner)") }
         }
-        for key in try await catalog.run({ try $0.scan("devdb:generation:*") }) {
-            let parts = key.split(separator: ":")
-            guard parts.count == 4, !projects.contains(String(parts[2])) else { continue }
-            if try await catalog.run({ try $0.removeOrphanKey(key, project: String(parts[2])) }) { removed.append(key) }
+        for stray in try await catalog.strayGenerationKeys(known: projects) {
+            if try await catalog.removeStrayKey(stray) { removed.append(stray.key) }
         }
         if !removed.isEmpty { logger.warning("reconcile repaired catalog keys", metadata: ["devdb.repaired": "\(removed.joined(separator: ", "))"]) }
     }
 
     func reapExpired() async {
         await hibernateIdle()
-        guard let databases = try? await catalog.run({ try $0.databases() }) else { return }
+        guard let databases = try? await catalog.databases() else { return }
         let now = Date()
         for d in databases where (d.expiresAt.map { $0 < now } ?? false) && d.state != .deleting && d.deleteQueued != true {
             logger.info("reaping expired database", metadata: ["devdb.database": "\(d.name)"])
@@ -837,6 +852,12 @@ final class ControlPlane: Sendable {
             count("reaped")
         }
     }
+}
+
+/// One progress report of a seed.
+struct SeedProgress: Sendable {
+    var phase: String
+    var bytes: Int64
 }
 
 struct ProvisioningFailure: Error, CustomStringConvertible {
@@ -881,7 +902,7 @@ struct WakeListener: Service {
     let plane: ControlPlane
 
     func run() async throws {
-        let subscriber = RedisSubscriber(url: plane.catalog.redis.url, channel: RouteContract.wakeChannel)
+        let subscriber = RedisSubscriber(url: plane.config.redis, channel: RouteContract.wakeChannel)
         let (names, continuation) = AsyncStream.makeStream(of: String.self)
         subscriber.start(onConnected: {}, onDisconnected: { _ in }, onMessage: { continuation.yield($0) })
         defer { subscriber.stop() }

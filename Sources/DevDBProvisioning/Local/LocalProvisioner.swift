@@ -1,4 +1,5 @@
 import DevDBCatalog
+import DevDBCore
 import DevDBNet
 import Foundation
 import Synchronization
@@ -34,7 +35,7 @@ public final class LocalProvisioner: Provisioner, PostgresMajors {
     public let dataDirectory: URL
     /// The PostgreSQL majors this machine runs, and their binaries.
     public let postgres: PostgresInstallations
-    let catalog: Catalog
+    let catalog: any CatalogStore
     let layout: LocalDataLayout
     let tools: PostgresTools
     private let restorer: DumpRestore
@@ -52,7 +53,7 @@ public final class LocalProvisioner: Provisioner, PostgresMajors {
         return String(cString: pw.pointee.pw_name)
     }
 
-    public init(dataDirectory: URL, catalog: Catalog, fetcher: DumpFetcher, portRange: ClosedRange<Int>,
+    public init(dataDirectory: URL, catalog: any CatalogStore, fetcher: DumpFetcher, portRange: ClosedRange<Int>,
                 postgres: PostgresInstallations, restoreJobs: Int = max(2, ProcessInfo.processInfo.activeProcessorCount)) throws {
         self.dataDirectory = dataDirectory.standardizedFileURL
         self.catalog = catalog
@@ -98,10 +99,10 @@ public final class LocalProvisioner: Provisioner, PostgresMajors {
     /// that has a port (a resumed create) keeps it while it is free.
     func leaseFreePort(for d: DatabaseRecord) async throws -> Int {
         let name = d.name
-        if let mine = d.backendPort, Self.isFree(mine), try await catalog.run({ try $0.claimPort(mine, for: name) }) { return mine }
-        let leased = try await catalog.run { try $0.portOwners() }
+        if let mine = d.backendPort, Self.isFree(mine), try await catalog.claimPort(mine, for: name) { return mine }
+        let leased = try await catalog.portOwners()
         for port in portRange where leased[port] == nil && Self.isFree(port) {
-            if try await catalog.run({ try $0.claimPort(port, for: name) }) { return port }
+            if try await catalog.claimPort(port, for: name) { return port }
         }
         throw SubprocessError(description: "no free port left in \(portRange.lowerBound)-\(portRange.upperBound); delete databases or widen --port-range")
     }
