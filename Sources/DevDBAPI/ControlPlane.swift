@@ -130,6 +130,13 @@ final class ControlPlane: Sendable {
         }
     }
 
+    /// The record with the port its instance listens on, when the provisioner runs instances on
+    /// this machine (leased in the catalog first; provisioners never write it).
+    func leasePort(_ d: DatabaseRecord) async throws -> DatabaseRecord {
+        guard let ports = provisioner as? any LocalPorts else { return d }
+        return try await PortLeasing(store: catalog, ports: ports).lease(for: d)
+    }
+
     /// Progress from inside a provisioner step (best effort).
     func progress(_ name: String, _ op: String, phase: String) async {
         _ = try? await catalog.transition(name, .progress(operation: op, state: phase == "starting" ? .starting : nil, phase: phase, generation: nil))
@@ -602,6 +609,7 @@ final class ControlPlane: Sendable {
                 await record(name, .progress(operation: op.id, state: .cloning, phase: "cloning \(base)", generation: s.generation))
                 var made = d
                 made.postgresMajor = await major(of: .snapshot(s))
+                made = try await leasePort(made)
                 let info = try await withProgress({ await self.progress(name, op.id, phase: $0) }) { [made] report in
                     try await self.provisioner.create(database: made, from: .snapshot(s), phase: report)
                 }
@@ -615,6 +623,7 @@ final class ControlPlane: Sendable {
             await record(name, .progress(operation: op.id, state: .cloning, phase: "cloning", generation: g.number))
             var made = d
             made.postgresMajor = g.major
+            made = try await leasePort(made)
             let info = try await withProgress({ await self.progress(name, op.id, phase: $0) }) { [made] report in
                 try await self.provisioner.create(database: made, from: g, phase: report)
             }
@@ -645,6 +654,7 @@ final class ControlPlane: Sendable {
             }
             var made = d
             made.postgresMajor = await major(of: target)
+            made = try await leasePort(made)
             let info = try await withProgress({ await self.progress(d.name, op.id, phase: $0) }) { [made] report in
                 try await self.provisioner.reset(database: made, to: target, phase: report)
             }
