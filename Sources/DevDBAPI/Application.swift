@@ -20,9 +20,17 @@ public func uninstallKubernetes(_ config: APIConfiguration, logger: Logger) asyn
     return try await kubernetes.removeEverything()
 }
 
-/// Builds the API application; the `devdb-api` executable runs it.
-public func buildApplication(_ config: APIConfiguration, logger: Logger) throws -> some ApplicationProtocol {
-    let catalog = Catalog(redis: RedisPool(url: config.redis), maxSnapshotsPerDatabase: config.maxSnapshotsPerDatabase)
+/// Builds the API application; the `devdb-api` executable runs it: the catalog in Redis and
+/// the provisioner `config` names.
+public func buildApplication(_ config: APIConfiguration, logger: Logger) async throws -> some ApplicationProtocol {
+    let store = RedisCatalogStore(redis: RedisPool(url: config.redis), maxSnapshotsPerDatabase: config.maxSnapshotsPerDatabase)
+    let provisioner = try await makeProvisioner(config, store: store, logger: logger)
+    return try await buildApplication(config, store: store, provisioner: provisioner, logger: logger)
+}
+
+/// The provisioner `config` names, over `store`.
+public func makeProvisioner(_ config: APIConfiguration, store: any CatalogStore, logger: Logger) async throws -> any Provisioner {
+    let catalog = store
     let provisioner: any Provisioner
     switch config.provisioner {
     case "local":
@@ -38,12 +46,12 @@ public func buildApplication(_ config: APIConfiguration, logger: Logger) throws 
         settings.allowPrivateDumpHosts = config.allowPrivateDumpHosts
         // Every object carries this catalog's installation id: a reinstall over a lost catalog
         // (a new, empty one) deletes nothing an earlier installation made.
-        let identity = try catalog.installationIdentity()
+        let identity = try await catalog.installationIdentity()
         settings.installation = identity.id
         settings.adoptUnlabelled = identity.adoptsUnlabelled
         logger.info("installation", metadata: ["devdb.installation": "\(identity.id)", "devdb.adopts_unlabelled": "\(identity.adoptsUnlabelled)"])
         let kubernetes = KubernetesProvisioner(client: KubeClient(connection: connection), settings: settings) { name in
-            try await catalog.run { try $0.project(name) }
+            try await catalog.project(name)
         }
         provisioner = kubernetes
         Task {
@@ -55,8 +63,16 @@ public func buildApplication(_ config: APIConfiguration, logger: Logger) throws 
     default:
         throw APIError.badRequest("unknown provisioner \"\(config.provisioner)\"", hint: "use --provisioner local or kubernetes")
     }
+    return provisioner
+}
+
+/// Builds the API application over a given catalog store and provisioner (tests pass a
+/// `MemoryCatalogStore` and a fake provisioner and run it in process with `app.test(.router)`).
+public func buildApplication(_ config: APIConfiguration, store: any CatalogStore, provisioner: any Provisioner,
+                             logger: Logger) async throws -> some ApplicationProtocol {
+    let catalog = store
     let plane = ControlPlane(config: config, catalog: catalog, provisioner: provisioner, logger: logger)
-    try installAdminToken(config: config, catalog: catalog, logger: logger)
+    try await installAdminToken(config: config, catalog: catalog, logger: logger)
 
     let router = Router(context: APIRequestContext.self)
     router.addMiddleware { ErrorMappingMiddleware(logger: logger) }
@@ -95,22 +111,22 @@ public func buildApplication(_ config: APIConfiguration, logger: Logger) throws 
 
 /// The admin token: the configured one, or a generated one written to `<data-dir>/admin-token`
 /// (mode 0600). Only its hash goes to Redis; it is never logged.
-func installAdminToken(config: APIConfiguration, catalog: Catalog, logger: Logger) throws {
+func installAdminToken(config: APIConfiguration, catalog: any CatalogStore, logger: Logger) async throws {
     var token = config.adminToken
     let file = config.dataDirectory.appendingPathComponent("admin-token")
     if token == nil {
         if let existing = try? String(contentsOf: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !existing.isEmpty {
             token = existing
         } else {
-            let generated = "ddb_" + Catalog.randomHex(24)
+            let generated = "ddb_" + TokenSecrets.randomHex(24)
             FileManager.default.createFile(atPath: file.path, contents: Data((generated + "\n").utf8), attributes: [.posixPermissions: 0o600])
             token = generated
             logger.notice("generated an admin token", metadata: ["devdb.file": "\(file.path)"])
         }
     }
     // A changed admin token replaces the old one: the old hash must stop working.
-    try? catalog.revokeToken(id: "admin")
-    try catalog.storeToken(hash: Catalog.sha256Hex(token!), TokenRecord(id: "admin", user: "admin", admin: true))
+    try? await catalog.revokeToken(id: "admin")
+    try await catalog.storeToken(hash: TokenSecrets.sha256Hex(token!), TokenRecord(id: "admin", user: "admin", admin: true))
 }
 
 /// Turns catalog and unexpected errors into the API's JSON errors at one boundary.
@@ -125,6 +141,8 @@ struct ErrorMappingMiddleware<Context: RequestContext>: RouterMiddleware {
             throw APIError(e.status, "http_error", e.body ?? "request failed")
         } catch let r as DatabaseLifecycle.Refusal {
             throw APIError.conflict(r.message, hint: r.hint)
+        } catch let r as CatalogRefusal {
+            throw APIError(refusal: r)
         } catch let e as CatalogError {
             switch e {
             case .conflict(let m): throw APIError.conflict(m)
@@ -197,5 +215,5 @@ func implicitSnapshotName(for branch: String) -> String {
 /// `<user>-<project>-<4 hex>`, cut to a DNS label.
 func generatedName(user: String, project: String) -> String {
     let base = "\(user)-\(project)".lowercased().map { $0.isLetter || $0.isNumber ? $0 : "-" }
-    return String(String(base).prefix(57)) + "-" + Catalog.randomHex(2)
+    return String(String(base).prefix(57)) + "-" + TokenSecrets.randomHex(2)
 }

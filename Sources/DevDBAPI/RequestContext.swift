@@ -41,7 +41,7 @@ struct APIRequestContext: RequestContext {
 /// The credential is an API token, or, with single sign-on configured, an ID token of the issuer
 /// (JWT-shaped credentials go to `oidc`; a refusal says which check failed).
 struct TokenAuthenticator: RouterMiddleware {
-    let catalog: Catalog
+    let catalog: any CatalogStore
     var oidc: OIDCVerifier?
     func handle(_ request: Request, context: APIRequestContext,
                 next: (Request, APIRequestContext) async throws -> Response) async throws -> Response {
@@ -57,7 +57,7 @@ struct TokenAuthenticator: RouterMiddleware {
             }
             return try await next(request, context)
         }
-        guard let record = try await catalog.run({ try $0.token(plaintext: token) }) else { throw APIError.unauthorized }
+        guard let record = try await catalog.token(plaintext: token) else { throw APIError.unauthorized }
         context.caller = Caller(user: record.user, admin: record.admin)
         return try await next(request, context)
     }

@@ -106,3 +106,24 @@ struct ForeignObjectsView: Encodable {
     /// One line per installation: `installation <id>: kind/name, ...`.
     var items: [String]
 }
+
+extension APIError {
+    /// A catalog refusal in the user's words, with what to do (409).
+    init(refusal: CatalogRefusal) {
+        switch refusal {
+        case .snapshotExists(let db, let snap):
+            self = .conflict("database \"\(db)\" already has a snapshot \"\(snap)\"",
+                             hint: "choose another name with --as, or delete it: devdb db snapshot delete \(db) \(snap)")
+        case .tooManySnapshots(let db, let count):
+            self = .conflict("database \"\(db)\" has \(count) snapshots, the most one database may have",
+                             hint: "delete one first: devdb db snapshots \(db), then devdb db snapshot delete \(db) SNAP")
+        case .snapshotBeingTaken(let db, let snap):
+            self = .conflict("snapshot \(db)@\(snap) is being taken", hint: "wait until it is ready (devdb db snapshots \(db)), then delete it")
+        case .snapshotInUse(let db, let snap, let branches):
+            self = .conflict("snapshot \(db)@\(snap) is used by branch(es) \(branches.joined(separator: ", "))",
+                             hint: "delete them first: " + branches.map { "devdb db delete \($0)" }.joined(separator: "; "))
+        case .snapshotBeingRestored(let db, let snap):
+            self = .conflict("database \(db) is being reset to snapshot \(snap)", hint: "wait until it is ready, then delete the snapshot")
+        }
+    }
+}

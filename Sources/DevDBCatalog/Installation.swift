@@ -16,20 +16,3 @@ public struct InstallationIdentity: Codable, Sendable, Equatable {
         self.id = id; self.createdAt = createdAt; self.adoptsUnlabelled = adoptsUnlabelled
     }
 }
-
-extension Catalog {
-    public static let installationKey = "devdb:installation"
-
-    /// This catalog's installation identity, made on first use (SET NX: APIs starting at the same
-    /// time agree on one).
-    public func installationIdentity() throws(CatalogError) -> InstallationIdentity {
-        if let existing = try getJSON(InstallationIdentity.self, Self.installationKey) { return existing }
-        let used = (try cmd(["SCARD", Key.projects]).integer ?? 0) + (try cmd(["SCARD", Key.databases]).integer ?? 0) > 0
-        let made = InstallationIdentity(id: UUID().uuidString.lowercased(), createdAt: Date(), adoptsUnlabelled: used)
-        _ = try cmd(["SET", Self.installationKey, Self.encode(made), "NX"])
-        guard let stored = try getJSON(InstallationIdentity.self, Self.installationKey) else {
-            throw .unavailable("the installation identity could not be stored in the catalog")
-        }
-        return stored
-    }
-}

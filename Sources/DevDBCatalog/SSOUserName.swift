@@ -18,7 +18,7 @@ public enum SSOUserName {
         while base.hasPrefix("-") { base.removeFirst() }
         base = String(base.prefix(54))
         while base.hasSuffix("-") { base.removeLast() }
-        let hash = String(Catalog.sha256Hex(issuer + "\n" + subject).prefix(8))
+        let hash = String(TokenSecrets.sha256Hex(issuer + "\n" + subject).prefix(8))
         return base.isEmpty ? "sso-" + hash : base + "-" + hash
     }
 }

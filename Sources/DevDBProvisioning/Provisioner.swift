@@ -67,6 +67,16 @@ public enum QueryTarget: Sendable {
     case source(CloneSource)
 }
 
+/// A provisioner whose instances listen on ports of this machine. The control plane chooses a
+/// free port, leases it in the catalog and hands it over on the record (`backendPort`) to
+/// `create` and `reset`: provisioners never write the catalog.
+public protocol LocalPorts: Sendable {
+    var portRange: ClosedRange<Int> { get }
+    /// True when nothing on the machine listens on `port` (a lease in the catalog alone does
+    /// not know about other programs).
+    func isFree(_ port: Int) -> Bool
+}
+
 /// Makes generations and database instances. The local provisioner runs Postgres processes;
 /// the Kubernetes provisioner makes pods, volumes and CSI snapshots behind the same calls.
 public protocol Provisioner: PostgresMajors {

@@ -316,7 +316,7 @@ struct APICommand: AsyncParsableCommand {
         try FileManager.default.createDirectory(at: config.dataDirectory, withIntermediateDirectories: true)
         var logger = Logger(label: "devdb-api")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-        let app = try buildApplication(config, logger: logger)
+        let app = try await buildApplication(config, logger: logger)
         try await app.runService()
     }
 

@@ -233,13 +233,13 @@ extension KubernetesProvisionerTests {
         let dir = try TestPaths.makeTemporaryDirectory("devdb-installation")
         let redis = try RedisServer(directory: dir)
         defer { redis.stop() }
-        let catalog = Catalog(redis: RedisPool(url: try RedisURL(parsing: redis.url)))
-        let first = try catalog.installationIdentity()
+        let catalog = RedisCatalogStore(redis: RedisPool(url: try RedisURL(parsing: redis.url)))
+        let first = try await catalog.installationIdentity()
         #expect(first.adoptsUnlabelled == false)
-        #expect(try catalog.installationIdentity() == first)
-        _ = try redis.cli(["DEL", Catalog.installationKey])
+        #expect(try await catalog.installationIdentity() == first)
+        _ = try redis.cli(["DEL", CatalogKey.installation])
         _ = try redis.cli(["SADD", "devdb:projects", "shop"])
-        let upgraded = try catalog.installationIdentity()
+        let upgraded = try await catalog.installationIdentity()
         #expect(upgraded.id != first.id && upgraded.adoptsUnlabelled)
     }
 

@@ -12,7 +12,7 @@ import Testing
 @Suite struct HibernationFenceProtocolTests {
     let redisServer: RedisServer
     let redis: RedisClient
-    let catalog: Catalog
+    let catalog: CatalogEngine
 
     init() throws {
         let dir = try TestPaths.makeTemporaryDirectory("devdb-fence-unit")
@@ -20,7 +20,7 @@ import Testing
         redisServer = try RedisServer(directory: dir)
         let url = try RedisURL(parsing: redisServer.url)
         redis = RedisClient(url: url)
-        catalog = Catalog(redis: RedisPool(url: url))
+        catalog = RedisCatalogStore(redis: RedisPool(url: url)).engine
     }
 
     func write(_ name: String, _ route: RouteRecord) throws {

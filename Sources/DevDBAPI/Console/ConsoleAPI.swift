@@ -74,7 +74,7 @@ struct BodyCollector: ResponseBodyWriter {
 
 /// Checks an API token (or, with single sign-on, an ID token) exactly as every /v1 call does:
 /// through `TokenAuthenticator` itself.
-func authenticate(token: String, catalog: Catalog, oidc: OIDCVerifier?, context: APIRequestContext) async throws -> Caller {
+func authenticate(token: String, catalog: any CatalogStore, oidc: OIDCVerifier?, context: APIRequestContext) async throws -> Caller {
     var head = HTTPRequest(method: .get, scheme: "http", authority: "console", path: "/v1/whoami")
     head.headerFields[.authorization] = "Bearer " + token
     let request = Request(head: head, body: RequestBody(buffer: ByteBuffer()))

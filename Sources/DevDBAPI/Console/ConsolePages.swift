@@ -193,7 +193,7 @@ struct LiveState: Codable, Sendable {
 
 /// The live feed's `ETag`: a digest of its body.
 enum DevDBCatalogHash {
-    static func hex(_ data: Data) -> String { Catalog.sha256Hex(String(decoding: data, as: UTF8.self)) }
+    static func hex(_ data: Data) -> String { TokenSecrets.sha256Hex(String(decoding: data, as: UTF8.self)) }
 }
 
 func iso(_ date: Date?) -> String {

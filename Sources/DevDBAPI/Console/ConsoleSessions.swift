@@ -28,14 +28,14 @@ struct ConsoleSessionStore: Sendable {
     let redis: RedisPool
     var lifetimeSeconds: Double = 8 * 3600
 
-    static func key(_ id: String) -> String { "devdb:console-session:" + Catalog.sha256Hex(id) }
+    static func key(_ id: String) -> String { "devdb:console-session:" + TokenSecrets.sha256Hex(id) }
 
     /// A new session for `caller`; returns the cookie value (the id).
     func create(for caller: Caller, token: String) async throws -> (id: String, session: ConsoleSession) {
-        let id = Catalog.randomHex(32)
+        let id = TokenSecrets.randomHex(32)
         let s = ConsoleSession(user: caller.user, admin: caller.admin, auth: caller.auth, issuer: caller.issuer,
-                               csrf: Catalog.randomHex(24), expiresAt: Date().addingTimeInterval(lifetimeSeconds),
-                               tokenHash: caller.auth == "token" ? Catalog.sha256Hex(token) : nil)
+                               csrf: TokenSecrets.randomHex(24), expiresAt: Date().addingTimeInterval(lifetimeSeconds),
+                               tokenHash: caller.auth == "token" ? TokenSecrets.sha256Hex(token) : nil)
         let json = String(decoding: try CatalogJSON.encoder.encode(s), as: UTF8.self)
         let seconds = String(Int(lifetimeSeconds))
         let client = redis.client
@@ -56,7 +56,7 @@ struct ConsoleSessionStore: Sendable {
               s.expiresAt > Date() else { return nil }
         if let hash = s.tokenHash {
             let exists = try await BlockingExecutor.io.run { () throws(RedisError) -> RedisValue in
-                try client.command(["EXISTS", Catalog.Key.tokenByHash(hash)])
+                try client.command(["EXISTS", CatalogKey.tokenByHash(hash)])
             }
             guard exists.integer == 1 else {
                 try await end(id)

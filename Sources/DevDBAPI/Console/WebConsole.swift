@@ -15,7 +15,7 @@ struct WebConsole: Sendable {
     let sessions: ConsoleSessionStore
     let oidc: OIDCVerifier?
     let templates: MustacheLibrary
-    var catalog: Catalog { api.plane.catalog }
+    var catalog: any CatalogStore { api.plane.catalog }
 
     /// The session of the request being handled (set by `ConsoleSessionMiddleware`).
     @TaskLocal static var session: ConsoleSession?
@@ -57,7 +57,7 @@ struct WebConsole: Sendable {
 
     @Sendable func signInPage(_ request: Request, context: APIRequestContext) async throws -> Response {
         // Login CSRF: the form carries a value that must match a SameSite=Strict cookie.
-        let nonce = Catalog.randomHex(16)
+        let nonce = TokenSecrets.randomHex(16)
         var data: [String: Any] = ["nonce": nonce]
         if request.uri.queryParameters.get("ended") != nil { data["notice"] = "You are signed out." }
         if request.uri.queryParameters.get("expired") != nil { data["notice"] = "Your session ended; sign in again." }

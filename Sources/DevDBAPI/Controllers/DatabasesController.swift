@@ -8,7 +8,7 @@ import Hummingbird
 /// /v1/databases: each caller's own databases (admins: everyone's).
 struct DatabasesController {
     let plane: ControlPlane
-    var catalog: Catalog { plane.catalog }
+    var catalog: any CatalogStore { plane.catalog }
     var config: APIConfiguration { plane.config }
 
     func addRoutes(to group: RouterGroup<APIRequestContext>) {
@@ -37,7 +37,7 @@ struct DatabasesController {
             let origin = try await visibleDatabase(catalog, parts[0], c)
             source = origin
             if parts.count == 2 {
-                guard let s = try await catalog.run({ try $0.snapshot(origin.name, parts[1]) }) else {
+                guard let s = try await catalog.snapshot(origin.name, parts[1]) else {
                     throw APIError.notFound("snapshot \"\(parts[1])\" of \(origin.name)", hint: "run \"devdb db snapshots \(origin.name)\"")
                 }
                 guard s.state != .failed else { throw APIError.conflict("snapshot \(s.reference) failed: \(s.reason ?? "")", hint: "take another: devdb db snapshot \(origin.name)") }
@@ -58,7 +58,7 @@ struct DatabasesController {
         guard let projectName = source?.project ?? b.project else {
             throw APIError.badRequest("say which project to copy (\"project\") or which database to branch from (\"from\")")
         }
-        guard let project = try await catalog.run({ try $0.project(projectName) }) else {
+        guard let project = try await catalog.project(projectName) else {
             throw APIError.notFound("project \"\(projectName)\"", hint: "run \"devdb project list\"")
         }
         let name = b.name ?? generatedName(user: c.user, project: project.name)
@@ -67,7 +67,7 @@ struct DatabasesController {
         if let ttl = b.ttl { expires = Date().addingTimeInterval(try checkTTL(ttl, max: config.maxTTLSeconds)) }
         var sleep: Double?
         if let text = b.hibernateAfter { sleep = try checkHibernateAfter(text) }
-        if try await catalog.run({ try $0.database(name) }) != nil {
+        if try await catalog.database(name) != nil {
             throw APIError.conflict("database \"\(name)\" already exists", hint: "choose another name; names are unique in the installation")
         }
         if let origin = source, base == nil {
@@ -77,14 +77,14 @@ struct DatabasesController {
             base = "\(origin.name)@\(snap)"
         }
         var record = DatabaseRecord(name: name, project: project.name, owner: c.user, user: LocalProvisioner.appUser,
-                                    password: Catalog.randomHex(16), database: LocalProvisioner.appDatabase, expiresAt: expires)
+                                    password: TokenSecrets.randomHex(16), database: LocalProvisioner.appDatabase, expiresAt: expires)
         record.base = base
         record.schemaOnly = b.schemaOnly == true ? true : nil
         record.generation = source?.generation
         record.hibernateAfterSeconds = sleep
-        do { try await catalog.run { [record] in try $0.createDatabase(record) } } catch CatalogError.conflict(let m) {
+        do { try await catalog.createDatabase(record) } catch CatalogError.conflict(let m) {
             // Taken since the check above, or the project is being deleted: the catalog tells which.
-            let taken = try await catalog.run({ try $0.database(name) }) != nil
+            let taken = try await catalog.database(name) != nil
             throw APIError.conflict(m, hint: Hints.createConflict(nameTaken: taken))
         } catch CatalogError.notFound(let m) {
             throw APIError(.notFound, "not_found", m, hint: base == nil ? Hints.listProjects : Hints.listSnapshots(of: source?.name ?? ""))
@@ -100,7 +100,7 @@ struct DatabasesController {
         if let s = q.get("state"), DatabaseRecord.State(rawValue: s) == nil {
             throw APIError.badRequest("unknown state \"\(s)\"", hint: "one of: " + DatabaseRecord.State.allCases.map(\.rawValue).joined(separator: ", "))
         }
-        if let p = q.get("project"), try await catalog.run({ try $0.project(p) }) == nil {
+        if let p = q.get("project"), try await catalog.project(p) == nil {
             throw APIError.notFound("project \"\(p)\"", hint: "run \"devdb project list\"")
         }
         let limit = try q.get("limit").map { text in
@@ -115,10 +115,8 @@ struct DatabasesController {
         let owner = c.admin ? q.get("owner") : c.user
         let ownerFilter = c.admin ? nil : q.get("owner")
         let project = q.get("project"), state = q.get("state"), after = q.get("after")
-        let page = try await catalog.run { catalog in
-            try catalog.databasePage(owner: owner, project: project, after: after, limit: limit) { d in
-                (ownerFilter.map { d.owner == $0 } ?? true) && (state.map { d.state.rawValue == $0 } ?? true)
-            }
+        let page = try await catalog.databasePage(owner: owner, project: project, after: after, limit: limit) { d in
+            (ownerFilter.map { d.owner == $0 } ?? true) && (state.map { d.state.rawValue == $0 } ?? true)
         }
         var newest: [String: Int] = [:]
         for p in Set(page.records.map(\.project)) { newest[p] = try await newestReady(p) }
@@ -142,8 +140,8 @@ struct DatabasesController {
         let d = try await visibleDatabase(catalog, try context.parameters.require("name"), try context.requireCaller())
         // What happens to its snapshots: those branches use stay until the branches go.
         var deleted: [String] = [], kept: [KeptSnapshot] = []
-        for s in try await catalog.run({ try $0.snapshots(of: d.name) }) {
-            let users = try await catalog.run { try $0.snapshotUsers(d.name, s.name) }
+        for s in try await catalog.snapshots(of: d.name) {
+            let users = try await catalog.snapshotUsers(d.name, s.name)
             if users.isEmpty { deleted.append(s.name) } else { kept.append(KeptSnapshot(name: s.name, branches: users)) }
         }
         // Accepted now or after the create or reset that runs (deleteQueued); never dropped.
@@ -157,27 +155,27 @@ struct DatabasesController {
     @Sendable func reset(_ request: Request, context: APIRequestContext) async throws -> Response {
         let d = try await visibleDatabase(catalog, try context.parameters.require("name"), try context.requireCaller())
         let b = try await decodeBody(ResetRequest.self, request, empty: ResetRequest())
-        var guards: [Catalog.Guard] = []
+        var conditions: [CatalogCondition] = []
         var to: String?
         if let snap = b.to {
             guard b.latest != true else { throw APIError.badRequest("reset goes either --to a snapshot or to the --latest generation, not both") }
-            guard let raw = try await catalog.run({ try $0.snapshotRaw(d.name, snap) }),
-                  let s = try? CatalogJSON.decoder.decode(SnapshotRecord.self, from: Data(raw.utf8)) else {
+            let read = try await catalog.snapshotAsRead(d.name, snap)
+            guard let s = read.value, let raw = read.raw else {
                 throw APIError.notFound("snapshot \"\(snap)\" of \(d.name)", hint: "run \"devdb db snapshots \(d.name)\"")
             }
             guard s.state == .ready else {
                 throw APIError.conflict("snapshot \(s.reference) is \(s.state.rawValue)", hint: s.state == .taking ? "wait until it is ready" : "reset to another snapshot")
             }
             // The snapshot must still be there when the reset is accepted.
-            guards = [.value(Catalog.Key.snapshot(d.name, snap), raw)]
+            conditions = [.snapshotUnchanged(database: d.name, snapshot: snap, raw: raw)]
             to = s.reference
         }
         if b.latest == true, d.generation != nil,
-           let latest = try await catalog.run({ try $0.generations(d.project) }).filter({ $0.state == .ready }).max(by: { $0.number < $1.number }),
+           let latest = try await catalog.generations(d.project).filter({ $0.state == .ready }).max(by: { $0.number < $1.number }),
            latest.major != (d.postgresMajor ?? 15) {
             throw APIError.conflict(ControlPlane.crossMajorReset(d, from: d.postgresMajor ?? 15, to: latest), hint: "devdb db create NEW --project \(d.project)")
         }
-        guard let updated = try await plane.request(d.name, .reset(latest: b.latest ?? false, to: to), guards: guards) else {
+        guard let updated = try await plane.request(d.name, .reset(latest: b.latest ?? false, to: to), conditions: conditions) else {
             throw APIError.notFound("database \"\(d.name)\"")
         }
         return try jsonResponse(DatabaseView(updated, config: config, secrets: true), status: .accepted)
@@ -191,10 +189,10 @@ struct DatabasesController {
         }
         let ttl = try b.ttl.map { try checkTTL($0, max: config.maxTTLSeconds) }
         let sleep = try b.hibernateAfter.map(checkHibernateAfter)
-        guard let updated = try await catalog.run({ [ttl, sleep] in try $0.updateDatabase(d.name) { r in
+        guard let updated = try await catalog.updateDatabase(d.name, { r in
             if let ttl { r.expiresAt = Date().addingTimeInterval(ttl) }
             if let sleep { r.hibernateAfterSeconds = sleep }
-        } }) else { throw APIError.notFound("database \"\(d.name)\"") }
+        }) else { throw APIError.notFound("database \"\(d.name)\"") }
         return try jsonResponse(DatabaseView(updated, config: config, secrets: false))
     }
 
@@ -212,14 +210,14 @@ struct DatabasesController {
 
     /// The project's newest ready generation.
     func newestReady(_ project: String) async throws -> Int? {
-        try await catalog.run { try $0.generations(project) }.filter { $0.state == .ready }.map(\.number).max()
+        try await catalog.generations(project).filter { $0.state == .ready }.map(\.number).max()
     }
 }
 
 /// /v1/databases/{name}/snapshots: a database's snapshots (its owner or admins).
 struct SnapshotsController {
     let plane: ControlPlane
-    var catalog: Catalog { plane.catalog }
+    var catalog: any CatalogStore { plane.catalog }
 
     func addRoutes(to group: RouterGroup<APIRequestContext>) {
         group.get(use: list)
@@ -234,29 +232,30 @@ struct SnapshotsController {
         let snap = b.name ?? timestampSnapshotName()
         try checkName(snap, what: "snapshot")
         _ = try await plane.request(d.name, .snapshot(name: snap))
-        guard let s = try await catalog.run({ try $0.snapshot(d.name, snap) }) else { throw APIError.notFound("snapshot \"\(snap)\"") }
+        guard let s = try await catalog.snapshot(d.name, snap) else { throw APIError.notFound("snapshot \"\(snap)\"") }
         return try jsonResponse(SnapshotView(s, branches: []), status: .accepted)
     }
 
     @Sendable func list(_ request: Request, context: APIRequestContext) async throws -> Response {
         let d = try await visibleDatabase(catalog, try context.parameters.require("name"), try context.requireCaller())
-        let items = try await catalog.run { cat in try cat.snapshots(of: d.name).map { SnapshotView($0, branches: try cat.snapshotUsers(d.name, $0.name)) } }
+        var items: [SnapshotView] = []
+        for s in try await catalog.snapshots(of: d.name) { items.append(SnapshotView(s, branches: try await catalog.snapshotUsers(d.name, s.name))) }
         return try jsonResponse(ItemList(items: items))
     }
 
     @Sendable func show(_ request: Request, context: APIRequestContext) async throws -> Response {
         let d = try await visibleDatabase(catalog, try context.parameters.require("name"), try context.requireCaller())
         let snap = try context.parameters.require("snap")
-        guard let s = try await catalog.run({ try $0.snapshot(d.name, snap) }) else {
+        guard let s = try await catalog.snapshot(d.name, snap) else {
             throw APIError.notFound("snapshot \"\(snap)\" of \(d.name)", hint: "run \"devdb db snapshots \(d.name)\"")
         }
-        return try jsonResponse(SnapshotView(s, branches: try await catalog.run { try $0.snapshotUsers(d.name, snap) }))
+        return try jsonResponse(SnapshotView(s, branches: try await catalog.snapshotUsers(d.name, snap)))
     }
 
     @Sendable func delete(_ request: Request, context: APIRequestContext) async throws -> Response {
         let d = try await visibleDatabase(catalog, try context.parameters.require("name"), try context.requireCaller())
         let snap = try context.parameters.require("snap")
-        guard let removed = try await catalog.run({ try $0.deleteSnapshot(d.name, snap) }) else {
+        guard let removed = try await catalog.deleteSnapshot(d.name, snap) else {
             throw APIError.notFound("snapshot \"\(snap)\" of \(d.name)", hint: "run \"devdb db snapshots \(d.name)\"")
         }
         await plane.removeSnapshotFiles([removed])
@@ -265,8 +264,8 @@ struct SnapshotsController {
 }
 
 /// A database the caller may see: their own, or any for admins. Others' are "not found".
-func visibleDatabase(_ catalog: Catalog, _ name: String, _ c: Caller) async throws -> DatabaseRecord {
-    guard let d = try await catalog.run({ try $0.database(name) }), c.admin || d.owner == c.user else {
+func visibleDatabase(_ catalog: any CatalogStore, _ name: String, _ c: Caller) async throws -> DatabaseRecord {
+    guard let d = try await catalog.database(name), c.admin || d.owner == c.user else {
         throw APIError.notFound("database \"\(name)\"", hint: "run \"devdb db list\" to see your databases")
     }
     return d

@@ -12,7 +12,7 @@ import Hummingbird
 /// instance cloned from it (removed afterwards). The two sides are read at the same time.
 struct DiffController {
     let plane: ControlPlane
-    var catalog: Catalog { plane.catalog }
+    var catalog: any CatalogStore { plane.catalog }
 
     func addRoutes(to group: RouterGroup<APIRequestContext>) {
         group.get(use: diff)
@@ -62,13 +62,13 @@ struct DiffController {
         }
         let (left, right) = (parts[0], parts[1])
         // A snapshot of one of the caller's databases, else a generation of a project.
-        if let d = try await catalog.run({ try $0.database(left) }), c.admin || d.owner == c.user,
-           let s = try await catalog.run({ try $0.snapshot(left, right) }) {
+        if let d = try await catalog.database(left), c.admin || d.owner == c.user,
+           let s = try await catalog.snapshot(left, right) {
             guard s.state == .ready else { throw APIError.conflict("snapshot \(s.reference) is \(s.state.rawValue)", hint: "wait until it is ready, or use another") }
             return (.source(.snapshot(s)), "snapshot \(s.reference)")
         }
-        if let p = try await catalog.run({ try $0.project(left) }) {
-            let ready = try await catalog.run { try $0.generations(p.name) }.filter { $0.state == .ready }
+        if let p = try await catalog.project(left) {
+            let ready = try await catalog.generations(p.name).filter { $0.state == .ready }
             let g: Generation?
             if right == "latest" { g = ready.max { $0.number < $1.number } } else if let n = Int(right) { g = ready.first { $0.number == n } } else { g = nil }
             guard let g else {

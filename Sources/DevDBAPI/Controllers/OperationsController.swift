@@ -15,7 +15,7 @@ struct OperationsController {
 
     @Sendable func ready(_ request: Request, context: APIRequestContext) async throws -> Response {
         do {
-            try await plane.catalog.run { try $0.ping() }
+            try await plane.catalog.ping()
             return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "ready\n")))
         } catch {
             return Response(status: .serviceUnavailable, body: .init(byteBuffer: ByteBuffer(string: "redis unavailable\n")))
@@ -37,7 +37,7 @@ struct OperationsController {
 
     @Sendable func metrics(_ request: Request, context: APIRequestContext) async throws -> Response {
         var text = "# HELP devdb_api_databases Databases by state.\n# TYPE devdb_api_databases gauge\n"
-        let dbs = (try? await plane.catalog.run { try $0.databases() }) ?? []
+        let dbs = (try? await plane.catalog.databases()) ?? []
         for state in DatabaseRecord.State.allCases {
             text += "devdb_api_databases{state=\"\(state.rawValue)\"} \(dbs.filter { $0.state == state }.count)\n"
         }

@@ -6,7 +6,7 @@ import Hummingbird
 /// /v1/projects: admins create and change projects; every caller may look.
 struct ProjectsController {
     let plane: ControlPlane
-    var catalog: Catalog { plane.catalog }
+    var catalog: any CatalogStore { plane.catalog }
 
     func addRoutes(to group: RouterGroup<APIRequestContext>) {
         group.get(use: list)
@@ -29,31 +29,32 @@ struct ProjectsController {
         do { p = try await plane.createProject(settings, explicitMajor: b.postgres) } catch CatalogError.conflict(let m) {
             throw APIError.conflict(m, hint: "choose another name, or delete the project first")
         }
-        return try jsonResponse(ProjectView(p, generations: try await catalog.run { try $0.generations(b.name) }, admin: true), status: .accepted)
+        return try jsonResponse(ProjectView(p, generations: try await catalog.generations(b.name), admin: true), status: .accepted)
     }
 
     @Sendable func update(_ request: Request, context: APIRequestContext) async throws -> Response {
         try context.requireAdmin()
         let name = try context.parameters.require("name")
         let b = try await decodeBody(UpdateProjectRequest.self, request)
-        guard let p = try await catalog.run({ try $0.updateProject(name) { p in
+        guard let p = try await catalog.updateProject(name, { p in
             try applySettings(&p, afterRestoreSql: b.afterRestoreSql, refreshOnChange: b.refreshOnChange,
                               refreshSchedule: b.refreshSchedule, keepGenerations: b.keepGenerations)
-        } }) else { throw APIError.notFound("project \"\(name)\"", hint: "run \"devdb project list\"") }
-        return try jsonResponse(ProjectView(p, generations: try await catalog.run { try $0.generations(name) }, admin: true))
+        }) else { throw APIError.notFound("project \"\(name)\"", hint: "run \"devdb project list\"") }
+        return try jsonResponse(ProjectView(p, generations: try await catalog.generations(name), admin: true))
     }
 
     @Sendable func list(_ request: Request, context: APIRequestContext) async throws -> Response {
         let c = try context.requireCaller()
-        let projects = try await catalog.run { c in try c.projects().map { ($0, try c.generations($0.name)) } }
+        var projects: [(Project, [Generation])] = []
+        for p in try await catalog.projects() { projects.append((p, try await catalog.generations(p.name))) }
         return try jsonResponse(ItemList(items: projects.map { ProjectView($0.0, generations: $0.1, admin: c.admin) }))
     }
 
     @Sendable func show(_ request: Request, context: APIRequestContext) async throws -> Response {
         let c = try context.requireCaller()
         let name = try context.parameters.require("name")
-        guard let p = try await catalog.run({ try $0.project(name) }) else { throw APIError.notFound("project \"\(name)\"", hint: "run \"devdb project list\"") }
-        return try jsonResponse(ProjectView(p, generations: try await catalog.run { try $0.generations(name) }, admin: c.admin))
+        guard let p = try await catalog.project(name) else { throw APIError.notFound("project \"\(name)\"", hint: "run \"devdb project list\"") }
+        return try jsonResponse(ProjectView(p, generations: try await catalog.generations(name), admin: c.admin))
     }
 
     @Sendable func delete(_ request: Request, context: APIRequestContext) async throws -> Response {

@@ -5,7 +5,7 @@ import Hummingbird
 
 /// /v1/tokens: admins only.
 struct TokensController {
-    let catalog: Catalog
+    let catalog: any CatalogStore
 
     func addRoutes(to group: RouterGroup<APIRequestContext>) {
         group.get(use: list)
@@ -21,20 +21,20 @@ struct TokensController {
         guard b.user != "admin" else {
             throw APIError.badRequest("\"admin\" is reserved for the configured admin token", hint: "choose another user name")
         }
-        let (token, record) = try await catalog.run { try $0.createToken(user: b.user, admin: b.admin ?? false) }
+        let (token, record) = try await catalog.createToken(user: b.user, admin: b.admin ?? false)
         return try jsonResponse(TokenView(record, token: token), status: .created)
     }
 
     @Sendable func list(_ request: Request, context: APIRequestContext) async throws -> Response {
         try context.requireAdmin()
-        return try jsonResponse(ItemList(items: try await catalog.run { try $0.tokens() }.map { TokenView($0) }))
+        return try jsonResponse(ItemList(items: try await catalog.tokens().map { TokenView($0) }))
     }
 
     @Sendable func revoke(_ request: Request, context: APIRequestContext) async throws -> Response {
         try context.requireAdmin()
         let id = try context.parameters.require("id")
         guard id != "admin" else { throw APIError.badRequest("the admin token is configured, not revoked", hint: "change --admin-token-file and restart") }
-        try await catalog.run { try $0.revokeToken(id: id) }
+        try await catalog.revokeToken(id: id)
         return Response(status: .noContent)
     }
 }

@@ -57,7 +57,7 @@ struct LocalDataLayout: Sendable {
     }
 
     /// A short, private socket directory for an instance (`i:<name>`) or a seed (`g:<project>/<n>`).
-    func socketDir(_ key: String) -> String { root.appendingPathComponent("s/\(Catalog.sha256Hex(key).prefix(12))").path }
+    func socketDir(_ key: String) -> String { root.appendingPathComponent("s/\(TokenSecrets.sha256Hex(key).prefix(12))").path }
     func socketDirectory(database name: String) -> String { socketDir("i:\(name)") }
 
     /// Makes a 0700 socket directory owned by the instance user.

@@ -1,4 +1,5 @@
 import DevDBCatalog
+import DevDBCore
 import DevDBNet
 import Foundation
 import Synchronization
@@ -27,18 +28,18 @@ import Glibc
 /// job: `LocalDataLayout` (the files above), `PostgresTools` (which binary, psql, pg_hba),
 /// `DumpRestore` (making generations), `Postmasters` (finding and stopping postmasters through
 /// /proc); recovery after a restart is in LocalRecovery.swift.
-public final class LocalProvisioner: Provisioner, PostgresMajors {
+public final class LocalProvisioner: Provisioner, PostgresMajors, LocalPorts {
     public var availableMajors: [Int]? { postgres.majors }
 
     public let dataDirectory: URL
     /// The PostgreSQL majors this machine runs, and their binaries.
     public let postgres: PostgresInstallations
-    let catalog: Catalog
+    let catalog: any CatalogStore
     let layout: LocalDataLayout
     let tools: PostgresTools
     private let restorer: DumpRestore
     public let kind = "local"
-    private let portRange: ClosedRange<Int>
+    public let portRange: ClosedRange<Int>
     /// Scratch directories whose temporary instance a query uses now (reconcile leaves them be).
     let activeScratch = Mutex<Set<String>>([])
 
@@ -52,7 +53,7 @@ public final class LocalProvisioner: Provisioner, PostgresMajors {
         return String(cString: pw.pointee.pw_name)
     }
 
-    public init(dataDirectory: URL, catalog: Catalog, fetcher: DumpFetcher, portRange: ClosedRange<Int>,
+    public init(dataDirectory: URL, catalog: any CatalogStore, fetcher: DumpFetcher, portRange: ClosedRange<Int>,
                 postgres: PostgresInstallations, restoreJobs: Int = max(2, ProcessInfo.processInfo.activeProcessorCount)) throws {
         self.dataDirectory = dataDirectory.standardizedFileURL
         self.catalog = catalog
@@ -84,7 +85,8 @@ public final class LocalProvisioner: Provisioner, PostgresMajors {
 
     public func create(database d: DatabaseRecord, from source: CloneSource, phase: @escaping @Sendable (String) -> Void) async throws -> InstanceInfo {
         try await stopAndRemove(d.name)  // what an attempt interrupted by a restart left
-        let port = try await leaseFreePort(for: d)
+        // The control plane leased the port in the catalog and handed it over on the record.
+        guard let port = d.backendPort else { throw ProvisioningError.internal("creating the instance", detail: "database \(d.name) has no port leased") }
         do {
             return try await cloneAndStart(d, from: source, port: port, phase: phase)
         } catch {
@@ -93,20 +95,9 @@ public final class LocalProvisioner: Provisioner, PostgresMajors {
         }
     }
 
-    /// Leases a port that nothing else on the machine listens on (a lease in Redis alone does not
-    /// know about other programs), recorded on the database in the same transaction. A database
-    /// that has a port (a resumed create) keeps it while it is free.
-    func leaseFreePort(for d: DatabaseRecord) async throws -> Int {
-        let name = d.name
-        if let mine = d.backendPort, Self.isFree(mine), try await catalog.run({ try $0.claimPort(mine, for: name) }) { return mine }
-        let leased = try await catalog.run { try $0.portOwners() }
-        for port in portRange where leased[port] == nil && Self.isFree(port) {
-            if try await catalog.run({ try $0.claimPort(port, for: name) }) { return port }
-        }
-        throw ProvisioningError(.capacity, "no free port left in \(portRange.lowerBound)-\(portRange.upperBound); delete databases or widen --port-range")
-    }
-
     /// True when nothing listens on 127.0.0.1:`port` (we can bind it ourselves).
+    public func isFree(_ port: Int) -> Bool { Self.isFree(port) }
+
     static func isFree(_ port: Int) -> Bool {
         guard let fd = try? Sockets.listen(on: SocketAddress(host: .v4([127, 0, 0, 1]), port: UInt16(port)), backlog: 1) else { return false }
         SocketIO.close(fd)

@@ -12,7 +12,7 @@ extension LocalProvisioner {
     /// the reconcile started from may predate a database created since).
     fileprivate func instanceWanted(_ name: String) async -> Bool {
         do {
-            guard let d = try await catalog.run({ try $0.database(name) }) else { return false }
+            guard let d = try await catalog.database(name) else { return false }
             return d.state != .failed
         } catch { return true }  // Redis away: remove nothing
     }
@@ -20,7 +20,7 @@ extension LocalProvisioner {
     /// Whether the generation exists (`seeding`: and is being restored now).
     fileprivate func generationWanted(_ project: String, _ number: Int, seeding: Bool = false) async -> Bool {
         do {
-            guard let g = try await catalog.run({ try $0.generation(project, number) }) else { return false }
+            guard let g = try await catalog.generation(project, number) else { return false }
             return !seeding || GenerationLifecycle.isSeeding(g)
         } catch { return true }
     }
@@ -35,7 +35,7 @@ extension LocalProvisioner {
         for db in (try? fm.contentsOfDirectory(atPath: snapshotsRoot)) ?? [] {
             for snap in (try? fm.contentsOfDirectory(atPath: "\(snapshotsRoot)/\(db)")) ?? [] where !knownSnapshots.contains("\(db)@\(snap)") {
                 let wanted: Bool
-                do { wanted = try await catalog.run({ try $0.snapshot(db, snap) }) != nil } catch { continue }
+                do { wanted = try await catalog.snapshot(db, snap) != nil } catch { continue }
                 guard !wanted else { continue }
                 try? await deleteSnapshot(SnapshotRecord(database: db, name: snap, owner: "", project: "", generation: nil))
                 report.orphansRemoved.append("snapshot \(db)@\(snap)")

@@ -4,21 +4,21 @@ import Foundation
 /// the question (an owner's, a project's, both intersected, or everyone's) and only as many
 /// records as the page needs: a user's list reads that user's keys, an admin's page reads one
 /// page of records however large the installation is.
-extension Catalog {
-    public struct DatabasePage: Sendable {
-        public var records: [DatabaseRecord]
-        /// The name to pass as `after` for the next page; nil on the last page.
-        public var next: String?
-    }
+public struct DatabasePage: Sendable {
+    public var records: [DatabaseRecord]
+    /// The name to pass as `after` for the next page; nil on the last page.
+    public var next: String?
+}
 
+extension CatalogEngine {
     /// Records after `after` (exclusive, by name) that `keep` accepts, at most `limit` of them.
-    public func databasePage(owner: String?, project: String?, after: String? = nil, limit: Int? = nil,
-                             where keep: (DatabaseRecord) -> Bool = { _ in true }) throws(CatalogError) -> DatabasePage {
+    func databasePage(owner: String?, project: String?, after: String?, limit: Int?,
+                      where keep: (DatabaseRecord) -> Bool) throws -> DatabasePage {
         var names: [String]
         switch (owner, project) {
         case let (o?, p?):
-            guard case .array(let items) = try cmd(["SINTER", Key.ownerDatabases(o), Key.projectDatabases(p)]) else { return DatabasePage(records: [], next: nil) }
-            names = items.compactMap(\.string).sorted()
+            let mine = Set(try members(Key.ownerDatabases(o)))
+            names = try members(Key.projectDatabases(p)).filter(mine.contains)
         case let (o?, nil): names = try members(Key.ownerDatabases(o))
         case let (nil, p?): names = try members(Key.projectDatabases(p))
         case (nil, nil): names = try members(Key.databases)
@@ -31,7 +31,7 @@ extension Catalog {
         while start < names.count && records.count < wanted {
             let slice = names[start..<min(names.count, start + chunk)]
             start += slice.count
-            for d in try mgetJSON(DatabaseRecord.self, slice.map(Key.database)) where keep(d) {
+            for d in try getMany(DatabaseRecord.self, slice.map(Key.database)) where keep(d) {
                 records.append(d)
                 if records.count == wanted { break }
             }

@@ -1,0 +1,137 @@
+import DevDBCatalog
+import DevDBCore
+import DevDBProvisioning
+import Foundation
+import DevDBRedis
+import Logging
+import ServiceLifecycle
+
+/// Reconcile: the catalog compared with what runs, and catalog keys nothing owns repaired.
+extension ControlPlane {
+
+    /// Compares the catalog with what runs and repairs what it owns: instances and processes no
+    /// record wants are removed; ready databases whose instance is gone fail, unhealthy ones become
+    /// unavailable and come back; routes without a ready database and port leases without their
+    /// database are removed; generations without a project are removed; work in flight that no
+    /// worker runs (a restart, a lost job) is resumed; projects left `deleting` are finished.
+    /// Runs at start and then every reconcile interval.
+    @discardableResult
+    func reconcile() async throws -> RecoveryReport {
+        let databases = try await catalog.databases()
+        var generations: [Generation] = []
+        let projects = try await catalog.projects()
+        for p in projects { generations += try await catalog.generations(p.name) }
+        let snapshots = try await catalog.allSnapshots()
+        let catalog = self.catalog
+        // The provisioner reads the catalog again right before each delete: a create, refresh or
+        // snapshot recorded after this first read keeps its objects.
+        let report = try await provisioner.recover(CatalogView(databases: databases, generations: generations, snapshots: snapshots.map(\.0))) {
+            var generations: [Generation] = []
+            for p in try await catalog.projects() { generations += try await catalog.generations(p.name) }
+            return CatalogView(databases: try await catalog.databases(), generations: generations, snapshots: try await catalog.allSnapshots().map(\.0))
+        }
+        if !report.orphansRemoved.isEmpty {
+            logger.warning("removed what no catalog entry wants", metadata: ["devdb.removed": "\(report.orphansRemoved.joined(separator: ", "))"])
+        }
+        if !report.spared.isEmpty {
+            logger.info("kept objects the catalog did not know at first (recorded since, or made moments ago)", metadata: ["devdb.kept": "\(report.spared.joined(separator: ", "))"])
+        }
+        let previouslyForeign = foreignObjects.withLock { f in defer { f = report.foreign }; return f }
+        if !report.foreign.isEmpty && report.foreign != previouslyForeign {
+            logger.warning("""
+                found objects another DevDB installation made (a reinstall over a lost catalog?); they are kept, never deleted. \
+                To remove them: kubectl delete deployments,services,secrets,jobs,persistentvolumeclaims,volumesnapshots -l devdb.io/installation=<id>. \
+                To keep them, leave them: this installation ignores them (GET /v1/admin/foreign-objects lists them)
+                """, metadata: ["devdb.foreign": "\(report.foreign.joined(separator: "; "))"])
+        }
+        if !report.restarted.isEmpty {
+            logger.info("restarted instances", metadata: ["devdb.instances": "\(report.restarted.joined(separator: ","))"])
+        }
+        for name in report.missing { await apply(name, .instanceMissing) }
+        for (name, why) in report.unhealthy { await apply(name, .instanceUnhealthy(reason: why)) }
+        for name in report.healthy { await apply(name, .instanceHealthy) }
+        for s in report.missingSnapshots {
+            if let raw = snapshots.first(where: { $0.0.reference == s.reference })?.1 {
+                _ = try? await catalog.failSnapshot(s, raw: raw, reason: "its data is gone")
+            }
+        }
+        await repairSnapshots(snapshots, databases: databases)
+        for g in report.missingGenerations {
+            try? await catalog.failGeneration(g, reason: "its snapshot is gone; the next database restores a new generation")
+        }
+
+        // Work in flight that nothing runs.
+        let busy = running.withLock { $0 }
+        for d in databases where d.state.isTransitional {
+            if let op = d.operation, busy.contains(Job.database(d.name, op).key) { continue }
+            await apply(d.name, .resume)
+        }
+        for p in projects where p.state == .deleting && !busy.contains(Job.deleteProject(p.name).key) {
+            submit(.deleteProject(p.name))
+        }
+        for g in generations where GenerationLifecycle.isSeeding(g) && !busy.contains(Job.seed(project: g.project, generation: g.number).key) {
+            if projects.first(where: { $0.name == g.project })?.state != .deleting { submit(.seed(project: g.project, generation: g.number)) }
+        }
+        try await repairKeys(projects: Set(projects.map(\.name)))
+        return report
+    }
+
+    /// Snapshots being taken by work that is gone fail; snapshots whose database was deleted and
+    /// that no branch uses any more are removed.
+    func repairSnapshots(_ snapshots: [(SnapshotRecord, String)], databases: [DatabaseRecord]) async {
+        for (s, raw) in snapshots {
+            let d = databases.first { $0.name == s.database }
+            if s.state == .taking, d?.operation?.target != s.name || d?.operation?.kind != .snapshot {
+                // Read again: the snapshot may have started after the list was read.
+                guard let now = try? await catalog.database(s.database), now.operation?.target == s.name else {
+                    _ = try? await catalog.failSnapshot(s, raw: raw, reason: "the work taking it is gone")
+                    continue
+                }
+            }
+            if d == nil, (try? await catalog.snapshotUsers(s.database, s.name))?.isEmpty == true,
+               (try? await catalog.removeSnapshotRecord(s, ifUnchanged: raw)) == true {
+                await removeSnapshotFiles([s])
+                logger.warning("removed a snapshot no database or branch uses", metadata: ["devdb.snapshot": "\(s.reference)"])
+            }
+        }
+    }
+
+    /// True when the event committed a change (not ignored, refused or unreadable).
+    @discardableResult
+    func apply(_ name: String, _ event: DatabaseLifecycle.Event) async -> Bool {
+        guard let t = try? await catalog.transition(name, event) else { return false }
+        perform(name, t.actions)
+        return t.applied
+    }
+
+    /// Routes, leases and generation keys that nothing owns. Every removal is guarded by the
+    /// owning record as read, so work that changes it at the same time wins.
+    func repairKeys(projects: Set<String>) async throws {
+        var removed: [String] = []
+        for name in try await catalog.routedNames() {
+            let read = try await catalog.databaseAsRead(name)
+            let (d, raw) = (read.value, read.raw)
+            if let d, DatabaseLifecycle.hasRoute(d.state) {
+                let route = try await catalog.route(name)
+                if route?.host != d.backendHost || route?.port != d.backendPort { await apply(name, .routeRepair) }
+                continue
+            }
+            if try await catalog.removeRoute(name, ifDatabaseIs: raw) { removed.append("route \(name)") }
+        }
+        for d in try await catalog.databases() where DatabaseLifecycle.hasRoute(d.state) {
+            // Only a repair that committed counts: the database may have moved on (reset, deleted)
+            // between the list and the route's read, and then it has no route to restore.
+            if try await catalog.route(d.name) == nil, await apply(d.name, .routeRepair) { removed.append("(restored route \(d.name))") }
+        }
+        for (port, owner) in try await catalog.portOwners() {
+            let read = try await catalog.databaseAsRead(owner)
+            let (d, raw) = (read.value, read.raw)
+            if d?.backendPort == port { continue }
+            if try await catalog.releaseLease(port, owner: owner, ifDatabaseIs: raw) { removed.append("port lease \(port) of \(owner)") }
+        }
+        for stray in try await catalog.strayGenerationKeys(known: projects) {
+            if try await catalog.removeStrayKey(stray) { removed.append(stray.key) }
+        }
+        if !removed.isEmpty { logger.warning("reconcile repaired catalog keys", metadata: ["devdb.repaired": "\(removed.joined(separator: ", "))"]) }
+    }
+}

@@ -1,0 +1,34 @@
+import Foundation
+
+/// The key-value operations the catalog engine needs, with Redis' data model (strings, sets,
+/// hashes, lists). Blocking: `RedisBackend` talks to Redis, `MemoryBackend` keeps it in memory.
+/// `commit` is the one way to write several keys: all of a transaction's writes, or none.
+public protocol CatalogBackend: Sendable {
+    func get(_ key: String) throws -> String?
+    /// Values of `keys` in order (nil: absent).
+    func getMany(_ keys: [String]) throws -> [String?]
+    func setMembers(_ key: String) throws -> [String]
+    func setCount(_ key: String) throws -> Int
+    func hashField(_ key: String, _ field: String) throws -> String?
+    func hash(_ key: String) throws -> [String: String]
+    /// Whole hashes of many keys (Redis: pipelined, 500 a round trip).
+    func hashes(_ keys: [String]) throws -> [[String: String]]
+    func list(_ key: String) throws -> [String]
+    func increment(_ key: String) throws -> Int
+    /// Sets the key unless it exists.
+    func setIfAbsent(_ key: String, _ value: String) throws
+    /// Keys matching a glob with `*` (reconcile only; listings use index sets).
+    func scan(_ pattern: String) throws -> [String]
+    /// Applies every write if every guard holds; false (nothing written) otherwise.
+    func commit(_ t: Transaction) throws -> Bool
+    /// Routers whose lease has not ended (ended ones are removed), each with its activity
+    /// interval text and its entry in `acksKey` (RouteContract.liveRoutersScript).
+    func liveRouters(acksKey: String) throws -> [LiveRouter]
+    func ping() throws
+}
+
+public struct LiveRouter: Sendable, Equatable {
+    public var id: String
+    public var interval: String
+    public var acknowledgement: String?
+}

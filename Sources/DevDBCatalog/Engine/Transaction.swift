@@ -1,0 +1,47 @@
+import DevDBCore
+
+/// A condition checked inside a transaction, on values read before it.
+public enum Guard: Sendable, Equatable {
+    /// The string at key is exactly `raw` (nil: the key does not exist).
+    case value(String, String?)
+    /// The hash field is exactly `value` (nil: absent).
+    case field(String, String, String?)
+    /// The set has exactly `count` members.
+    case cardinality(String, Int)
+    /// The key exists (of any type).
+    case exists(String)
+}
+
+/// One write of a transaction. Typed so both backends apply exactly the same set of writes.
+public enum RedisWrite: Sendable, Equatable {
+    case set(String, String)
+    case delete([String])
+    case setAdd(String, String)
+    case setRemove(String, String)
+    /// Replaces nothing: sets the given fields (in order) of the hash.
+    case hashSet(String, [HashField])
+    /// Deletes the field only if it holds `value` (a port lease of this database, not another's).
+    case hashDeleteIfEquals(String, field: String, value: String)
+    case listAppend(String, String)
+    /// Removes every occurrence of `value` from the list.
+    case listRemove(String, String)
+    case publish(channel: String, message: String)
+
+    public struct HashField: Sendable, Equatable {
+        public var name: String
+        public var value: String
+        public init(_ name: String, _ value: String) { self.name = name; self.value = value }
+    }
+}
+
+/// Writes applied together when every guard holds, or not at all.
+public struct Transaction: Sendable, Equatable {
+    public var guards: [Guard] = []
+    public var writes: [RedisWrite] = []
+    /// Route names to announce on `devdb:routes` after the writes.
+    public var publish: [String] = []
+    public init(guards: [Guard] = [], writes: [RedisWrite] = []) { self.guards = guards; self.writes = writes }
+
+    /// The writes in order, announcements last.
+    var allWrites: [RedisWrite] { writes + publish.map { .publish(channel: RouteContract.routesChannel, message: $0) } }
+}

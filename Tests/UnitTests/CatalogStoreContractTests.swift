@@ -1,0 +1,176 @@
+import DevDBCatalog
+import DevDBCore
+import DevDBRedis
+import DevDBTestSupport
+import Foundation
+import Testing
+
+/// A store to run the contract against: Redis (a server of its own) or memory.
+enum StoreKind: String, CaseIterable, CustomTestStringConvertible {
+    case redis, memory
+    var testDescription: String { rawValue }
+
+    /// The store, and what keeps its server running until the test ends.
+    func make(maxSnapshots: Int = 10) throws -> (any CatalogStore, RedisServer?) {
+        switch self {
+        case .memory: return (MemoryCatalogStore(maxSnapshotsPerDatabase: maxSnapshots), nil)
+        case .redis:
+            let dir = try TestPaths.makeTemporaryDirectory("devdb-store-contract")
+            try killLeftoversWhenTestsEnd(under: dir)
+            let server = try RedisServer(directory: dir)
+            let store = RedisCatalogStore(redis: RedisPool(url: try RedisURL(parsing: server.url)), maxSnapshotsPerDatabase: maxSnapshots)
+            return (store, server)
+        }
+    }
+}
+
+/// The same assertions against `RedisCatalogStore` and `MemoryCatalogStore`: the in-memory
+/// store used by in-process tests means what the Redis one means (guards, atomic transitions,
+/// snapshot reference counting, port leases, tokens).
+@Suite struct CatalogStoreContractTests {
+    let instance = DatabaseLifecycle.Instance(host: "127.0.0.1", port: 7001, cloneMethod: "copy", generation: 1)
+
+    /// A project with a ready generation 1 and a ready database `name` on port 7001.
+    func readyDatabase(_ store: any CatalogStore, _ name: String = "kate-pg", port: Int = 7001) async throws -> DatabaseRecord {
+        if try await store.project("shop") == nil {
+            _ = try await store.createProject(Project(name: "shop", postgresMajor: 15, dumpUrl: "file:///x.dump"))
+            try await store.apply(.succeeded(seconds: 1, bytes: 10), project: "shop", generation: 1)
+        }
+        let d = DatabaseRecord(name: name, project: "shop", owner: "kate", user: "app", password: "pw", database: "app")
+        try await store.createDatabase(d)
+        var i = instance
+        i.port = port
+        let t = try await store.transition(name, .succeeded(operation: d.operation!.id, i))
+        return try #require(t?.record)
+    }
+
+    @Test(arguments: StoreKind.allCases) func projectsAndGenerations(kind: StoreKind) async throws {
+        let (store, server) = try kind.make()
+        defer { server?.stop() }
+        let g = try await store.createProject(Project(name: "shop", postgresMajor: 15, dumpUrl: "file:///x.dump"))
+        #expect(g?.number == 1)
+        await #expect(throws: CatalogError.conflict("project \"shop\" already exists")) {
+            _ = try await store.createProject(Project(name: "shop", postgresMajor: 15, dumpUrl: "file:///y.dump"))
+        }
+        // A seed's outcome moves the project along in the same transaction.
+        try await store.apply(.succeeded(seconds: 1, bytes: 10), project: "shop", generation: 1)
+        #expect(try await store.project("shop")?.state == .ready)
+        #expect(try await store.newGeneration(project: "shop", fingerprint: "f2")?.number == 2)
+        #expect(try await store.project("shop")?.dumpFingerprint == "f2")
+        #expect(try await store.generations("shop").map(\.number) == [1, 2])
+        try await store.removeGeneration(try #require(try await store.generation("shop", 2)))
+        #expect(try await store.generations("shop").map(\.number) == [1])
+
+        // A project with a database cannot be deleted; without one it can, and goes entirely.
+        _ = try await readyDatabase(store)
+        guard case .refuse = try #require(try await store.requestProjectDelete("shop")) else { Issue.record("a project with a database was deleted"); return }
+        _ = try await store.transition("kate-pg", .delete)
+        let deleting = try await store.transition("kate-pg", .deleted(operation: try #require(try await store.database("kate-pg")?.operation?.id)))
+        #expect(deleting?.record == nil)
+        guard case .commit = try #require(try await store.requestProjectDelete("shop")) else { Issue.record("an empty project was not deleted"); return }
+        #expect(try await store.newGeneration(project: "shop") == nil)
+        try await store.removeProject("shop")
+        #expect(try await store.projects().isEmpty)
+        #expect(try await store.strayGenerationKeys(known: []).isEmpty)
+    }
+
+    @Test(arguments: StoreKind.allCases) func aTransitionCommitsTheRecordWithItsRoute(kind: StoreKind) async throws {
+        let (store, server) = try kind.make()
+        defer { server?.stop() }
+        let d = try await readyDatabase(store)
+        #expect(d.state == .ready && d.backendPort == 7001)
+        let route = try #require(try await store.route("kate-pg"))
+        #expect(route.port == 7001 && route.state == .ready && route.version == d.routeVersion)
+        #expect(try await store.routedNames() == ["kate-pg"])
+        // A stale outcome is ignored and writes nothing.
+        let stale = try await store.transition("kate-pg", .succeeded(operation: "stale", instance))
+        #expect(stale?.applied == false)
+        // A refusal of the state machine reaches the caller.
+        _ = try await store.transition("kate-pg", .reset(latest: false))
+        await #expect(throws: DatabaseLifecycle.Refusal.self) { _ = try await store.transition("kate-pg", .snapshot(name: "s1")) }
+        #expect(try await store.route("kate-pg") == nil)
+        #expect(try await store.transition("nobody", .delete) == nil)
+    }
+
+    @Test(arguments: StoreKind.allCases) func snapshotsAreRefusedTypedAndCountedByTheirBranches(kind: StoreKind) async throws {
+        let (store, server) = try kind.make(maxSnapshots: 1)
+        defer { server?.stop() }
+        _ = try await readyDatabase(store)
+        let taking = try #require(try await store.transition("kate-pg", .snapshot(name: "s1")))
+        #expect(try await store.snapshot("kate-pg", "s1")?.state == .taking)
+        await #expect(throws: CatalogRefusal.snapshotBeingTaken(database: "kate-pg", snapshot: "s1")) { _ = try await store.deleteSnapshot("kate-pg", "s1") }
+        let op = try #require(taking.record?.operation?.id)
+        _ = try await store.transition("kate-pg", .snapshotTaken(operation: op, SnapshotOutcome(method: "copy", sizeBytes: 1, unavailableSeconds: 0)))
+        #expect(try await store.snapshot("kate-pg", "s1")?.state == .ready)
+        await #expect(throws: CatalogRefusal.snapshotExists(database: "kate-pg", snapshot: "s1")) { _ = try await store.transition("kate-pg", .snapshot(name: "s1")) }
+        await #expect(throws: CatalogRefusal.tooManySnapshots(database: "kate-pg", count: 1)) { _ = try await store.transition("kate-pg", .snapshot(name: "s2")) }
+
+        // A branch holds its snapshot: it cannot be deleted, and outlives its database.
+        var branch = DatabaseRecord(name: "kate-branch", project: "shop", owner: "kate", user: "app", password: "pw", database: "app")
+        branch.base = "kate-pg@s1"
+        try await store.createDatabase(branch)
+        #expect(try await store.snapshotUsers("kate-pg", "s1") == ["kate-branch"])
+        await #expect(throws: CatalogRefusal.snapshotInUse(database: "kate-pg", snapshot: "s1", branches: ["kate-branch"])) {
+            _ = try await store.deleteSnapshot("kate-pg", "s1")
+        }
+        let deleting = try #require(try await store.transition("kate-pg", .delete)?.record?.operation?.id)
+        let gone = try #require(try await store.transition("kate-pg", .deleted(operation: deleting)))
+        #expect(gone.removedSnapshots.isEmpty)
+        #expect(try await store.snapshot("kate-pg", "s1")?.databaseDeleted == true)
+        // The last branch gone, the snapshot goes with it.
+        let branchCreate = try #require(branch.operation?.id)
+        _ = try await store.transition("kate-branch", .failed(operation: branchCreate, reason: "test"))
+        let branchDelete = try #require(try await store.transition("kate-branch", .delete)?.record?.operation?.id)
+        let last = try #require(try await store.transition("kate-branch", .deleted(operation: branchDelete)))
+        #expect(last.removedSnapshots.map(\.reference) == ["kate-pg@s1"])
+        #expect(try await store.snapshot("kate-pg", "s1") == nil)
+        #expect(try await store.allSnapshots().isEmpty)
+    }
+
+    @Test(arguments: StoreKind.allCases) func aConditionThatNoLongerHoldsWritesNothing(kind: StoreKind) async throws {
+        let (store, server) = try kind.make()
+        defer { server?.stop() }
+        _ = try await readyDatabase(store)
+        let before = try await store.database("kate-pg")
+        await #expect(throws: CatalogError.self) {
+            _ = try await store.transition("kate-pg", .reset(latest: false), conditions: [.snapshotUnchanged(database: "kate-pg", snapshot: "gone", raw: "{}")])
+        }
+        #expect(try await store.database("kate-pg") == before)
+    }
+
+    @Test(arguments: StoreKind.allCases) func portLeasesBelongToOneDatabase(kind: StoreKind) async throws {
+        let (store, server) = try kind.make()
+        defer { server?.stop() }
+        _ = try await store.createProject(Project(name: "shop", postgresMajor: 15, dumpUrl: "file:///x.dump"))
+        for n in ["a", "b"] { try await store.createDatabase(DatabaseRecord(name: n, project: "shop", owner: "kate", user: "app", password: "pw", database: "app")) }
+        #expect(try await store.claimPort(7100, for: "a"))
+        #expect(try await store.claimPort(7100, for: "b") == false)
+        #expect(try await store.claimPort(7101, for: "a") == false)  // a keeps the port it has
+        #expect(try await store.portOwners() == [7100: "a"])
+        #expect(try await store.database("a")?.backendPort == 7100)
+        // A lease is released only while its owner is as read.
+        let read = try await store.databaseAsRead("a")
+        #expect(try await store.releaseLease(7100, owner: "a", ifDatabaseIs: "stale") == false)
+        #expect(try await store.releaseLease(7100, owner: "a", ifDatabaseIs: read.raw))
+        #expect(try await store.portOwners().isEmpty)
+        // Deleting a database ends its lease.
+        #expect(try await store.claimPort(7102, for: "b"))
+        let created = try #require(try await store.database("b")?.operation?.id)
+        _ = try await store.transition("b", .failed(operation: created, reason: "test"))
+        let op = try #require(try await store.transition("b", .delete)?.record?.operation?.id)
+        _ = try await store.transition("b", .deleted(operation: op))
+        #expect(try await store.portOwners().isEmpty)
+    }
+
+    @Test(arguments: StoreKind.allCases) func tokensAreStoredOnlyAsHashes(kind: StoreKind) async throws {
+        let (store, server) = try kind.make()
+        defer { server?.stop() }
+        let (token, record) = try await store.createToken(user: "kate", admin: false)
+        #expect(try await store.token(plaintext: token)?.id == record.id)
+        #expect(try await store.token(plaintext: token + "x") == nil)
+        #expect(try await store.tokens().map(\.id) == [record.id])
+        try await store.revokeToken(id: record.id)
+        #expect(try await store.token(plaintext: token) == nil)
+        await #expect(throws: CatalogError.notFound("token \(record.id) does not exist")) { try await store.revokeToken(id: record.id) }
+    }
+}
