@@ -485,7 +485,7 @@ def main():
                    "haproxy": sh(["haproxy", "-v"]).stdout.splitlines()[0],
                    "swift": sh(["swift", "--version"]).stdout.splitlines()[0] if shutil.which("swift") else "",
                },
-               "settings": {"pgbench": f"-S -j 2 -T {secs}", "scale": 10 if quick else 50, "router": "release build, 2 I/O queues",
+               "settings": {"pgbench": f"-S -j 2 -T {secs}", "scale": 10 if quick else 50, "router": "release build, default event loops (1 up to 2 usable CPUs)",
                             "postgres": "fsync=off, shared_buffers=256MB, trust auth on loopback"}}
     try:
         results["rows"], results["idle_bytes_per_connection"] = [], {}

@@ -91,7 +91,7 @@ public final class Router: Sendable {
     /// Event loops when `--io-queues` is not given: one up to two usable CPUs, one per usable CPU
     /// above. On two CPUs the router shares its cores with its clients or its backends (or both):
     /// a second loop then only takes turns with them, and each turn is a cross-core wake-up. It
-    /// cost 2.4 to 6.8 µs per transaction more than one loop here, more the busier the machine,
+    /// cost 2.3 to 7.5 µs per transaction more than one loop here, more the busier the machine,
     /// for no more TPS, while one loop spends what single-threaded PgBouncer spends
     /// (docs/benchmarks.md, "How many event loops by default").
     public static func defaultEventLoops(usableCPUs: Int) -> Int {
