@@ -107,6 +107,8 @@ let package = Package(
         .testTarget(name: "KubernetesTests",
                     dependencies: ["DevDBTestSupport", "DevDBCore", "DevDBCatalog", "DevDBProvisioning", "DevDBRedis"],
                     resources: [.copy("Fixtures")]),
+        .testTarget(name: "APITests", dependencies: ["DevDBAPI", "DevDBCatalog", "DevDBProvisioning",
+                                                     .product(name: "HummingbirdTesting", package: "hummingbird")]),
         .testTarget(name: "ControlPlaneTests", dependencies: ["DevDBTestSupport", "DevDBCore", "DevDBProvisioning"],
                     resources: [.copy("Fixtures")]),
     ],

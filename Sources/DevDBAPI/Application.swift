@@ -105,7 +105,10 @@ public func buildApplication(_ config: APIConfiguration, store: any CatalogStore
     return Application(
         router: router,
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "devdb-api"),
-        services: [ProvisioningWorker(plane: plane), Reaper(plane: plane), Refresher(plane: plane), WakeListener(plane: plane)],
+        // Routers ask for wakes on a Redis channel; without Redis (an in-process test) the
+        // reaper still drains the set of wake requests.
+        services: [ProvisioningWorker(plane: plane), Reaper(plane: plane), Refresher(plane: plane)]
+            + ((store as? RedisCatalogStore).map { [WakeListener(plane: plane, redis: $0.redis.url)] } ?? []),
         logger: logger)
 }
 

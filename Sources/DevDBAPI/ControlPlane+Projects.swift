@@ -15,7 +15,7 @@ extension ControlPlane {
     func fingerprint(_ project: Project) async -> String? {
         let fetcher = self.fetcher
         let url = project.dumpUrl
-        let result = await BlockingExecutor.io.run { Result { () throws(DumpError) -> String in try fetcher.fingerprint(url) } }
+        let result = await BlockingExecutor.processes.run { Result { () throws(DumpError) -> String in try fetcher.fingerprint(url) } }
         switch result {
         case .success(let f): return f
         case .failure(let e):
@@ -41,7 +41,7 @@ extension ControlPlane {
         let fetcher = self.fetcher
         let cancelled = CancelFlag()
         let result: Result<DumpInfo, DumpError> = await withTaskCancellationHandler {
-            await BlockingExecutor.io.run { Result { () throws(DumpError) -> DumpInfo in try fetcher.inspect(url, cancelled: { cancelled.isSet }) } }
+            await BlockingExecutor.processes.run { Result { () throws(DumpError) -> DumpInfo in try fetcher.inspect(url, cancelled: { cancelled.isSet }) } }
         } onCancel: { cancelled.set() }
         if case .failure(let e) = result, !(e.isNotADump) {
             logger.info("cannot read the dump's header yet", metadata: ["devdb.url": "\(url)", "devdb.error": "\(e)"])

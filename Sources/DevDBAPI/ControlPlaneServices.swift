@@ -40,9 +40,10 @@ struct ProvisioningWorker: Service {
 /// Listens for wake requests from routers (`devdb:wake`); missed ones are in a set the reaper drains.
 struct WakeListener: Service {
     let plane: ControlPlane
+    let redis: RedisURL
 
     func run() async throws {
-        let subscriber = RedisSubscriber(url: plane.config.redis, channel: RouteContract.wakeChannel)
+        let subscriber = RedisSubscriber(url: redis, channel: RouteContract.wakeChannel)
         let (names, continuation) = AsyncStream.makeStream(of: String.self)
         subscriber.start(onConnected: {}, onDisconnected: { _ in }, onMessage: { continuation.yield($0) })
         defer { subscriber.stop() }
