@@ -49,7 +49,10 @@ extension ControlPlane {
         }
         for name in report.missing { await apply(name, .instanceMissing) }
         for (name, why) in report.unhealthy { await apply(name, .instanceUnhealthy(reason: why)) }
-        for name in report.healthy { await apply(name, .instanceHealthy) }
+        // Only an unavailable database has anything to change when healthy (a ready one would be
+        // an ignored transition: a read per database for nothing).
+        let unavailable = Set(databases.filter { $0.state == .unavailable }.map(\.name))
+        for name in report.healthy where unavailable.contains(name) { await apply(name, .instanceHealthy) }
         for s in report.missingSnapshots {
             if let raw = snapshots.first(where: { $0.0.reference == s.reference })?.1 {
                 _ = try? await catalog.failSnapshot(s, raw: raw, reason: "its data is gone")
@@ -108,26 +111,31 @@ extension ControlPlane {
     /// owning record as read, so work that changes it at the same time wins.
     func repairKeys(projects: Set<String>) async throws {
         var removed: [String] = []
-        for name in try await catalog.routedNames() {
-            let read = try await catalog.databaseAsRead(name)
-            let (d, raw) = (read.value, read.raw)
-            if let d, DatabaseLifecycle.hasRoute(d.state) {
-                let route = try await catalog.route(name)
+        // Read in bulk (a few round trips for thousands of databases); write only what differs.
+        let routed = try await catalog.routedNames()
+        let records = try await catalog.databasesAsRead(routed)
+        let routes = try await catalog.routes(routed)
+        for name in routed {
+            let read = records[name] ?? RecordAsRead(value: nil, raw: nil)
+            if let d = read.value, DatabaseLifecycle.hasRoute(d.state) {
+                let route = routes[name]
                 if route?.host != d.backendHost || route?.port != d.backendPort { await apply(name, .routeRepair) }
                 continue
             }
-            if try await catalog.removeRoute(name, ifDatabaseIs: raw) { removed.append("route \(name)") }
+            if try await catalog.removeRoute(name, ifDatabaseIs: read.raw) { removed.append("route \(name)") }
         }
-        for d in try await catalog.databases() where DatabaseLifecycle.hasRoute(d.state) {
+        let routedSet = Set(routed)
+        for d in try await catalog.databases() where DatabaseLifecycle.hasRoute(d.state) && !routedSet.contains(d.name) {
             // Only a repair that committed counts: the database may have moved on (reset, deleted)
             // between the list and the route's read, and then it has no route to restore.
             if try await catalog.route(d.name) == nil, await apply(d.name, .routeRepair) { removed.append("(restored route \(d.name))") }
         }
-        for (port, owner) in try await catalog.portOwners() {
-            let read = try await catalog.databaseAsRead(owner)
-            let (d, raw) = (read.value, read.raw)
-            if d?.backendPort == port { continue }
-            if try await catalog.releaseLease(port, owner: owner, ifDatabaseIs: raw) { removed.append("port lease \(port) of \(owner)") }
+        let leases = try await catalog.portOwners()
+        let owners = try await catalog.databasesAsRead(Array(Set(leases.values)))
+        for (port, owner) in leases {
+            let read = owners[owner] ?? RecordAsRead(value: nil, raw: nil)
+            if read.value?.backendPort == port { continue }
+            if try await catalog.releaseLease(port, owner: owner, ifDatabaseIs: read.raw) { removed.append("port lease \(port) of \(owner)") }
         }
         for stray in try await catalog.strayGenerationKeys(known: projects) {
             if try await catalog.removeStrayKey(stray) { removed.append(stray.key) }

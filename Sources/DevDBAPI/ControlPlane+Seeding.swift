@@ -91,14 +91,18 @@ extension ControlPlane {
     /// ones nor used by a database or snapshot. Waits while any database of the project is being
     /// made (it may be about to take an older one).
     func collectGenerations(_ project: String) async {
-        guard let p = try? await catalog.project(project),
-              let generations = try? await catalog.generations(project),
-              let databases = try? await catalog.databases().filter({ $0.project == project }),
+        guard let p = try? await catalog.project(project), let generations = try? await catalog.generations(project) else { return }
+        let kept = Set(generations.filter { $0.state == .ready }.map(\.number).sorted().suffix(p.keepGenerations ?? Project.defaultKeepGenerations))
+        let candidates = generations.filter { !kept.contains($0.number) && ($0.state == .ready || $0.state == .failed) }
+        // Usually nothing is old enough to go (this runs after every create): then the project's
+        // databases and snapshots are not read at all, so a create costs the same in an
+        // installation of ten databases or ten thousand.
+        guard !candidates.isEmpty,
+              let databases = try? await catalog.databasePage(owner: nil, project: project, after: nil, limit: nil, where: { _ in true }).records,
               let snapshots = try? await catalog.allSnapshots().map(\.0).filter({ $0.project == project }),
               !databases.contains(where: { $0.state.isTransitional && $0.state != .deleting }) else { return }
         let used = Set(databases.compactMap(\.generation) + snapshots.compactMap(\.generation))
-        let kept = Set(generations.filter { $0.state == .ready }.map(\.number).sorted().suffix(p.keepGenerations ?? Project.defaultKeepGenerations))
-        for g in generations where !kept.contains(g.number) && !used.contains(g.number) && (g.state == .ready || g.state == .failed) {
+        for g in candidates where !used.contains(g.number) {
             try? await provisioner.deleteGeneration(g)
             try? await catalog.removeGeneration(g)
         }

@@ -27,6 +27,8 @@ final class WakeCoordinator: Sendable {
     private let redisQueue = DispatchQueue(label: "devdb.router.wakes")
     /// route -> (when its wake was asked for, its waiters)
     private let waiting = Mutex<[String: (since: Double, waiters: [Waiter])]>([:])
+    /// When each waited-for route was last asked to wake (monotonic seconds).
+    private let asked = Mutex<[String: Double]>([:])
     private let nextID = Atomic<UInt64>(1)
 
     init(redis: RedisClient, resolver: RouteResolver, metrics: RouterMetrics, log: Log) {
@@ -56,6 +58,7 @@ final class WakeCoordinator: Sendable {
                 w[name] = entry.waiters.isEmpty ? nil : entry
                 return waiter
             }
+            if waiting.withLock({ $0[name] == nil }) { asked.withLock { _ = $0.removeValue(forKey: name) } }
             if let expired {
                 metrics.wakeEnded("timeout", seconds: nil)
                 expired.executor.execute { expired.callback(.timedOut) }
@@ -70,6 +73,7 @@ final class WakeCoordinator: Sendable {
         guard waiting.withLock({ $0[name] != nil }) else { return }
         do throws(RedisError) {
             _ = try redis.pipeline([["SADD", RouteContract.wakeRequests, name], ["PUBLISH", RouteContract.wakeChannel, name]])
+            asked.withLock { $0[name] = monotonicSeconds() }
         } catch {
             if attempt == 0 { log.warning("cannot ask for a wake yet; asking again", ["route": name, "error": error.description]) }
             redisQueue.asyncAfter(deadline: .now() + 0.5) { [self] in askForWake(name, attempt: attempt + 1) }
@@ -96,7 +100,13 @@ final class WakeCoordinator: Sendable {
         resolver.invalidate(name)
         let fields: [String: String]
         do throws(RedisError) { fields = try redis.command(["HGETALL", RouteContract.routeKey(name)]).fieldMap } catch {
-            return  // Redis is away: the subscription's return re-checks every waited-for route
+            // Redis is away, or this was the first command on a connection Redis closed when it
+            // restarted (it fails once): read again shortly while clients wait. Relying on the
+            // subscription's return alone lost a wake when that return was what called us.
+            redisQueue.asyncAfter(deadline: .now() + 0.5) { [self] in
+                if waiting.withLock({ $0[name] != nil }) { check(name) }
+            }
+            return
         }
         let outcome: Outcome
         if fields.isEmpty {
@@ -104,8 +114,16 @@ final class WakeCoordinator: Sendable {
         } else if let r = try? RouteRecord(fields: fields), r.state == .ready {
             outcome = .ready(r)
         } else {
-            return  // still asleep or waking: keep waiting
+            // Still asleep or waking: keep waiting. Asleep again (woken and put back to sleep while
+            // this router could not read it, e.g. across a Redis restart): ask again, at most once
+            // a second, since clients still wait; a message may have been missed.
+            if (try? RouteRecord(fields: fields))?.state == .hibernated,
+               monotonicSeconds() - (asked.withLock { $0[name] } ?? 0) >= 1 {
+                redisQueue.asyncAfter(deadline: .now() + 0.2) { [self] in askForWake(name, attempt: 0) }
+            }
+            return
         }
+        asked.withLock { _ = $0.removeValue(forKey: name) }
         guard let entry = waiting.withLock({ $0.removeValue(forKey: name) }) else { return }
         let seconds = monotonicSeconds() - entry.since
         if case .ready = outcome {

@@ -104,7 +104,9 @@ import Testing
             _ = try await p.poll(timeout: 0.2, { () async throws -> Bool? in nil }, timedOut: { ProvisioningError(.timeout, "never") })
         }
         let took = Date().timeIntervalSince(start)
-        #expect(took >= 0.2 && took < 2, "\(took)")
+        // Not before the deadline; the upper bound only says it ends (tests are not timed: a busy
+        // machine delays the sleeps).
+        #expect(took >= 0.2 && took < 60, "\(took)")
     }
 
     @Test func toleratesAnOutageOnlyWhenAsked() async throws {

@@ -33,6 +33,20 @@ extension CatalogEngine {
         return RecordAsRead(value: d, raw: raw)
     }
 
+    /// Many records with the text each was read as, 500 keys a read (absent names: nil, nil).
+    func databasesAsRead(_ names: [String]) throws -> [String: RecordAsRead<DatabaseRecord>] {
+        var out: [String: RecordAsRead<DatabaseRecord>] = [:]
+        var start = 0
+        while start < names.count {
+            let chunk = Array(names[start..<min(names.count, start + 500)])
+            start += chunk.count
+            for (name, text) in zip(chunk, try backend.getMany(chunk.map(Key.database))) {
+                out[name] = RecordAsRead(value: try text.map { try Self.decode(DatabaseRecord.self, $0, key: Key.database(name)) }, raw: text)
+            }
+        }
+        return out
+    }
+
     func updateDatabase(_ name: String, _ change: (inout DatabaseRecord) -> Void) throws -> DatabaseRecord? {
         try optimistic("database \(name)") { () throws -> (Transaction, DatabaseRecord)? in
             guard let (d, raw) = try getRaw(DatabaseRecord.self, Key.database(name)) else { return nil }

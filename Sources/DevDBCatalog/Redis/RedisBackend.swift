@@ -73,7 +73,7 @@ final class RedisBackend: CatalogBackend {
     func scan(_ pattern: String) throws -> [String] {
         var cursor = "0", out: [String] = []
         repeat {
-            guard case .array(let reply) = try cmd(["SCAN", cursor, "MATCH", pattern, "COUNT", "500"]), reply.count == 2,
+            guard case .array(let reply) = try cmd(["SCAN", cursor, "MATCH", pattern, "COUNT", "5000"]), reply.count == 2,
                   let next = reply[0].string, case .array(let keys) = reply[1] else { break }
             out += keys.compactMap(\.string)
             cursor = next

@@ -53,6 +53,8 @@ public protocol DatabaseStore: Sendable {
     func database(_ name: String) async throws -> DatabaseRecord?
     /// The record with the exact text it was read as (the guard of a later removal).
     func databaseAsRead(_ name: String) async throws -> RecordAsRead<DatabaseRecord>
+    /// Many records with their raw text at once (reconcile).
+    func databasesAsRead(_ names: [String]) async throws -> [String: RecordAsRead<DatabaseRecord>]
     func databases(owner: String?) async throws -> [DatabaseRecord]
     /// Databases in name order after `after`, that `keep` accepts, at most `limit` (nil: all),
     /// reading the owner's or project's index (or everyone's) and only the records the page needs.
@@ -134,6 +136,8 @@ public protocol PortLeaseStore: Sendable {
 /// What the store shares with routers: routes, fences, activity and wake requests.
 public protocol RouteStore: Sendable {
     func route(_ name: String) async throws -> RouteRecord?
+    /// The routes of many databases at once (reconcile); absent ones are left out.
+    func routes(_ names: [String]) async throws -> [String: RouteRecord]
     /// Names of every database that has a route (reconcile).
     func routedNames() async throws -> [String]
     /// Removes a route if the database is still as read (`raw`, nil: absent) and the route exists.

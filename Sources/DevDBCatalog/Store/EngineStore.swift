@@ -47,6 +47,9 @@ extension CatalogEngineStore {
     public func createDatabase(_ d: DatabaseRecord) async throws { try await perform { try $0.createDatabase(d) } }
     public func database(_ name: String) async throws -> DatabaseRecord? { try await perform { try $0.database(name) } }
     public func databaseAsRead(_ name: String) async throws -> RecordAsRead<DatabaseRecord> { try await perform { try $0.databaseAsRead(name) } }
+    public func databasesAsRead(_ names: [String]) async throws -> [String: RecordAsRead<DatabaseRecord>] {
+        try await perform { try $0.databasesAsRead(names) }
+    }
     public func databases(owner: String?) async throws -> [DatabaseRecord] { try await perform { try $0.databases(owner: owner) } }
     public func databasePage(owner: String?, project: String?, after: String?, limit: Int?,
                              where keep: @escaping @Sendable (DatabaseRecord) -> Bool) async throws -> DatabasePage {
@@ -100,6 +103,7 @@ extension CatalogEngineStore {
     // MARK: routes
 
     public func route(_ name: String) async throws -> RouteRecord? { try await perform { try $0.route(name) } }
+    public func routes(_ names: [String]) async throws -> [String: RouteRecord] { try await perform { try $0.routes(names) } }
     public func routedNames() async throws -> [String] { try await perform { try $0.routedNames() } }
     public func removeRoute(_ name: String, ifDatabaseIs raw: String?) async throws -> Bool {
         try await perform { try $0.removeRoute(name, ifDatabaseIs: raw) }
