@@ -41,7 +41,7 @@ struct Reply: Sendable {
     var text: String { String(decoding: body, as: UTF8.self) }
     func decode<T: Decodable>(_ type: T.Type) throws -> T { try APIJSON.decoder.decode(T.self, from: body) }
     /// The error body's `error` code, when this is an error.
-    var code: String? { (try? decode(ErrorBody.self))?.error }
+    var code: String? { (try? decode(ErrorBody.self))?.error.code }
 }
 
 /// The API under test, as a client sees it. Every request names its route as the OpenAPI
