@@ -107,7 +107,9 @@ let package = Package(
         .testTarget(name: "KubernetesTests",
                     dependencies: ["DevDBTestSupport", "DevDBCore", "DevDBCatalog", "DevDBProvisioning", "DevDBRedis"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "APITests", dependencies: ["DevDBAPI", "DevDBCatalog", "DevDBProvisioning",
+        // The API in process (Hummingbird's router test framework) over MemoryCatalogStore and a
+        // fake provisioner: every route's success and refusal paths in seconds.
+        .testTarget(name: "APITests", dependencies: ["DevDBAPI", "DevDBCatalog", "DevDBProvisioning", "DevDBAPIContract",
                                                      .product(name: "HummingbirdTesting", package: "hummingbird")]),
         .testTarget(name: "ControlPlaneTests", dependencies: ["DevDBTestSupport", "DevDBCore", "DevDBProvisioning"],
                     resources: [.copy("Fixtures")]),
