@@ -238,6 +238,7 @@ final class ControlPlane: Sendable {
             }
             guard let g else { continue }
             logger.info("refreshing project", metadata: ["devdb.project": "\(p.name)", "devdb.generation": "\(g.number)", "devdb.reason": "\(reason)"])
+            await audit.automatic("project.refresh", p.name, detail: "generation \(g.number): \(reason)")  // #27
             count("refresh_started")
             submit(.seed(project: p.name, generation: g.number))
         }
@@ -498,9 +499,12 @@ final class ControlPlane: Sendable {
         do {
             if let t = try await catalog.run({ try $0.transition(name, .wake) }) {
                 perform(name, t.actions)
+                if t.applied && t.record?.state != .ready { await audit.automatic("database.wake", name) }  // #27
                 // Awake already: say so again, so a router that holds clients for it reads the route.
                 if t.record?.state == .ready { try await catalog.run { try $0.announceRoute(name) } }
             }
+        } catch let refusal as QuotaRefusal {
+            await refuseWake(name, refusal)  // #27: over the awake quota; routers answer their clients
         } catch {
             // The request stays in devdb:wake-requests: the reaper's next pass tries again (a wake
             // storm under load can time a Redis call out; dropping the request would strand a client).
@@ -527,7 +531,7 @@ final class ControlPlane: Sendable {
             let since = [activity.lastActive, d.readyAt, d.createdAt].compactMap { $0 }.max() ?? d.createdAt
             guard now.timeIntervalSince(since) >= after else { continue }
             logger.info("hibernating an idle database", metadata: ["devdb.database": "\(d.name)", "devdb.idle_seconds": "\(Int(now.timeIntervalSince(since)))"])
-            await apply(d.name, .hibernate(now: now, idle: true))
+            if await apply(d.name, .hibernate(now: now, idle: true)) { await audit.automatic("database.hibernate", d.name) }  // #27
         }
         // Wake requests a missed message left in the set.
         for name in (try? await catalog.run({ try $0.wakeRequests() })) ?? [] { await wake(name) }
@@ -723,6 +727,7 @@ final class ControlPlane: Sendable {
         }
         if !report.orphansRemoved.isEmpty {
             logger.warning("removed what no catalog entry wants", metadata: ["devdb.removed": "\(report.orphansRemoved.joined(separator: ", "))"])
+            for o in report.orphansRemoved { await audit.automatic("reconcile.remove-orphan", o) }  // #27
         }
         if !report.spared.isEmpty {
             logger.info("kept objects the catalog did not know at first (recorded since, or made moments ago)", metadata: ["devdb.kept": "\(report.spared.joined(separator: ", "))"])
@@ -737,8 +742,9 @@ final class ControlPlane: Sendable {
         }
         if !report.restarted.isEmpty {
             logger.info("restarted instances", metadata: ["devdb.instances": "\(report.restarted.joined(separator: ","))"])
+            for n in report.restarted { await audit.automatic("reconcile.restart", n) }  // #27
         }
-        for name in report.missing { await apply(name, .instanceMissing) }
+        for name in report.missing { if await apply(name, .instanceMissing) { await audit.automatic("reconcile.instance-missing", name) } }  // #27
         for (name, why) in report.unhealthy { await apply(name, .instanceUnhealthy(reason: why)) }
         for name in report.healthy { await apply(name, .instanceHealthy) }
         for s in report.missingSnapshots {
@@ -783,6 +789,7 @@ final class ControlPlane: Sendable {
                (try? await catalog.run({ try $0.removeSnapshotRecord(s, ifUnchanged: raw) })) == true {
                 await removeSnapshotFiles([s])
                 logger.warning("removed a snapshot no database or branch uses", metadata: ["devdb.snapshot": "\(s.reference)"])
+                await audit.automatic("reconcile.remove-snapshot", s.reference)  // #27
             }
         }
     }
@@ -825,6 +832,7 @@ final class ControlPlane: Sendable {
             if try await catalog.run({ try $0.removeOrphanKey(key, project: String(parts[2])) }) { removed.append(key) }
         }
         if !removed.isEmpty { logger.warning("reconcile repaired catalog keys", metadata: ["devdb.repaired": "\(removed.joined(separator: ", "))"]) }
+        for k in removed { await audit.automatic("reconcile.repair-key", k) }  // #27
     }
 
     func reapExpired() async {
@@ -833,7 +841,7 @@ final class ControlPlane: Sendable {
         let now = Date()
         for d in databases where (d.expiresAt.map { $0 < now } ?? false) && d.state != .deleting && d.deleteQueued != true {
             logger.info("reaping expired database", metadata: ["devdb.database": "\(d.name)"])
-            await apply(d.name, .delete)
+            await audit.automatic("database.expire", d.name, outcome: await apply(d.name, .delete) ? "ok" : "failed")  // #27
             count("reaped")
         }
     }

@@ -390,6 +390,9 @@ public final class Catalog: Sendable {
                 t.guards.append(.value(Key.snapshot(db, snap), sraw))
                 t.commands.append(["SADD", Key.snapshotUsers(db, snap), d.name])
             }
+            // Teams (#27): quotas decided in this transaction; the state interval log starts.
+            t.guards += try quotaGuards(owner: d.owner, adding: QuotaChange(databases: 1, awake: 1))
+            t.commands.append(UsageLog.event(before: nil, after: d))
             return (t, ())
         }
     }
@@ -439,6 +442,9 @@ public final class Catalog: Sendable {
             case .ignore: return (t, Transition(record: d, actions: [], applied: false))
             case .commit(var next, let effects, let actions):
                 next?.stampPhase(since: d)
+                // Teams (#27): quotas of a snapshot or wake, decided in this transaction; state intervals.
+                t.guards += try quotaGuards(for: d, event, next: next)
+                if let e = UsageLog.transitionEvent(before: d, after: next, effects: effects) { t.commands.append(e) }
                 // A fresh version per route write: routers tell a route read before a fence from one
                 // after it. The record carries it, so a concurrent transition's guard fails.
                 var routeVersion = 0
@@ -558,7 +564,8 @@ public final class Catalog: Sendable {
             }
             var t = Transaction()
             t.guards = [.value(Key.snapshot(db, name), sraw), .cardinality(Key.snapshotUsers(db, name), 0), .value(Key.database(db), dbRaw)]
-            t.commands = [["DEL", Key.snapshot(db, name), Key.snapshotUsers(db, name)], ["SREM", Key.databaseSnapshots(db), name]]
+            t.commands = [["DEL", Key.snapshot(db, name), Key.snapshotUsers(db, name)], ["SREM", Key.databaseSnapshots(db), name],
+                          UsageLog.snapshotRemoved(s)]  // Teams (#27): its bytes stop counting
             return (t, s)
         }
     }

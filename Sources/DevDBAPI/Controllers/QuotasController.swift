@@ -1,0 +1,140 @@
+import DevDBAPIContract
+import DevDBCatalog
+import DevDBCore
+import Foundation
+import Hummingbird
+
+/// Routes of #27 "Teams": quotas, the audit log and usage.
+func addTeamRoutes(to v1: RouterGroup<APIRequestContext>, plane: ControlPlane) {
+    QuotasController(plane: plane).addRoutes(to: v1.group("quotas"))
+    AuditController(plane: plane).addRoutes(to: v1.group("audit"))
+    UsageController(plane: plane).addRoutes(to: v1.group("usage"))
+}
+
+/// /v1/quotas: limits and use. Users read their own; admins read and set anyone's and the default.
+struct QuotasController {
+    let plane: ControlPlane
+    var catalog: Catalog { plane.catalog }
+
+    func addRoutes(to group: RouterGroup<APIRequestContext>) {
+        group.get("default", use: showDefault)
+        group.put("default", use: setDefault)
+        group.get(":user", use: show)
+        group.put(":user", use: set)
+    }
+
+    @Sendable func showDefault(_ request: Request, context: APIRequestContext) async throws -> Response {
+        _ = try context.requireCaller()
+        let (defaults, _) = try await catalog.run { try $0.quotaLimits(user: nil) }
+        var v = QuotaView()
+        v.user = "default"; v.limits = Self.view(defaults); v.own = Self.view(defaults)
+        return try jsonResponse(v)
+    }
+
+    @Sendable func show(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let c = try context.requireCaller()
+        let user = try context.parameters.require("user")
+        guard c.admin || user == c.user else {
+            throw APIError(.forbidden, "forbidden", "you may see your own quota only", hint: "run \"devdb quota show\" without a user")
+        }
+        return try jsonResponse(try await Self.quota(of: user, catalog))
+    }
+
+    static func quota(of user: String, _ catalog: Catalog) async throws -> QuotaView {
+        try await catalog.run { cat in
+            let (defaults, own) = try cat.quotaLimits(user: user)
+            let limits = own.over(defaults)
+            // Use of every resource, whatever is limited.
+            let all = QuotaLimits(databases: 0, snapshots: 0, storageBytes: 0, awake: 0)
+            let use = try cat.quotaUse(owner: user, pinning: all).use
+            var v = QuotaView()
+            v.user = user; v.limits = view(limits); v.own = view(own)
+            var u = QuotaUseView()
+            u.databases = use.databases; u.snapshots = use.snapshots; u.storageBytes = use.storageBytes; u.awake = use.awake
+            v.use = u
+            return v
+        }
+    }
+
+    @Sendable func setDefault(_ request: Request, context: APIRequestContext) async throws -> Response {
+        try context.requireAdmin()
+        let b = try await decodeBody(SetQuotaRequest.self, request)
+        let next = try await update(user: nil, b)
+        var v = QuotaView()
+        v.user = "default"; v.limits = Self.view(next); v.own = Self.view(next)
+        return try jsonResponse(v)
+    }
+
+    @Sendable func set(_ request: Request, context: APIRequestContext) async throws -> Response {
+        try context.requireAdmin()
+        let user = try context.parameters.require("user")
+        try checkName(user, what: "user")
+        let b = try await decodeBody(SetQuotaRequest.self, request)
+        _ = try await update(user: user, b)
+        return try jsonResponse(try await Self.quota(of: user, catalog))
+    }
+
+    /// Applies the request's fields to the stored limits (negative or "none": no limit).
+    func update(user: String?, _ b: SetQuotaRequest) async throws -> QuotaLimits {
+        guard b.databases != nil || b.snapshots != nil || b.storage != nil || b.awake != nil || b.maxTtl != nil else {
+            throw APIError.badRequest("nothing to set: give databases, snapshots, storage, awake or max_ttl", hint: "e.g. {\"databases\": 5}")
+        }
+        var storage: Int64?? = nil
+        if let s = b.storage {
+            if s == "none" { storage = .some(nil) } else {
+                guard let bytes = ByteCount.parse(s) else { throw APIError.badRequest("invalid storage \"\(s)\"", hint: "use a size such as 20GiB or 500MiB, or none") }
+                storage = .some(bytes)
+            }
+        }
+        var ttl: Double?? = nil
+        if let t = b.maxTtl {
+            if t == "none" { ttl = .some(nil) } else {
+                guard let seconds = DurationText.seconds(t), seconds > 0 else { throw APIError.badRequest("invalid max_ttl \"\(t)\"", hint: "use a duration such as 7d, or none") }
+                ttl = .some(seconds)
+            }
+        }
+        return try await catalog.run { [storage, ttl] cat in
+            let (defaults, own) = try cat.quotaLimits(user: user)
+            var next = user == nil ? defaults : own
+            func count(_ n: Int?) -> Int?? { n.map { $0 < 0 ? .some(nil) : .some($0) } }
+            if let v = count(b.databases) { next.databases = v }
+            if let v = count(b.snapshots) { next.snapshots = v }
+            if let v = count(b.awake) { next.awake = v }
+            if let v = storage { next.storageBytes = v }
+            if let v = ttl { next.maxTTLSeconds = v }
+            try cat.setQuota(user: user, next)
+            return next
+        }
+    }
+
+    static func view(_ l: QuotaLimits) -> QuotaLimitsView {
+        var v = QuotaLimitsView()
+        v.databases = l.databases; v.snapshots = l.snapshots; v.storageBytes = l.storageBytes; v.awake = l.awake; v.maxTtlSeconds = l.maxTTLSeconds
+        return v
+    }
+}
+
+/// A quota refusal as the client sees it: 403 with the limit, the use and what to delete.
+struct QuotaHTTPError: HTTPResponseError {
+    let refusal: QuotaRefusal
+    var status: HTTPResponse.Status { .forbidden }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        var body = QuotaErrorBody()
+        body.error.message = refusal.description
+        body.error.hint = refusal.hint
+        body.error.quota.resource = refusal.resource.rawValue
+        body.error.quota.limit = refusal.limit
+        body.error.quota.use = refusal.use
+        body.error.quota.delete = refusal.candidates
+        return try jsonResponse(body, status: .forbidden)
+    }
+}
+
+/// The ttl a new database gets under the caller's quota: a longer one is refused, none at all
+/// becomes the longest allowed (a quota with a longest ttl means every database expires).
+func quotaTTL(_ catalog: Catalog, user: String, asked: Double?) async throws -> Double? {
+    let limits = try await catalog.run { cat in let (d, o) = try cat.quotaLimits(user: user); return o.over(d) }
+    if let asked, let refusal = QuotaPolicy.checkTTL(user: user, limits: limits, seconds: asked) { throw refusal }
+    return asked ?? limits.maxTTLSeconds
+}

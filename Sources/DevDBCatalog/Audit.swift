@@ -1,0 +1,93 @@
+import Foundation
+
+/// One thing done to DevDB: who did what to which object, how it ended. Holds names, never a
+/// password, token or dump URL (callers pass names only; `AuditRecord.scrub` is the last guard).
+public struct AuditRecord: Codable, Sendable, Equatable {
+    /// The stream id, set when read.
+    public var id: String?
+    public var time: Date
+    public var user: String
+    /// token, sso, console, or devdb (an automatic action).
+    public var how: String
+    public var action: String
+    public var object: String
+    /// ok, refused or failed.
+    public var outcome: String
+    public var status: Int?
+    public var requestID: String?
+    public var client: String?
+    public var detail: String?
+
+    public init(time: Date = Date(), user: String, how: String, action: String, object: String, outcome: String,
+                status: Int? = nil, requestID: String? = nil, client: String? = nil, detail: String? = nil) {
+        self.time = time; self.user = user; self.how = how; self.action = action; self.object = object; self.outcome = outcome
+        self.status = status; self.requestID = requestID; self.client = client; self.detail = detail.map(Self.scrub)
+    }
+
+    /// Cuts what looks like a credential out of free text (`ddb_` tokens, JWTs, `user:pass@` in URLs,
+    /// password=... pairs): a refusal's message may quote a URL or a connection string.
+    public static func scrub(_ text: String) -> String {
+        var s = text
+        let patterns = [#"ddb_[0-9a-fA-F]+"#, #"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"#,
+                        #"(?<=://)[^/@\s]+@"#, #"(?i)(password|secret|token|signature|x-amz-[a-z-]+)=[^&\s]+"#]
+        for p in patterns { s = s.replacingOccurrences(of: p, with: "[redacted]", options: .regularExpression) }
+        return String(s.prefix(500))
+    }
+}
+
+/// What `auditEntries` returns: filters, all optional.
+public struct AuditQuery: Sendable {
+    public var user: String?
+    public var object: String?
+    /// An action, or a prefix ending in "." (`database.`).
+    public var action: String?
+    public var since: Date?
+    public var until: Date?
+    public var limit = 200
+    public init(user: String? = nil, object: String? = nil, action: String? = nil, since: Date? = nil, until: Date? = nil, limit: Int = 200) {
+        self.user = user; self.object = object; self.action = action; self.since = since; self.until = until; self.limit = limit
+    }
+
+    public func matches(_ r: AuditRecord) -> Bool {
+        if let user, r.user != user { return false }
+        if let object, r.object != object && !r.object.hasPrefix(object + "@") { return false }
+        if let action, action.hasSuffix(".") ? !r.action.hasPrefix(action) : r.action != action { return false }
+        if let since, r.time < since { return false }
+        if let until, r.time > until { return false }
+        return true
+    }
+}
+
+extension Catalog {
+    public static let auditKey = "devdb:audit"
+
+    /// Appends an entry; the stream keeps about `maxEntries` entries and none older than `maxAge`
+    /// seconds (stream ids are milliseconds, so MINID trims by age).
+    public func appendAudit(_ r: AuditRecord, maxEntries: Int, maxAge: Double) throws(CatalogError) {
+        _ = try cmd(["XADD", Self.auditKey, "MAXLEN", "~", String(maxEntries), "*", "e", Self.encode(r)])
+        let oldest = Int64((r.time.timeIntervalSince1970 - maxAge) * 1000)
+        if oldest > 0 { _ = try cmd(["XTRIM", Self.auditKey, "MINID", "~", String(oldest)]) }
+    }
+
+    /// Entries matching `q`, newest first, at most `q.limit`.
+    public func auditEntries(_ q: AuditQuery) throws(CatalogError) -> [AuditRecord] {
+        var out: [AuditRecord] = []
+        var end = q.until.map { String(Int64($0.timeIntervalSince1970 * 1000)) } ?? "+"
+        let start = q.since.map { String(Int64($0.timeIntervalSince1970 * 1000)) } ?? "-"
+        while out.count < q.limit {
+            guard case .array(let rows) = try cmd(["XREVRANGE", Self.auditKey, end, start, "COUNT", "1000"]) else { break }
+            var lastID: String?
+            for case .array(let row) in rows where row.count == 2 {
+                lastID = row[0].string
+                guard case .array(let fields) = row[1], fields.count >= 2, let text = fields[1].string,
+                      var r = try? Self.decode(AuditRecord.self, text, key: Self.auditKey) else { continue }
+                r.id = lastID
+                if q.matches(r) { out.append(r) }
+                if out.count == q.limit { break }
+            }
+            guard rows.count == 1000, let lastID else { break }
+            end = "(" + lastID
+        }
+        return out
+    }
+}
