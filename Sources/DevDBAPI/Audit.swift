@@ -1,6 +1,7 @@
 import DevDBCatalog
 import DevDBCore
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import Synchronization
@@ -24,7 +25,7 @@ struct AuditLog: Sendable {
         var meta: Logger.Metadata = ["devdb.audit.user": "\(r.user)", "devdb.audit.how": "\(r.how)", "devdb.audit.action": "\(r.action)",
                                      "devdb.audit.object": "\(r.object)", "devdb.audit.outcome": "\(r.outcome)"]
         if let s = r.status { meta["devdb.audit.status"] = "\(s)" }
-        if let id = r.requestID { meta["devdb.audit.request_id"] = "\(id)" }
+        if let id = r.requestId { meta["devdb.audit.request_id"] = "\(id)" }
         if let c = r.client { meta["devdb.audit.client"] = "\(c)" }
         if let d = r.detail { meta["devdb.audit.detail"] = "\(d)" }
         logger.info("audit", metadata: meta)
@@ -43,7 +44,7 @@ struct AuditLog: Sendable {
     func console(user: String, action: String, object: String, outcome: String, status: Int? = nil,
                  requestID: String? = nil, client: String? = nil, detail: String? = nil) async {
         await record(AuditRecord(user: user, how: "console", action: action, object: object, outcome: outcome,
-                                 status: status, requestID: requestID, client: client, detail: detail))
+                                 status: status, requestId: requestID, client: client, detail: detail))
     }
 }
 
@@ -135,7 +136,7 @@ struct AuditMiddleware: RouterMiddleware {
             var object = pathObject
             if let named = note.named { object = action.hasPrefix("snapshot.") && !named.contains("@") ? "\(pathObject)@\(named)" : named }
             return AuditRecord(user: caller.user, how: caller.auth == "oidc" ? "sso" : "token", action: action, object: object,
-                               outcome: outcome, status: status, requestID: requestID, client: context.client, detail: detail)
+                               outcome: outcome, status: status, requestId: requestID, client: context.client, detail: detail)
         }
         do {
             var response = try await AuditNote.$current.withValue(note) { try await next(request, context) }

@@ -14,14 +14,14 @@ public struct AuditRecord: Codable, Sendable, Equatable {
     /// ok, refused or failed.
     public var outcome: String
     public var status: Int?
-    public var requestID: String?
+    public var requestId: String?
     public var client: String?
     public var detail: String?
 
     public init(time: Date = Date(), user: String, how: String, action: String, object: String, outcome: String,
-                status: Int? = nil, requestID: String? = nil, client: String? = nil, detail: String? = nil) {
+                status: Int? = nil, requestId: String? = nil, client: String? = nil, detail: String? = nil) {
         self.time = time; self.user = user; self.how = how; self.action = action; self.object = object; self.outcome = outcome
-        self.status = status; self.requestID = requestID; self.client = client; self.detail = detail.map(Self.scrub)
+        self.status = status; self.requestId = requestId; self.client = client; self.detail = detail.map(Self.scrub)
     }
 
     /// Cuts what looks like a credential out of free text (`ddb_` tokens, JWTs, `user:pass@` in URLs,

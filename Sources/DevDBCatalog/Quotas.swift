@@ -11,17 +11,17 @@ public struct QuotaLimits: Codable, Sendable, Equatable {
     /// Databases awake at once.
     public var awake: Int?
     /// The longest ttl a database may have.
-    public var maxTTLSeconds: Double?
+    public var maxTtlSeconds: Double?
 
-    public init(databases: Int? = nil, snapshots: Int? = nil, storageBytes: Int64? = nil, awake: Int? = nil, maxTTLSeconds: Double? = nil) {
-        self.databases = databases; self.snapshots = snapshots; self.storageBytes = storageBytes; self.awake = awake; self.maxTTLSeconds = maxTTLSeconds
+    public init(databases: Int? = nil, snapshots: Int? = nil, storageBytes: Int64? = nil, awake: Int? = nil, maxTtlSeconds: Double? = nil) {
+        self.databases = databases; self.snapshots = snapshots; self.storageBytes = storageBytes; self.awake = awake; self.maxTtlSeconds = maxTtlSeconds
     }
 
     /// The user's own limit where set, else the default's.
     public func over(_ defaults: QuotaLimits) -> QuotaLimits {
         QuotaLimits(databases: databases ?? defaults.databases, snapshots: snapshots ?? defaults.snapshots,
                     storageBytes: storageBytes ?? defaults.storageBytes, awake: awake ?? defaults.awake,
-                    maxTTLSeconds: maxTTLSeconds ?? defaults.maxTTLSeconds)
+                    maxTtlSeconds: maxTtlSeconds ?? defaults.maxTtlSeconds)
     }
 
     public var isEmpty: Bool { self == QuotaLimits() }
@@ -111,7 +111,7 @@ public enum QuotaPolicy {
 
     /// A ttl within the user's longest (nil: fine).
     public static func checkTTL(user: String, limits: QuotaLimits, seconds: Double) -> QuotaRefusal? {
-        guard let l = limits.maxTTLSeconds, seconds > l else { return nil }
+        guard let l = limits.maxTtlSeconds, seconds > l else { return nil }
         return QuotaRefusal(user: user, resource: .ttl, limit: l, use: seconds, candidates: [])
     }
 

@@ -164,7 +164,7 @@ struct APICommand: AsyncParsableCommand {
         }
         c.maxTTLSeconds = maxTTLSeconds
         guard let auditAge = DurationText.seconds(auditMaxAge), auditAge > 0, auditMaxEntries > 0 else {
-            throw ValidationError("invalid --audit-max-age "\(auditMaxAge)" or --audit-max-entries \(auditMaxEntries): use a duration such as 90d and a positive count")
+            throw ValidationError("invalid --audit-max-age \"\(auditMaxAge)\" or --audit-max-entries \(auditMaxEntries): use a duration such as 90d and a positive count")
         }
         c.audit.maxEntries = auditMaxEntries
         c.audit.maxAgeSeconds = auditAge

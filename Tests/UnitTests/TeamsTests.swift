@@ -86,7 +86,7 @@ import Testing
         // Own limits win over the default; unset ones fall back to it.
         let merged = QuotaLimits(databases: 5).over(QuotaLimits(databases: 1, awake: 2))
         #expect(merged.databases == 5 && merged.awake == 2 && merged.snapshots == nil)
-        #expect(QuotaPolicy.checkTTL(user: "kate", limits: QuotaLimits(maxTTLSeconds: 86400), seconds: 2 * 86400)?.resource == .ttl)
+        #expect(QuotaPolicy.checkTTL(user: "kate", limits: QuotaLimits(maxTtlSeconds: 86400), seconds: 2 * 86400)?.resource == .ttl)
         #expect(QuotaPolicy.checkTTL(user: "kate", limits: QuotaLimits(), seconds: 1e9) == nil)
     }
 

@@ -37,7 +37,7 @@ struct AuditController {
     static func view(_ r: AuditRecord) -> AuditEntryView {
         var v = AuditEntryView()
         v.id = r.id ?? ""; v.time = r.time; v.user = r.user; v.how = r.how; v.action = r.action; v.object = r.object
-        v.outcome = r.outcome; v.status = r.status; v.requestId = r.requestID; v.client = r.client; v.detail = r.detail
+        v.outcome = r.outcome; v.status = r.status; v.requestId = r.requestId; v.client = r.client; v.detail = r.detail
         return v
     }
 }

@@ -41,7 +41,7 @@ struct QuotasController {
     }
 
     static func quota(of user: String, _ catalog: Catalog) async throws -> QuotaView {
-        try await catalog.run { cat in
+        try await catalog.run { cat -> QuotaView in
             let (defaults, own) = try cat.quotaLimits(user: user)
             let limits = own.over(defaults)
             // Use of every resource, whatever is limited.
@@ -93,15 +93,15 @@ struct QuotasController {
                 ttl = .some(seconds)
             }
         }
-        return try await catalog.run { [storage, ttl] cat in
+        return try await catalog.run { [storage, ttl] cat -> QuotaLimits in
             let (defaults, own) = try cat.quotaLimits(user: user)
             var next = user == nil ? defaults : own
-            func count(_ n: Int?) -> Int?? { n.map { $0 < 0 ? .some(nil) : .some($0) } }
+            func count(_ n: Int?) -> Int?? { guard let n else { return nil }; return n < 0 ? .some(nil) : .some(n) }
             if let v = count(b.databases) { next.databases = v }
             if let v = count(b.snapshots) { next.snapshots = v }
             if let v = count(b.awake) { next.awake = v }
             if let v = storage { next.storageBytes = v }
-            if let v = ttl { next.maxTTLSeconds = v }
+            if let v = ttl { next.maxTtlSeconds = v }
             try cat.setQuota(user: user, next)
             return next
         }
@@ -109,7 +109,7 @@ struct QuotasController {
 
     static func view(_ l: QuotaLimits) -> QuotaLimitsView {
         var v = QuotaLimitsView()
-        v.databases = l.databases; v.snapshots = l.snapshots; v.storageBytes = l.storageBytes; v.awake = l.awake; v.maxTtlSeconds = l.maxTTLSeconds
+        v.databases = l.databases; v.snapshots = l.snapshots; v.storageBytes = l.storageBytes; v.awake = l.awake; v.maxTtlSeconds = l.maxTtlSeconds
         return v
     }
 }
@@ -134,7 +134,7 @@ struct QuotaHTTPError: HTTPResponseError {
 /// The ttl a new database gets under the caller's quota: a longer one is refused, none at all
 /// becomes the longest allowed (a quota with a longest ttl means every database expires).
 func quotaTTL(_ catalog: Catalog, user: String, asked: Double?) async throws -> Double? {
-    let limits = try await catalog.run { cat in let (d, o) = try cat.quotaLimits(user: user); return o.over(d) }
+    let limits = try await catalog.run { cat -> QuotaLimits in let (d, o) = try cat.quotaLimits(user: user); return o.over(d) }
     if let asked, let refusal = QuotaPolicy.checkTTL(user: user, limits: limits, seconds: asked) { throw refusal }
-    return asked ?? limits.maxTTLSeconds
+    return asked ?? limits.maxTtlSeconds
 }
