@@ -134,7 +134,11 @@ struct AuditMiddleware: RouterMiddleware {
         let note = AuditNote()
         func entry(_ outcome: String, _ status: Int, _ detail: String?) -> AuditRecord {
             var object = pathObject
-            if let named = note.named { object = action.hasPrefix("snapshot.") && !named.contains("@") ? "\(pathObject)@\(named)" : named }
+            if let named = note.named {
+                // A snapshot is named DB@SNAP; the controller names the SNAP.
+                let database = pathObject.split(separator: "@").first.map(String.init) ?? pathObject
+                object = action.hasPrefix("snapshot.") && !named.contains("@") ? "\(database)@\(named)" : named
+            }
             return AuditRecord(user: caller.user, how: caller.auth == "oidc" ? "sso" : "token", action: action, object: object,
                                outcome: outcome, status: status, requestId: requestID, client: context.client, detail: detail)
         }
