@@ -61,12 +61,13 @@ public struct AuditQuery: Sendable {
 extension Catalog {
     public static let auditKey = "devdb:audit"
 
-    /// Appends an entry; the stream keeps about `maxEntries` entries and none older than `maxAge`
-    /// seconds (stream ids are milliseconds, so MINID trims by age).
-    public func appendAudit(_ r: AuditRecord, maxEntries: Int, maxAge: Double) throws(CatalogError) {
-        _ = try cmd(["XADD", Self.auditKey, "MAXLEN", "~", String(maxEntries), "*", "e", Self.encode(r)])
-        let oldest = Int64((r.time.timeIntervalSince1970 - maxAge) * 1000)
-        if oldest > 0 { _ = try cmd(["XTRIM", Self.auditKey, "MINID", "~", String(oldest)]) }
+    /// Appends an entry; the stream keeps at most `maxEntries` entries and none older than `maxAge`
+    /// seconds (stream ids are milliseconds, so MINID trims by age). Exact trimming: each append
+    /// evicts about one entry once full, so the cost stays constant.
+    public func appendAudit(_ r: AuditRecord, maxEntries: Int, maxAge: Double, now: Date = Date()) throws(CatalogError) {
+        _ = try cmd(["XADD", Self.auditKey, "MAXLEN", String(maxEntries), "*", "e", Self.encode(r)])
+        let oldest = Int64((now.timeIntervalSince1970 - maxAge) * 1000)
+        if oldest > 0 { _ = try cmd(["XTRIM", Self.auditKey, "MINID", String(oldest)]) }
     }
 
     /// Entries matching `q`, newest first, at most `q.limit`.
