@@ -131,7 +131,7 @@ public enum ByteCount {
         let t = text.trimmingCharacters(in: .whitespaces).uppercased().replacingOccurrences(of: "IB", with: "").replacingOccurrences(of: "B", with: "")
         let units: [(String, Double)] = [("T", 1_099_511_627_776), ("G", 1_073_741_824), ("M", 1_048_576), ("K", 1024)]
         for (u, m) in units where t.hasSuffix(u) {
-            guard let n = Double(t.dropLast()), n >= 0 else { return nil }
+            guard let n = Double(t.dropLast()), n >= 0, n * m < 9e18 else { return nil }
             return Int64(n * m)
         }
         return Int64(t).flatMap { $0 >= 0 ? $0 : nil }

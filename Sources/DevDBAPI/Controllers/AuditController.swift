@@ -45,7 +45,8 @@ struct AuditController {
 /// `since`: a duration back from now (`24h`, `7d`) or an ISO 8601 time.
 func sinceParameter(_ text: String?, now: Date = Date()) throws -> Date? {
     guard let text else { return nil }
-    if let s = DurationText.seconds(text) { return now.addingTimeInterval(-s) }
-    if let d = ISO8601DateFormatter().date(from: text) { return d }
+    // Within a few thousand years either way: the audit query turns it into stream ids (Int64 ms).
+    if let s = DurationText.seconds(text), s.isFinite, s < 1e11 { return now.addingTimeInterval(-s) }
+    if let d = ISO8601DateFormatter().date(from: text), abs(d.timeIntervalSince1970) < 1e11 { return d }
     throw APIError.badRequest("invalid since \"\(text)\"", hint: "use a duration back from now (24h, 7d) or an ISO 8601 time")
 }

@@ -89,7 +89,7 @@ struct QuotasController {
         var ttl: Double?? = nil
         if let t = b.maxTtl {
             if t == "none" { ttl = .some(nil) } else {
-                guard let seconds = DurationText.seconds(t), seconds > 0 else { throw APIError.badRequest("invalid max_ttl \"\(t)\"", hint: "use a duration such as 7d, or none") }
+                guard let seconds = DurationText.seconds(t), seconds > 0, seconds < 1e12 else { throw APIError.badRequest("invalid max_ttl \"\(t)\"", hint: "use a duration such as 7d, or none") }
                 ttl = .some(seconds)
             }
         }
