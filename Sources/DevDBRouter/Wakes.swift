@@ -72,7 +72,10 @@ final class WakeCoordinator: Sendable {
     private func askForWake(_ name: String, attempt: Int) {
         guard waiting.withLock({ $0[name] != nil }) else { return }
         do throws(RedisError) {
-            _ = try redis.pipeline([["SADD", RouteContract.wakeRequests, name], ["PUBLISH", RouteContract.wakeChannel, name]])
+            // A refusal written for an earlier ask is not this ask's answer: clear it first, so any
+            // refusal read after this was written for it (the API and router clocks need not agree).
+            _ = try redis.pipeline([["HDEL", RouteContract.routeKey(name), RouteContract.wakeRefusedField],
+                                    ["SADD", RouteContract.wakeRequests, name], ["PUBLISH", RouteContract.wakeChannel, name]])
             asked.withLock { $0[name] = monotonicSeconds() }
         } catch {
             if attempt == 0 { log.warning("cannot ask for a wake yet; asking again", ["route": name, "error": error.description]) }
@@ -93,13 +96,13 @@ final class WakeCoordinator: Sendable {
         for name in waiting.withLock({ Array($0.keys) }) { routeChanged(name) }
     }
 
-    /// The reason of a wake refusal the API wrote after this route's wake was asked for (an older
-    /// one is from an earlier wake: the API answers this one anew).
+    /// The reason of a wake refusal the API wrote after this route's wake was asked for: each ask
+    /// clears the field first (`askForWake`), so one read once the ask is made answers it. Before
+    /// the ask is made (it failed, Redis away), an old refusal says nothing about this wake.
     private func freshWakeRefusal(_ name: String, _ value: String?) -> String? {
-        guard let value, let space = value.firstIndex(of: " "), let at = Double(value[..<space]),
-              let since = waiting.withLock({ $0[name]?.since }) else { return nil }
-        let askedAt = Date().timeIntervalSince1970 - (monotonicSeconds() - since)
-        return at >= askedAt - 1 ? String(value[value.index(after: space)...]) : nil
+        guard let value, let space = value.firstIndex(of: " "), asked.withLock({ $0[name] != nil }),
+              waiting.withLock({ $0[name] != nil }) else { return nil }
+        return String(value[value.index(after: space)...])
     }
 
     /// Runs on `redisQueue`. Reads the route itself, never through the resolver's coalesced lookups: a
