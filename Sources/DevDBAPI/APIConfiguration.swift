@@ -35,6 +35,8 @@ public struct APIConfiguration: Sendable {
     public var maxSnapshotsPerDatabase = 10
     /// Single sign-on: ID tokens of this issuer are bearer credentials too (nil: API tokens only).
     public var oidc: OIDCSettings?
+    /// The audit log's bounds (#27).
+    public var audit = AuditSettings()
     // Kubernetes provisioner.
     public var kubeconfig: String?
     public var kubeContext: String?

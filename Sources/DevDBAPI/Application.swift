@@ -83,7 +83,8 @@ public func buildApplication(_ config: APIConfiguration, store: any CatalogStore
         logger.info("single sign-on", metadata: ["devdb.oidc.issuer": "\(o.issuer)", "devdb.oidc.client_id": "\(o.clientID)",
                                                  "devdb.oidc.user_claim": "\(o.userClaim.rawValue)", "devdb.oidc.admin_group": "\(o.adminGroup ?? "(none)")"])
     }
-    let v1 = router.group("v1").add(middleware: TokenAuthenticator(catalog: catalog, oidc: oidc))
+    let v1 = router.group("v1").add(middleware: TokenAuthenticator(catalog: catalog, oidc: oidc)).add(middleware: AuditMiddleware(plane: plane))
+    addTeamRoutes(to: v1, plane: plane)  // #27: /v1/quotas, /v1/audit, /v1/usage
     ProjectsController(plane: plane).addRoutes(to: v1.group("projects"))
     DatabasesController(plane: plane).addRoutes(to: v1.group("databases"))
     SnapshotsController(plane: plane).addRoutes(to: v1.group("databases/:name/snapshots"))
@@ -139,6 +140,8 @@ struct ErrorMappingMiddleware<Context: RequestContext>: RouterMiddleware {
             throw e
         } catch let e as HTTPError {
             throw APIError(e.status, "http_error", e.body ?? "request failed")
+        } catch let q as QuotaRefusal {
+            throw QuotaHTTPError(refusal: q)
         } catch let r as DatabaseLifecycle.Refusal {
             throw APIError.conflict(r.message, hint: r.hint)
         } catch let r as CatalogRefusal {

@@ -112,9 +112,12 @@ extension ControlPlane {
         do {
             if let t = try await catalog.transition(name, .wake) {
                 perform(name, t.actions)
+                if t.applied && t.record?.state != .ready { await audit.automatic("database.wake", name) }  // #27
                 // Awake already: say so again, so a router that holds clients for it reads the route.
                 if t.record?.state == .ready { try await catalog.announceRoute(name) }
             }
+        } catch let refusal as QuotaRefusal {
+            await refuseWake(name, refusal)  // #27: over the awake quota; routers answer their clients
         } catch {
             // The request stays in devdb:wake-requests: the reaper's next pass tries again (a wake
             // storm under load can time a Redis call out; dropping the request would strand a client).
@@ -141,7 +144,7 @@ extension ControlPlane {
             let since = [activity.lastActive, d.readyAt, d.createdAt].compactMap { $0 }.max() ?? d.createdAt
             guard now.timeIntervalSince(since) >= after else { continue }
             logger.info("hibernating an idle database", metadata: ["devdb.database": "\(d.name)", "devdb.idle_seconds": "\(Int(now.timeIntervalSince(since)))"])
-            await apply(d.name, .hibernate(now: now, idle: true))
+            if await apply(d.name, .hibernate(now: now, idle: true)) { await audit.automatic("database.hibernate", d.name) }  // #27
         }
         // Wake requests a missed message left in the set.
         for name in (try? await catalog.wakeRequests()) ?? [] { await wake(name) }
@@ -153,7 +156,7 @@ extension ControlPlane {
         let now = Date()
         for d in databases where (d.expiresAt.map { $0 < now } ?? false) && d.state != .deleting && d.deleteQueued != true {
             logger.info("reaping expired database", metadata: ["devdb.database": "\(d.name)"])
-            await apply(d.name, .delete)
+            await audit.automatic("database.expire", d.name, outcome: await apply(d.name, .delete) ? "ok" : "failed")  // #27
             count("reaped")
         }
     }

@@ -105,6 +105,7 @@ extension ControlPlane {
             }
             guard let g else { continue }
             logger.info("refreshing project", metadata: ["devdb.project": "\(p.name)", "devdb.generation": "\(g.number)", "devdb.reason": "\(reason)"])
+            await audit.automatic("project.refresh", p.name, detail: "generation \(g.number): \(reason)")  // #27
             count("refresh_started")
             submit(.seed(project: p.name, generation: g.number))
         }

@@ -32,6 +32,7 @@ extension ControlPlane {
         }
         if !report.orphansRemoved.isEmpty {
             logger.warning("removed what no catalog entry wants", metadata: ["devdb.removed": "\(report.orphansRemoved.joined(separator: ", "))"])
+            for o in report.orphansRemoved { await audit.automatic("reconcile.remove-orphan", o) }  // #27
         }
         if !report.spared.isEmpty {
             logger.info("kept objects the catalog did not know at first (recorded since, or made moments ago)", metadata: ["devdb.kept": "\(report.spared.joined(separator: ", "))"])
@@ -46,8 +47,9 @@ extension ControlPlane {
         }
         if !report.restarted.isEmpty {
             logger.info("restarted instances", metadata: ["devdb.instances": "\(report.restarted.joined(separator: ","))"])
+            for n in report.restarted { await audit.automatic("reconcile.restart", n) }  // #27
         }
-        for name in report.missing { await apply(name, .instanceMissing) }
+        for name in report.missing { if await apply(name, .instanceMissing) { await audit.automatic("reconcile.instance-missing", name) } }  // #27
         for (name, why) in report.unhealthy { await apply(name, .instanceUnhealthy(reason: why)) }
         for name in report.healthy { await apply(name, .instanceHealthy) }
         for s in report.missingSnapshots {
@@ -92,6 +94,7 @@ extension ControlPlane {
                (try? await catalog.removeSnapshotRecord(s, ifUnchanged: raw)) == true {
                 await removeSnapshotFiles([s])
                 logger.warning("removed a snapshot no database or branch uses", metadata: ["devdb.snapshot": "\(s.reference)"])
+                await audit.automatic("reconcile.remove-snapshot", s.reference)  // #27
             }
         }
     }
@@ -133,5 +136,6 @@ extension ControlPlane {
             if try await catalog.removeStrayKey(stray) { removed.append(stray.key) }
         }
         if !removed.isEmpty { logger.warning("reconcile repaired catalog keys", metadata: ["devdb.repaired": "\(removed.joined(separator: ", "))"]) }
+        for k in removed { await audit.automatic("reconcile.repair-key", k) }  // #27
     }
 }

@@ -18,9 +18,12 @@ struct Caller: Sendable {
 struct APIRequestContext: RequestContext {
     var coreContext: CoreRequestContextStorage
     var caller: Caller?
+    /// The client's address, `ip:port` (audit log).
+    var client: String?
 
     init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
+        client = source.channel.remoteAddress.map { a in a.ipAddress.map { "\($0):\(a.port ?? 0)" } ?? "\(a)" }
     }
 
     func requireCaller() throws -> Caller {

@@ -12,6 +12,8 @@ public enum RouteContract {
     /// API that was not listening still sees it) and `PUBLISH devdb:wake <name>`.
     public static let wakeChannel = "devdb:wake"
     public static let wakeRequests = "devdb:wake-requests"
+    /// Route field set when the API refuses a wake (over the owner's awake quota): `<unix time> <reason>`.
+    public static let wakeRefusedField = "wake_refused"
     /// Hash per route: field = router id, value = "<open sessions> <last active, epoch s> <written, epoch s>".
     /// Routers write it every few seconds; the API hibernates databases nobody uses.
     public static func activityKey(_ name: String) -> String { "devdb:activity:\(name)" }

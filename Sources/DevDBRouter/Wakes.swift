@@ -89,6 +89,15 @@ final class WakeCoordinator: Sendable {
         for name in waiting.withLock({ Array($0.keys) }) { routeChanged(name) }
     }
 
+    /// The reason of a wake refusal the API wrote after this route's wake was asked for (an older
+    /// one is from an earlier wake: the API answers this one anew).
+    private func freshWakeRefusal(_ name: String, _ value: String?) -> String? {
+        guard let value, let space = value.firstIndex(of: " "), let at = Double(value[..<space]),
+              let since = waiting.withLock({ $0[name]?.since }) else { return nil }
+        let askedAt = Date().timeIntervalSince1970 - (monotonicSeconds() - since)
+        return at >= askedAt - 1 ? String(value[value.index(after: space)...]) : nil
+    }
+
     /// Runs on `redisQueue`. Reads the route itself, never through the resolver's coalesced lookups: a
     /// lookup in flight since before the route changed would answer with the old route, and the
     /// waiters would wait for a message that has already come.
@@ -103,6 +112,8 @@ final class WakeCoordinator: Sendable {
             outcome = .failed("it did not wake up (it failed, or was deleted)")
         } else if let r = try? RouteRecord(fields: fields), r.state == .ready {
             outcome = .ready(r)
+        } else if let refused = freshWakeRefusal(name, fields[RouteContract.wakeRefusedField]) {
+            outcome = .failed(refused)  // over the owner's awake quota (#27): say why now, not at the timeout
         } else {
             return  // still asleep or waking: keep waiting
         }

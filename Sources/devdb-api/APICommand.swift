@@ -116,6 +116,10 @@ struct APICommand: AsyncParsableCommand {
     @Option(name: .customLong("oidc-admin-group"), help: ArgumentHelp("Members of this group (the groups claim) are admins.", valueName: "group"))
     var oidcAdminGroup: String?
 
+    // The audit log (docs/teams.md).
+    @Option(name: .customLong("audit-max-entries"), help: "Audit log entries kept (about; the oldest go first).") var auditMaxEntries = 100_000
+    @Option(name: .customLong("audit-max-age"), help: ArgumentHelp("How long audit log entries are kept.", valueName: "duration")) var auditMaxAge = "90d"
+
     static let environmentOptions = EnvironmentOptions(
         prefix: "DEVDB_API_",
         names: ["listen", "redis", "redis-password-file", "provisioner", "data-dir", "db-domain", "router-host", "router-port", "admin-token-file",
@@ -127,7 +131,8 @@ struct APICommand: AsyncParsableCommand {
                 "restore-cpu-request", "restore-memory-request", "restore-cpu-limit", "restore-memory-limit", "pod-annotations",
                 "restore-pod-annotations", "s3-credentials-dir", "orphan-grace-period",
                 "refresh-check-interval", "hibernate-after", "max-snapshots", "max-ttl",
-                "oidc-issuer", "oidc-client-id", "oidc-client-secret-file", "oidc-user-claim", "oidc-admin-group"],
+                "oidc-issuer", "oidc-client-id", "oidc-client-secret-file", "oidc-user-claim", "oidc-admin-group",
+                "audit-max-entries", "audit-max-age"],
         repeatable: ["postgres-bin-dir", "postgres-image", "image-pull-secret"], flags: ["allow-private-dump-hosts"])
 
     func makeConfiguration() throws -> APIConfiguration {
@@ -158,6 +163,11 @@ struct APICommand: AsyncParsableCommand {
             throw ValidationError("invalid --max-ttl \"\(maxTTL)\": use a duration such as 30d")
         }
         c.maxTTLSeconds = maxTTLSeconds
+        guard let auditAge = DurationText.seconds(auditMaxAge), auditAge > 0, auditMaxEntries > 0 else {
+            throw ValidationError("invalid --audit-max-age \"\(auditMaxAge)\" or --audit-max-entries \(auditMaxEntries): use a duration such as 90d and a positive count")
+        }
+        c.audit.maxEntries = auditMaxEntries
+        c.audit.maxAgeSeconds = auditAge
         guard let refresh = DurationText.seconds(refreshCheckInterval) else {
             throw ValidationError("invalid --refresh-check-interval \"\(refreshCheckInterval)\": use a number and s, m or h, e.g. 5m")
         }

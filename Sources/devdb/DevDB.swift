@@ -30,7 +30,8 @@ struct DevDB: AsyncParsableCommand {
                                8 --timeout passed (the work goes on)
             """,
         version: DevDB.version,
-        subcommands: [ConfigCommand.self, Login.self, Logout.self, WhoAmI.self, AuthCommand.self, ProjectCommand.self, DBCommand.self, TokenCommand.self, NameFor.self])
+        subcommands: [ConfigCommand.self, Login.self, Logout.self, WhoAmI.self, AuthCommand.self, ProjectCommand.self, DBCommand.self, TokenCommand.self, NameFor.self,
+                      QuotaCommand.self, AuditCommand.self, UsageCommand.self])
 
     static let version = "0.2.0"
 

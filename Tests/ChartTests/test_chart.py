@@ -409,6 +409,32 @@ class ChartTests(unittest.TestCase):
         self.assertIn({"name": "admin-token", "secret": {"secretName": "my-admin-token", "defaultMode": 0o400,
                                                          "items": [{"key": "admin-token", "path": "admin-token"}]}}, api["volumes"])
 
+    def test_single_sign_on_reaches_the_api_as_flags_and_its_secret_as_a_file(self):
+        objects, _ = render({"api": {"oidc": {"issuer": "https://acme.okta.com", "clientId": "devdb", "clientSecretSecret": "devdb-oidc",
+                                              "userClaim": "preferred_username", "adminGroup": "devdb-admins"}}}, "devdb", "devdb")
+        api = named(objects, "Deployment", "devdb-api")["spec"]["template"]["spec"]
+        c = api["containers"][0]
+        self.assertEqual(arg(c, "--oidc-issuer"), "https://acme.okta.com")
+        self.assertEqual(arg(c, "--oidc-client-id"), "devdb")
+        self.assertEqual(arg(c, "--oidc-user-claim"), "preferred_username")
+        self.assertEqual(arg(c, "--oidc-admin-group"), "devdb-admins")
+        self.assertEqual(arg(c, "--oidc-client-secret-file"), "/etc/devdb/oidc/client-secret")
+        self.assertIn({"name": "oidc-client-secret", "mountPath": "/etc/devdb/oidc", "readOnly": True}, c["volumeMounts"])
+        self.assertIn({"name": "oidc-client-secret", "secret": {"secretName": "devdb-oidc", "defaultMode": 0o400,
+                                                                "items": [{"key": "client-secret", "path": "client-secret"}]}}, api["volumes"])
+        self.assertFalse(any("OIDC" in e["name"] or "SECRET" in e["name"] for e in c.get("env", [])), "the secret is never a variable")
+        # Without an issuer: no single sign-on flags and no secret volume; the audit bounds are passed.
+        objects, _ = render({}, "devdb", "devdb")
+        c = named(objects, "Deployment", "devdb-api")["spec"]["template"]["spec"]["containers"][0]
+        self.assertFalse(any(a.startswith("--oidc-") for a in c["args"]))
+        self.assertEqual(arg(c, "--audit-max-entries"), "100000")
+        self.assertEqual(arg(c, "--audit-max-age"), "90d")
+        # An issuer needs a client id; the claim is one of three.
+        with self.assertRaises(Exception):
+            render({"api": {"oidc": {"issuer": "https://acme.okta.com"}}}, "devdb", "devdb")
+        with self.assertRaises(Exception):
+            render({"api": {"oidc": {"issuer": "https://acme.okta.com", "clientId": "x", "userClaim": "name"}}}, "devdb", "devdb")
+
     def test_pods_run_as_non_root(self):
         for label, args in VALUE_SETS.items():
             objects, _ = render(*args)

@@ -60,7 +60,25 @@ import Yams
         var sd = SchemaDiffView()
         sd.a = "generation shop@1"; sd.b = "database kate-pg"; sd.identical = false
         sd.changes = [SchemaChange(change: "changed", kind: "column", object: "public.orders.total", properties: [.init(name: "type", a: "integer", b: "bigint")])]
-        return [g, p, d, s, t, w, cp, up, cd, ud, r, cs, ct, e, sd]
+        // #27: quotas, the audit log, usage.
+        var ql = QuotaLimitsView()
+        ql.databases = 5; ql.snapshots = 10; ql.storageBytes = 1 << 30; ql.awake = 2; ql.maxTtlSeconds = 86400
+        var qu = QuotaUseView()
+        qu.databases = 1; qu.snapshots = 2; qu.storageBytes = 3; qu.awake = 1
+        var q = QuotaView()
+        q.user = "kate"; q.limits = ql; q.own = ql; q.use = qu
+        var sq = SetQuotaRequest()
+        sq.databases = 5; sq.snapshots = -1; sq.storage = "20GiB"; sq.awake = 2; sq.maxTtl = "7d"
+        var qe = QuotaErrorBody()
+        qe.error.message = "m"; qe.error.hint = "h"; qe.error.quota.resource = "databases"; qe.error.quota.delete = ["devdb db delete a"]
+        var ae = AuditEntryView()
+        ae.id = "1-0"; ae.time = date; ae.user = "kate"; ae.how = "token"; ae.action = "database.create"; ae.object = "a"; ae.outcome = "ok"
+        ae.status = 202; ae.requestId = "r"; ae.client = "127.0.0.1:1"; ae.detail = "d"
+        var ui = UsageItemView()
+        ui.key = "kate"; ui.awakeHours = 1; ui.asleepHours = 2; ui.storageGibHours = 3; ui.snapshots = 1; ui.wakes = 1
+        var uv = UsageView()
+        uv.since = date; uv.until = date; uv.items = [ui]; uv.total = ui
+        return [g, p, d, s, t, w, cp, up, cd, ud, r, cs, ct, e, sd, ql, qu, q, sq, qe, ae, ui, uv]
     }()
 
     /// Each sample sets every optional: a new field needs a sample value (and so a schema entry).

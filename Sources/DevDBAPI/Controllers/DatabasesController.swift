@@ -64,7 +64,11 @@ struct DatabasesController {
         let name = b.name ?? generatedName(user: c.user, project: project.name)
         try checkName(name, what: "database")
         var expires: Date?
-        if let ttl = b.ttl { expires = Date().addingTimeInterval(try checkTTL(ttl, max: config.maxTTLSeconds)) }
+        let ttl = try b.ttl.map { try checkTTL($0, max: config.maxTTLSeconds) }
+        // #27: within the owner's quota (longest ttl; the counts are decided again in the create's transaction).
+        if let s = try await quotaTTL(catalog, user: c.user, asked: ttl) { expires = Date().addingTimeInterval(s) }
+        try await catalog.checkQuota(owner: c.user, adding: QuotaChange(databases: 1, awake: 1))
+        AuditNote.name(name)
         var sleep: Double?
         if let text = b.hibernateAfter { sleep = try checkHibernateAfter(text) }
         if try await catalog.database(name) != nil {
@@ -188,6 +192,7 @@ struct DatabasesController {
             throw APIError.badRequest("nothing to change: give ttl or hibernate_after", hint: "e.g. {\"ttl\": \"8h\"}")
         }
         let ttl = try b.ttl.map { try checkTTL($0, max: config.maxTTLSeconds) }
+        if let ttl { _ = try await quotaTTL(catalog, user: d.owner, asked: ttl) }  // #27
         let sleep = try b.hibernateAfter.map(checkHibernateAfter)
         guard let updated = try await catalog.updateDatabase(d.name, { r in
             if let ttl { r.expiresAt = Date().addingTimeInterval(ttl) }
@@ -231,6 +236,7 @@ struct SnapshotsController {
         let b = try await decodeBody(CreateSnapshotRequest.self, request, empty: CreateSnapshotRequest())
         let snap = b.name ?? timestampSnapshotName()
         try checkName(snap, what: "snapshot")
+        AuditNote.name(snap)  // #27
         _ = try await plane.request(d.name, .snapshot(name: snap))
         guard let s = try await catalog.snapshot(d.name, snap) else { throw APIError.notFound("snapshot \"\(snap)\"") }
         return try jsonResponse(SnapshotView(s, branches: []), status: .accepted)

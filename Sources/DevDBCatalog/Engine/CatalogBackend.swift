@@ -25,6 +25,15 @@ public protocol CatalogBackend: Sendable {
     /// interval text and its entry in `acksKey` (RouteContract.liveRoutersScript).
     func liveRouters(acksKey: String) throws -> [LiveRouter]
     func ping() throws
+    /// Up to `count` entries of a stream between ids `start` and `end` (Redis XRANGE syntax:
+    /// `-`, `+`, `ms`, `ms-seq`, `(id` exclusive), oldest first, or newest first when `reverse`.
+    func streamRange(_ key: String, start: String, end: String, count: Int, reverse: Bool) throws -> [StreamEntry]
+}
+
+/// One stream entry: its id and the value of its field `e`.
+public struct StreamEntry: Sendable, Equatable {
+    public var id: String
+    public var value: String
 }
 
 public struct LiveRouter: Sendable, Equatable {

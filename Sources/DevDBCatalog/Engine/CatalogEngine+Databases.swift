@@ -22,6 +22,9 @@ extension CatalogEngine {
                 t.guards.append(.value(Key.snapshot(db, snap), sraw))
                 t.writes.append(.setAdd(Key.snapshotUsers(db, snap), d.name))
             }
+            // Teams (#27): quotas decided in this transaction; the state interval log starts.
+            t.guards += try quotaGuards(owner: d.owner, adding: QuotaChange(databases: 1, awake: 1))
+            t.writes.append(UsageLog.event(before: nil, after: d))
             return (t, ())
         }
     }
@@ -62,6 +65,9 @@ extension CatalogEngine {
             case .ignore: return (t, Transition(record: d, actions: [], applied: false))
             case .commit(var next, let effects, let actions):
                 next?.stampPhase(since: d)
+                // Teams (#27): quotas of a snapshot or wake, decided in this transaction; state intervals.
+                t.guards += try quotaGuards(for: d, event, next: next)
+                if let e = UsageLog.transitionEvent(before: d, after: next, effects: effects) { t.writes.append(e) }
                 // A fresh version per route write: routers tell a route read before a fence from one
                 // after it. The record carries it, so a concurrent transition's guard fails.
                 var routeVersion = 0

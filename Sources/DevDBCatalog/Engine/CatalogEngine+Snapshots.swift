@@ -25,7 +25,8 @@ extension CatalogEngine {
             if let v = d.value, v.operation?.target == s.reference { throw CatalogRefusal.snapshotBeingRestored(database: db, snapshot: name) }
             var t = Transaction()
             t.guards = [.value(Key.snapshot(db, name), sraw), .cardinality(Key.snapshotUsers(db, name), 0), .value(Key.database(db), d.raw)]
-            t.writes = [.delete([Key.snapshot(db, name), Key.snapshotUsers(db, name)]), .setRemove(Key.databaseSnapshots(db), name)]
+            t.writes = [.delete([Key.snapshot(db, name), Key.snapshotUsers(db, name)]), .setRemove(Key.databaseSnapshots(db), name),
+                        UsageLog.snapshotRemoved(s)]  // Teams (#27): its bytes stop counting
             return (t, s)
         }
     }

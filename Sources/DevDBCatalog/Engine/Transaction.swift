@@ -26,6 +26,11 @@ public enum RedisWrite: Sendable, Equatable {
     /// Removes every occurrence of `value` from the list.
     case listRemove(String, String)
     case publish(channel: String, message: String)
+    /// Appends an entry (one field `e` holding `value`) to a stream with a new id (`*`), then keeps
+    /// at most `maxLength` entries (`approximate`: Redis may keep a few more, which is cheaper).
+    case streamAdd(String, value: String, maxLength: Int, approximate: Bool)
+    /// Removes the stream's entries with ids below `minimumID` (milliseconds: older than that time).
+    case streamTrimBefore(String, minimumID: Int64)
 
     public struct HashField: Sendable, Equatable {
         public var name: String

@@ -11,11 +11,13 @@ public final class MemoryBackend: CatalogBackend {
         var sets: [String: Set<String>] = [:]
         var hashes: [String: [String: String]] = [:]
         var lists: [String: [String]] = [:]
+        /// Streams: entries in id order, ids (milliseconds, sequence) as Redis makes them.
+        var streams: [String: [(id: StreamID, value: String)]] = [:]
         /// Messages published, in order (channel, message): what a subscriber would have heard.
         var published: [(String, String)] = []
 
         func exists(_ key: String) -> Bool {
-            strings[key] != nil || sets[key] != nil || hashes[key] != nil || lists[key] != nil
+            strings[key] != nil || sets[key] != nil || hashes[key] != nil || lists[key] != nil || streams[key] != nil
         }
 
         func holds(_ g: Guard) -> Bool {
@@ -31,7 +33,7 @@ public final class MemoryBackend: CatalogBackend {
             switch w {
             case .set(let k, let v): strings[k] = v
             case .delete(let keys):
-                for k in keys { strings[k] = nil; sets[k] = nil; hashes[k] = nil; lists[k] = nil }
+                for k in keys { strings[k] = nil; sets[k] = nil; hashes[k] = nil; lists[k] = nil; streams[k] = nil }
             case .setAdd(let k, let m): sets[k, default: []].insert(m)
             case .setRemove(let k, let m):
                 sets[k]?.remove(m)
@@ -45,10 +47,21 @@ public final class MemoryBackend: CatalogBackend {
                 lists[k]?.removeAll { $0 == v }
                 if lists[k]?.isEmpty == true { lists[k] = nil }
             case .publish(let channel, let message): published.append((channel, message))
+            case .streamAdd(let k, let v, let n, _):
+                // Exact trimming: what Redis' approximate trimming keeps is at least this.
+                var entries = streams[k] ?? []
+                let ms = Int64(Date().timeIntervalSince1970 * 1000)
+                let last = entries.last?.id ?? StreamID(ms: 0, seq: 0)
+                let id = ms > last.ms ? StreamID(ms: ms, seq: 0) : StreamID(ms: last.ms, seq: last.seq + 1)
+                entries.append((id, v))
+                if entries.count > n { entries.removeFirst(entries.count - n) }
+                streams[k] = entries.isEmpty ? nil : entries
+            case .streamTrimBefore(let k, let minimum):
+                streams[k]?.removeAll { $0.id.ms < minimum }
             }
         }
 
-        var allKeys: [String] { Array(strings.keys) + Array(sets.keys) + Array(hashes.keys) + Array(lists.keys) }
+        var allKeys: [String] { Array(strings.keys) + Array(sets.keys) + Array(hashes.keys) + Array(lists.keys) + Array(streams.keys) }
     }
 
     private let state = Mutex(State())
@@ -64,6 +77,14 @@ public final class MemoryBackend: CatalogBackend {
     public func hashes(_ keys: [String]) throws -> [[String: String]] { state.withLock { s in keys.map { s.hashes[$0] ?? [:] } } }
     public func list(_ key: String) throws -> [String] { state.withLock { $0.lists[key] ?? [] } }
     public func ping() throws {}
+
+    public func streamRange(_ key: String, start: String, end: String, count: Int, reverse: Bool) throws -> [StreamEntry] {
+        let (low, lowOpen) = StreamID.bound(start, upper: false), (high, highOpen) = StreamID.bound(end, upper: true)
+        let entries = state.withLock { $0.streams[key] ?? [] }.filter {
+            (lowOpen ? $0.id > low : $0.id >= low) && (highOpen ? $0.id < high : $0.id <= high)
+        }
+        return (reverse ? entries.reversed() : entries).prefix(count).map { StreamEntry(id: $0.id.text, value: $0.value) }
+    }
 
     public func increment(_ key: String) throws -> Int {
         state.withLock { s in
@@ -130,5 +151,25 @@ public final class MemoryBackend: CatalogBackend {
             rest = rest[r.upperBound...]
         }
         return true
+    }
+}
+
+/// A stream entry id as Redis makes them: milliseconds, then a sequence within the millisecond.
+struct StreamID: Comparable, Sendable {
+    var ms: Int64
+    var seq: Int64
+    var text: String { "\(ms)-\(seq)" }
+    static func < (a: StreamID, b: StreamID) -> Bool { (a.ms, a.seq) < (b.ms, b.seq) }
+
+    /// A range bound in XRANGE syntax, and whether it is exclusive (`(id`). A bare `ms` means its
+    /// first sequence as a start, its last as an end.
+    static func bound(_ text: String, upper: Bool) -> (StreamID, Bool) {
+        if text == "-" { return (StreamID(ms: .min, seq: .min), false) }
+        if text == "+" { return (StreamID(ms: .max, seq: .max), false) }
+        let open = text.hasPrefix("(")
+        let parts = (open ? String(text.dropFirst()) : text).split(separator: "-").map { Int64($0) ?? 0 }
+        let ms = parts.first ?? 0
+        let seq = parts.count > 1 ? parts[1] : (upper ? .max : 0)
+        return (StreamID(ms: ms, seq: seq), open)
     }
 }

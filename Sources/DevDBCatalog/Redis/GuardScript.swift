@@ -73,6 +73,9 @@ enum GuardScript {
         case .listAppend(let k, let v): return ["RPUSH", k, v]
         case .listRemove(let k, let v): return ["LREM", k, "0", v]
         case .publish(let channel, let message): return ["PUBLISH", channel, message]
+        case .streamAdd(let k, let v, let n, let approximate):
+            return ["XADD", k, "MAXLEN"] + (approximate ? ["~"] : []) + [String(n), "*", "e", v]
+        case .streamTrimBefore(let k, let id): return ["XTRIM", k, "MINID", String(id)]
         }
     }
 }

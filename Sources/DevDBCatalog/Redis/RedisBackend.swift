@@ -81,6 +81,17 @@ final class RedisBackend: CatalogBackend {
         return out
     }
 
+    func streamRange(_ key: String, start: String, end: String, count: Int, reverse: Bool) throws -> [StreamEntry] {
+        let args = reverse ? ["XREVRANGE", key, end, start] : ["XRANGE", key, start, end]
+        guard case .array(let rows) = try cmd(args + ["COUNT", String(count)]) else { return [] }
+        var out: [StreamEntry] = []
+        for case .array(let row) in rows where row.count == 2 {
+            guard let id = row[0].string, case .array(let fields) = row[1], fields.count >= 2, let value = fields[1].string else { continue }
+            out.append(StreamEntry(id: id, value: value))
+        }
+        return out
+    }
+
     func commit(_ t: Transaction) throws -> Bool {
         let client = redis.client, args = GuardScript.arguments(for: t), script = transaction
         return try mapped("a transaction") { () throws(RedisError) in try script.run(client, keys: [], args: args) }.integer == 1

@@ -168,8 +168,27 @@ public struct FenceReport: Sendable, Equatable {
     public var openSessions: Int { acknowledged.values.reduce(0, +) }
 }
 
+/// Teams (#27): quota limits and use, the audit stream and the usage event log.
+public protocol TeamsStore: Sendable {
+    /// The default limits and the user's own (each empty when unset).
+    func quotaLimits(user: String?) async throws -> (defaults: QuotaLimits, own: QuotaLimits)
+    /// Changes the stored limits of a user (nil: the default) from what they are; returns them.
+    func updateQuota(user: String?, _ change: @escaping @Sendable (inout QuotaLimits) -> Void) async throws -> QuotaLimits
+    /// What the user holds now, every resource counted.
+    func quotaUse(owner: String) async throws -> QuotaUse
+    /// Throws `QuotaRefusal` if `change` would go over `owner`'s limits now.
+    func checkQuota(owner: String, adding change: QuotaChange) async throws
+    /// Marks a route's wake refused (`wake_refused`) and tells the routers, if the route exists.
+    func setWakeRefusal(_ name: String, _ text: String) async throws
+    func appendAudit(_ r: AuditRecord, maxEntries: Int, maxAge: Double) async throws
+    /// Audit entries matching the query, newest first.
+    func auditEntries(_ q: AuditQuery) async throws -> [AuditRecord]
+    /// Usage events (of `owner` only, when given), oldest first.
+    func usageEvents(owner: String?) async throws -> [UsageEvent]
+}
+
 /// The whole catalog.
-public protocol CatalogStore: ProjectStore, DatabaseStore, SnapshotStore, TokenStore, PortLeaseStore, RouteStore {
+public protocol CatalogStore: ProjectStore, DatabaseStore, SnapshotStore, TokenStore, PortLeaseStore, RouteStore, TeamsStore {
     /// Checks that the store answers.
     func ping() async throws
 }

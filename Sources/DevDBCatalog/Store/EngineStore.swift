@@ -112,6 +112,29 @@ extension CatalogEngineStore {
     public func fenceReport(_ name: String, token: String) async throws -> FenceReport { try await perform { try $0.fenceReport(name, token: token) } }
     public func wakeRequests() async throws -> [String] { try await perform { try $0.wakeRequests() } }
     public func clearWakeRequest(_ name: String) async throws { try await perform { try $0.clearWakeRequest(name) } }
+
+    // MARK: teams (#27)
+
+    public func quotaLimits(user: String?) async throws -> (defaults: QuotaLimits, own: QuotaLimits) {
+        let pair = try await perform { e -> [QuotaLimits] in let (d, o) = try e.quotaLimits(user: user); return [d, o] }
+        return (pair[0], pair[1])
+    }
+    public func updateQuota(user: String?, _ change: @escaping @Sendable (inout QuotaLimits) -> Void) async throws -> QuotaLimits {
+        try await perform { try $0.updateQuota(user: user, change) }
+    }
+    public func quotaUse(owner: String) async throws -> QuotaUse {
+        // Pinning every limit makes it count every resource.
+        try await perform { try $0.quotaUse(owner: owner, pinning: QuotaLimits(databases: 0, snapshots: 0, storageBytes: 0, awake: 0)).use }
+    }
+    public func checkQuota(owner: String, adding change: QuotaChange) async throws {
+        try await perform { try $0.checkQuota(owner: owner, adding: change) }
+    }
+    public func setWakeRefusal(_ name: String, _ text: String) async throws { try await perform { try $0.setWakeRefusal(name, text) } }
+    public func appendAudit(_ r: AuditRecord, maxEntries: Int, maxAge: Double) async throws {
+        try await perform { try $0.appendAudit(r, maxEntries: maxEntries, maxAge: maxAge) }
+    }
+    public func auditEntries(_ q: AuditQuery) async throws -> [AuditRecord] { try await perform { try $0.auditEntries(q) } }
+    public func usageEvents(owner: String?) async throws -> [UsageEvent] { try await perform { try $0.usageEvents(owner: owner) } }
 }
 
 // Sendable carriers for results that are tuples.
