@@ -158,6 +158,12 @@ class ConsoleTests(unittest.TestCase):
         self.wait_live("kate-two", "ready")
         branch_line = d.find_element(By.XPATH, "//button[normalize-space()='Copy psql']").get_attribute("data-copy")
         self.assertEqual("2", self.psql(branch_line, "SELECT count(*) FROM marker"))
+        # Changes made in the console are in the audit log as the console's (#27), with no secret.
+        audit = stack.api("GET", "/v1/audit?user=kate")["items"]
+        console = {(e["action"], e["object"]) for e in audit if e["how"] == "console" and e["outcome"] == "ok"}
+        self.assertIn(("snapshot.create", "kate-one@before"), console, audit)
+        self.assertTrue({("database.branch", "kate-two"), ("database.create", "kate-two")} & console, audit)
+        self.assertNotIn(line.split("'")[1], str(audit))
 
         # Reset kate-one to the snapshot: the second row is gone.
         self.open("/databases/kate-one")
@@ -190,6 +196,8 @@ class ConsoleTests(unittest.TestCase):
         self.shot("databases")
         Select(d.find_element(By.ID, "f-state")).select_by_visible_text("failed")
         d.find_element(By.CSS_SELECTOR, "form.filters button").click()
+        # The filtered page replaces this one: wait for it rather than read the old one.
+        WebDriverWait(d, 20).until(lambda d: "state=failed" in d.current_url)
         self.assertEqual([], d.find_elements(By.CSS_SELECTOR, "[data-live-state='kate-one']"))
         self.open("/projects")
         self.axe("projects")

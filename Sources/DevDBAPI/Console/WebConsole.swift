@@ -36,6 +36,7 @@ struct WebConsole: Sendable {
 
         let signedIn = router.group().add(middleware: ConsoleHeadersMiddleware(console: self))
             .add(middleware: ConsoleSessionMiddleware(console: self))
+            .add(middleware: ConsoleAuditMiddleware(plane: api.plane))
         signedIn.post("sign-out", use: signOut)
         signedIn.get("/", use: databasesPage)
         signedIn.get("console/states", use: states)
