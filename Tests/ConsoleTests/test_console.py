@@ -199,6 +199,12 @@ class ConsoleTests(unittest.TestCase):
         # The filtered page replaces this one: wait for it rather than read the old one.
         WebDriverWait(d, 20).until(lambda d: "state=failed" in d.current_url)
         self.assertEqual([], d.find_elements(By.CSS_SELECTOR, "[data-live-state='kate-one']"))
+        # Usage (#27): the user's own database-hours, as GET /v1/usage reports them.
+        self.open("/usage?since=24h&by=user")
+        rows = [r.text for r in d.find_elements(By.CSS_SELECTOR, "table.list tbody tr")]
+        self.assertTrue(rows and all(r.startswith("kate ") for r in rows), rows)
+        self.assertIn("total", d.find_element(By.CSS_SELECTOR, "table.list tfoot").text)
+        self.axe("usage")
         self.open("/projects")
         self.axe("projects")
         self.shot("projects")

@@ -129,6 +129,25 @@ extension WebConsole {
         return try render("projects", title: "Projects", data)
     }
 
+    /// Usage over a period, as `GET /v1/usage` reports it (the caller's own; admins everyone's).
+    @Sendable func usagePage(_ request: Request, context: APIRequestContext) async throws -> Response {
+        let q = request.uri.queryParameters
+        let since = ["24h", "7d", "30d"].contains(q.get("since") ?? "") ? q.get("since")! : "30d"
+        let by = q.get("by") == "project" ? "project" : "user"
+        let usage = try await api.call(UsageView.self, UsageController(plane: api.plane).show, context, path: "/v1/usage?since=\(since)&by=\(by)")
+        func row(_ u: UsageItemView) -> [String: Any] {
+            ["key": u.key, "awake": String(format: "%.1f", u.awakeHours), "asleep": String(format: "%.1f", u.asleepHours),
+             "storage": String(format: "%.2f", u.storageGibHours), "snapshots": u.snapshots, "wakes": u.wakes]
+        }
+        let data: [String: Any] = [
+            "by": by, "caption": "Usage by \(by), last \(since)",
+            "periods": [("24h", "last 24 hours"), ("7d", "last 7 days"), ("30d", "last 30 days")].map { ["value": $0.0, "label": $0.1, "selected": $0.0 == since] as [String: Any] },
+            "groupings": ["user", "project"].map { ["value": $0, "selected": $0 == by] as [String: Any] },
+            "items": usage.items.map(row), "total": row(usage.total),
+        ]
+        return try render("usage", title: "Usage", data)
+    }
+
     @Sendable func adminPage(_ request: Request, context: APIRequestContext) async throws -> Response {
         // The tokens list is admin-only in the API: the same refusal (403) guards this page.
         let tokens = try await api.call(ItemList<TokenView>.self, api.tokens.list, context, path: "/v1/tokens").items

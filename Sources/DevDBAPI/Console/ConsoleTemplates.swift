@@ -14,7 +14,7 @@ enum ConsoleTemplates {
 
     static let all: [(String, String)] = [
         ("layout", layout), ("state", stateCell), ("sign-in", signIn), ("databases", databases), ("database", database), ("new", newDatabase),
-        ("projects", projects), ("admin", admin), ("token", token), ("error", error),
+        ("projects", projects), ("admin", admin), ("token", token), ("error", error), ("usage", usage),
     ]
 
     static let layout = #"""
@@ -37,6 +37,7 @@ enum ConsoleTemplates {
     <li><a href="/" {{#nav_databases}}aria-current="page"{{/nav_databases}}>My databases</a></li>
     <li><a href="/databases/new" {{#nav_new}}aria-current="page"{{/nav_new}}>New database</a></li>
     <li><a href="/projects" {{#nav_projects}}aria-current="page"{{/nav_projects}}>Projects</a></li>
+    <li><a href="/usage" {{#nav_usage}}aria-current="page"{{/nav_usage}}>Usage</a></li>
     {{#admin}}<li><a href="/admin" {{#nav_admin}}aria-current="page"{{/nav_admin}}>Admin</a></li>{{/admin}}
     </ul>
     </nav>
@@ -231,6 +232,22 @@ enum ConsoleTemplates {
     </table>
     </section>
     {{/projects}}
+    """#
+
+    static let usage = #"""
+    <h1>Usage</h1>
+    <form method="get" action="/usage" class="filters">
+    <label for="u-since">Period</label>
+    <select id="u-since" name="since">{{#periods}}<option value="{{value}}" {{#selected}}selected{{/selected}}>{{label}}</option>{{/periods}}</select>
+    <label for="u-by">By</label>
+    <select id="u-by" name="by">{{#groupings}}<option value="{{value}}" {{#selected}}selected{{/selected}}>{{value}}</option>{{/groupings}}</select>
+    <button type="submit">Show</button>
+    </form>
+    <table class="list"><caption>{{caption}}</caption>
+    <thead><tr><th scope="col">{{by}}</th><th scope="col">Hours awake</th><th scope="col">Hours asleep</th><th scope="col">Storage (GiB-hours)</th><th scope="col">Snapshots</th><th scope="col">Wakes</th></tr></thead>
+    <tbody>{{#items}}<tr><th scope="row">{{key}}</th><td>{{awake}}</td><td>{{asleep}}</td><td>{{storage}}</td><td>{{snapshots}}</td><td>{{wakes}}</td></tr>{{/items}}</tbody>
+    <tfoot>{{#total}}<tr><th scope="row">total</th><td>{{awake}}</td><td>{{asleep}}</td><td>{{storage}}</td><td>{{snapshots}}</td><td>{{wakes}}</td></tr>{{/total}}</tfoot>
+    </table>
     """#
 
     static let admin = #"""

@@ -48,6 +48,7 @@ struct WebConsole: Sendable {
         }
         signedIn.post("databases/:name/snapshots/:snap/delete", use: deleteSnapshot)
         signedIn.get("projects", use: projectsPage)
+        signedIn.get("usage", use: usagePage)
         signedIn.post("projects/:name/refresh", use: refreshProject)
         signedIn.get("admin", use: adminPage)
         signedIn.post("admin/tokens", use: createToken)
