@@ -1,3 +1,5 @@
+// Over 400 lines on purpose: every event's decision is one case of one pure switch, and the
+// state machine is easier to check whole than split across files.
 import Foundation
 import DevDBCore
 

@@ -1,3 +1,5 @@
+// About 400 lines: one libcurl transfer type for every dump scheme (file, http(s), s3 with SigV4);
+// the schemes share its handle set-up, limits and errors.
 import CCurl
 import CCurlShims
 import Foundation

@@ -1,3 +1,5 @@
+// Over 400 lines on purpose: one session's phases (starting, relaying, lingering, ended) and
+// their transitions read best together; the relay itself is in Relay.swift.
 import Dispatch
 import DevDBCore
 import DevDBNet
