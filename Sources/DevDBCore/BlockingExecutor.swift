@@ -23,9 +23,10 @@ public final class BlockingExecutor: @unchecked Sendable {  // `jobs` and `threa
     }
 
     /// Redis and HTTP calls: short, network-bound.
-    public static let io = BlockingExecutor(label: "io", width: 32)
-    /// Child processes (pg_restore, pg_ctl, psql) and long transfers: few, long.
-    public static let processes = BlockingExecutor(label: "processes", width: 16)
+    public static let io = BlockingExecutor(label: "io", width: 64)
+    /// Child processes (pg_restore, pg_ctl, psql) and long transfers: a restore holds its thread
+    /// for minutes, so the lane is wide enough that a storm of them does not queue short reads.
+    public static let processes = BlockingExecutor(label: "processes", width: 64)
 
     /// Queues a job; starts a thread for it when none is idle and fewer than `width` exist.
     /// Threads are started on demand and then kept (they wait on the condition when idle).

@@ -142,7 +142,8 @@ struct API: Sendable {
 
 /// Polls `check` every 10 ms until it returns a value; fails after 5 s (everything here is in memory).
 func waitFor<T>(_ what: String, _ check: () async throws -> T?) async throws -> T {
-    let deadline = ContinuousClock.now + .seconds(5)
+    // Generous: a deadline, not a timing (a busy machine delays the workers' tasks).
+    let deadline = ContinuousClock.now + .seconds(120)
     while ContinuousClock.now < deadline {
         if let v = try await check() { return v }
         try await Task.sleep(for: .milliseconds(10))

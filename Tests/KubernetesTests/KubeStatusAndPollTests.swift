@@ -92,7 +92,7 @@ import Testing
     @Test func returnsTheFirstAnswer() async throws {
         let p = provisioner()
         var calls = 0
-        let value = try await p.poll(timeout: 5, { () async throws -> Int? in calls += 1; return calls == 3 ? 42 : nil },
+        let value = try await p.poll(timeout: 60, { () async throws -> Int? in calls += 1; return calls == 3 ? 42 : nil },
                                      timedOut: { ProvisioningError(.timeout, "late") })
         #expect(value == 42 && calls == 3)
     }
@@ -112,7 +112,7 @@ import Testing
     @Test func toleratesAnOutageOnlyWhenAsked() async throws {
         let p = provisioner()
         var calls = 0, outages = 0
-        let value = try await p.poll(timeout: 5, outages: true, onOutage: { outages += 1 }, { () async throws -> String? in
+        let value = try await p.poll(timeout: 60, outages: true, onOutage: { outages += 1 }, { () async throws -> String? in
             calls += 1
             if calls < 3 { throw KubeError.status(code: 503, reason: "ServiceUnavailable", message: "apiserver restarting", request: "GET /api/v1/pods") }
             return "up"
@@ -121,14 +121,14 @@ import Testing
         // Without `outages` the first transient error ends the wait; a permanent one always does.
         var tries = 0
         await #expect(throws: KubeError.self) {
-            _ = try await p.poll(timeout: 5, { () async throws -> Bool? in
+            _ = try await p.poll(timeout: 60, { () async throws -> Bool? in
                 tries += 1
                 throw KubeError.transport("connection refused", transient: true) }, timedOut: { ProvisioningError(.timeout, "late") })
         }
         #expect(tries == 1)
         tries = 0
         await #expect(throws: KubeError.self) {
-            _ = try await p.poll(timeout: 5, outages: true, { () async throws -> Bool? in
+            _ = try await p.poll(timeout: 60, outages: true, { () async throws -> Bool? in
                 tries += 1
                 throw KubeError.status(code: 422, reason: "Invalid", message: "spec.source", request: "POST /x") }, timedOut: { ProvisioningError(.timeout, "late") })
         }
