@@ -4,7 +4,7 @@ import Hummingbird
 
 /// Health, readiness, metrics and the OpenAPI document: no token needed.
 struct OperationsController {
-    let plane: ControlPlane
+    let plane: LifecycleRequests
 
     func addRoutes(to router: Router<APIRequestContext>) {
         router.get("/healthz") { _, _ in "ok\n" }
