@@ -95,7 +95,7 @@ public func buildApplication(_ config: APIConfiguration, store: any CatalogStore
     TokensController(catalog: catalog).addRoutes(to: v1.group("tokens"))
     v1.get("admin/foreign-objects") { _, context -> Response in
         try context.requireAdmin()
-        return try jsonResponse(ForeignObjectsView(items: plane.foreignObjects.withLock { $0 }))
+        return try jsonResponse(ForeignObjectsView(items: plane.context.foreignObjects.withLock { $0 }))
     }
     DiffController(plane: plane).addRoutes(to: v1.group("diff"))
     v1.get("whoami") { _, context -> Response in

@@ -17,7 +17,8 @@ struct ControlPlane {
     let services: [any Service]
 
     init(config: APIConfiguration, catalog: any CatalogStore, provisioner: any Provisioner, logger: Logger, redis: RedisURL?) {
-        context = ControlPlaneContext(config: config, catalog: catalog, provisioner: provisioner, logger: logger)
+        let context = ControlPlaneContext(config: config, catalog: catalog, provisioner: provisioner, logger: logger)
+        self.context = context
         requests = LifecycleRequests(context: context)
         services = [DatabaseWorker(context: context), SeedWorker(context: context), Reconciler(context: context),
                     Hibernator(context: context), Refresher(context: context)]

@@ -19,11 +19,6 @@ extension ControlPlanePart {
     var catalog: any CatalogStore { context.catalog }
     var provisioner: any Provisioner { context.provisioner }
     var logger: Logger { context.logger }
-    var counters: Mutex<[String: Int]> { _read { yield context.counters } }
-    var running: Mutex<Set<String>> { _read { yield context.running } }
-    var seeds: Mutex<[String: SeedHandle]> { _read { yield context.seeds } }
-    var foreignObjects: Mutex<[String]> { _read { yield context.foreignObjects } }
-    var passes: Mutex<[String: (seconds: Double, roundTrips: Int)]> { _read { yield context.passes } }
 
     func submit(_ job: Job) { context.submit(job) }
 
@@ -33,10 +28,10 @@ extension ControlPlanePart {
         let started = monotonicNow()
         await body()
         let sample = (monotonicNow() - started, RedisClient.roundTrips.load(ordering: .relaxed) - trips)
-        passes.withLock { $0[name] = sample }
+        context.passes.withLock { $0[name] = sample }
     }
 
-    func count(_ key: String) { counters.withLock { $0[key, default: 0] += 1 } }
+    func count(_ key: String) { context.counters.withLock { $0[key, default: 0] += 1 } }
 
     func perform(_ name: String, _ actions: [DatabaseLifecycle.Action]) {
         for case .run(let op) in actions { submit(.database(name, op)) }
@@ -56,9 +51,10 @@ extension ControlPlanePart {
     }
 
     /// What the control plane's own work reports: a worker's outcome or progress, or what a pass
-    /// (reconcile, hibernation, expiry) found. Never throws: a refused or ignored event comes back
-    /// with `applied` false, an unwritable one as nil. The work it accepts is submitted and the
-    /// data of snapshots it removed is removed.
+    /// (reconcile, hibernation, expiry) found; `persistence` says how hard it is written. Never
+    /// throws: an event the lifecycle ignores comes back with `applied` false; a best-effort one
+    /// that failed or was refused, as nil. The work it accepts is submitted and the data of the
+    /// snapshots it removed is removed.
     @discardableResult
     func record(_ name: String, _ event: DatabaseLifecycle.Event, _ persistence: RecordPersistence = .untilWritten) async -> Transition? {
         let t: Transition??

@@ -69,7 +69,7 @@ struct Reconciler: Service, ControlPlanePart {
         if !report.spared.isEmpty {
             logger.info("kept objects the catalog did not know at first (recorded since, or made moments ago)", metadata: ["devdb.kept": "\(report.spared.joined(separator: ", "))"])
         }
-        let previouslyForeign = foreignObjects.withLock { f in defer { f = report.foreign }; return f }
+        let previouslyForeign = context.foreignObjects.withLock { f in defer { f = report.foreign }; return f }
         if !report.foreign.isEmpty && report.foreign != previouslyForeign {
             logger.warning("""
                 found objects another DevDB installation made (a reinstall over a lost catalog?); they are kept, never deleted. \
@@ -98,7 +98,7 @@ struct Reconciler: Service, ControlPlanePart {
         }
 
         // Work in flight that nothing runs.
-        let busy = running.withLock { $0 }
+        let busy = context.running.withLock { $0 }
         for d in databases where d.state.isTransitional {
             if let op = d.operation, busy.contains(Job.database(d.name, op).key) { continue }
             await record(d.name, .resume, .bestEffort)

@@ -24,9 +24,9 @@ struct SeedWorker: Service, ControlPlanePart {
 
     func runSeed(project name: String, generation number: Int) async {
         let handle = SeedHandle(project: name)
-        seeds.withLock { $0["\(name)/\(number)"] = handle }
+        context.seeds.withLock { $0["\(name)/\(number)"] = handle }
         defer {
-            seeds.withLock { $0["\(name)/\(number)"] = nil }
+            context.seeds.withLock { $0["\(name)/\(number)"] = nil }
             handle.finish()
         }
         await withTaskGroup(of: Void.self) { group in
@@ -145,7 +145,7 @@ struct SeedWorker: Service, ControlPlanePart {
 
     /// Finishes deleting a project marked `deleting`: cancels its seeds, removes its generations and then it.
     func finishProjectDelete(_ name: String) async {
-        let handles = seeds.withLock { $0.values.filter { $0.project == name } }
+        let handles = context.seeds.withLock { $0.values.filter { $0.project == name } }
         handles.forEach { $0.cancel() }
         for _ in 0..<600 where !handles.allSatisfy(\.isFinished) { try? await Task.sleep(for: .milliseconds(100)) }
         let done: Void? = await persistently("deleting a project", ["devdb.project": "\(name)"]) {

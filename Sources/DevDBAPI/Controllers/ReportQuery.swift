@@ -6,15 +6,15 @@ import Hummingbird
 /// parameters, and its times (`since`, `until`) read against one `now`.
 struct ReportQuery {
     let caller: Caller
-    let parameters: FlatDictionary<Substring, Substring>
+    let request: Request
     let now = Date()
 
     init(_ request: Request, _ context: APIRequestContext) throws {
         caller = try context.requireCaller()
-        parameters = request.uri.queryParameters
+        self.request = request
     }
 
-    func get(_ name: String) -> String? { parameters.get(name) }
+    func get(_ name: String) -> String? { request.uri.queryParameters.get(name) }
 
     /// A time parameter: a duration back from now (`24h`, `7d`) or an ISO 8601 time.
     func time(_ name: String) throws -> Date? { try sinceParameter(get(name), name: name, now: now) }
