@@ -39,8 +39,8 @@ final class SeedHandle: Sendable {
 
 /// The control plane's shared state: its configuration, the catalog, the provisioner, the log,
 /// the job queues and what the passes measure. Every service of the control plane works over
-/// one context (`ControlPlanePart`); none keeps state of its own. Each member says how it is
-/// protected.
+/// one context (`ControlPlanePart`); none keeps state of its own. Immutable but for the
+/// mutexes (each guards its own value) and the job queues (yielded to from any task).
 final class ControlPlaneContext: ControlPlanePart {
     let config: APIConfiguration
     let catalog: any CatalogStore
@@ -52,9 +52,11 @@ final class ControlPlaneContext: ControlPlanePart {
     let seedJobs: AsyncStream<Job>
     private let enqueueDatabase: AsyncStream<Job>.Continuation
     private let enqueueSeed: AsyncStream<Job>.Continuation
+    /// Outcomes by kind (`devdb_api_jobs_total` in `GET /metrics`).
     let counters = Mutex<[String: Int]>([:])
     /// Keys of jobs running now (protected by the mutex; read by reconcile to find orphaned work).
     let running = Mutex<Set<String>>([])
+    /// Seeds running now by `project/generation`, so a project delete can cancel them.
     let seeds = Mutex<[String: SeedHandle]>([:])
     /// Objects of another installation the last reconcile found (never deleted): `GET /v1/admin/foreign-objects`.
     let foreignObjects = Mutex<[String]>([])
