@@ -132,7 +132,7 @@ extension ControlPlane {
     /// decision comes from the routers' last reports, and the stop it starts waits for the fence
     /// (`confirmFence`) before it stops anything.
     func hibernateIdle(now: Date = Date()) async {
-        guard let databases = try? await catalog.databases() else { return }
+        guard let databases = try? await catalog.readyDatabases() else { return }
         // A report counts while three of its router's intervals have not passed (at least a minute).
         let fresh = max(60, 3 * ((try? await catalog.liveRouters())?.values.max() ?? 0))
         let candidates = databases.filter { $0.state == .ready && ($0.hibernateAfterSeconds ?? config.hibernateAfterSeconds) > 0 }
@@ -152,9 +152,9 @@ extension ControlPlane {
 
     func reapExpired() async {
         await hibernateIdle()
-        guard let databases = try? await catalog.databases() else { return }
         let now = Date()
-        for d in databases where (d.expiresAt.map { $0 < now } ?? false) && d.state != .deleting && d.deleteQueued != true {
+        guard let databases = try? await catalog.expiredDatabases(now: now) else { return }
+        for d in databases where d.state != .deleting && d.deleteQueued != true {
             logger.info("reaping expired database", metadata: ["devdb.database": "\(d.name)"])
             await audit.automatic("database.expire", d.name, outcome: await apply(d.name, .delete) ? "ok" : "failed")  // #27
             count("reaped")

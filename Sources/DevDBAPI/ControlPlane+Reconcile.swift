@@ -78,6 +78,11 @@ extension ControlPlane {
             if projects.first(where: { $0.name == g.project })?.state != .deleting { submit(.seed(project: g.project, generation: g.number)) }
         }
         try await repairKeys(projects: Set(projects.map(\.name)))
+        // The state counts and the ready and expiry indexes, rebuilt if they differ (a catalog an
+        // older version wrote): compared with the records read above, read again only then.
+        if try await catalog.repairDatabaseIndexes(checking: databases) {
+            logger.info("rebuilt the database indexes (state counts, ready, expiry) from the records")
+        }
         return report
     }
 

@@ -205,4 +205,103 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible {
         #expect(try await store.token(plaintext: token) == nil)
         await #expect(throws: CatalogError.notFound("token \(record.id) does not exist")) { try await store.revokeToken(id: record.id) }
     }
+
+    // MARK: indexes over database records (#29)
+
+    /// The state counts, the ready index and the expiry index say what the records say.
+    func expectIndexesMatchRecords(_ store: any CatalogStore, _ when: String) async throws {
+        let records = try await store.databases()
+        var counts: [DatabaseRecord.State: Int] = [:]
+        for d in records { counts[d.state, default: 0] += 1 }
+        #expect(try await store.databaseStateCounts() == counts, "\(when)")
+        #expect(Set(try await store.readyDatabases().map(\.name)) == Set(records.filter { $0.state == .ready }.map(\.name)), "\(when)")
+        // False: nothing to rebuild, every index (its raw keys too) is as the records imply.
+        #expect(try await store.repairDatabaseIndexes(checking: records) == false, "\(when): the indexes differ from the records")
+    }
+
+    /// Removes the index keys, as a catalog written before they existed lacks them.
+    func dropIndexes(_ store: any CatalogStore, _ server: RedisServer?) throws {
+        let keys = [CatalogKey.databaseStates, CatalogKey.readyDatabases, CatalogKey.databaseExpiry]
+        if let server { _ = try RedisClient(url: try RedisURL(parsing: server.url)).command(["DEL"] + keys) }
+        else { try #require(store as? MemoryCatalogStore).memory.write([.delete(keys)]) }
+    }
+
+    @Test(arguments: StoreKind.allCases) func indexesMoveWithEveryTransition(kind: StoreKind) async throws {
+        let (store, server) = try kind.make()
+        defer { server?.stop() }
+        let now = Date()
+        _ = try await readyDatabase(store, "a", port: 7001)
+        let b = try await readyDatabase(store, "b", port: 7002)
+        try await store.createDatabase(DatabaseRecord(name: "c", project: "shop", owner: "kate", user: "app", password: "pw", database: "app",
+                                                      expiresAt: now.addingTimeInterval(-10)))
+        try await store.createDatabase(DatabaseRecord(name: "d", project: "shop", owner: "joe", user: "app", password: "pw", database: "app",
+                                                      expiresAt: now.addingTimeInterval(3600)))
+        #expect(try await store.databaseStateCounts() == [.ready: 2, .provisioning: 2])
+        #expect(try await store.readyDatabases().map(\.name).sorted() == ["a", "b"])
+        #expect(try await store.expiredDatabases(now: now).map(\.name) == ["c"])
+        try await expectIndexesMatchRecords(store, "after creates")
+
+        // A TTL changed or removed moves the database in the expiry index.
+        _ = try await store.updateDatabase("d") { $0.expiresAt = now.addingTimeInterval(-1) }
+        _ = try await store.updateDatabase("c") { $0.expiresAt = nil }
+        #expect(try await store.expiredDatabases(now: now).map(\.name) == ["d"])
+        try await expectIndexesMatchRecords(store, "after TTL changes")
+
+        _ = try await store.transition("a", .hibernate(now: now))
+        #expect(try await store.readyDatabases().map(\.name) == ["b"])
+        try await expectIndexesMatchRecords(store, "after a stop")
+
+        let op = try #require(try await store.transition(b.name, .delete)?.record?.operation?.id)
+        _ = try await store.transition(b.name, .deleted(operation: op))
+        #expect(try await store.readyDatabases().isEmpty)
+        try await expectIndexesMatchRecords(store, "after a delete")
+        // A record that goes leaves the expiry index with it.
+        let created = try #require(try await store.database("d")?.operation?.id)
+        _ = try await store.transition("d", .failed(operation: created, reason: "test"))
+        let op2 = try #require(try await store.transition("d", .delete)?.record?.operation?.id)
+        _ = try await store.transition("d", .deleted(operation: op2))
+        #expect(try await store.database("d") == nil)
+        #expect(try await store.expiredDatabases(now: now).isEmpty)
+        try await expectIndexesMatchRecords(store, "after deletes")
+    }
+
+    @Test(arguments: StoreKind.allCases) func concurrentTransitionsKeepTheCountsExact(kind: StoreKind) async throws {
+        let (store, server) = try kind.make()
+        defer { server?.stop() }
+        _ = try await readyDatabase(store, "db-0", port: 7000)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 1..<12 { group.addTask { _ = try await self.readyDatabase(store, "db-\(i)", port: 7000 + i) } }
+            try await group.waitForAll()
+        }
+        try await expectIndexesMatchRecords(store, "after concurrent creates")
+        // Each database gets a stop, a delete and a wake at once: whichever wins, the counts follow.
+        await withTaskGroup(of: Void.self) { group in
+            for i in 0..<12 {
+                for event in [DatabaseLifecycle.Event.hibernate(now: Date()), .delete, .wake, .hibernate(now: Date(), idle: true)] {
+                    group.addTask { _ = try? await store.transition("db-\(i)", event) }
+                }
+            }
+        }
+        #expect(try await store.databaseStateCounts()[.ready] ?? 0 < 12, "no transition landed")
+        try await expectIndexesMatchRecords(store, "after concurrent transitions")
+    }
+
+    @Test(arguments: StoreKind.allCases) func reconcileRebuildsTheIndexesOfAnOlderCatalog(kind: StoreKind) async throws {
+        let (store, server) = try kind.make()
+        defer { server?.stop() }
+        _ = try await readyDatabase(store, "a", port: 7001)
+        try await store.createDatabase(DatabaseRecord(name: "c", project: "shop", owner: "kate", user: "app", password: "pw", database: "app",
+                                                      expiresAt: Date().addingTimeInterval(-10)))
+        try dropIndexes(store, server)
+        #expect(try await store.databaseStateCounts().isEmpty)
+        #expect(try await store.readyDatabases().isEmpty)
+        #expect(try await store.repairDatabaseIndexes(checking: try await store.databases()))
+        #expect(try await store.expiredDatabases(now: Date()).map(\.name) == ["c"])
+        try await expectIndexesMatchRecords(store, "after the rebuild")
+        // Without records to compare with it reads them; nothing differs now, so nothing is written.
+        #expect(try await store.repairDatabaseIndexes(checking: nil) == false)
+        try dropIndexes(store, server)
+        #expect(try await store.repairDatabaseIndexes(checking: nil))
+        try await expectIndexesMatchRecords(store, "after the second rebuild")
+    }
 }

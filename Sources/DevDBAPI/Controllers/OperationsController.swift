@@ -37,9 +37,9 @@ struct OperationsController {
 
     @Sendable func metrics(_ request: Request, context: APIRequestContext) async throws -> Response {
         var text = "# HELP devdb_api_databases Databases by state.\n# TYPE devdb_api_databases gauge\n"
-        let dbs = (try? await plane.catalog.databases()) ?? []
+        let counts = (try? await plane.catalog.databaseStateCounts()) ?? [:]  // one read, not every record
         for state in DatabaseRecord.State.allCases {
-            text += "devdb_api_databases{state=\"\(state.rawValue)\"} \(dbs.filter { $0.state == state }.count)\n"
+            text += "devdb_api_databases{state=\"\(state.rawValue)\"} \(counts[state] ?? 0)\n"
         }
         text += "# HELP devdb_api_jobs_total Background jobs by outcome.\n# TYPE devdb_api_jobs_total counter\n"
         for (k, v) in plane.counters.withLock({ $0 }).sorted(by: { $0.key < $1.key }) { text += "devdb_api_jobs_total{job=\"\(k)\"} \(v)\n" }

@@ -14,6 +14,8 @@ public protocol CatalogBackend: Sendable {
     /// Whole hashes of many keys (Redis: pipelined, 500 a round trip).
     func hashes(_ keys: [String]) throws -> [[String: String]]
     func list(_ key: String) throws -> [String]
+    /// Members of a sorted set with score at most `maxScore` (nil: all), lowest score first.
+    func sortedSet(_ key: String, maxScore: Double?) throws -> [ScoredMember]
     func increment(_ key: String) throws -> Int
     /// Sets the key unless it exists.
     func setIfAbsent(_ key: String, _ value: String) throws
@@ -28,6 +30,12 @@ public protocol CatalogBackend: Sendable {
     /// Up to `count` entries of a stream between ids `start` and `end` (Redis XRANGE syntax:
     /// `-`, `+`, `ms`, `ms-seq`, `(id` exclusive), oldest first, or newest first when `reverse`.
     func streamRange(_ key: String, start: String, end: String, count: Int, reverse: Bool) throws -> [StreamEntry]
+}
+
+/// A sorted set's member and its score.
+public struct ScoredMember: Sendable, Equatable {
+    public var member: String
+    public var score: Double
 }
 
 /// One stream entry: its id and the value of its field `e`.

@@ -14,6 +14,7 @@ extension CatalogEngine {
             t.guards = [.value(Key.project(d.project), raw), .value(Key.database(d.name), nil)]
             t.writes = [.set(Key.database(d.name), Self.encode(d)), .setAdd(Key.databases, d.name),
                         .setAdd(Key.ownerDatabases(d.owner), d.name), .setAdd(Key.projectDatabases(d.project), d.name)]
+            t.writes += Self.indexWrites(d.name, before: nil, after: d)
             if let base = d.base, let (db, snap) = SnapshotRecord.parse(base) {
                 // A branch holds on to its snapshot: it cannot be deleted while the branch exists.
                 guard let (s, sraw) = try getRaw(SnapshotRecord.self, Key.snapshot(db, snap)), s.state != .failed else {
@@ -55,7 +56,8 @@ extension CatalogEngine {
             guard let (d, raw) = try getRaw(DatabaseRecord.self, Key.database(name)) else { return nil }
             var next = d
             change(&next)
-            return (Transaction(guards: [.value(Key.database(name), raw)], writes: [.set(Key.database(name), Self.encode(next))]), next)
+            let writes: [RedisWrite] = [.set(Key.database(name), Self.encode(next))] + Self.indexWrites(name, before: d, after: next)
+            return (Transaction(guards: [.value(Key.database(name), raw)], writes: writes), next)
         }
     }
 
@@ -92,6 +94,7 @@ extension CatalogEngine {
                     next?.routeVersion = routeVersion
                 }
                 if let next { t.writes.append(.set(Key.database(name), Self.encode(next))) }
+                t.writes += Self.indexWrites(name, before: d, after: next)
                 for e in effects {
                     switch e {
                     case .setRoute(var route):

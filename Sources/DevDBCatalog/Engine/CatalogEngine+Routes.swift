@@ -88,6 +88,7 @@ extension CatalogEngine {
                 t.guards.append(.field(Key.ports, String(port), owner))
             }
             t.writes = [.hashSet(Key.ports, [.init(String(port), name)]), .set(Key.database(name), Self.encode(next))]
+            t.writes += Self.indexWrites(name, before: d, after: next)
             return (t, true)
         } ?? false
     }

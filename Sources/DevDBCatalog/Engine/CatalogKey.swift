@@ -19,4 +19,11 @@ public enum CatalogKey {
     public static func snapshotUsers(_ db: String, _ snap: String) -> String { "devdb:snapshot:\(db):\(snap):users" }
     public static func databaseSnapshots(_ db: String) -> String { "devdb:database:\(db):snapshots" }
     public static let installation = "devdb:installation"
+    /// Databases per state: field a state, value how many (kept by every transaction that
+    /// writes a record, `CatalogEngine.indexWrites`; /metrics reads it).
+    public static let databaseStates = "devdb:database-states"
+    /// Names of the databases in state `ready` (the hibernator's candidates).
+    public static let readyDatabases = "devdb:databases:ready"
+    /// Sorted set: names of databases with a TTL, scored by expiry (epoch seconds; the reaper).
+    public static let databaseExpiry = "devdb:databases:expiry"
 }

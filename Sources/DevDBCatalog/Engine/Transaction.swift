@@ -22,6 +22,11 @@ public enum RedisWrite: Sendable, Equatable {
     case hashSet(String, [HashField])
     /// Deletes the field only if it holds `value` (a port lease of this database, not another's).
     case hashDeleteIfEquals(String, field: String, value: String)
+    /// Adds `by` to the integer in a hash field (absent: 0).
+    case hashIncrement(String, field: String, by: Int)
+    /// Adds (or rescores) a member of a sorted set.
+    case sortedSetAdd(String, member: String, score: Double)
+    case sortedSetRemove(String, String)
     case listAppend(String, String)
     /// Removes every occurrence of `value` from the list.
     case listRemove(String, String)

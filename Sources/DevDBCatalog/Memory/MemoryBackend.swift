@@ -11,13 +11,15 @@ public final class MemoryBackend: CatalogBackend {
         var sets: [String: Set<String>] = [:]
         var hashes: [String: [String: String]] = [:]
         var lists: [String: [String]] = [:]
+        /// Sorted sets: member → score.
+        var sortedSets: [String: [String: Double]] = [:]
         /// Streams: entries in id order, ids (milliseconds, sequence) as Redis makes them.
         var streams: [String: [(id: StreamID, value: String)]] = [:]
         /// Messages published, in order (channel, message): what a subscriber would have heard.
         var published: [(String, String)] = []
 
         func exists(_ key: String) -> Bool {
-            strings[key] != nil || sets[key] != nil || hashes[key] != nil || lists[key] != nil || streams[key] != nil
+            strings[key] != nil || sets[key] != nil || hashes[key] != nil || lists[key] != nil || streams[key] != nil || sortedSets[key] != nil
         }
 
         func holds(_ g: Guard) -> Bool {
@@ -33,7 +35,7 @@ public final class MemoryBackend: CatalogBackend {
             switch w {
             case .set(let k, let v): strings[k] = v
             case .delete(let keys):
-                for k in keys { strings[k] = nil; sets[k] = nil; hashes[k] = nil; lists[k] = nil; streams[k] = nil }
+                for k in keys { strings[k] = nil; sets[k] = nil; hashes[k] = nil; lists[k] = nil; streams[k] = nil; sortedSets[k] = nil }
             case .setAdd(let k, let m): sets[k, default: []].insert(m)
             case .setRemove(let k, let m):
                 sets[k]?.remove(m)
@@ -42,6 +44,12 @@ public final class MemoryBackend: CatalogBackend {
             case .hashDeleteIfEquals(let k, let f, let v):
                 if hashes[k]?[f] == v { hashes[k]?[f] = nil }
                 if hashes[k]?.isEmpty == true { hashes[k] = nil }
+            case .hashIncrement(let k, let f, let n):
+                hashes[k, default: [:]][f] = String((hashes[k]?[f].flatMap { Int($0) } ?? 0) + n)
+            case .sortedSetAdd(let k, let m, let score): sortedSets[k, default: [:]][m] = score
+            case .sortedSetRemove(let k, let m):
+                sortedSets[k]?[m] = nil
+                if sortedSets[k]?.isEmpty == true { sortedSets[k] = nil }
             case .listAppend(let k, let v): lists[k, default: []].append(v)
             case .listRemove(let k, let v):
                 lists[k]?.removeAll { $0 == v }
@@ -61,7 +69,7 @@ public final class MemoryBackend: CatalogBackend {
             }
         }
 
-        var allKeys: [String] { Array(strings.keys) + Array(sets.keys) + Array(hashes.keys) + Array(lists.keys) + Array(streams.keys) }
+        var allKeys: [String] { Array(strings.keys) + Array(sets.keys) + Array(hashes.keys) + Array(lists.keys) + Array(streams.keys) + Array(sortedSets.keys) }
     }
 
     private let state = Mutex(State())
@@ -76,6 +84,10 @@ public final class MemoryBackend: CatalogBackend {
     public func hash(_ key: String) throws -> [String: String] { state.withLock { $0.hashes[key] ?? [:] } }
     public func hashes(_ keys: [String]) throws -> [[String: String]] { state.withLock { s in keys.map { s.hashes[$0] ?? [:] } } }
     public func list(_ key: String) throws -> [String] { state.withLock { $0.lists[key] ?? [] } }
+    public func sortedSet(_ key: String, maxScore: Double?) throws -> [ScoredMember] {
+        state.withLock { $0.sortedSets[key] ?? [:] }.filter { $0.value <= (maxScore ?? .infinity) }
+            .map { ScoredMember(member: $0.key, score: $0.value) }.sorted { ($0.score, $0.member) < ($1.score, $1.member) }
+    }
     public func ping() throws {}
 
     public func streamRange(_ key: String, start: String, end: String, count: Int, reverse: Bool) throws -> [StreamEntry] {

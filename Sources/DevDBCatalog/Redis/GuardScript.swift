@@ -70,6 +70,9 @@ enum GuardScript {
         case .setRemove(let k, let m): return ["SREM", k, m]
         case .hashSet(let k, let fields): return ["HSET", k] + fields.flatMap { [$0.name, $0.value] }
         case .hashDeleteIfEquals(let k, let f, let v): return ["HDELIFEQ", k, f, v]
+        case .hashIncrement(let k, let f, let n): return ["HINCRBY", k, f, String(n)]
+        case .sortedSetAdd(let k, let m, let score): return ["ZADD", k, String(score), m]
+        case .sortedSetRemove(let k, let m): return ["ZREM", k, m]
         case .listAppend(let k, let v): return ["RPUSH", k, v]
         case .listRemove(let k, let v): return ["LREM", k, "0", v]
         case .publish(let channel, let message): return ["PUBLISH", channel, message]

@@ -66,6 +66,14 @@ final class RedisBackend: CatalogBackend {
         return items.compactMap(\.string)
     }
 
+    func sortedSet(_ key: String, maxScore: Double?) throws -> [ScoredMember] {
+        guard case .array(let items) = try cmd(["ZRANGEBYSCORE", key, "-inf", maxScore.map { String($0) } ?? "+inf", "WITHSCORES"]) else { return [] }
+        return stride(from: 0, to: items.count - 1, by: 2).compactMap { i in
+            guard let m = items[i].string, let score = items[i + 1].string.flatMap(Double.init) else { return nil }
+            return ScoredMember(member: m, score: score)
+        }
+    }
+
     func increment(_ key: String) throws -> Int { try cmd(["INCR", key]).integer ?? 0 }
     func setIfAbsent(_ key: String, _ value: String) throws { _ = try cmd(["SET", key, value, "NX"]) }
     func ping() throws { _ = try cmd(["PING"]) }

@@ -69,6 +69,17 @@ public protocol DatabaseStore: Sendable {
     func transition(_ name: String, _ event: DatabaseLifecycle.Event, conditions: [CatalogCondition]) async throws -> Transition?
     /// The database's finished operations (`OperationHistory`), newest first, at most `limit`.
     func operations(of name: String, limit: Int) async throws -> [OperationRecord]
+    /// How many databases are in each state (absent: none), from the count kept with every
+    /// transition: one read however many databases there are.
+    func databaseStateCounts() async throws -> [DatabaseRecord.State: Int]
+    /// The databases in state `ready`, read through their index (the hibernator's candidates).
+    func readyDatabases() async throws -> [DatabaseRecord]
+    /// The databases whose expiry is at or before `now`, read through the expiry index.
+    func expiredDatabases(now: Date) async throws -> [DatabaseRecord]
+    /// Rebuilds the state counts and the ready and expiry indexes from the records if they differ
+    /// from what `checking` (records just read; nil: read them) implies, in one transaction
+    /// guarded by every record. True when it rewrote them (reconcile: catalogs of older versions).
+    func repairDatabaseIndexes(checking: [DatabaseRecord]?) async throws -> Bool
 }
 
 /// A value and the exact text it was read as (nil, nil: it does not exist).

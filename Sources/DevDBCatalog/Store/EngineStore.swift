@@ -61,6 +61,12 @@ extension CatalogEngineStore {
     public func transition(_ name: String, _ event: DatabaseLifecycle.Event, conditions: [CatalogCondition]) async throws -> Transition? {
         try await perform { try $0.transition(name, event, conditions: conditions) }
     }
+    public func databaseStateCounts() async throws -> [DatabaseRecord.State: Int] { try await perform { try $0.databaseStateCounts() } }
+    public func readyDatabases() async throws -> [DatabaseRecord] { try await perform { try $0.readyDatabases() } }
+    public func expiredDatabases(now: Date) async throws -> [DatabaseRecord] { try await perform { try $0.expiredDatabases(now: now) } }
+    public func repairDatabaseIndexes(checking: [DatabaseRecord]?) async throws -> Bool {
+        try await perform { try $0.repairDatabaseIndexes(checking: checking) }
+    }
 
     // MARK: snapshots
 
