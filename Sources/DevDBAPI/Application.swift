@@ -71,7 +71,11 @@ public func makeProvisioner(_ config: APIConfiguration, store: any CatalogStore,
 public func buildApplication(_ config: APIConfiguration, store: any CatalogStore, provisioner: any Provisioner,
                              logger: Logger) async throws -> some ApplicationProtocol {
     let catalog = store
-    let plane = ControlPlane(config: config, catalog: catalog, provisioner: provisioner, logger: logger)
+    // Routers ask for wakes on a Redis channel; without Redis (an in-process test) the
+    // hibernator still drains the set of wake requests.
+    let controlPlane = ControlPlane(config: config, catalog: catalog, provisioner: provisioner, logger: logger,
+                                    redis: (store as? RedisCatalogStore)?.redis.url)
+    let plane = controlPlane.requests
     try await installAdminToken(config: config, catalog: catalog, logger: logger)
 
     let router = Router(context: APIRequestContext.self)
@@ -92,7 +96,7 @@ public func buildApplication(_ config: APIConfiguration, store: any CatalogStore
     TokensController(catalog: catalog).addRoutes(to: v1.group("tokens"))
     v1.get("admin/foreign-objects") { _, context -> Response in
         try context.requireAdmin()
-        return try jsonResponse(ForeignObjectsView(items: plane.foreignObjects.withLock { $0 }))
+        return try jsonResponse(ForeignObjectsView(items: plane.context.foreignObjects.withLock { $0 }))
     }
     DiffController(plane: plane).addRoutes(to: v1.group("diff"))
     v1.get("whoami") { _, context -> Response in
@@ -107,10 +111,7 @@ public func buildApplication(_ config: APIConfiguration, store: any CatalogStore
     return Application(
         router: router,
         configuration: .init(address: .hostname(config.host, port: config.port), serverName: "devdb-api"),
-        // Routers ask for wakes on a Redis channel; without Redis (an in-process test) the
-        // reaper still drains the set of wake requests.
-        services: [ProvisioningWorker(plane: plane), Reaper(plane: plane), Refresher(plane: plane)]
-            + ((store as? RedisCatalogStore).map { [WakeListener(plane: plane, redis: $0.redis.url)] } ?? []),
+        services: controlPlane.services,
         logger: logger)
 }
 

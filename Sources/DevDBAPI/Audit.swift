@@ -48,7 +48,7 @@ struct AuditLog: Sendable {
     }
 }
 
-extension ControlPlane {
+extension ControlPlanePart {
     var audit: AuditLog { AuditLog(catalog: catalog, settings: config.audit, logger: logger) }
 }
 
@@ -116,7 +116,7 @@ enum AuditAction {
 /// request id (`X-Request-Id`, given or made) and the client address. Reads only the body's
 /// `name` and `from`, never anything else of it.
 struct AuditMiddleware: RouterMiddleware {
-    let plane: ControlPlane
+    let plane: LifecycleRequests
 
     func handle(_ request: Request, context: APIRequestContext,
                 next: (Request, APIRequestContext) async throws -> Response) async throws -> Response {

@@ -10,7 +10,7 @@ import Testing
 
 /// Runs the API in process for one test: `buildApplication` over a fresh `MemoryCatalogStore` and
 /// a `FakeProvisioner`, through Hummingbird's router test framework (no sockets; the control
-/// plane's services, ProvisioningWorker included, run beside the test as in `devdb-api`).
+/// plane's services, the database and seed workers included, run beside the test as in `devdb-api`).
 func withAPI(_ configure: (inout APIConfiguration) -> Void = { _ in },
              _ body: @Sendable (API) async throws -> Void) async throws {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("devdb-apitests-\(UUID().uuidString)")

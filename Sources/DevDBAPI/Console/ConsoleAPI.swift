@@ -9,7 +9,7 @@ import Hummingbird
 /// requireAdmin), validation and every state change therefore run exactly as for the CLI; the
 /// console never reads or writes the catalog itself.
 struct ConsoleAPI: Sendable {
-    let plane: ControlPlane
+    let plane: LifecycleRequests
 
     typealias Handler = @Sendable (Request, APIRequestContext) async throws -> Response
 

@@ -9,7 +9,7 @@ import Hummingbird
 /// client address. Runs after the session middleware (which put the caller in the context and
 /// checked the CSRF token); reads only the form's names, never a secret.
 struct ConsoleAuditMiddleware: RouterMiddleware {
-    let plane: ControlPlane
+    let plane: LifecycleRequests
 
     func handle(_ request: Request, context: APIRequestContext,
                 next: (Request, APIRequestContext) async throws -> Response) async throws -> Response {

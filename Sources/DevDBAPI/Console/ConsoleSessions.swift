@@ -19,13 +19,13 @@ struct ConsoleSession: Codable, Sendable {
     var caller: Caller { Caller(user: user, admin: admin, auth: auth, issuer: issuer) }
 }
 
-/// Keeps console sessions in Redis (`devdb:console-session:<sha256(id)>`, with a TTL): creates,
-/// reads and ends them. The cookie holds only the random id.
+/// Creates, reads and ends console sessions over a `ConsoleSessionStorage` (Redis, or memory in
+/// the in-process tests). The cookie holds only the random id; storage keys are its SHA-256.
 struct ConsoleSessionStore: Sendable {
     static let cookieName = "devdb_session"
     /// The pre-sign-in CSRF cookie (double submit: the sign-in form carries the same value).
     static let signInCookieName = "devdb_signin"
-    let redis: RedisPool
+    let storage: any ConsoleSessionStorage
     var lifetimeSeconds: Double = 8 * 3600
 
     static func key(_ id: String) -> String { "devdb:console-session:" + TokenSecrets.sha256Hex(id) }
@@ -37,28 +37,17 @@ struct ConsoleSessionStore: Sendable {
                                csrf: TokenSecrets.randomHex(24), expiresAt: Date().addingTimeInterval(lifetimeSeconds),
                                tokenHash: caller.auth == "token" ? TokenSecrets.sha256Hex(token) : nil)
         let json = String(decoding: try CatalogJSON.encoder.encode(s), as: UTF8.self)
-        let seconds = String(Int(lifetimeSeconds))
-        let client = redis.client
-        _ = try await BlockingExecutor.io.run { () throws(RedisError) -> RedisValue in
-            try client.command(["SET", Self.key(id), json, "EX", seconds])
-        }
+        try await storage.save(Self.key(id), json, seconds: Int(lifetimeSeconds))
         return (id, s)
     }
 
     /// The live session of a cookie value, or nil (unknown, ended or expired).
     func session(_ id: String) async throws -> ConsoleSession? {
         guard id.count == 64, id.allSatisfy(\.isHexDigit) else { return nil }
-        let client = redis.client
-        let value = try await BlockingExecutor.io.run { () throws(RedisError) -> RedisValue in
-            try client.command(["GET", Self.key(id)])
-        }
-        guard let text = value.string, let s = try? CatalogJSON.decoder.decode(ConsoleSession.self, from: Data(text.utf8)),
+        guard let text = try await storage.load(Self.key(id)), let s = try? CatalogJSON.decoder.decode(ConsoleSession.self, from: Data(text.utf8)),
               s.expiresAt > Date() else { return nil }
         if let hash = s.tokenHash {
-            let exists = try await BlockingExecutor.io.run { () throws(RedisError) -> RedisValue in
-                try client.command(["EXISTS", CatalogKey.tokenByHash(hash)])
-            }
-            guard exists.integer == 1 else {
+            guard try await storage.tokenExists(hash: hash) else {
                 try await end(id)
                 return nil
             }
@@ -67,10 +56,7 @@ struct ConsoleSessionStore: Sendable {
     }
 
     func end(_ id: String) async throws {
-        let client = redis.client
-        _ = try await BlockingExecutor.io.run { () throws(RedisError) -> RedisValue in
-            try client.command(["DEL", Self.key(id)])
-        }
+        try await storage.remove(Self.key(id))
     }
 
     /// `Set-Cookie` for a session id: never readable by script, never sent cross-site or over

@@ -21,9 +21,9 @@ struct WebConsole: Sendable {
     /// The session of the request being handled (set by `ConsoleSessionMiddleware`).
     @TaskLocal static var session: ConsoleSession?
 
-    init(plane: ControlPlane, oidc: OIDCVerifier?) throws {
+    init(plane: LifecycleRequests, oidc: OIDCVerifier?) throws {
         api = ConsoleAPI(plane: plane)
-        sessions = ConsoleSessionStore(redis: RedisPool(url: plane.config.redis, size: 2))
+        sessions = ConsoleSessionStore(storage: consoleSessionStorage(for: plane.catalog))
         self.oidc = oidc
         templates = try ConsoleTemplates.library()
         stats = ConsoleInstanceStats(catalog: plane.catalog)

@@ -6,15 +6,15 @@ import Hummingbird
 
 /// /v1/audit: the audit log, newest first. Users see their own entries; admins everyone's.
 struct AuditController {
-    let plane: ControlPlane
+    let plane: LifecycleRequests
 
     func addRoutes(to group: RouterGroup<APIRequestContext>) {
         group.get(use: list)
     }
 
     @Sendable func list(_ request: Request, context: APIRequestContext) async throws -> Response {
-        let c = try context.requireCaller()
-        let q = request.uri.queryParameters
+        let q = try ReportQuery(request, context)
+        let c = q.caller
         var query = AuditQuery()
         query.user = q.get("user")
         if !c.admin {
@@ -25,7 +25,7 @@ struct AuditController {
         }
         query.object = q.get("object")
         query.action = q.get("action")
-        query.since = try sinceParameter(q.get("since"))
+        query.since = try q.time("since")
         if let l = q.get("limit") {
             guard let n = Int(l), (1...10_000).contains(n) else { throw APIError.badRequest("invalid limit \"\(l)\"", hint: "a number from 1 to 10000") }
             query.limit = n
@@ -40,13 +40,4 @@ struct AuditController {
         v.outcome = r.outcome; v.status = r.status; v.requestId = r.requestId; v.client = r.client; v.detail = r.detail
         return v
     }
-}
-
-/// `since`: a duration back from now (`24h`, `7d`) or an ISO 8601 time.
-func sinceParameter(_ text: String?, now: Date = Date()) throws -> Date? {
-    guard let text else { return nil }
-    // Within a few thousand years either way: the audit query turns it into stream ids (Int64 ms).
-    if let s = DurationText.seconds(text), s.isFinite, s < 1e11 { return now.addingTimeInterval(-s) }
-    if let d = ISO8601DateFormatter().date(from: text), abs(d.timeIntervalSince1970) < 1e11 { return d }
-    throw APIError.badRequest("invalid since \"\(text)\"", hint: "use a duration back from now (24h, 7d) or an ISO 8601 time")
 }

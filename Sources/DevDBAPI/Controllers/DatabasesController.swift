@@ -7,7 +7,7 @@ import Hummingbird
 
 /// /v1/databases: each caller's own databases (admins: everyone's).
 struct DatabasesController {
-    let plane: ControlPlane
+    let plane: LifecycleRequests
     var catalog: any CatalogStore { plane.catalog }
     var config: APIConfiguration { plane.config }
 
@@ -149,7 +149,7 @@ struct DatabasesController {
             if users.isEmpty { deleted.append(s.name) } else { kept.append(KeptSnapshot(name: s.name, branches: users)) }
         }
         // Accepted now or after the create or reset that runs (deleteQueued); never dropped.
-        guard let updated = try await plane.request(d.name, .delete) else { throw APIError.notFound("database \"\(d.name)\"") }
+        guard let updated = try await plane.request(d.name, .delete)?.record else { throw APIError.notFound("database \"\(d.name)\"") }
         var view = DatabaseView(updated, config: config, secrets: false)
         view.snapshotsDeleted = deleted
         view.snapshotsKept = kept
@@ -177,9 +177,9 @@ struct DatabasesController {
         if b.latest == true, d.generation != nil,
            let latest = try await catalog.generations(d.project).filter({ $0.state == .ready }).max(by: { $0.number < $1.number }),
            latest.major != (d.postgresMajor ?? 15) {
-            throw APIError.conflict(ControlPlane.crossMajorReset(d, from: d.postgresMajor ?? 15, to: latest), hint: "devdb db create NEW --project \(d.project)")
+            throw APIError.conflict(DatabaseWorker.crossMajorReset(d, from: d.postgresMajor ?? 15, to: latest), hint: "devdb db create NEW --project \(d.project)")
         }
-        guard let updated = try await plane.request(d.name, .reset(latest: b.latest ?? false, to: to), conditions: conditions) else {
+        guard let updated = try await plane.request(d.name, .reset(latest: b.latest ?? false, to: to), conditions: conditions)?.record else {
             throw APIError.notFound("database \"\(d.name)\"")
         }
         return try jsonResponse(DatabaseView(updated, config: config, secrets: true), status: .accepted)
@@ -203,13 +203,13 @@ struct DatabasesController {
 
     @Sendable func stop(_ request: Request, context: APIRequestContext) async throws -> Response {
         let d = try await visibleDatabase(catalog, try context.parameters.require("name"), try context.requireCaller())
-        guard let updated = try await plane.request(d.name, .hibernate(now: Date())) else { throw APIError.notFound("database \"\(d.name)\"") }
+        guard let updated = try await plane.request(d.name, .hibernate(now: Date()))?.record else { throw APIError.notFound("database \"\(d.name)\"") }
         return try jsonResponse(DatabaseView(updated, config: config, secrets: false), status: .accepted)
     }
 
     @Sendable func start(_ request: Request, context: APIRequestContext) async throws -> Response {
         let d = try await visibleDatabase(catalog, try context.parameters.require("name"), try context.requireCaller())
-        guard let updated = try await plane.request(d.name, .wake) else { throw APIError.notFound("database \"\(d.name)\"") }
+        guard let updated = try await plane.request(d.name, .wake)?.record else { throw APIError.notFound("database \"\(d.name)\"") }
         return try jsonResponse(DatabaseView(updated, config: config, secrets: false), status: .accepted)
     }
 
@@ -221,7 +221,7 @@ struct DatabasesController {
 
 /// /v1/databases/{name}/snapshots: a database's snapshots (its owner or admins).
 struct SnapshotsController {
-    let plane: ControlPlane
+    let plane: LifecycleRequests
     var catalog: any CatalogStore { plane.catalog }
 
     func addRoutes(to group: RouterGroup<APIRequestContext>) {

@@ -11,7 +11,7 @@ import Hummingbird
 /// provisioner: a database on its running instance; a snapshot or generation on a temporary
 /// instance cloned from it (removed afterwards). The two sides are read at the same time.
 struct DiffController {
-    let plane: ControlPlane
+    let plane: LifecycleRequests
     var catalog: any CatalogStore { plane.catalog }
 
     func addRoutes(to group: RouterGroup<APIRequestContext>) {

@@ -4,7 +4,7 @@ import Hummingbird
 
 /// Health, readiness, metrics and the OpenAPI document: no token needed.
 struct OperationsController {
-    let plane: ControlPlane
+    let plane: LifecycleRequests
 
     func addRoutes(to router: Router<APIRequestContext>) {
         router.get("/healthz") { _, _ in "ok\n" }
@@ -42,14 +42,14 @@ struct OperationsController {
             text += "devdb_api_databases{state=\"\(state.rawValue)\"} \(counts[state] ?? 0)\n"
         }
         text += "# HELP devdb_api_jobs_total Background jobs by outcome.\n# TYPE devdb_api_jobs_total counter\n"
-        for (k, v) in plane.counters.withLock({ $0 }).sorted(by: { $0.key < $1.key }) { text += "devdb_api_jobs_total{job=\"\(k)\"} \(v)\n" }
-        let passes = plane.passes.withLock { $0 }.sorted { $0.key < $1.key }
+        for (k, v) in plane.context.counters.withLock({ $0 }).sorted(by: { $0.key < $1.key }) { text += "devdb_api_jobs_total{job=\"\(k)\"} \(v)\n" }
+        let passes = plane.context.passes.withLock { $0 }.sorted { $0.key < $1.key }
         text += "# HELP devdb_api_pass_seconds The last pass of the reaper (hibernator, expiry) and of reconcile.\n# TYPE devdb_api_pass_seconds gauge\n"
         for (k, v) in passes { text += "devdb_api_pass_seconds{pass=\"\(k)\"} \(v.seconds)\n" }
         text += "# HELP devdb_api_pass_redis_round_trips Redis round trips of the process during the last pass.\n# TYPE devdb_api_pass_redis_round_trips gauge\n"
         for (k, v) in passes { text += "devdb_api_pass_redis_round_trips{pass=\"\(k)\"} \(v.roundTrips)\n" }
         text += "# HELP devdb_api_foreign_installations Other installations whose objects the last reconcile found in the namespace (kept, never deleted).\n# TYPE devdb_api_foreign_installations gauge\n"
-        text += "devdb_api_foreign_installations \(plane.foreignObjects.withLock { $0.count })\n"
+        text += "devdb_api_foreign_installations \(plane.context.foreignObjects.withLock { $0.count })\n"
         return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 }

@@ -5,7 +5,7 @@ import Hummingbird
 
 /// /v1/projects: admins create and change projects; every caller may look.
 struct ProjectsController {
-    let plane: ControlPlane
+    let plane: LifecycleRequests
     var catalog: any CatalogStore { plane.catalog }
 
     func addRoutes(to group: RouterGroup<APIRequestContext>) {

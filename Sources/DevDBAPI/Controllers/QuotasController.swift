@@ -5,7 +5,7 @@ import Foundation
 import Hummingbird
 
 /// Routes of #27 "Teams": quotas, the audit log and usage.
-func addTeamRoutes(to v1: RouterGroup<APIRequestContext>, plane: ControlPlane) {
+func addTeamRoutes(to v1: RouterGroup<APIRequestContext>, plane: LifecycleRequests) {
     QuotasController(plane: plane).addRoutes(to: v1.group("quotas"))
     AuditController(plane: plane).addRoutes(to: v1.group("audit"))
     UsageController(plane: plane).addRoutes(to: v1.group("usage"))
@@ -13,7 +13,7 @@ func addTeamRoutes(to v1: RouterGroup<APIRequestContext>, plane: ControlPlane) {
 
 /// /v1/quotas: limits and use. Users read their own; admins read and set anyone's and the default.
 struct QuotasController {
-    let plane: ControlPlane
+    let plane: LifecycleRequests
     var catalog: any CatalogStore { plane.catalog }
 
     func addRoutes(to group: RouterGroup<APIRequestContext>) {

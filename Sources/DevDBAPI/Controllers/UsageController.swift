@@ -6,18 +6,17 @@ import Hummingbird
 /// /v1/usage: database-hours awake and asleep, storage GiB-hours, snapshots and wakes per user or
 /// project over a period (default: the last 30 days). Users see their own; admins everyone's.
 struct UsageController {
-    let plane: ControlPlane
+    let plane: LifecycleRequests
 
     func addRoutes(to group: RouterGroup<APIRequestContext>) {
         group.get(use: show)
     }
 
     @Sendable func show(_ request: Request, context: APIRequestContext) async throws -> Response {
-        let c = try context.requireCaller()
-        let q = request.uri.queryParameters
-        let now = Date()
-        let since = try sinceParameter(q.get("since"), now: now) ?? now.addingTimeInterval(-30 * 86400)
-        let until = try sinceParameter(q.get("until"), now: now) ?? now
+        let q = try ReportQuery(request, context)
+        let c = q.caller
+        let since = try q.time("since") ?? q.now.addingTimeInterval(-30 * 86400)
+        let until = try q.time("until") ?? q.now
         guard until > since else { throw APIError.badRequest("until is not after since", hint: "give a since before until") }
         let by = q.get("by") ?? "user"
         guard let grouping = UsageReport.Grouping(rawValue: by) else { throw APIError.badRequest("invalid by \"\(by)\"", hint: "user or project") }

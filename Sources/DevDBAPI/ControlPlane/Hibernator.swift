@@ -6,46 +6,17 @@ import DevDBRedis
 import Logging
 import ServiceLifecycle
 
-/// Hibernation: stopping idle databases behind a fence every router confirms, waking them, and reaping expired ones.
-extension ControlPlane {
-    func stopInstance(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation) async {
-        if op.idle == true {
-            var outcome = await confirmFence(d.name, op)
-            // The instance's own word last: a session no router reports (a router whose lease ended
-            // while it kept relaying, a client connected to the instance directly) keeps it awake.
-            if outcome == .clear, let open = await sessionsOnInstance(d), open > 0 {
-                outcome = .inUse("\(open) session(s) open on the instance itself")
-            }
-            switch outcome {
-            case .clear: break
-            case .superseded: return
-            case .inUse(let why):
-                await record(d.name, .keptAwake(operation: op.id))
-                logger.info("kept awake: \(why)", metadata: ["devdb.database": "\(d.name)"])
-                count("hibernate_kept_awake")
-                return
-            }
-        }
-        do {
-            try await provisioner.stop(database: d)
-            await record(d.name, .stopped(operation: op.id, at: Date()))
-            logger.info("database hibernated", metadata: ["devdb.database": "\(d.name)"])
-            count("hibernate_ok")
-        } catch {
-            await fail(d, op, error)
-        }
-    }
+/// Puts idle databases to sleep behind a fence every router confirms, wakes them when asked, and
+/// deletes expired ones: a pass every --reap-interval.
+struct Hibernator: Service, ControlPlanePart {
+    let context: ControlPlaneContext
 
-    func startInstance(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation) async {
-        let started = Date()
-        do {
-            let info = try await provisioner.start(database: d)
-            await record(d.name, .succeeded(operation: op.id, .init(host: info.host, port: info.port, cloneMethod: info.cloneMethod,
-                                                                   note: info.note, generation: d.generation)))
-            logger.info("database woken", metadata: ["devdb.database": "\(d.name)", "devdb.seconds": "\(String(format: "%.2f", Date().timeIntervalSince(started)))"])
-            count("wake_ok")
-        } catch {
-            await fail(d, op, error)
+    func run() async throws {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            await measurePass("reaper") { await reapExpired() }
+            do {
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(config.reapIntervalSeconds)) }
+            } catch { return }
         }
     }
 
@@ -110,8 +81,7 @@ extension ControlPlane {
     /// Wakes a database a router (or `devdb db start`) asked for; a wake asked twice wakes once.
     func wake(_ name: String) async {
         do {
-            if let t = try await catalog.transition(name, .wake) {
-                perform(name, t.actions)
+            if let t = try await request(name, .wake) {
                 if t.applied && t.record?.state != .ready { await audit.automatic("database.wake", name) }  // #27
                 // Awake already: say so again, so a router that holds clients for it reads the route.
                 if t.record?.state == .ready { try await catalog.announceRoute(name) }
@@ -144,7 +114,7 @@ extension ControlPlane {
             let since = [activity.lastActive, d.readyAt, d.createdAt].compactMap { $0 }.max() ?? d.createdAt
             guard now.timeIntervalSince(since) >= after else { continue }
             logger.info("hibernating an idle database", metadata: ["devdb.database": "\(d.name)", "devdb.idle_seconds": "\(Int(now.timeIntervalSince(since)))"])
-            if await apply(d.name, .hibernate(now: now, idle: true)) { await audit.automatic("database.hibernate", d.name) }  // #27
+            if await record(d.name, .hibernate(now: now, idle: true), .bestEffort)?.applied == true { await audit.automatic("database.hibernate", d.name) }  // #27
         }
         // Wake requests a missed message left in the set.
         for name in (try? await catalog.wakeRequests()) ?? [] { await wake(name) }
@@ -156,7 +126,7 @@ extension ControlPlane {
         guard let databases = try? await catalog.expiredDatabases(now: now) else { return }
         for d in databases where d.state != .deleting && d.deleteQueued != true {
             logger.info("reaping expired database", metadata: ["devdb.database": "\(d.name)"])
-            await audit.automatic("database.expire", d.name, outcome: await apply(d.name, .delete) ? "ok" : "failed")  // #27
+            await audit.automatic("database.expire", d.name, outcome: await record(d.name, .delete, .bestEffort)?.applied == true ? "ok" : "failed")  // #27
             count("reaped")
         }
     }

@@ -6,8 +6,40 @@ import DevDBRedis
 import Logging
 import ServiceLifecycle
 
-/// Reconcile: the catalog compared with what runs, and catalog keys nothing owns repaired.
-extension ControlPlane {
+/// Reconciles the catalog with what runs and repairs catalog keys nothing owns: at start (which
+/// resumes interrupted work) and then every --reconcile-interval, checked at the passes' rhythm
+/// (--reap-interval).
+struct Reconciler: Service, ControlPlanePart {
+    let context: ControlPlaneContext
+
+    func run() async throws {
+        var lastReconcile = Date()
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                // Redis may not be up yet: keep trying, the API answers 503 meanwhile.
+                var backoff = Backoff(initial: 0.5, cap: 10)
+                while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                    do { try await reconcile(); return } catch {
+                        logger.error("recovery after start failed; retrying", metadata: ["devdb.error": "\(error)"])
+                        try? await Task.sleep(nanoseconds: Backoff.nanoseconds(backoff.next()))
+                    }
+                }
+            }
+            while !Task.isShuttingDownGracefully && !Task.isCancelled {
+                if Date().timeIntervalSince(lastReconcile) >= config.reconcileIntervalSeconds {
+                    lastReconcile = Date()
+                    await measurePass("reconcile") {
+                        do { try await reconcile() } catch {
+                            logger.warning("reconcile failed", metadata: ["devdb.error": "\(error)"])
+                        }
+                    }
+                }
+                do {
+                    try await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(config.reapIntervalSeconds)) }
+                } catch { return }
+            }
+        }
+    }
 
     /// Compares the catalog with what runs and repairs what it owns: instances and processes no
     /// record wants are removed; ready databases whose instance is gone fail, unhealthy ones become
@@ -37,7 +69,7 @@ extension ControlPlane {
         if !report.spared.isEmpty {
             logger.info("kept objects the catalog did not know at first (recorded since, or made moments ago)", metadata: ["devdb.kept": "\(report.spared.joined(separator: ", "))"])
         }
-        let previouslyForeign = foreignObjects.withLock { f in defer { f = report.foreign }; return f }
+        let previouslyForeign = context.foreignObjects.withLock { f in defer { f = report.foreign }; return f }
         if !report.foreign.isEmpty && report.foreign != previouslyForeign {
             logger.warning("""
                 found objects another DevDB installation made (a reinstall over a lost catalog?); they are kept, never deleted. \
@@ -49,12 +81,12 @@ extension ControlPlane {
             logger.info("restarted instances", metadata: ["devdb.instances": "\(report.restarted.joined(separator: ","))"])
             for n in report.restarted { await audit.automatic("reconcile.restart", n) }  // #27
         }
-        for name in report.missing { if await apply(name, .instanceMissing) { await audit.automatic("reconcile.instance-missing", name) } }  // #27
-        for (name, why) in report.unhealthy { await apply(name, .instanceUnhealthy(reason: why)) }
+        for name in report.missing { if await record(name, .instanceMissing, .bestEffort)?.applied == true { await audit.automatic("reconcile.instance-missing", name) } }  // #27
+        for (name, why) in report.unhealthy { await record(name, .instanceUnhealthy(reason: why), .bestEffort) }
         // Only an unavailable database has anything to change when healthy (a ready one would be
         // an ignored transition: a read per database for nothing).
         let unavailable = Set(databases.filter { $0.state == .unavailable }.map(\.name))
-        for name in report.healthy where unavailable.contains(name) { await apply(name, .instanceHealthy) }
+        for name in report.healthy where unavailable.contains(name) { await record(name, .instanceHealthy, .bestEffort) }
         for s in report.missingSnapshots {
             if let raw = snapshots.first(where: { $0.0.reference == s.reference })?.1 {
                 _ = try? await catalog.failSnapshot(s, raw: raw, reason: "its data is gone")
@@ -66,10 +98,10 @@ extension ControlPlane {
         }
 
         // Work in flight that nothing runs.
-        let busy = running.withLock { $0 }
+        let busy = context.running.withLock { $0 }
         for d in databases where d.state.isTransitional {
             if let op = d.operation, busy.contains(Job.database(d.name, op).key) { continue }
-            await apply(d.name, .resume)
+            await record(d.name, .resume, .bestEffort)
         }
         for p in projects where p.state == .deleting && !busy.contains(Job.deleteProject(p.name).key) {
             submit(.deleteProject(p.name))
@@ -107,14 +139,6 @@ extension ControlPlane {
         }
     }
 
-    /// True when the event committed a change (not ignored, refused or unreadable).
-    @discardableResult
-    func apply(_ name: String, _ event: DatabaseLifecycle.Event) async -> Bool {
-        guard let t = try? await catalog.transition(name, event) else { return false }
-        perform(name, t.actions)
-        return t.applied
-    }
-
     /// Routes, leases and generation keys that nothing owns. Every removal is guarded by the
     /// owning record as read, so work that changes it at the same time wins.
     func repairKeys(projects: Set<String>) async throws {
@@ -127,7 +151,7 @@ extension ControlPlane {
             let read = records[name] ?? RecordAsRead(value: nil, raw: nil)
             if let d = read.value, DatabaseLifecycle.hasRoute(d.state) {
                 let route = routes[name]
-                if route?.host != d.backendHost || route?.port != d.backendPort { await apply(name, .routeRepair) }
+                if route?.host != d.backendHost || route?.port != d.backendPort { await record(name, .routeRepair, .bestEffort) }
                 continue
             }
             if try await catalog.removeRoute(name, ifDatabaseIs: read.raw) { removed.append("route \(name)") }
@@ -136,7 +160,7 @@ extension ControlPlane {
         for d in try await catalog.databases() where DatabaseLifecycle.hasRoute(d.state) && !routedSet.contains(d.name) {
             // Only a repair that committed counts: the database may have moved on (reset, deleted)
             // between the list and the route's read, and then it has no route to restore.
-            if try await catalog.route(d.name) == nil, await apply(d.name, .routeRepair) { removed.append("(restored route \(d.name))") }
+            if try await catalog.route(d.name) == nil, await record(d.name, .routeRepair, .bestEffort)?.applied == true { removed.append("(restored route \(d.name))") }
         }
         let leases = try await catalog.portOwners()
         let owners = try await catalog.databasesAsRead(Array(Set(leases.values)))

@@ -6,14 +6,27 @@ import DevDBRedis
 import Logging
 import ServiceLifecycle
 
-/// Seeding: restoring generations, collecting old ones, waiting for a ready one.
-extension ControlPlane {
+/// Restores projects' generations (seeds) and finishes project deletes: the jobs of
+/// `ControlPlaneContext.seedJobs`. Also collects old generations and waits for a ready one for
+/// the `DatabaseWorker`.
+struct SeedWorker: Service, ControlPlanePart {
+    let context: ControlPlaneContext
+
+    func run() async throws {
+        await context.runJobs(context.seedJobs) { job in
+            switch job {
+            case .seed(let p, let g): await runSeed(project: p, generation: g)
+            case .deleteProject(let p): await finishProjectDelete(p)
+            case .database: break
+            }
+        }
+    }
 
     func runSeed(project name: String, generation number: Int) async {
         let handle = SeedHandle(project: name)
-        seeds.withLock { $0["\(name)/\(number)"] = handle }
+        context.seeds.withLock { $0["\(name)/\(number)"] = handle }
         defer {
-            seeds.withLock { $0["\(name)/\(number)"] = nil }
+            context.seeds.withLock { $0["\(name)/\(number)"] = nil }
             handle.finish()
         }
         await withTaskGroup(of: Void.self) { group in
@@ -128,5 +141,19 @@ extension ControlPlane {
             if !waited { await onWait(); waited = true }
             try await Task.sleep(for: .milliseconds(300))
         }
+    }
+
+    /// Finishes deleting a project marked `deleting`: cancels its seeds, removes its generations and then it.
+    func finishProjectDelete(_ name: String) async {
+        let handles = context.seeds.withLock { $0.values.filter { $0.project == name } }
+        handles.forEach { $0.cancel() }
+        for _ in 0..<600 where !handles.allSatisfy(\.isFinished) { try? await Task.sleep(for: .milliseconds(100)) }
+        let done: Void? = await persistently("deleting a project", ["devdb.project": "\(name)"]) {
+            for g in try await self.catalog.generations(name) { try await self.provisioner.deleteGeneration(g) }
+            try await self.catalog.removeProject(name)
+        }
+        guard done != nil else { return }
+        logger.info("project deleted", metadata: ["devdb.project": "\(name)", "devdb.seeds_cancelled": "\(handles.count)"])
+        count("project_delete_ok")
     }
 }

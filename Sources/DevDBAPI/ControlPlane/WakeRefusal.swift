@@ -2,7 +2,7 @@ import DevDBCatalog
 import DevDBCore
 import Foundation
 
-extension ControlPlane {
+extension Hibernator {
     /// A router asked to wake a database whose owner is at their awake quota: the wake is refused
     /// (not retried) and the route says why, with the time, in `wake_refused`; routers waiting
     /// for it answer their clients with that reason as a Postgres error instead of waiting for

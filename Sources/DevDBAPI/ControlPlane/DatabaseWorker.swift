@@ -6,8 +6,19 @@ import DevDBRedis
 import Logging
 import ServiceLifecycle
 
-/// Database work: carrying out the operations the lifecycle accepted and recording their outcomes.
-extension ControlPlane {
+/// Carries out the database operations the lifecycle accepted (create, reset, delete, snapshot,
+/// stop, start: the jobs of `ControlPlaneContext.databaseJobs`) and records their outcomes.
+struct DatabaseWorker: Service, ControlPlanePart {
+    let context: ControlPlaneContext
+
+    var seedWorker: SeedWorker { SeedWorker(context: context) }
+    var hibernator: Hibernator { Hibernator(context: context) }
+
+    func run() async throws {
+        await context.runJobs(context.databaseJobs) { job in
+            if case .database(let n, let op) = job { await runDatabase(n, op) }
+        }
+    }
 
     /// Runs one accepted operation, unless the record has moved on (a stale or repeated job).
     func runDatabase(_ name: String, _ op: DatabaseRecord.Operation) async {
@@ -59,11 +70,6 @@ extension ControlPlane {
         }
     }
 
-    /// The record, reading through Redis blips.
-    func currentRecord(_ name: String) async -> DatabaseRecord? {
-        await persistently("reading a database", quiet: true) { try await self.catalog.database(name) } ?? nil
-    }
-
     func createInstance(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation) async {
         let name = d.name
         do {
@@ -75,12 +81,12 @@ extension ControlPlane {
                 var made = d
                 made.postgresMajor = await major(of: .snapshot(s))
                 made = try await leasePort(made)
-                let info = try await withProgress({ await self.progress(name, op.id, phase: $0) }) { [made] report in
+                let info = try await withProgress({ await self.record(name, Self.progress(op.id, phase: $0), .bestEffort) }) { [made] report in
                     try await self.provisioner.create(database: made, from: .snapshot(s), phase: report)
                 }
                 return await finish(d, op, info: info, generation: s.generation, major: made.postgresMajor)
             }
-            let g = try await readyGeneration(for: d.project, stop: {
+            let g = try await seedWorker.readyGeneration(for: d.project, stop: {
                 (try? await self.catalog.database(name))?.deleteQueued == true ? "deleted while waiting for the project's restore" : nil
             }) {
                 await self.record(name, .progress(operation: op.id, state: .restoring, phase: "waiting for the project's restore", generation: nil))
@@ -89,7 +95,7 @@ extension ControlPlane {
             var made = d
             made.postgresMajor = g.major
             made = try await leasePort(made)
-            let info = try await withProgress({ await self.progress(name, op.id, phase: $0) }) { [made] report in
+            let info = try await withProgress({ await self.record(name, Self.progress(op.id, phase: $0), .bestEffort) }) { [made] report in
                 try await self.provisioner.create(database: made, from: g, phase: report)
             }
             await finish(d, op, info: info, generation: g.number, major: g.major)
@@ -102,7 +108,7 @@ extension ControlPlane {
         do {
             let target: CloneSource
             if op.latest == true {
-                let latest = try await readyGeneration(for: d.project) {}
+                let latest = try await seedWorker.readyGeneration(for: d.project) {}
                 let mine = d.postgresMajor ?? 15
                 guard d.generation == nil || latest.major == mine else {
                     throw ProvisioningFailure(Self.crossMajorReset(d, from: mine, to: latest))
@@ -120,7 +126,7 @@ extension ControlPlane {
             var made = d
             made.postgresMajor = await major(of: target)
             made = try await leasePort(made)
-            let info = try await withProgress({ await self.progress(d.name, op.id, phase: $0) }) { [made] report in
+            let info = try await withProgress({ await self.record(d.name, Self.progress(op.id, phase: $0), .bestEffort) }) { [made] report in
                 try await self.provisioner.reset(database: made, to: target, phase: report)
             }
             let generation: Int?
@@ -139,6 +145,11 @@ extension ControlPlane {
         "reset --latest would move \(d.name) from PostgreSQL \(from) to \(latest.major) (generation \(latest.number) of \(d.project) was restored into \(latest.major)); a database keeps its major: create a new database for the new data (devdb db create NAME --project \(d.project)), or reset without --latest to its own generation"
     }
 
+    /// A provisioner's phase report as a progress event (its `starting` phase is the state `starting`).
+    static func progress(_ op: String, phase: String) -> DatabaseLifecycle.Event {
+        .progress(operation: op, state: phase == "starting" ? .starting : nil, phase: phase, generation: nil)
+    }
+
     /// The major a clone source runs: a generation's own, or a snapshot's generation's.
     func major(of source: CloneSource) async -> Int {
         switch source {
@@ -155,7 +166,7 @@ extension ControlPlane {
         if after?.record?.state == .ready {
             logger.info("database ready", metadata: ["devdb.database": "\(d.name)", "devdb.operation": "\(op.kind.rawValue)", "devdb.clone": "\(info.cloneMethod)"])
             count("\(op.kind.rawValue)_ok")
-            await collectGenerations(d.project)
+            await seedWorker.collectGenerations(d.project)
         }
     }
 
@@ -184,7 +195,48 @@ extension ControlPlane {
             }
             await record(d.name, .deleted(operation: op.id))
             count("delete_ok")
-            await collectGenerations(d.project)
+            await seedWorker.collectGenerations(d.project)
+        } catch {
+            await fail(d, op, error)
+        }
+    }
+
+    func stopInstance(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation) async {
+        if op.idle == true {
+            var outcome = await hibernator.confirmFence(d.name, op)
+            // The instance's own word last: a session no router reports (a router whose lease ended
+            // while it kept relaying, a client connected to the instance directly) keeps it awake.
+            if outcome == .clear, let open = await hibernator.sessionsOnInstance(d), open > 0 {
+                outcome = .inUse("\(open) session(s) open on the instance itself")
+            }
+            switch outcome {
+            case .clear: break
+            case .superseded: return
+            case .inUse(let why):
+                await record(d.name, .keptAwake(operation: op.id))
+                logger.info("kept awake: \(why)", metadata: ["devdb.database": "\(d.name)"])
+                count("hibernate_kept_awake")
+                return
+            }
+        }
+        do {
+            try await provisioner.stop(database: d)
+            await record(d.name, .stopped(operation: op.id, at: Date()))
+            logger.info("database hibernated", metadata: ["devdb.database": "\(d.name)"])
+            count("hibernate_ok")
+        } catch {
+            await fail(d, op, error)
+        }
+    }
+
+    func startInstance(_ d: DatabaseRecord, _ op: DatabaseRecord.Operation) async {
+        let started = Date()
+        do {
+            let info = try await provisioner.start(database: d)
+            await record(d.name, .succeeded(operation: op.id, .init(host: info.host, port: info.port, cloneMethod: info.cloneMethod,
+                                                                   note: info.note, generation: d.generation)))
+            logger.info("database woken", metadata: ["devdb.database": "\(d.name)", "devdb.seconds": "\(String(format: "%.2f", Date().timeIntervalSince(started)))"])
+            count("wake_ok")
         } catch {
             await fail(d, op, error)
         }
