@@ -1,6 +1,5 @@
 import DevDBCatalog
 import DevDBCore
-import DevDBRedis
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -11,7 +10,8 @@ import JWTKit
 
 /// One sign-in with single sign-on under way: what the callback must see again (state, nonce)
 /// and what it sends to the token endpoint (the PKCE verifier, the redirect URI). Kept in Redis,
-/// never in the browser, under the SHA-256 of a random id the browser holds in a short cookie.
+/// never in the browser (the console's session storage: Redis), under the SHA-256 of a random
+/// id the browser holds in a short cookie.
 struct ConsoleSSOAttempt: Codable, Sendable {
     var state: String
     var nonce: String
@@ -39,10 +39,7 @@ extension WebConsole {
                                         verifier: TokenSecrets.randomHex(32), redirectURI: Self.callbackURI(request))
         let id = TokenSecrets.randomHex(32)
         let json = String(decoding: try JSONEncoder().encode(attempt), as: UTF8.self)
-        let client = sessions.redis.client
-        _ = try await BlockingExecutor.io.run { () throws(RedisError) -> RedisValue in
-            try client.command(["SET", Self.ssoKey(id), json, "EX", String(Self.ssoSeconds)])
-        }
+        try await sessions.storage.save(Self.ssoKey(id), json, seconds: Self.ssoSeconds)
         var url = URLComponents(string: endpoints.authorization)
         let existing = url?.queryItems ?? []
         url?.queryItems = existing + [
@@ -124,13 +121,8 @@ extension WebConsole {
 
     /// Reads and deletes an attempt: each is used once, whatever the outcome.
     private func takeAttempt(_ id: String) async throws -> ConsoleSSOAttempt? {
-        let client = sessions.redis.client
-        let value = try await BlockingExecutor.io.run { () throws(RedisError) -> RedisValue in
-            let v = try client.command(["GET", Self.ssoKey(id)])
-            _ = try client.command(["DEL", Self.ssoKey(id)])
-            return v
-        }
-        guard let text = value.string else { return nil }
+        guard let text = try await sessions.storage.load(Self.ssoKey(id)) else { return nil }
+        try await sessions.storage.remove(Self.ssoKey(id))
         return try? JSONDecoder().decode(ConsoleSSOAttempt.self, from: Data(text.utf8))
     }
 

@@ -6,7 +6,7 @@ import Hummingbird
 /// /v1/databases/{name}/operations: a database's finished operations, newest first, from the
 /// catalog's bounded history (its owner or admins, as `show`).
 struct DatabaseHistoryController {
-    let plane: ControlPlane
+    let plane: LifecycleRequests
     var catalog: any CatalogStore { plane.catalog }
 
     func addRoutes(to group: RouterGroup<APIRequestContext>) {
