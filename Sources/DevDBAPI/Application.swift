@@ -92,6 +92,7 @@ public func buildApplication(_ config: APIConfiguration, store: any CatalogStore
     ProjectsController(plane: plane).addRoutes(to: v1.group("projects"))
     DatabasesController(plane: plane).addRoutes(to: v1.group("databases"))
     SnapshotsController(plane: plane).addRoutes(to: v1.group("databases/:name/snapshots"))
+    DatabaseHistoryController(plane: plane).addRoutes(to: v1.group("databases/:name/operations"))
     TokensController(catalog: catalog).addRoutes(to: v1.group("tokens"))
     v1.get("admin/foreign-objects") { _, context -> Response in
         try context.requireAdmin()

@@ -190,6 +190,24 @@ public struct SnapshotView: APIContractType {
     public var knownState: SnapshotState? { SnapshotState(rawValue: state) }
 }
 
+/// One finished operation of a database (`GET /v1/databases/{name}/operations`).
+public struct OperationView: APIContractType {
+    public static let schema = "Operation"
+    public var id = ""
+    /// create, reset, snapshot, stop, start or delete.
+    public var kind = ""
+    /// The snapshot taken, or the one a reset went back to.
+    public var target: String?
+    public var startedAt = Date(timeIntervalSince1970: 0)
+    public var finishedAt = Date(timeIntervalSince1970: 0)
+    public var seconds = 0.0
+    /// succeeded, failed or cancelled.
+    public var outcome = ""
+    /// Why it failed or was cancelled.
+    public var reason: String?
+    public init() {}
+}
+
 public struct TokenView: APIContractType {
     public static let schema = "Token"
     public var id = ""

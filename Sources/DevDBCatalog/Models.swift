@@ -101,6 +101,8 @@ public struct DatabaseRecord: Codable, Sendable, Equatable {
         /// A stop the hibernator asked for: the route carries a fence (this operation's id) and the
         /// database is stopped only once every router confirms it has no session on it.
         public var idle: Bool?
+        /// When it was accepted (stamped by the catalog; nil on records from before it was kept).
+        public var startedAt: Date?
         public init(kind: Kind, id: String, latest: Bool? = nil, target: String? = nil, asleep: Bool? = nil, idle: Bool? = nil) {
             self.kind = kind; self.id = id; self.latest = latest; self.target = target; self.asleep = asleep; self.idle = idle
         }

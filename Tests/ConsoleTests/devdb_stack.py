@@ -34,7 +34,8 @@ class Stack:
         self.redis_port, self.router_port, self.api_port = free_port(), free_port(), free_port()
         self.base = f"http://127.0.0.1:{self.api_port}"
 
-    def start(self):
+    def start(self, api_args=(), project=True):
+        """Starts everything; `api_args` are added to devdb-api's; `project`: restore "shop"."""
         redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
         self.spawn("redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", self.dir])
@@ -50,10 +51,12 @@ class Stack:
         first = 20000 + (self.api_port % 200) * 50
         self.spawn("api", [f"{self.bin}/devdb-api", "--listen", f"127.0.0.1:{self.api_port}", "--redis", redis_url,
                            "--data-dir", os.path.join(self.dir, "data"), "--db-domain", DOMAIN, "--router-host", "127.0.0.1",
-                           "--router-port", str(self.router_port), "--port-range", f"{first}-{first + 49}"])
+                           "--router-port", str(self.router_port), "--port-range", f"{first}-{first + 49}", *api_args])
         self.wait(lambda: self.get("/readyz")[0] == 200, "the API")
         with open(os.path.join(self.dir, "data", "admin-token")) as f:
             self.admin_token = f.read().strip()
+        if not project:
+            return
         dump = os.path.join(self.dir, "shop.dump")
         subprocess.run([os.path.join(ROOT, "scripts", "make-sample-dump"), dump], check=True, capture_output=True)
         os.chmod(dump, 0o644)

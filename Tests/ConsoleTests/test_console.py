@@ -143,9 +143,12 @@ class ConsoleTests(unittest.TestCase):
         self.assertNotIn(line.split("'")[1], d.find_element(By.ID, "conn-psql").text)  # the password is hidden on the page
         self.psql(line, "CREATE TABLE marker (v int); INSERT INTO marker VALUES (1)")
         self.assertEqual("1", self.psql(line, "SELECT count(*) FROM marker"))
-        d.refresh()
+        self.open("/databases/kate-one")  # the top of the page, without the "created" notice
         self.axe("database")
         self.shot("database")
+        # Size and open sessions, asked of the running instance (the psql above has ended).
+        self.assertTrue(d.find_element(By.CSS_SELECTOR, "dd[data-stat=size]").text.endswith("iB"))
+        self.assertEqual("0", d.find_element(By.CSS_SELECTOR, "dd[data-stat=sessions]").text)
 
         # Snapshot, then branch from the database.
         self.submit("/databases/kate-one/snapshot", {"snapshot": "before"})
@@ -181,9 +184,22 @@ class ConsoleTests(unittest.TestCase):
         self.submit("/databases/kate-one/stop")
         self.wait_live("kate-one", "hibernated")
         d.refresh()
+        asleep = d.find_element(By.CSS_SELECTOR, "dd[data-stat=size] span")
+        self.assertTrue(asleep.text.startswith("—"), asleep.text)
+        self.assertIn("asleep", asleep.get_attribute("title"))
         self.submit("/databases/kate-one/start")
         self.wait_live("kate-one", "ready")
         self.assertEqual("1", self.psql(line, "SELECT count(*) FROM marker"))
+        # The timeline: each finished operation, newest first, with how long it took.
+        self.open("/databases/kate-one")
+        ops = [r.text for r in d.find_elements(By.CSS_SELECTOR, "#operations tbody tr")]
+        kinds = [r.split(" ")[0] for r in ops]
+        # (the branch of kate-two took a snapshot of kate-one too, before "before")
+        self.assertEqual(["start", "stop", "reset"], kinds[:3], ops)
+        self.assertEqual("create", kinds[-1], ops)
+        self.assertIn("snapshot", kinds, ops)
+        self.assertTrue(all("succeeded" in r and " s " in r for r in ops), ops)
+        self.assertIn("kate-one@before", ops[2])
 
         # The list: both databases, live states, filters; a reason with HTML is printed as text.
         record = stack.redis("GET", "devdb:database:kate-two")
@@ -192,6 +208,7 @@ class ConsoleTests(unittest.TestCase):
         self.assertEqual([], d.find_elements(By.ID, "injected"))
         self.assertIn("<b id=\"injected\">bold</b>", d.find_element(By.CSS_SELECTOR, "[data-live-reason='kate-two']").text)
         self.assertEqual("ready", self.live_state("kate-one"))
+        self.assertTrue(d.find_element(By.CSS_SELECTOR, "tr:has([data-live-state='kate-one']) td[data-stat=size]").text.endswith("iB"))
         self.axe("my databases")
         self.shot("databases")
         Select(d.find_element(By.ID, "f-state")).select_by_visible_text("failed")

@@ -74,6 +74,38 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible {
         #expect(try await store.strayGenerationKeys(known: []).isEmpty)
     }
 
+    /// Each finished operation is recorded with its outcome in the transition that ends it,
+    /// newest first, at most `OperationHistory.maxEntries`, and goes with the database.
+    @Test(arguments: StoreKind.allCases) func finishedOperationsAreKeptBoundedAndGoWithTheDatabase(kind: StoreKind) async throws {
+        let (store, server) = try kind.make()
+        defer { server?.stop() }
+        _ = try await readyDatabase(store)
+        #expect(try await store.operations(of: "kate-pg", limit: 50).map(\.kind) == [.create])
+        _ = try await store.transition("kate-pg", .snapshot(name: "s1"), conditions: [])
+        let snap = try #require(try await store.database("kate-pg")?.operation)
+        #expect(snap.startedAt != nil)
+        _ = try await store.transition("kate-pg", .snapshotFailed(operation: snap.id, reason: "disk full", instanceRunning: true), conditions: [])
+        let failed = try #require(try await store.operations(of: "kate-pg", limit: 1).first)
+        #expect(failed.kind == .snapshot && failed.outcome == .failed && failed.reason == "disk full" && failed.target == "s1")
+        #expect(failed.startedAt == snap.startedAt && failed.finishedAt >= failed.startedAt)
+        // Bounded: stop and start over and over keeps the newest 50.
+        for _ in 0..<26 {
+            _ = try await store.transition("kate-pg", .hibernate(now: Date()), conditions: [])
+            let stop = try #require(try await store.database("kate-pg")?.operation)
+            _ = try await store.transition("kate-pg", .stopped(operation: stop.id, at: Date()), conditions: [])
+            _ = try await store.transition("kate-pg", .wake, conditions: [])
+            let start = try #require(try await store.database("kate-pg")?.operation)
+            _ = try await store.transition("kate-pg", .succeeded(operation: start.id, instance), conditions: [])
+        }
+        let all = try await store.operations(of: "kate-pg", limit: 100)
+        #expect(all.count == OperationHistory.maxEntries)
+        #expect(all.first?.kind == .start && all.first?.outcome == .succeeded && all.dropFirst().first?.kind == .stop)
+        // Deleted with the database.
+        _ = try await store.transition("kate-pg", .delete, conditions: [])
+        _ = try await store.transition("kate-pg", .deleted(operation: try #require(try await store.database("kate-pg")?.operation?.id)), conditions: [])
+        #expect(try await store.operations(of: "kate-pg", limit: 50).isEmpty)
+    }
+
     @Test(arguments: StoreKind.allCases) func aTransitionCommitsTheRecordWithItsRoute(kind: StoreKind) async throws {
         let (store, server) = try kind.make()
         defer { server?.stop() }

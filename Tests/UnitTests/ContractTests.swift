@@ -78,7 +78,10 @@ import Yams
         ui.key = "kate"; ui.awakeHours = 1; ui.asleepHours = 2; ui.storageGibHours = 3; ui.snapshots = 1; ui.wakes = 1
         var uv = UsageView()
         uv.since = date; uv.until = date; uv.items = [ui]; uv.total = ui
-        return [g, p, d, s, t, w, cp, up, cd, ud, r, cs, ct, e, sd, ql, qu, q, sq, qe, ae, ui, uv]
+        var op = OperationView()
+        op.id = "ab12"; op.kind = "snapshot"; op.target = "s1"; op.startedAt = date; op.finishedAt = date; op.seconds = 1.5
+        op.outcome = "failed"; op.reason = "r"
+        return [g, p, d, s, t, w, cp, up, cd, ud, r, cs, ct, e, sd, ql, qu, q, sq, qe, ae, ui, uv, op]
     }()
 
     /// Each sample sets every optional: a new field needs a sample value (and so a schema entry).

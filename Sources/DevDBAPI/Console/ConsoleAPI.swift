@@ -46,8 +46,11 @@ struct ConsoleAPI: Sendable {
     var tokens: TokensController { TokensController(catalog: plane.catalog) }
 
     /// The caller's databases as `GET /v1/databases` lists them (admins: everyone's).
-    func listDatabases(_ context: APIRequestContext, project: String? = nil, state: String? = nil, owner: String? = nil) async throws -> [DatabaseView] {
+    func listDatabases(_ context: APIRequestContext, project: String? = nil, state: String? = nil, owner: String? = nil,
+                       after: String? = nil, limit: Int? = nil) async throws -> [DatabaseView] {
         var q: [String] = []
+        if let limit { q.append("limit=\(limit)") }
+        if let after, !after.isEmpty { q.append("after=" + escapeQuery(after)) }
         if let owner, !owner.isEmpty { q.append("owner=" + escapeQuery(owner)) }
         if let project, !project.isEmpty { q.append("project=" + escapeQuery(project)) }
         if let state, !state.isEmpty { q.append("state=" + escapeQuery(state)) }

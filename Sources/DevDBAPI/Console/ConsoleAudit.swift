@@ -1,8 +1,10 @@
+import DevDBCatalog
 import Foundation
 import HTTPTypes
 import Hummingbird
 
-/// Records every change made in the console in the audit log with `how: console`, as
+/// Records every change made in the console in the audit log with `how: console` (signed in
+/// with an API token) or `how: console-sso` (with single sign-on), as
 /// `AuditMiddleware` does for /v1: who, what, on which object, the outcome and status, the
 /// client address. Runs after the session middleware (which put the caller in the context and
 /// checked the CSRF token); reads only the form's names, never a secret.
@@ -20,16 +22,19 @@ struct ConsoleAuditMiddleware: RouterMiddleware {
         do {
             let response = try await next(request, context)
             let code = Int(response.status.code)
-            await plane.audit.console(user: caller.user, action: action, object: object, outcome: code < 400 ? "ok" : "refused",
-                                      status: code, client: context.client)
+            await plane.audit.record(AuditRecord(user: caller.user, how: Self.how(caller), action: action, object: object,
+                                                 outcome: code < 400 ? "ok" : "refused", status: code, client: context.client))
             return response
         } catch {
             let (status, detail) = AuditAction.classify(error)
-            await plane.audit.console(user: caller.user, action: action, object: object, outcome: status < 500 ? "refused" : "failed",
-                                      status: status, client: context.client, detail: detail)
+            await plane.audit.record(AuditRecord(user: caller.user, how: Self.how(caller), action: action, object: object,
+                                                 outcome: status < 500 ? "refused" : "failed", status: status, client: context.client, detail: detail))
             throw error
         }
     }
+
+    /// How the session signed in, as the API's audit says `token` or `sso`.
+    static func how(_ caller: Caller) -> String { caller.auth == "oidc" ? "console-sso" : "console" }
 }
 
 /// What a console form post does, named as the API's audit names the same change

@@ -15,8 +15,9 @@ extension WebConsole {
         let me = try context.requireCaller()
         let dbs = try await api.listDatabases(context, project: project, state: state, owner: me.user)
         let projects = try await api.call(ItemList<ProjectView>.self, api.projects.list, context, path: "/v1/projects").items
+        let known = await stats.stats(for: dbs)
         var data: [String: Any] = [
-            "databases": dbs.map { row($0) }, "any": !dbs.isEmpty, "filtered": !project.isEmpty || !state.isEmpty,
+            "databases": dbs.map { row($0).merging(Self.statsData(known[$0.name])) { a, _ in a } }, "any": !dbs.isEmpty, "filtered": !project.isEmpty || !state.isEmpty,
             "projects": projects.map { ["name": $0.name, "selected": $0.name == project] as [String: Any] },
             "states": Self.states.map { ["name": $0, "selected": $0 == state] as [String: Any] },
             "project": project, "state": state,
@@ -29,10 +30,12 @@ extension WebConsole {
     @Sendable func states(_ request: Request, context: APIRequestContext) async throws -> Response {
         let q = request.uri.queryParameters
         let me = try context.requireCaller()
+        // The admin's table polls one page (`limit`, `after`), as the API pages it.
+        let limit = q.get("limit").flatMap { Int($0) }.map { min(max($0, 1), Self.pageSize) }
         var dbs = try await api.listDatabases(context, project: q.get("project"), state: q.get("state"),
-                                              owner: q.get("all") != nil || q.get("name") != nil ? nil : me.user)
+                                              owner: q.get("all") != nil || q.get("name") != nil ? nil : me.user,
+                                              after: q.get("after"), limit: limit)
         if let name = q.get("name") { dbs = dbs.filter { $0.name == name } }
-        if q.get("page") != nil { dbs = Array(dbs[Self.page(request, count: dbs.count).range]) }
         let items = dbs.map { d in
             LiveState(name: d.name, state: d.state, label: stateLabel(d), since: iso(d.phaseStartedAt), sinceText: relative(d.phaseStartedAt),
                       reason: d.reason, expires: relative(d.expiresAt))
@@ -50,7 +53,8 @@ extension WebConsole {
     @Sendable func databasePage(_ request: Request, context: APIRequestContext) async throws -> Response {
         let d = try await api.call(DatabaseView.self, api.databases.show, context)
         let snaps = try await api.call(ItemList<SnapshotView>.self, api.snapshots.list, context).items
-        var data = row(d)
+        let operations = try await api.call(ItemList<OperationView>.self, DatabaseHistoryController(plane: api.plane).list, context).items
+        var data = row(d).merging(Self.statsData(await stats.stats(for: [d])[d.name])) { a, _ in a }
         let password = d.password ?? ""
         let mask = String(repeating: "•", count: 12)
         func masked(_ s: String) -> String { password.isEmpty ? s : s.replacingOccurrences(of: password, with: mask) }
@@ -85,6 +89,11 @@ extension WebConsole {
                          "tlReason": d.reason ?? ""])
         if let e = d.expiresAt { timeline.append(["what": "expires", "when": relative(e), "iso": iso(e)]) }
         data["timeline"] = timeline
+        data["operations"] = operations.map { o in
+            ["label": o.target.map { "\(o.kind) \($0)" } ?? o.kind, "started": relative(o.startedAt), "startedISO": iso(o.startedAt),
+             "took": Self.duration(o.seconds), "outcome": o.outcome, "opReason": o.reason ?? "", "opFailed": o.outcome != "succeeded"] as [String: Any]
+        }
+        data["anyOperations"] = !operations.isEmpty
         let notices = ["created": "Creating the database: its state below changes as it goes.", "reset": "Reset requested.",
                        "snapshot": "Snapshot requested.", "update": "Settings saved.", "start": "Waking it up.", "stop": "Putting it to sleep.",
                        "snapdeleted": "Snapshot deleted."]
@@ -151,21 +160,28 @@ extension WebConsole {
     @Sendable func adminPage(_ request: Request, context: APIRequestContext) async throws -> Response {
         // The tokens list is admin-only in the API: the same refusal (403) guards this page.
         let tokens = try await api.call(ItemList<TokenView>.self, api.tokens.list, context, path: "/v1/tokens").items
-        let dbs = try await api.listDatabases(context)
         let projects = try await api.call(ItemList<ProjectView>.self, api.projects.list, context, path: "/v1/projects").items
-        let page = Self.page(request, count: dbs.count)
-        var byState: [String: Int] = [:], byProject: [String: Int] = [:]
-        for d in dbs { byState[d.state, default: 0] += 1; byProject[d.project, default: 0] += 1 }
+        // One page of the list through the API's pagination (`after`): the page reads 100 records
+        // however large the installation is. The counts come from the catalog's indexes.
+        let q = request.uri.queryParameters
+        let after = q.get("after")
+        let number = max(1, q.get("page").flatMap { Int($0) } ?? 1)
+        let path = "/v1/databases?limit=\(Self.pageSize)" + (after.map { "&after=" + api.escapeQuery($0) } ?? "")
+        let list = try await api.call(ItemList<DatabaseView>.self, api.databases.list, context, path: path)
+        let counts = try await installationCounts(projects: projects.map(\.name))
+        let count = counts.byProject.values.reduce(0, +)
+        let first = after == nil ? 1 : (number - 1) * Self.pageSize + 1
         let restores = projects.flatMap { p in p.generations.compactMap { g in g.restoreSeconds.map { ("\(p.name) #\(g.number)", $0) } } }
         let sizes = projects.flatMap { p in p.generations.filter { $0.bytesFetched > 0 }.map { ("\(p.name) #\($0.number)", Double($0.bytesFetched) / 1_048_576) } }
         var data: [String: Any] = [
             "tokens": tokens.map { ["id": $0.id, "user": $0.user, "admin": $0.admin ? "yes" : "no", "created": relative($0.createdAt),
                                     "revocable": $0.id != "admin"] as [String: Any] },
-            "databases": dbs[page.range].map { row($0) }, "count": dbs.count, "page": page.number,
-            "from": page.range.lowerBound + 1, "to": page.range.upperBound,
-            "previous": page.number > 1 ? "/admin?page=\(page.number - 1)" : "", "next": page.range.upperBound < dbs.count ? "/admin?page=\(page.number + 1)" : "",
-            "chartStates": ConsoleCharts.bars(title: "Databases by state", Self.states.compactMap { s in byState[s].map { (s, Double($0)) } }, unit: ""),
-            "chartProjects": ConsoleCharts.bars(title: "Databases by project", byProject.sorted { $0.key < $1.key }.map { ($0.key, Double($0.value)) }, unit: ""),
+            "databases": list.items.map { row($0) }, "count": count, "page": number, "after": after ?? "",
+            "from": list.items.isEmpty ? 0 : first, "to": first + list.items.count - 1,
+            "previous": after == nil ? "" : "/admin",
+            "next": list.next.map { "/admin?after=\(api.escapeQuery($0))&page=\(number + 1)" } ?? "",
+            "chartStates": ConsoleCharts.bars(title: "Databases by state", Self.states.compactMap { s in counts.byState[s].map { (s, Double($0)) } }, unit: ""),
+            "chartProjects": ConsoleCharts.bars(title: "Databases by project", counts.byProject.sorted { $0.key < $1.key }.map { ($0.key, Double($0.value)) }, unit: ""),
             "chartRestores": ConsoleCharts.bars(title: "Restore time by generation (seconds)", restores, unit: " s"),
             "chartSizes": ConsoleCharts.bars(title: "Dump size by generation (MiB)", sizes, unit: " MiB"),
         ]
@@ -173,17 +189,42 @@ extension WebConsole {
         return try render("admin", title: "Admin", data)
     }
 
+    /// Databases of the installation by state and by project, for the admin's charts: counted
+    /// from the catalog's indexes, not by reading every record (the page stays fast at any size).
+    /// Admins only: the caller has passed `requireAdmin` (the tokens list) before this runs.
+    func installationCounts(projects: [String]) async throws -> (byState: [String: Int], byProject: [String: Int]) {
+        var byProject: [String: Int] = [:]
+        for p in projects {
+            let n = try await catalog.projectDatabases(p).count
+            if n > 0 { byProject[p] = n }
+        }
+        // The counts kept with every transition: one read, whatever the installation's size.
+        var byState: [String: Int] = [:]
+        for (state, n) in try await catalog.databaseStateCounts() where n > 0 { byState[state.rawValue] = n }
+        return (byState, byProject)
+    }
+
     // MARK: view helpers
 
-    static let pageSize = 100
-
-    /// `?page=N` of a long table (the admin's every database): 100 rows a page, so a page's
-    /// render time does not grow with the installation.
-    static func page(_ request: Request, count: Int) -> (number: Int, range: Range<Int>) {
-        let last = max(1, (count + pageSize - 1) / pageSize)
-        let n = min(max(1, request.uri.queryParameters.get("page").flatMap { Int($0) } ?? 1), last)
-        return (n, min(count, (n - 1) * pageSize)..<min(count, n * pageSize))
+    /// Size and sessions as template data: the numbers, or "—" and why (`ConsoleInstanceStats`).
+    static func statsData(_ s: ConsoleInstanceStats.Stats?) -> [String: Any] {
+        guard let s, s.why == nil, let size = s.sizeBytes, let sessions = s.sessions else {
+            return ["statWhy": s?.why ?? "not known"]
+        }
+        return ["statSize": bytes(size), "statSessions": String(sessions)]
     }
+
+    /// "0.4 s", "12 s", "3 min 5 s": how long an operation took.
+    static func duration(_ seconds: Double) -> String {
+        if seconds < 10 { return String(format: "%.1f s", seconds) }
+        if seconds < 120 { return "\(Int(seconds.rounded())) s" }
+        let s = Int(seconds.rounded())
+        return s < 7200 ? "\(s / 60) min \(s % 60) s" : "\(s / 3600) h \(s % 3600 / 60) min"
+    }
+
+    /// Rows of a page of the admin's every-database table: its render time does not grow with
+    /// the installation.
+    static let pageSize = 100
 
     /// One database as template data (list rows and the top of its page).
     func row(_ d: DatabaseView) -> [String: Any] {

@@ -15,6 +15,7 @@ enum ConsoleTemplates {
     static let all: [(String, String)] = [
         ("layout", layout), ("state", stateCell), ("sign-in", signIn), ("databases", databases), ("database", database), ("new", newDatabase),
         ("projects", projects), ("admin", admin), ("token", token), ("error", error), ("usage", usage),
+        ("signed-in", signedIn), ("stats", statsCells),
     ]
 
     static let layout = #"""
@@ -24,6 +25,7 @@ enum ConsoleTemplates {
     <meta charset="utf-8">
     <meta name="viewport" content="width=device-width, initial-scale=1">
     <title>{{title}} · DevDB</title>
+    {{#refresh}}<meta http-equiv="refresh" content="0; url={{refresh}}">{{/refresh}}
     <link rel="stylesheet" href="/console/app.css">
     <script src="/console/app.js" defer></script>
     </head>
@@ -66,6 +68,24 @@ enum ConsoleTemplates {
     <p class="help">The token you use with the CLI (<code>devdb login</code>). An admin makes one with <code>devdb token create</code>.</p>
     <button type="submit" class="primary">Sign in</button>
     </form>
+    {{#sso}}
+    <div class="card narrow sso">
+    {{#ssoError}}<p class="error" role="alert">{{ssoError}}</p>{{/ssoError}}
+    <p><a class="button" href="/sign-in/sso">Sign in with single sign-on</a></p>
+    <p class="help">With your company account, at the identity provider this installation uses.</p>
+    </div>
+    {{/sso}}
+    """#
+
+    static let signedIn = #"""
+    <h1>Signed in</h1>
+    <p>Signed in with single sign-on as <strong>{{user}}</strong>. <a href="/">Continue to My databases</a>.</p>
+    """#
+
+    /// Size and sessions cells of a list row: the numbers, or "—" with why.
+    static let statsCells = #"""
+    <td data-stat="size">{{#statWhy}}<span title="{{statWhy}}">—<span class="visually-hidden"> ({{statWhy}})</span></span>{{/statWhy}}{{statSize}}</td>
+    <td data-stat="sessions">{{#statWhy}}<span title="{{statWhy}}">—<span class="visually-hidden"> ({{statWhy}})</span></span>{{/statWhy}}{{statSessions}}</td>
     """#
 
     static let stateCell = #"""
@@ -85,7 +105,7 @@ enum ConsoleTemplates {
     {{#any}}
     <table class="list" data-live-feed="/console/states?project={{project}}&amp;state={{state}}">
     <caption class="visually-hidden">Your databases</caption>
-    <thead><tr><th scope="col">Name</th><th scope="col">Project</th><th scope="col">State</th><th scope="col">Postgres</th><th scope="col">Host</th><th scope="col">Expires</th></tr></thead>
+    <thead><tr><th scope="col">Name</th><th scope="col">Project</th><th scope="col">State</th><th scope="col">Postgres</th><th scope="col">Host</th><th scope="col">Size</th><th scope="col">Sessions</th><th scope="col">Expires</th></tr></thead>
     <tbody>
     {{#databases}}
     <tr>
@@ -94,6 +114,7 @@ enum ConsoleTemplates {
     <td>{{> state}}<div class="reason" data-live-reason="{{name}}">{{reason}}</div></td>
     <td>{{postgres}}</td>
     <td><code>{{host}}</code></td>
+    {{> stats}}
     <td><time datetime="{{expiresISO}}">{{expires}}</time></td>
     </tr>
     {{/databases}}
@@ -114,6 +135,8 @@ enum ConsoleTemplates {
     <dt>Owner</dt><dd>{{owner}}</dd>
     <dt>Postgres</dt><dd>{{postgres}}</dd>
     <dt>Host</dt><dd><code>{{host}}</code></dd>
+    <dt>Size</dt><dd data-stat="size">{{#statWhy}}<span title="{{statWhy}}">—<span class="visually-hidden"> ({{statWhy}})</span></span>{{/statWhy}}{{statSize}}</dd>
+    <dt>Open sessions</dt><dd data-stat="sessions">{{#statWhy}}<span title="{{statWhy}}">—<span class="visually-hidden"> ({{statWhy}})</span></span>{{/statWhy}}{{statSessions}}</dd>
     <dt>Expires</dt><dd><time datetime="{{expiresISO}}">{{expires}}</time></dd>
     <dt>Sleeps after idle</dt><dd>{{sleep}}</dd>
     </dl>
@@ -188,6 +211,17 @@ enum ConsoleTemplates {
     <section aria-labelledby="time-h">
     <h2 id="time-h">Timeline</h2>
     <ol class="timeline">{{#timeline}}<li><strong>{{what}}</strong> <time datetime="{{iso}}">{{when}}</time>{{#tlReason}}: <span class="reason">{{tlReason}}</span>{{/tlReason}}</li>{{/timeline}}</ol>
+    {{#anyOperations}}
+    <table class="list" id="operations">
+    <caption>Finished operations, newest first (the last 50 are kept)</caption>
+    <thead><tr><th scope="col">Operation</th><th scope="col">Started</th><th scope="col">Took</th><th scope="col">Outcome</th><th scope="col">Why</th></tr></thead>
+    <tbody>
+    {{#operations}}<tr><th scope="row">{{label}}</th><td><time datetime="{{startedISO}}">{{started}}</time></td><td>{{took}}</td><td>{{#opFailed}}<strong>{{outcome}}</strong>{{/opFailed}}{{^opFailed}}{{outcome}}{{/opFailed}}</td><td>{{#opReason}}<span class="reason">{{opReason}}</span>{{/opReason}}</td></tr>
+    {{/operations}}
+    </tbody>
+    </table>
+    {{/anyOperations}}
+    {{^anyOperations}}<p class="empty">No operation has finished yet.</p>{{/anyOperations}}
     </section>
     """#
 
@@ -268,8 +302,8 @@ enum ConsoleTemplates {
     </section>
     <section aria-labelledby="all-h"><h2 id="all-h">Every database ({{count}})</h2>
     <nav aria-label="Pages of databases" class="pages"><span>{{from}}–{{to}} of {{count}}</span>
-    {{#previous}}<a href="{{previous}}">Previous page</a>{{/previous}} {{#next}}<a href="{{next}}">Next page</a>{{/next}}</nav>
-    <table class="list" data-live-feed="/console/states?all=1&amp;page={{page}}">
+    {{#previous}}<a href="{{previous}}">First page</a>{{/previous}} {{#next}}<a href="{{next}}">Next page</a>{{/next}}</nav>
+    <table class="list" data-live-feed="/console/states?all=1&amp;limit=100&amp;after={{after}}">
     <thead><tr><th scope="col">Name</th><th scope="col">Owner</th><th scope="col">Project</th><th scope="col">State</th><th scope="col">Postgres</th><th scope="col">Expires</th></tr></thead>
     <tbody>{{#databases}}<tr><th scope="row"><a href="/databases/{{name}}">{{name}}</a></th><td>{{owner}}</td><td>{{project}}</td>
     <td>{{> state}}</td><td>{{postgres}}</td><td><time datetime="{{expiresISO}}">{{expires}}</time></td></tr>{{/databases}}</tbody>

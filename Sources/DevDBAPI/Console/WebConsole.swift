@@ -15,6 +15,7 @@ struct WebConsole: Sendable {
     let sessions: ConsoleSessionStore
     let oidc: OIDCVerifier?
     let templates: MustacheLibrary
+    let stats: ConsoleInstanceStats
     var catalog: any CatalogStore { api.plane.catalog }
 
     /// The session of the request being handled (set by `ConsoleSessionMiddleware`).
@@ -25,6 +26,7 @@ struct WebConsole: Sendable {
         sessions = ConsoleSessionStore(storage: consoleSessionStorage(for: plane.catalog))
         self.oidc = oidc
         templates = try ConsoleTemplates.library()
+        stats = ConsoleInstanceStats(catalog: plane.catalog)
     }
 
     func addRoutes(to router: Router<APIRequestContext>) {
@@ -33,6 +35,8 @@ struct WebConsole: Sendable {
         open.get("console/app.css") { _, _ in ConsoleAssets.response(ConsoleAssets.style, type: "text/css; charset=utf-8") }
         open.get("sign-in", use: signInPage)
         open.post("sign-in", use: signIn)
+        open.get("sign-in/sso", use: ssoStart)
+        open.get("sign-in/sso/callback", use: ssoCallback)
 
         let signedIn = router.group().add(middleware: ConsoleHeadersMiddleware(console: self))
             .add(middleware: ConsoleSessionMiddleware(console: self))
@@ -60,7 +64,7 @@ struct WebConsole: Sendable {
     @Sendable func signInPage(_ request: Request, context: APIRequestContext) async throws -> Response {
         // Login CSRF: the form carries a value that must match a SameSite=Strict cookie.
         let nonce = TokenSecrets.randomHex(16)
-        var data: [String: Any] = ["nonce": nonce]
+        var data: [String: Any] = ["nonce": nonce, "sso": oidc != nil]
         if request.uri.queryParameters.get("ended") != nil { data["notice"] = "You are signed out." }
         if request.uri.queryParameters.get("expired") != nil { data["notice"] = "Your session ended; sign in again." }
         var r = try render("sign-in", title: "Sign in", data, status: .ok)
@@ -76,7 +80,7 @@ struct WebConsole: Sendable {
         let token = (form["token"] ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
         let caller: Caller
         do { caller = try await authenticate(token: token, catalog: catalog, oidc: oidc, context: context) } catch let e as APIError where e.status == .unauthorized {
-            let data: [String: Any] = ["nonce": nonce, "error": "That API token is not valid. Paste the whole token (it starts with ddb_), or ask an admin for a new one."]
+            let data: [String: Any] = ["nonce": nonce, "sso": oidc != nil, "error": "That API token is not valid. Paste the whole token (it starts with ddb_), or ask an admin for a new one."]
             return try render("sign-in", title: "Sign in", data, status: .unauthorized)
         }
         let (id, s) = try await sessions.create(for: caller, token: token)

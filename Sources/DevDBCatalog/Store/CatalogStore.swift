@@ -67,6 +67,8 @@ public protocol DatabaseStore: Sendable {
     /// Throws the state machine's `DatabaseLifecycle.Refusal` or a `CatalogRefusal`. Nil when
     /// the database does not exist.
     func transition(_ name: String, _ event: DatabaseLifecycle.Event, conditions: [CatalogCondition]) async throws -> Transition?
+    /// The database's finished operations (`OperationHistory`), newest first, at most `limit`.
+    func operations(of name: String, limit: Int) async throws -> [OperationRecord]
     /// How many databases are in each state (absent: none), from the count kept with every
     /// transition: one read however many databases there are.
     func databaseStateCounts() async throws -> [DatabaseRecord.State: Int]

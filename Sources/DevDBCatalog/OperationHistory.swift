@@ -1,0 +1,60 @@
+import DevDBCore
+import Foundation
+
+/// One finished operation of a database (create, reset, snapshot, stop, start, delete): when it
+/// ran, how it ended and, when it did not succeed, why. Written by the catalog in the transaction
+/// that records the outcome; read for a database's timeline.
+public struct OperationRecord: Codable, Sendable, Equatable {
+    public enum Outcome: String, Codable, Sendable { case succeeded, failed, cancelled }
+    public var id: String
+    public var kind: DatabaseRecord.Operation.Kind
+    /// The snapshot taken, or the snapshot a reset went back to (`DB@SNAP`).
+    public var target: String?
+    public var startedAt: Date
+    public var finishedAt: Date
+    public var outcome: Outcome
+    public var reason: String?
+
+    public var seconds: Double { finishedAt.timeIntervalSince(startedAt) }
+}
+
+/// The bounded per-database history of finished operations: a stream
+/// `devdb:database:<name>:operations` of at most `maxEntries` entries, newest last, removed with
+/// the database. Pure: it turns a transition into the write that records what ended.
+public enum OperationHistory {
+    public static let maxEntries = 50
+    public static func key(_ database: String) -> String { "devdb:database:\(database):operations" }
+
+    /// The write recording the operation `before` ran, if this transition ended it (the record's
+    /// operation is gone or replaced by another). Stamps the start of a new operation on `after`.
+    static func record(before d: DatabaseRecord, after next: inout DatabaseRecord?, event: DatabaseLifecycle.Event,
+                       effects: [DatabaseLifecycle.Effect], now: Date = Date()) -> RedisWrite? {
+        if let op = next?.operation, op.id != d.operation?.id { next?.operation?.startedAt = now }
+        guard let op = d.operation, next?.operation?.id != op.id, next != nil else { return nil }
+        var outcome = OperationRecord.Outcome.succeeded, reason: String?
+        switch event {
+        case .failed(_, let why), .snapshotFailed(_, let why, _): outcome = .failed; reason = why
+        case .keptAwake: outcome = .cancelled; reason = "a session was still open, so it stayed awake"
+        default:
+            for case .finishSnapshot(_, nil, let why) in effects { outcome = .failed; reason = why ?? "the snapshot failed" }
+        }
+        let started = op.startedAt ?? (op.kind == .create ? d.createdAt : d.phaseStartedAt ?? now)
+        let entry = OperationRecord(id: op.id, kind: op.kind, target: op.target, startedAt: started, finishedAt: now,
+                                    outcome: outcome, reason: reason)
+        return .streamAdd(key(d.name), value: CatalogEngine.encode(entry), maxLength: maxEntries, approximate: false)
+    }
+}
+
+extension CatalogEngine {
+    /// The database's finished operations, newest first, at most `limit`.
+    func operations(of name: String, limit: Int) throws -> [OperationRecord] {
+        let rows = try backend.streamRange(OperationHistory.key(name), start: "-", end: "+", count: max(1, limit), reverse: true)
+        return rows.compactMap { try? Self.decode(OperationRecord.self, $0.value, key: OperationHistory.key(name)) }
+    }
+}
+
+extension CatalogEngineStore {
+    public func operations(of name: String, limit: Int) async throws -> [OperationRecord] {
+        try await perform { try $0.operations(of: name, limit: limit) }
+    }
+}
