@@ -50,8 +50,11 @@ class ConsoleSingleSignOnTests(unittest.TestCase):
     def discovery(port):
         import http.client
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        conn.request("GET", "/.well-known/openid-configuration")
-        return conn.getresponse().read().decode()
+        try:
+            conn.request("GET", "/.well-known/openid-configuration")
+            return conn.getresponse().read().decode()
+        finally:
+            conn.close()
 
     def start_sso(self):
         """Signed out, clicks the button; returns the provider's authorization URL it landed on."""
