@@ -24,7 +24,10 @@ PER_USER = 20
 
 def binary(name):
     if os.environ.get("DEVDB_BIN_DIR"):
-        return f"{os.environ['DEVDB_BIN_DIR']}/{name}", os.path.basename(os.environ["DEVDB_BIN_DIR"].rstrip("/"))
+        # The build mode from where the binary really is (the directory may hold links to both).
+        path = f"{os.environ['DEVDB_BIN_DIR']}/{name}"
+        real = os.path.realpath(path)
+        return path, "release" if "/release/" in real else "debug" if "/debug/" in real else os.path.basename(os.path.dirname(real))
     for mode in ("release", "debug"):
         path = f"{ROOT}/.build/{mode}/{name}"
         if os.path.exists(path):
