@@ -100,6 +100,7 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible {
         let all = try await store.operations(of: "kate-pg", limit: 100)
         #expect(all.count == OperationHistory.maxEntries)
         #expect(all.first?.kind == .start && all.first?.outcome == .succeeded && all.dropFirst().first?.kind == .stop)
+        #expect(!all.contains { $0.kind == .create }, "the oldest entries go, not the newest")
         // Deleted with the database.
         _ = try await store.transition("kate-pg", .delete, conditions: [])
         _ = try await store.transition("kate-pg", .deleted(operation: try #require(try await store.database("kate-pg")?.operation?.id)), conditions: [])

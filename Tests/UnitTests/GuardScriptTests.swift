@@ -70,6 +70,7 @@ import Testing
             .setAdd("empty", "a"), .setRemove("empty", "a"), .hashSet("h", [.init("f", "1"), .init("g", "2")]),
             .hashDeleteIfEquals("h", field: "f", value: "1"), .hashDeleteIfEquals("h", field: "g", value: "other"),
             .listAppend("l", "1"), .listAppend("l", "2"), .listAppend("l", "1"), .listRemove("l", "1"),
+            .listAppend("k", "1"), .listAppend("k", "2"), .listAppend("k", "3"), .listKeepLast("k", count: 2),
             .publish(channel: "devdb:test", message: "hello"),
         ]
         for (name, backend) in backends {
@@ -78,7 +79,8 @@ import Testing
             #expect(try backend.setMembers("set") == ["b"] && backend.setCount("empty") == 0, "\(name)")
             #expect(try backend.hash("h") == ["g": "2"], "\(name)")
             #expect(try backend.list("l") == ["2"], "\(name)")
-            #expect(try backend.scan("*").sorted() == ["h", "l", "s", "set"], "\(name)")
+            #expect(try backend.list("k") == ["2", "3"], "\(name)")
+            #expect(try backend.scan("*").sorted() == ["h", "k", "l", "s", "set"], "\(name)")
         }
     }
 

@@ -82,7 +82,7 @@ extension CatalogEngine {
             case .commit(var next, let effects, let actions):
                 next?.stampPhase(since: d)
                 // The operation this ends goes into the database's history, in this transaction.
-                if let w = OperationHistory.record(before: d, after: &next, event: event, effects: effects) { t.writes.append(w) }
+                t.writes += OperationHistory.record(before: d, after: &next, event: event, effects: effects)
                 // Teams (#27): quotas of a snapshot or wake, decided in this transaction; state intervals.
                 t.guards += try quotaGuards(for: d, event, next: next)
                 if let e = UsageLog.transitionEvent(before: d, after: next, effects: effects) { t.writes.append(e) }
@@ -108,7 +108,7 @@ extension CatalogEngine {
                         t.writes += Self.endFence(name)
                         t.publish = [name]
                     case .removeRecord:
-                        t.writes += [.delete([Key.database(name), OperationHistory.key(name)]), .setRemove(Key.databases, name),
+                        t.writes += [.delete([Key.database(name), OperationHistory.key(name), OperationHistory.legacyKey(name)]), .setRemove(Key.databases, name),
                                      .setRemove(Key.ownerDatabases(d.owner), name), .setRemove(Key.projectDatabases(d.project), name)]
                         if let port = d.backendPort { t.writes.append(.hashDeleteIfEquals(Key.ports, field: String(port), value: name)) }
                         removed += try releaseSnapshots(of: d, into: &t)

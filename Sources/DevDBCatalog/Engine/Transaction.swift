@@ -30,6 +30,8 @@ public enum RedisWrite: Sendable, Equatable {
     case listAppend(String, String)
     /// Removes every occurrence of `value` from the list.
     case listRemove(String, String)
+    /// Keeps only the last `count` entries of the list (`LTRIM key -count -1`).
+    case listKeepLast(String, count: Int)
     case publish(channel: String, message: String)
     /// Appends an entry (one field `e` holding `value`) to a stream with a new id (`*`), then keeps
     /// at most `maxLength` entries (`approximate`: Redis may keep a few more, which is cheaper).

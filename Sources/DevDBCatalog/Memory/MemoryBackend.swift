@@ -54,6 +54,8 @@ public final class MemoryBackend: CatalogBackend {
             case .listRemove(let k, let v):
                 lists[k]?.removeAll { $0 == v }
                 if lists[k]?.isEmpty == true { lists[k] = nil }
+            case .listKeepLast(let k, let n):
+                if let l = lists[k], l.count > max(1, n) { lists[k] = Array(l.suffix(max(1, n))) }
             case .publish(let channel, let message): published.append((channel, message))
             case .streamAdd(let k, let v, let n, _):
                 // Exact trimming: what Redis' approximate trimming keeps is at least this.

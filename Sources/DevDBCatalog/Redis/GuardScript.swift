@@ -75,6 +75,7 @@ enum GuardScript {
         case .sortedSetRemove(let k, let m): return ["ZREM", k, m]
         case .listAppend(let k, let v): return ["RPUSH", k, v]
         case .listRemove(let k, let v): return ["LREM", k, "0", v]
+        case .listKeepLast(let k, let n): return ["LTRIM", k, String(-max(1, n)), "-1"]
         case .publish(let channel, let message): return ["PUBLISH", channel, message]
         case .streamAdd(let k, let v, let n, let approximate):
             return ["XADD", k, "MAXLEN"] + (approximate ? ["~"] : []) + [String(n), "*", "e", v]
