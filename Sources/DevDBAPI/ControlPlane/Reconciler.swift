@@ -49,7 +49,10 @@ struct Reconciler: Service, ControlPlanePart {
     /// Runs at start and then every reconcile interval.
     @discardableResult
     func reconcile() async throws -> RecoveryReport {
-        let databases = try await catalog.databases()
+        // One read of every record, with its text: the comparisons below and the guards of the
+        // key repairs use it (a record changed since fails its guard; nothing is read twice).
+        let asRead = try await catalog.allDatabasesAsRead()
+        let databases = asRead.values.compactMap(\.value).sorted { $0.name < $1.name }
         var generations: [Generation] = []
         let projects = try await catalog.projects()
         for p in projects { generations += try await catalog.generations(p.name) }
@@ -109,7 +112,7 @@ struct Reconciler: Service, ControlPlanePart {
         for g in generations where GenerationLifecycle.isSeeding(g) && !busy.contains(Job.seed(project: g.project, generation: g.number).key) {
             if projects.first(where: { $0.name == g.project })?.state != .deleting { submit(.seed(project: g.project, generation: g.number)) }
         }
-        try await repairKeys(projects: Set(projects.map(\.name)))
+        try await repairKeys(projects: Set(projects.map(\.name)), databases: databases, asRead: asRead)
         // The state counts and the ready and expiry indexes, rebuilt if they differ (a catalog an
         // older version wrote): compared with the records read above, read again only then.
         if try await catalog.repairDatabaseIndexes(checking: databases) {
@@ -140,12 +143,17 @@ struct Reconciler: Service, ControlPlanePart {
     }
 
     /// Routes, leases and generation keys that nothing owns. Every removal is guarded by the
-    /// owning record as read, so work that changes it at the same time wins.
-    func repairKeys(projects: Set<String>) async throws {
+    /// owning record as read (`asRead`: reconcile's read, and a read of the names it did not
+    /// hold), so work that changes it at the same time wins.
+    func repairKeys(projects: Set<String>, databases: [DatabaseRecord], asRead: [String: RecordAsRead<DatabaseRecord>]) async throws {
         var removed: [String] = []
         // Read in bulk (a few round trips for thousands of databases); write only what differs.
+        func recordsOf(_ names: [String]) async throws -> [String: RecordAsRead<DatabaseRecord>] {
+            let unread = names.filter { asRead[$0] == nil }
+            return unread.isEmpty ? asRead : asRead.merging(try await catalog.databasesAsRead(unread)) { _, fresh in fresh }
+        }
         let routed = try await catalog.routedNames()
-        let records = try await catalog.databasesAsRead(routed)
+        let records = try await recordsOf(routed)
         let routes = try await catalog.routes(routed)
         for name in routed {
             let read = records[name] ?? RecordAsRead(value: nil, raw: nil)
@@ -157,13 +165,13 @@ struct Reconciler: Service, ControlPlanePart {
             if try await catalog.removeRoute(name, ifDatabaseIs: read.raw) { removed.append("route \(name)") }
         }
         let routedSet = Set(routed)
-        for d in try await catalog.databases() where DatabaseLifecycle.hasRoute(d.state) && !routedSet.contains(d.name) {
+        for d in databases where DatabaseLifecycle.hasRoute(d.state) && !routedSet.contains(d.name) {
             // Only a repair that committed counts: the database may have moved on (reset, deleted)
             // between the list and the route's read, and then it has no route to restore.
             if try await catalog.route(d.name) == nil, await record(d.name, .routeRepair, .bestEffort)?.applied == true { removed.append("(restored route \(d.name))") }
         }
         let leases = try await catalog.portOwners()
-        let owners = try await catalog.databasesAsRead(Array(Set(leases.values)))
+        let owners = try await recordsOf(Array(Set(leases.values)))
         for (port, owner) in leases {
             let read = owners[owner] ?? RecordAsRead(value: nil, raw: nil)
             if read.value?.backendPort == port { continue }

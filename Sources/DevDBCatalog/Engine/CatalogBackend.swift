@@ -11,7 +11,7 @@ public protocol CatalogBackend: Sendable {
     func setCount(_ key: String) throws -> Int
     func hashField(_ key: String, _ field: String) throws -> String?
     func hash(_ key: String) throws -> [String: String]
-    /// Whole hashes of many keys (Redis: pipelined, 500 a round trip).
+    /// Whole hashes of many keys (Redis: pipelined, 1,000 a round trip).
     func hashes(_ keys: [String]) throws -> [[String: String]]
     func list(_ key: String) throws -> [String]
     /// Members of a sorted set with score at most `maxScore` (nil: all), lowest score first.

@@ -37,12 +37,12 @@ extension CatalogEngine {
         return RecordAsRead(value: d, raw: raw)
     }
 
-    /// Many records with the text each was read as, 500 keys a read (absent names: nil, nil).
+    /// Many records with the text each was read as, 2,000 keys a read (absent names: nil, nil).
     func databasesAsRead(_ names: [String]) throws -> [String: RecordAsRead<DatabaseRecord>] {
         var out: [String: RecordAsRead<DatabaseRecord>] = [:]
         var start = 0
         while start < names.count {
-            let chunk = Array(names[start..<min(names.count, start + 500)])
+            let chunk = Array(names[start..<min(names.count, start + 2000)])
             start += chunk.count
             for (name, text) in zip(chunk, try backend.getMany(chunk.map(Key.database))) {
                 out[name] = RecordAsRead(value: try text.map { try Self.decode(DatabaseRecord.self, $0, key: Key.database(name)) }, raw: text)
@@ -50,6 +50,8 @@ extension CatalogEngine {
         }
         return out
     }
+
+    func allDatabasesAsRead() throws -> [String: RecordAsRead<DatabaseRecord>] { try databasesAsRead(members(Key.databases)) }
 
     func updateDatabase(_ name: String, _ change: (inout DatabaseRecord) -> Void) throws -> DatabaseRecord? {
         try optimistic("database \(name)") { () throws -> (Transaction, DatabaseRecord)? in

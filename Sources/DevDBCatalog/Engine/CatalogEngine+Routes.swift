@@ -50,7 +50,7 @@ extension CatalogEngine {
         return fields.isEmpty ? nil : try? RouteRecord(fields: fields)
     }
 
-    /// The routes of many databases, pipelined (500 a round trip); absent ones are left out.
+    /// The routes of many databases, pipelined (1,000 a round trip); absent ones are left out.
     func routes(_ names: [String]) throws -> [String: RouteRecord] {
         var out: [String: RouteRecord] = [:]
         for (name, fields) in zip(names, try backend.hashes(names.map(RouteContract.routeKey))) where !fields.isEmpty {

@@ -38,9 +38,17 @@ extension CatalogEngine {
     }
 
     func allSnapshots() throws -> [(SnapshotRecord, String)] {
+        // Keys from one SCAN, records in reads of 2,000 (not a round trip per snapshot).
+        let keys = try backend.scan("devdb:snapshot:*").filter { !$0.hasSuffix(":users") }.sorted()
         var out: [(SnapshotRecord, String)] = []
-        for key in try backend.scan("devdb:snapshot:*") where !key.hasSuffix(":users") {
-            if let r = try getRaw(SnapshotRecord.self, key) { out.append((r.value, r.raw)) }
+        var start = 0
+        while start < keys.count {
+            let chunk = Array(keys[start..<min(keys.count, start + 2000)])
+            start += chunk.count
+            for (key, text) in zip(chunk, try backend.getMany(chunk)) {
+                guard let text else { continue }
+                out.append((try Self.decode(SnapshotRecord.self, text, key: key), text))
+            }
         }
         return out
     }

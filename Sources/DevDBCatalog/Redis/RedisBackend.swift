@@ -47,12 +47,12 @@ final class RedisBackend: CatalogBackend {
     func hashField(_ key: String, _ field: String) throws -> String? { try cmd(["HGET", key, field]).string }
     func hash(_ key: String) throws -> [String: String] { try cmd(["HGETALL", key]).fieldMap }
 
-    /// Pipelines of 500 (a hibernator pass costs one round trip per 500 databases, not one each).
+    /// Pipelines of 1,000 (a hibernator pass costs one round trip per 1,000 databases, not one each).
     func hashes(_ keys: [String]) throws -> [[String: String]] {
         var out: [[String: String]] = []
         var start = 0
         while start < keys.count {
-            let chunk = Array(keys[start..<min(keys.count, start + 500)])
+            let chunk = Array(keys[start..<min(keys.count, start + 1000)])
             start += chunk.count
             let client = redis.client
             let replies = try mapped("HGETALL") { () throws(RedisError) in try client.pipeline(chunk.map { ["HGETALL", $0] }) }
@@ -81,7 +81,7 @@ final class RedisBackend: CatalogBackend {
     func scan(_ pattern: String) throws -> [String] {
         var cursor = "0", out: [String] = []
         repeat {
-            guard case .array(let reply) = try cmd(["SCAN", cursor, "MATCH", pattern, "COUNT", "5000"]), reply.count == 2,
+            guard case .array(let reply) = try cmd(["SCAN", cursor, "MATCH", pattern, "COUNT", "10000"]), reply.count == 2,
                   let next = reply[0].string, case .array(let keys) = reply[1] else { break }
             out += keys.compactMap(\.string)
             cursor = next

@@ -55,6 +55,8 @@ public protocol DatabaseStore: Sendable {
     func databaseAsRead(_ name: String) async throws -> RecordAsRead<DatabaseRecord>
     /// Many records with their raw text at once (reconcile).
     func databasesAsRead(_ names: [String]) async throws -> [String: RecordAsRead<DatabaseRecord>]
+    /// Every database's record with its raw text, by name (reconcile's one read of the catalog).
+    func allDatabasesAsRead() async throws -> [String: RecordAsRead<DatabaseRecord>]
     func databases(owner: String?) async throws -> [DatabaseRecord]
     /// Databases in name order after `after`, that `keep` accepts, at most `limit` (nil: all),
     /// reading the owner's or project's index (or everyone's) and only the records the page needs.

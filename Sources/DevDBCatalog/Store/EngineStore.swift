@@ -50,6 +50,9 @@ extension CatalogEngineStore {
     public func databasesAsRead(_ names: [String]) async throws -> [String: RecordAsRead<DatabaseRecord>] {
         try await perform { try $0.databasesAsRead(names) }
     }
+    public func allDatabasesAsRead() async throws -> [String: RecordAsRead<DatabaseRecord>] {
+        try await perform { try $0.allDatabasesAsRead() }
+    }
     public func databases(owner: String?) async throws -> [DatabaseRecord] { try await perform { try $0.databases(owner: owner) } }
     public func databasePage(owner: String?, project: String?, after: String?, limit: Int?,
                              where keep: @escaping @Sendable (DatabaseRecord) -> Bool) async throws -> DatabasePage {
