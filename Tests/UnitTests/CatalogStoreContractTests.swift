@@ -227,6 +227,28 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible {
         else { try #require(store as? MemoryCatalogStore).memory.write([.delete(keys)]) }
     }
 
+    /// The passes' reads of many records (the hibernator's ready set, reconcile's whole catalog)
+    /// keep what they decoded last time; every change is still seen on the next read.
+    @Test(arguments: StoreKind.allCases) func repeatedPassReadsSeeEveryChange(kind: StoreKind) async throws {
+        let (store, server) = try kind.make()
+        defer { server?.stop() }
+        _ = try await readyDatabase(store, "a", port: 7001)
+        _ = try await readyDatabase(store, "b", port: 7002)
+        for round in 1...3 {
+            let before: Double? = round == 1 ? nil : Double(round - 1)
+            #expect(try await store.readyDatabases().first { $0.name == "a" }?.hibernateAfterSeconds == before)
+            let all = try await store.allDatabasesAsRead()
+            #expect(all["a"]?.value?.hibernateAfterSeconds == before)
+            #expect(all["a"]?.raw == (try await store.databaseAsRead("a").raw), "the text is the record's text now")
+            _ = try await store.updateDatabase("a") { $0.hibernateAfterSeconds = Double(round) }
+        }
+        #expect(try await store.readyDatabases().first { $0.name == "a" }?.hibernateAfterSeconds == 3)
+        #expect(try await store.allDatabasesAsRead()["a"]?.value?.hibernateAfterSeconds == 3)
+        _ = try await store.transition("a", .hibernate(now: Date()))
+        #expect(try await store.readyDatabases().map(\.name) == ["b"])
+        #expect(try await store.allDatabasesAsRead()["a"]?.value?.state == .hibernating)
+    }
+
     @Test(arguments: StoreKind.allCases) func indexesMoveWithEveryTransition(kind: StoreKind) async throws {
         let (store, server) = try kind.make()
         defer { server?.stop() }

@@ -39,7 +39,7 @@ extension CatalogEngine {
 
     /// Records of the databases the ready index names (still ready when read).
     func readyDatabases() throws -> [DatabaseRecord] {
-        try records(try members(Key.readyDatabases)).filter { $0.state == .ready }
+        try records(try members(Key.readyDatabases), decodedBy: readyDecoded).filter { $0.state == .ready }
     }
 
     /// Records of the databases whose expiry is at or before `now`.
@@ -48,16 +48,18 @@ extension CatalogEngine {
         return try records(names).filter { ($0.expiresAt ?? .distantFuture) <= now }
     }
 
-    /// Records of `names`, 500 keys a read; absent ones are left out.
-    private func records(_ names: [String]) throws -> [DatabaseRecord] {
-        var out: [DatabaseRecord] = []
+    /// Records of `names`, 2,000 keys a read; absent ones are left out. With `decodedBy`, a
+    /// record whose text that cache saw last time is not decoded again.
+    private func records(_ names: [String], decodedBy cache: DecodedRecords? = nil) throws -> [DatabaseRecord] {
+        var texts: [(key: String, text: String)] = []
         var start = 0
         while start < names.count {
-            let chunk = names[start..<min(names.count, start + 500)]
-            start += chunk.count
-            out += try getMany(DatabaseRecord.self, chunk.map(Key.database))
+            let keys = names[start..<min(names.count, start + 2000)].map(Key.database)
+            start += keys.count
+            for (key, text) in zip(keys, try backend.getMany(keys)) { if let text { texts.append((key, text)) } }
         }
-        return out
+        if let cache { return try cache.decode(texts) }
+        return try texts.map { try Self.decode(DatabaseRecord.self, $0.text, key: $0.key) }
     }
 
     /// The indexes as they should be for these records.

@@ -38,20 +38,24 @@ extension CatalogEngine {
     }
 
     /// Many records with the text each was read as, 2,000 keys a read (absent names: nil, nil).
-    func databasesAsRead(_ names: [String]) throws -> [String: RecordAsRead<DatabaseRecord>] {
+    func databasesAsRead(_ names: [String], decodedBy cache: DecodedRecords? = nil) throws -> [String: RecordAsRead<DatabaseRecord>] {
         var out: [String: RecordAsRead<DatabaseRecord>] = [:]
+        var read: [(name: String, key: String, text: String)] = []
         var start = 0
         while start < names.count {
             let chunk = Array(names[start..<min(names.count, start + 2000)])
             start += chunk.count
             for (name, text) in zip(chunk, try backend.getMany(chunk.map(Key.database))) {
-                out[name] = RecordAsRead(value: try text.map { try Self.decode(DatabaseRecord.self, $0, key: Key.database(name)) }, raw: text)
+                if let text { read.append((name, Key.database(name), text)) } else { out[name] = RecordAsRead(value: nil, raw: nil) }
             }
         }
+        let records = try cache.map { try $0.decode(read.map { ($0.key, $0.text) }) }
+            ?? read.map { try Self.decode(DatabaseRecord.self, $0.text, key: $0.key) }
+        for (r, d) in zip(read, records) { out[r.name] = RecordAsRead(value: d, raw: r.text) }
         return out
     }
 
-    func allDatabasesAsRead() throws -> [String: RecordAsRead<DatabaseRecord>] { try databasesAsRead(members(Key.databases)) }
+    func allDatabasesAsRead() throws -> [String: RecordAsRead<DatabaseRecord>] { try databasesAsRead(members(Key.databases), decodedBy: allDecoded) }
 
     func updateDatabase(_ name: String, _ change: (inout DatabaseRecord) -> Void) throws -> DatabaseRecord? {
         try optimistic("database \(name)") { () throws -> (Transaction, DatabaseRecord)? in

@@ -10,6 +10,8 @@ public final class CatalogEngine: Sendable {
     let backend: any CatalogBackend
     /// Snapshots one database may have (the API's --max-snapshots).
     let maxSnapshotsPerDatabase: Int
+    /// The hibernator's and reconcile's reads of many records decode only what changed.
+    let readyDecoded = DecodedRecords(), allDecoded = DecodedRecords()
 
     init(backend: any CatalogBackend, maxSnapshotsPerDatabase: Int) {
         self.backend = backend
