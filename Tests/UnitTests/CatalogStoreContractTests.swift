@@ -222,7 +222,7 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible {
 
     /// Removes the index keys, as a catalog written before they existed lacks them.
     func dropIndexes(_ store: any CatalogStore, _ server: RedisServer?) throws {
-        let keys = [CatalogKey.databaseStates, CatalogKey.readyDatabases, CatalogKey.databaseExpiry]
+        let keys = [CatalogKey.databaseStates, CatalogKey.readyDatabases, CatalogKey.databaseExpiry, CatalogKey.databasesByName]
         if let server { _ = try RedisClient(url: try RedisURL(parsing: server.url)).command(["DEL"] + keys) }
         else { try #require(store as? MemoryCatalogStore).memory.write([.delete(keys)]) }
     }

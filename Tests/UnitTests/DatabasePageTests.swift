@@ -1,4 +1,5 @@
 import DevDBCatalog
+import DevDBRedis
 import DevDBTestSupport
 import Foundation
 import Testing
@@ -44,6 +45,39 @@ import Testing
         }
         let whole = try await store.databasePage(owner: nil, project: nil, after: nil, limit: nil) { _ in true }
         #expect(whole.records.map(\.name) == everything && whole.next == nil)
+    }
+
+    /// Everyone's pages come from the name index; a catalog written before it (the index absent
+    /// or short) is listed from the set of names until reconcile rebuilds the index.
+    @Test(arguments: StoreKind.allCases) func everyonesPagesWithAndWithoutTheNameIndex(kind: StoreKind) async throws {
+        let (store, server) = try await populated(kind)
+        defer { server?.stop() }
+        let everything = try await store.databases(owner: nil).map(\.name).sorted()
+        let asleep = try await store.databases(owner: nil).filter { $0.state == .hibernated }.map(\.name).sorted()
+        func drop(_ names: [String]? = nil) async throws {
+            let writes: [RedisWrite] = names.map { $0.map { .sortedSetRemove(CatalogKey.databasesByName, $0) } } ?? [.delete([CatalogKey.databasesByName])]
+            if let server {
+                let redis = try RedisClient(url: try RedisURL(parsing: server.url))
+                for w in writes {
+                    switch w {
+                    case .delete(let keys): _ = try redis.command(["DEL"] + keys)
+                    case .sortedSetRemove(let k, let m): _ = try redis.command(["ZREM", k, m])
+                    default: break
+                    }
+                }
+            } else { try #require(store as? MemoryCatalogStore).memory.write(writes) }
+        }
+        for (when, change) in [("with the index", nil), ("without it", Optional([String]?.none)), ("with it short", Optional(Optional(["db-03", "db-20"])))] {
+            if let change { try await drop(change) }
+            for limit in [1, 7, 36, 100] {
+                #expect(try await allPages(store, limit: limit).flatMap { $0 } == everything, "\(when), limit \(limit)")
+                #expect(try await allPages(store, limit: limit) { $0.state == .hibernated }.flatMap { $0 } == asleep, "\(when), limit \(limit)")
+                // A rare match: a page needs more than one read of names.
+                #expect(try await allPages(store, limit: limit) { $0.name.hasSuffix("6") }.flatMap { $0 } == ["db-06", "db-16", "db-26", "db-36"], "\(when), limit \(limit)")
+            }
+            _ = try await store.repairDatabaseIndexes(checking: nil)
+        }
+        #expect(try await store.repairDatabaseIndexes(checking: try await store.databases(owner: nil)) == false, "rebuilt: the name index matches")
     }
 
     @Test(arguments: StoreKind.allCases) func filtersComeBeforeThePageIsCut(kind: StoreKind) async throws {

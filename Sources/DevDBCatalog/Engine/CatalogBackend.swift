@@ -16,6 +16,11 @@ public protocol CatalogBackend: Sendable {
     func list(_ key: String) throws -> [String]
     /// Members of a sorted set with score at most `maxScore` (nil: all), lowest score first.
     func sortedSet(_ key: String, maxScore: Double?) throws -> [ScoredMember]
+    /// Up to `count` members of a sorted set whose members all score the same, in byte order,
+    /// after `after` (exclusive; nil: from the first): Redis `ZRANGEBYLEX`.
+    func sortedSetMembers(_ key: String, after: String?, count: Int) throws -> [String]
+    /// How many members a sorted set has.
+    func sortedSetCount(_ key: String) throws -> Int
     func increment(_ key: String) throws -> Int
     /// Sets the key unless it exists.
     func setIfAbsent(_ key: String, _ value: String) throws

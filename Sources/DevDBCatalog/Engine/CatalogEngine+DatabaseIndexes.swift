@@ -9,6 +9,9 @@ extension CatalogEngine {
     /// The index changes from `before` to `after` (nil: absent) of database `name`.
     static func indexWrites(_ name: String, before: DatabaseRecord?, after: DatabaseRecord?) -> [RedisWrite] {
         var w: [RedisWrite] = []
+        if (before == nil) != (after == nil) {
+            w.append(after != nil ? .sortedSetAdd(Key.databasesByName, member: name, score: 0) : .sortedSetRemove(Key.databasesByName, name))
+        }
         if before?.state != after?.state {
             if let b = before { w.append(.hashIncrement(Key.databaseStates, field: b.state.rawValue, by: -1)) }
             if let a = after { w.append(.hashIncrement(Key.databaseStates, field: a.state.rawValue, by: 1)) }
@@ -67,21 +70,23 @@ extension CatalogEngine {
         var states: [String: Int] = [:]
         var ready: Set<String> = []
         var expiry: [String: Double] = [:]
+        var names: Set<String> = []
 
         init(_ records: [DatabaseRecord]) {
             for d in records {
+                names.insert(d.name)
                 states[d.state.rawValue, default: 0] += 1
                 if d.state == .ready { ready.insert(d.name) }
                 if let at = d.expiresAt { expiry[d.name] = CatalogEngine.expiryScore(at) }
             }
         }
 
-        init(states: [String: Int], ready: Set<String>, expiry: [String: Double]) {
-            self.states = states.filter { $0.value != 0 }; self.ready = ready; self.expiry = expiry
+        init(states: [String: Int], ready: Set<String>, expiry: [String: Double], names: Set<String>) {
+            self.states = states.filter { $0.value != 0 }; self.ready = ready; self.expiry = expiry; self.names = names
         }
 
         static func == (a: Indexes, b: Indexes) -> Bool {
-            a.states == b.states && a.ready == b.ready && a.expiry.keys == b.expiry.keys
+            a.states == b.states && a.ready == b.ready && a.names == b.names && a.expiry.keys == b.expiry.keys
                 && a.expiry.allSatisfy { abs($0.value - (b.expiry[$0.key] ?? .nan)) < 0.001 }
         }
     }
@@ -89,7 +94,8 @@ extension CatalogEngine {
     private func storedIndexes() throws -> Indexes {
         let states = try backend.hash(Key.databaseStates).compactMapValues { Int($0) }
         let expiry = Dictionary(try backend.sortedSet(Key.databaseExpiry, maxScore: nil).map { ($0.member, $0.score) }) { a, _ in a }
-        return Indexes(states: states, ready: Set(try backend.setMembers(Key.readyDatabases)), expiry: expiry)
+        let names = Set(try backend.sortedSet(Key.databasesByName, maxScore: nil).map(\.member))
+        return Indexes(states: states, ready: Set(try backend.setMembers(Key.readyDatabases)), expiry: expiry, names: names)
     }
 
     /// Rebuilds the indexes from the records when they differ from what `checking` (records read
@@ -108,9 +114,10 @@ extension CatalogEngine {
             }
             let want = Indexes(records)
             if want == (try storedIndexes()) { return (Transaction(), false) }
-            var t = Transaction(guards: guards, writes: [.delete([Key.databaseStates, Key.readyDatabases, Key.databaseExpiry])])
+            var t = Transaction(guards: guards, writes: [.delete([Key.databaseStates, Key.readyDatabases, Key.databaseExpiry, Key.databasesByName])])
             for (state, n) in want.states.sorted(by: { $0.key < $1.key }) { t.writes.append(.hashIncrement(Key.databaseStates, field: state, by: n)) }
             for name in want.ready.sorted() { t.writes.append(.setAdd(Key.readyDatabases, name)) }
+            for name in want.names.sorted() { t.writes.append(.sortedSetAdd(Key.databasesByName, member: name, score: 0)) }
             for (name, at) in want.expiry.sorted(by: { $0.key < $1.key }) { t.writes.append(.sortedSetAdd(Key.databaseExpiry, member: name, score: at)) }
             return (t, true)
         } ?? false

@@ -14,6 +14,12 @@ extension CatalogEngine {
     /// Records after `after` (exclusive, by name) that `keep` accepts, at most `limit` of them.
     func databasePage(owner: String?, project: String?, after: String?, limit: Int?,
                       where keep: (DatabaseRecord) -> Bool) throws -> DatabasePage {
+        // Everyone's databases, a page: names from the name index a chunk at a time (when it is
+        // complete; a catalog written before it has it only after reconcile rebuilt it).
+        if owner == nil, project == nil, let limit,
+           try backend.sortedSetCount(Key.databasesByName) == backend.setCount(Key.databases) {
+            return try indexedPage(after: after, limit: limit, where: keep)
+        }
         var names: [String]
         switch (owner, project) {
         case let (o?, p?):
@@ -37,6 +43,29 @@ extension CatalogEngine {
             }
         }
         guard let limit, records.count > limit else { return DatabasePage(records: records, next: nil) }
+        records.removeLast(records.count - limit)
+        return DatabasePage(records: records, next: records.last?.name)
+    }
+
+    /// A page of everyone's databases through `devdb:databases:by-name`: reads names after
+    /// `after` a chunk at a time and their records, until the page (and one more: is there a next?)
+    /// is full; the work is the page's, not the installation's.
+    private func indexedPage(after: String?, limit: Int, where keep: (DatabaseRecord) -> Bool) throws -> DatabasePage {
+        let wanted = limit + 1
+        // A few pages' worth of names a read: a filter (a state) may skip many.
+        let chunk = min(max(4 * wanted, 16), 500)
+        var records: [DatabaseRecord] = []
+        var cursor = after
+        while records.count < wanted {
+            let names = try backend.sortedSetMembers(Key.databasesByName, after: cursor, count: chunk)
+            for d in try getMany(DatabaseRecord.self, names.map(Key.database)) where keep(d) {
+                records.append(d)
+                if records.count == wanted { break }
+            }
+            guard names.count == chunk, let last = names.last else { break }
+            cursor = last
+        }
+        guard records.count > limit else { return DatabasePage(records: records, next: nil) }
         records.removeLast(records.count - limit)
         return DatabasePage(records: records, next: records.last?.name)
     }

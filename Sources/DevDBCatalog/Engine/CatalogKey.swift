@@ -26,4 +26,7 @@ public enum CatalogKey {
     public static let readyDatabases = "devdb:databases:ready"
     /// Sorted set: names of databases with a TTL, scored by expiry (epoch seconds; the reaper).
     public static let databaseExpiry = "devdb:databases:expiry"
+    /// Sorted set: every database's name, all scored 0, so `ZRANGEBYLEX` gives a page of names in
+    /// name order after a name (an admin's page reads one page of names, not every name).
+    public static let databasesByName = "devdb:databases:by-name"
 }

@@ -90,6 +90,13 @@ public final class MemoryBackend: CatalogBackend {
         state.withLock { $0.sortedSets[key] ?? [:] }.filter { $0.value <= (maxScore ?? .infinity) }
             .map { ScoredMember(member: $0.key, score: $0.value) }.sorted { ($0.score, $0.member) < ($1.score, $1.member) }
     }
+    public func sortedSetMembers(_ key: String, after: String?, count: Int) throws -> [String] {
+        // Byte order, as Redis compares members.
+        let members = state.withLock { Array(($0.sortedSets[key] ?? [:]).keys) }.sorted { Array($0.utf8).lexicographicallyPrecedes($1.utf8) }
+        let start = after.map { a in members.firstIndex { !Array($0.utf8).lexicographicallyPrecedes(Array(a.utf8)) && $0 != a } ?? members.endIndex } ?? 0
+        return Array(members[start...].prefix(count))
+    }
+    public func sortedSetCount(_ key: String) throws -> Int { state.withLock { $0.sortedSets[key]?.count ?? 0 } }
     public func ping() throws {}
 
     public func streamRange(_ key: String, start: String, end: String, count: Int, reverse: Bool) throws -> [StreamEntry] {

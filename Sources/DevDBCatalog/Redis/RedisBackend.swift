@@ -74,6 +74,13 @@ final class RedisBackend: CatalogBackend {
         }
     }
 
+    func sortedSetMembers(_ key: String, after: String?, count: Int) throws -> [String] {
+        guard case .array(let items) = try cmd(["ZRANGEBYLEX", key, after.map { "(" + $0 } ?? "-", "+", "LIMIT", "0", String(count)]) else { return [] }
+        return items.compactMap(\.string)
+    }
+
+    func sortedSetCount(_ key: String) throws -> Int { try cmd(["ZCARD", key]).integer ?? 0 }
+
     func increment(_ key: String) throws -> Int { try cmd(["INCR", key]).integer ?? 0 }
     func setIfAbsent(_ key: String, _ value: String) throws { _ = try cmd(["SET", key, value, "NX"]) }
     func ping() throws { _ = try cmd(["PING"]) }
