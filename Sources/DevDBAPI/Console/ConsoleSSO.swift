@@ -77,7 +77,8 @@ extension WebConsole {
             return try refusedSignIn("Sign-in refused: the answer from the identity provider does not belong to the sign-in started here (state mismatch). Sign in again.", status: .forbidden)
         }
         if let error = q.get("error") {
-            let detail = q.get("error_description").map { ": \($0)" } ?? ""
+            // The answer's query is form-encoded (RFC 6749 4.1.2.1): a `+` there is a space.
+            let detail = q.get("error_description").map { ": " + $0.replacingOccurrences(of: "+", with: " ") } ?? ""
             return try refusedSignIn("The identity provider did not sign you in (\(error)\(detail)). Try again, or sign in with an API token.", status: .unauthorized)
         }
         guard let code = q.get("code"), !code.isEmpty else {
