@@ -305,6 +305,10 @@ struct APICommand: AsyncParsableCommand {
                   url.path.isEmpty, url.query == nil, url.fragment == nil else {
                 throw ValidationError("--console-url must be the console's address without a path, e.g. https://devdb.example.com, not \"\(consoleURL)\"")
             }
+            // The session cookies are Secure: a browser keeps them only over https (or loopback).
+            if scheme == "http", !["127.0.0.1", "localhost", "::1"].contains(url.host ?? "") {
+                throw ValidationError("--console-url must use https (plain http only on loopback, for tests), not \"\(consoleURL)\"")
+            }
             s.consoleURL = trimmed
         }
         if let file = oidcClientSecretFile {

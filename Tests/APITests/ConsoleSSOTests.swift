@@ -84,6 +84,27 @@ import Testing
             == "https://127.0.0.1:8080/sign-in/sso/callback")
     }
 
+    @Test func theConsoleURLReachesTheAuthorizationRequest() async throws {
+        let issuer = "http://127.0.0.1:1/apitests-\(UUID().uuidString)"
+        ConsoleSSOEndpoints.cache.withLock {
+            $0[issuer] = (Date(), .init(authorization: "https://idp.example/auth", token: "https://idp.example/token"))
+        }
+        try await withAPI({ c in
+            var s = OIDCSettings(issuer: issuer, clientID: "devdb")
+            s.consoleURL = "https://devdb.example.com"
+            c.oidc = s
+        }) { api in
+            var headers = HTTPFields()
+            headers[HTTPField.Name("Host")!] = "evil.example"
+            headers[HTTPField.Name("X-Forwarded-Proto")!] = "http"
+            let r = try await api.client.execute(uri: "/sign-in/sso", method: .get, headers: headers, body: nil)
+            #expect(r.status == .found)
+            let location = try #require(r.headers[.location].flatMap { URLComponents(string: $0) })
+            #expect(location.host == "idp.example")
+            #expect(location.queryItems?.first { $0.name == "redirect_uri" }?.value == "https://devdb.example.com/sign-in/sso/callback")
+        }
+    }
+
     @Test func endpointsMustBeHttpsUnlessOnLoopback() throws {
         func doc(_ a: String, _ t: String) -> [String: Any] { ["authorization_endpoint": a, "token_endpoint": t] }
         let ok = try ConsoleSSOEndpoints.endpoints(in: doc("https://idp.example/auth", "https://idp.example/token"))

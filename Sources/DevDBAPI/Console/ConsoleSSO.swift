@@ -166,8 +166,8 @@ enum ConsoleSSOEndpoints {
     /// How long a discovery document is used before it is fetched again: `GET /sign-in/sso`
     /// needs no sign-in, so without a cache anyone could make the API hammer the issuer.
     static let discoverySeconds: Double = 300
-    /// Endpoints by issuer, with when they were fetched.
-    private static let cache = Mutex<[String: (at: Date, endpoints: Endpoints)]>([:])
+    /// Endpoints by issuer, with when they were fetched (tests put some there).
+    static let cache = Mutex<[String: (at: Date, endpoints: Endpoints)]>([:])
 
     static func discover(_ issuer: String, now: Date = Date()) async throws -> Endpoints {
         if let hit = cache.withLock({ $0[issuer] }), now.timeIntervalSince(hit.at) < discoverySeconds { return hit.endpoints }
