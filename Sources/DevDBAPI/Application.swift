@@ -85,7 +85,8 @@ public func buildApplication(_ config: APIConfiguration, store: any CatalogStore
     let oidc = config.oidc.map { OIDCVerifier(settings: $0, logger: logger) }
     if let o = config.oidc {
         logger.info("single sign-on", metadata: ["devdb.oidc.issuer": "\(o.issuer)", "devdb.oidc.client_id": "\(o.clientID)",
-                                                 "devdb.oidc.user_claim": "\(o.userClaim.rawValue)", "devdb.oidc.admin_group": "\(o.adminGroup ?? "(none)")"])
+                                                 "devdb.oidc.user_claim": "\(o.userClaim.rawValue)", "devdb.oidc.admin_group": "\(o.adminGroup ?? "(none)")",
+                                                 "devdb.console_url": "\(o.consoleURL ?? "(from each request's Host)")"])
     }
     let v1 = router.group("v1").add(middleware: TokenAuthenticator(catalog: catalog, oidc: oidc)).add(middleware: AuditMiddleware(plane: plane))
     addTeamRoutes(to: v1, plane: plane)  // #27: /v1/quotas, /v1/audit, /v1/usage

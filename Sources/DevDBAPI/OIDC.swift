@@ -23,6 +23,9 @@ public struct OIDCSettings: Sendable {
     public var userClaim: UserClaim = .email
     /// Members of this group (the `groups` claim) are admins.
     public var adminGroup: String?
+    /// The console's public address (scheme, host, port; no path), e.g. https://devdb.example.com:
+    /// the single sign-on callback is built from it rather than from the request's Host.
+    public var consoleURL: String?
     /// Clock skew allowed on `exp`, `nbf` and `iat`.
     public var leewaySeconds: Double = 30
     /// The least time between two fetches of the issuer's keys caused by a token no cached key

@@ -115,6 +115,8 @@ struct APICommand: AsyncParsableCommand {
     @Option(name: .customLong("oidc-user-claim"), help: "The claim that names a user: email, preferred_username or sub.") var oidcUserClaim = "email"
     @Option(name: .customLong("oidc-admin-group"), help: ArgumentHelp("Members of this group (the groups claim) are admins.", valueName: "group"))
     var oidcAdminGroup: String?
+    @Option(name: .customLong("console-url"), help: ArgumentHelp("The web console's public address, e.g. https://devdb.example.com: the single sign-on callback (<url>/sign-in/sso/callback) is built from it, not from the request's Host.", valueName: "url"))
+    var consoleURL: String?
 
     // The audit log (docs/teams.md).
     @Option(name: .customLong("audit-max-entries"), help: "Audit log entries kept (about; the oldest go first).") var auditMaxEntries = 100_000
@@ -131,7 +133,7 @@ struct APICommand: AsyncParsableCommand {
                 "restore-cpu-request", "restore-memory-request", "restore-cpu-limit", "restore-memory-limit", "pod-annotations",
                 "restore-pod-annotations", "s3-credentials-dir", "orphan-grace-period",
                 "refresh-check-interval", "hibernate-after", "max-snapshots", "max-ttl",
-                "oidc-issuer", "oidc-client-id", "oidc-client-secret-file", "oidc-user-claim", "oidc-admin-group",
+                "oidc-issuer", "oidc-client-id", "oidc-client-secret-file", "oidc-user-claim", "oidc-admin-group", "console-url",
                 "audit-max-entries", "audit-max-age"],
         repeatable: ["postgres-bin-dir", "postgres-image", "image-pull-secret"], flags: ["allow-private-dump-hosts"])
 
@@ -277,8 +279,8 @@ struct APICommand: AsyncParsableCommand {
     /// --oidc-*: nil without --oidc-issuer; the others without it are an error.
     func makeOIDCSettings() throws -> OIDCSettings? {
         guard let issuer = oidcIssuer, !issuer.isEmpty else {
-            if oidcClientID != nil || oidcClientSecretFile != nil || oidcAdminGroup != nil {
-                throw ValidationError("--oidc-client-id, --oidc-client-secret-file and --oidc-admin-group need --oidc-issuer (DEVDB_API_OIDC_ISSUER)")
+            if oidcClientID != nil || oidcClientSecretFile != nil || oidcAdminGroup != nil || consoleURL != nil {
+                throw ValidationError("--oidc-client-id, --oidc-client-secret-file, --oidc-admin-group and --console-url need --oidc-issuer (DEVDB_API_OIDC_ISSUER)")
             }
             return nil
         }
@@ -297,6 +299,18 @@ struct APICommand: AsyncParsableCommand {
         var s = OIDCSettings(issuer: issuer, clientID: clientID)
         s.userClaim = claim
         s.adminGroup = oidcAdminGroup.flatMap { $0.isEmpty ? nil : $0 }
+        if let consoleURL, !consoleURL.isEmpty {
+            let trimmed = consoleURL.hasSuffix("/") ? String(consoleURL.dropLast()) : consoleURL
+            guard let url = URL(string: trimmed), let scheme = url.scheme, ["https", "http"].contains(scheme), url.host != nil,
+                  url.path.isEmpty, url.query == nil, url.fragment == nil else {
+                throw ValidationError("--console-url must be the console's address without a path, e.g. https://devdb.example.com, not \"\(consoleURL)\"")
+            }
+            // The session cookies are Secure: a browser keeps them only over https (or loopback).
+            if scheme == "http", !["127.0.0.1", "localhost", "::1"].contains(url.host ?? "") {
+                throw ValidationError("--console-url must use https (plain http only on loopback, for tests), not \"\(consoleURL)\"")
+            }
+            s.consoleURL = trimmed
+        }
         if let file = oidcClientSecretFile {
             guard let secret = try? String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !secret.isEmpty else {
                 throw ValidationError("cannot read a client secret from --oidc-client-secret-file \(file)")

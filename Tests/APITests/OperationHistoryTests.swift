@@ -1,4 +1,5 @@
 import DevDBAPIContract
+import DevDBCatalog
 import Foundation
 import Testing
 
@@ -30,7 +31,29 @@ import Testing
             #expect(try await api.get("/v1/databases/{name}/operations", "db1", token: nil).status == .unauthorized)
             #expect(try await api.get("/v1/databases/{name}/operations", "db1", token: api.admin).status == .ok)
             #expect(try await api.get("/v1/databases/{name}/operations", "db1", query: "limit=0", token: ann).status == .badRequest)
+            #expect(try await api.get("/v1/databases/{name}/operations", "db1", query: "limit=abc", token: ann).status == .badRequest)
+            #expect(try await api.get("/v1/databases/{name}/operations", "db1", query: "limit=\(OperationHistory.maxEntries + 1)", token: ann).status == .badRequest)
+            #expect(try await api.get("/v1/databases/{name}/operations", "db1", query: "limit=\(OperationHistory.maxEntries)", token: ann).status == .ok)
             #expect(try await api.get("/v1/databases/{name}/operations", "nope", token: ann).status == .notFound)
+        }
+    }
+
+    @Test func theHistoryGoesWithTheDatabase() async throws {
+        try await withAPI { api in
+            try await api.readyProject("shop")
+            let ann = try await api.token(for: "ann")
+            try await api.readyDatabase("db1", project: "shop", token: ann)
+            _ = try await waitFor("the create recorded") { try await api.store.operations(of: "db1", limit: 50).isEmpty ? nil : true }
+            #expect(try await api.delete("/v1/databases/{name}", "db1", token: ann).status == .accepted)
+            _ = try await waitFor("db1 gone") { try await api.get("/v1/databases/{name}", "db1", token: ann).status == .notFound ? true : nil }
+            #expect(try await api.store.operations(of: "db1", limit: 50).isEmpty)
+            // A new database of the same name starts with its own history only.
+            try await api.readyDatabase("db1", project: "shop", token: ann)
+            let ops = try await waitFor("the new create recorded") { () -> [OperationView]? in
+                let items = try await api.get("/v1/databases/{name}/operations", "db1", token: ann).decode(ItemList<OperationView>.self).items
+                return items.isEmpty ? nil : items
+            }
+            #expect(ops.map(\.kind) == ["create"])
         }
     }
 }

@@ -411,13 +411,15 @@ class ChartTests(unittest.TestCase):
 
     def test_single_sign_on_reaches_the_api_as_flags_and_its_secret_as_a_file(self):
         objects, _ = render({"api": {"oidc": {"issuer": "https://acme.okta.com", "clientId": "devdb", "clientSecretSecret": "devdb-oidc",
-                                              "userClaim": "preferred_username", "adminGroup": "devdb-admins"}}}, "devdb", "devdb")
+                                              "userClaim": "preferred_username", "adminGroup": "devdb-admins",
+                                              "consoleUrl": "https://devdb.example.com"}}}, "devdb", "devdb")
         api = named(objects, "Deployment", "devdb-api")["spec"]["template"]["spec"]
         c = api["containers"][0]
         self.assertEqual(arg(c, "--oidc-issuer"), "https://acme.okta.com")
         self.assertEqual(arg(c, "--oidc-client-id"), "devdb")
         self.assertEqual(arg(c, "--oidc-user-claim"), "preferred_username")
         self.assertEqual(arg(c, "--oidc-admin-group"), "devdb-admins")
+        self.assertEqual(arg(c, "--console-url"), "https://devdb.example.com")
         self.assertEqual(arg(c, "--oidc-client-secret-file"), "/etc/devdb/oidc/client-secret")
         self.assertIn({"name": "oidc-client-secret", "mountPath": "/etc/devdb/oidc", "readOnly": True}, c["volumeMounts"])
         self.assertIn({"name": "oidc-client-secret", "secret": {"secretName": "devdb-oidc", "defaultMode": 0o400,
@@ -426,7 +428,7 @@ class ChartTests(unittest.TestCase):
         # Without an issuer: no single sign-on flags and no secret volume; the audit bounds are passed.
         objects, _ = render({}, "devdb", "devdb")
         c = named(objects, "Deployment", "devdb-api")["spec"]["template"]["spec"]["containers"][0]
-        self.assertFalse(any(a.startswith("--oidc-") for a in c["args"]))
+        self.assertFalse(any(a.startswith("--oidc-") or a.startswith("--console-url") for a in c["args"]))
         self.assertEqual(arg(c, "--audit-max-entries"), "100000")
         self.assertEqual(arg(c, "--audit-max-age"), "90d")
         # An issuer needs a client id; the claim is one of three.

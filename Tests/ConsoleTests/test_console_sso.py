@@ -3,8 +3,11 @@ against a real OpenID provider on loopback (`oidc-provider-mock`): the authoriza
 with PKCE, state and nonce kept by the API, the code exchanged with the client secret from a
 file, the ID token checked by the API's own verifier, then the same server-side session. An
 answer whose state or nonce is not the sign-in's own is refused. The provider is at `localhost`
-and the console at `127.0.0.1`: two sites, as an identity provider and DevDB are."""
+and the console at `127.0.0.1`: two sites, as an identity provider and DevDB are. The client is
+registered at the provider (its secret and redirect URI are checked); the mock does not check
+PKCE, so APITests pins the challenge against RFC 7636's example."""
 
+import json
 import os
 import re
 import unittest
@@ -27,15 +30,18 @@ class ConsoleSingleSignOnTests(unittest.TestCase):
             port = free_port()
             cls.issuer = f"http://localhost:{port}"
             cls.stack.spawn("oidc", [os.path.join(ROOT, ".venv", "bin", "oidc-provider-mock"), "--port", str(port), "--host", "127.0.0.1",
-                                     "--require-nonce", "true",
+                                     "--require-nonce", "true", "--require-registration", "true",
                                      "--user-claims", '{"sub":"k-1","email":"kate@example.com","groups":["eng"]}'])
             cls.stack.wait(lambda: "issuer" in cls.discovery(port), "the OpenID provider")
+            # Registered with the one redirect URI the console uses; the provider makes the id and secret.
+            client = cls.register(port, cls.stack.base + "/sign-in/sso/callback")
+            cls.client_secret = client["client_secret"]
             secret = os.path.join(cls.stack.dir, "oidc-secret")
             with open(secret, "w") as f:
-                f.write("console-secret\n")
+                f.write(cls.client_secret + "\n")
             os.chmod(secret, 0o600)
-            cls.stack.start(api_args=["--oidc-issuer", cls.issuer, "--oidc-client-id", "devdb", "--oidc-client-secret-file", secret],
-                            project=False)
+            cls.stack.start(api_args=["--oidc-issuer", cls.issuer, "--oidc-client-id", client["client_id"],
+                                      "--oidc-client-secret-file", secret], project=False)
         except Exception:
             cls.stack.stop()
             raise
@@ -55,6 +61,25 @@ class ConsoleSingleSignOnTests(unittest.TestCase):
             return conn.getresponse().read().decode()
         finally:
             conn.close()
+
+    @staticmethod
+    def register(port, redirect_uri):
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("POST", "/oauth2/clients", json.dumps({"redirect_uris": [redirect_uri], "token_endpoint_auth_method": "client_secret_basic"}),
+                         {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            body = r.read().decode()
+            assert r.status == 201, body
+            return json.loads(body)
+        finally:
+            conn.close()
+
+    def discovery_fetches(self):
+        """How often the provider has served its discovery document (its request log)."""
+        with open(os.path.join(self.stack.dir, "oidc.log"), errors="replace") as f:
+            return f.read().count("GET /.well-known/openid-configuration")
 
     def start_sso(self):
         """Signed out, clicks the button; returns the provider's authorization URL it landed on."""
@@ -89,7 +114,7 @@ class ConsoleSingleSignOnTests(unittest.TestCase):
         self.assertEqual("S256", query["code_challenge_method"])
         self.assertTrue(query["state"] and query["nonce"] and len(query["code_challenge"]) == 43, query)
         self.assertEqual(stack.base + "/sign-in/sso/callback", query["redirect_uri"])
-        self.assertNotIn("console-secret", url)
+        self.assertNotIn(self.client_secret, url)
 
         # Signing in at the provider ends on My databases, signed in, with the session cookie.
         self.authorize_as("k-1")
@@ -133,12 +158,46 @@ class ConsoleSingleSignOnTests(unittest.TestCase):
         self.assertEqual(400, status)
         self.assertIn(b"expired or was started in another browser", page)
 
-        # Denied at the provider: the sign-in page says so.
+        # An error answer with another state (a link from anywhere) neither cancels the sign-in nor
+        # puts its words on the page: the state is checked first.
+        url = self.start_sso()
+        d.get(stack.base + "/sign-in/sso/callback?" + urllib.parse.urlencode(
+            {"error": "access_denied", "error_description": "Call 555-0100 to sign in", "state": "0" * 32}))
+        error = d.find_element(By.CSS_SELECTOR, ".sso .error").text
+        self.assertIn("state mismatch", error)
+        self.assertNotIn("555-0100", d.page_source)
+        self.assertIsNone(d.get_cookie("devdb_session"))
+
+        # Denied at the provider: the sign-in page says so. The mock's Deny answers without the
+        # state (RFC 6749 4.1.2.1 wants it back), which cannot be told from a stranger's answer.
         self.start_sso()
         d.find_element(By.XPATH, "//button[normalize-space()='Deny']").click()
         WebDriverWait(d, 20).until(lambda d: d.current_url.startswith(stack.base))
-        self.assertIn("did not sign you in", d.find_element(By.CSS_SELECTOR, ".sso .error").text)
+        self.assertIn("state mismatch", d.find_element(By.CSS_SELECTOR, ".sso .error").text)
         self.assertIsNone(d.get_cookie("devdb_session"))
+        # A provider's denial carrying the sign-in's state, as the RFC's is.
+        url = self.start_sso()
+        state = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))["state"]
+        d.get(stack.base + "/sign-in/sso/callback?" + urllib.parse.urlencode(
+            {"error": "access_denied", "error_description": "not today", "state": state}))
+        self.assertIn("did not sign you in (access_denied: not today)", d.find_element(By.CSS_SELECTOR, ".sso .error").text)
+        self.assertIsNone(d.get_cookie("devdb_session"))
+
+    def test_a_wrong_redirect_uri_is_refused_by_the_provider(self):
+        """The registration is checked: the same sign-in with another callback goes nowhere."""
+        url = self.start_sso()
+        parts = urllib.parse.urlsplit(url)
+        query = dict(urllib.parse.parse_qsl(parts.query))
+        query["redirect_uri"] = "http://127.0.0.1:1/sign-in/sso/callback"
+        self.driver.get(urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query))))
+        self.assertFalse(self.driver.find_elements(By.XPATH, "//button[normalize-space()='Authorize']"), self.driver.page_source[:300])
+
+    def test_the_discovery_document_is_cached(self):
+        self.assertEqual(302, self.stack.get("/sign-in/sso")[0])
+        before = self.discovery_fetches()
+        for _ in range(3):
+            self.assertEqual(302, self.stack.get("/sign-in/sso")[0])
+        self.assertEqual(before, self.discovery_fetches())
 
 
 if __name__ == "__main__":

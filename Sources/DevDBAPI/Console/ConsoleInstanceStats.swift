@@ -7,8 +7,9 @@ import Synchronization
 /// Size and open sessions of the databases a page shows, asked of their running instances
 /// (`pg_database_size` and `pg_stat_activity`, with each database's own credentials, directly,
 /// not through a router: the question must not count as use and keep it awake). Bounded: only
-/// the first `maxAsked` awake databases of a page, `concurrency` at a time, within `budget`
-/// (what has not answered by then is killed and shown as unknown); answers, failures included,
+/// the first `maxAsked` awake databases of a page, `concurrency` psql at a time across all pages
+/// (one question per instance, shared by pages asking at once), within `budget` (what has not
+/// answered by then is shown as unknown); answers, failures included,
 /// are kept `ttlSeconds`, so a page reloaded or left open asks each instance at most that often.
 /// The names come from the API's own list or show (which decided what the caller may see).
 final class ConsoleInstanceStats: Sendable {
@@ -27,8 +28,13 @@ final class ConsoleInstanceStats: Sendable {
     let ttlSeconds: Double = 30
     /// Answers by database name, with when they were had and the instance they came from.
     private let cache = Mutex<[String: (at: Date, instance: String, stats: Stats)]>([:])
+    /// The API's psql runs, bounded and shared across page requests.
+    let questions: ConsoleInstanceQuestions<Stats>
 
-    init(catalog: any CatalogStore) { self.catalog = catalog }
+    init(catalog: any CatalogStore) {
+        self.catalog = catalog
+        questions = ConsoleInstanceQuestions(width: concurrency)
+    }
 
     /// Stats for each view (awake: asked or cached; otherwise why not).
     func stats(for views: [DatabaseView], now: Date = Date()) async -> [String: Stats] {
@@ -72,20 +78,24 @@ final class ConsoleInstanceStats: Sendable {
         return out
     }
 
-    /// Asks the instances, `concurrency` at a time, all within `budget`.
+    /// Asks the instances through `questions` (which bounds the psql runs), all within `budget`.
     private func ask(_ records: [DatabaseRecord]) async -> [String: Stats] {
         guard !records.isEmpty else { return [:] }
-        let budget = self.budget, width = concurrency
+        let budget = self.budget, questions = self.questions
         var out: [String: Stats] = [:]
-        await withTaskGroup(of: (String, Stats)?.self) { group in
+        await withTaskGroup(of: (String, Stats?)?.self) { group in
             group.addTask { try? await Task.sleep(for: budget); return nil }  // the deadline
-            var pending = records[...]
-            for _ in 0..<width { if let d = pending.popFirst() { group.addTask { (d.name, await Self.query(d)) } } }
+            for d in records {
+                let key = "\(d.name)@\(d.backendHost ?? ""):\(d.backendPort.map(String.init) ?? "")"
+                // No answer: the question this one shared was cut short by another page's deadline.
+                group.addTask { (d.name, await questions.ask(key) { await Self.query(d) }) }
+            }
+            var answered = 0
             while let next = await group.next() {
                 guard let (name, stats) = next else { break }  // out of time: the rest are cancelled
-                out[name] = stats
-                if let d = pending.popFirst() { group.addTask { (d.name, await Self.query(d)) } }
-                if out.count == records.count { break }
+                if let stats { out[name] = stats }
+                answered += 1
+                if answered == records.count { break }
             }
             group.cancelAll()
         }

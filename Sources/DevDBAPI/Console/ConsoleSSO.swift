@@ -7,6 +7,7 @@ import FoundationNetworking
 import HTTPTypes
 import Hummingbird
 import JWTKit
+import Synchronization
 
 /// One sign-in with single sign-on under way: what the callback must see again (state, nonce)
 /// and what it sends to the token endpoint (the PKCE verifier, the redirect URI). Kept in Redis,
@@ -34,9 +35,13 @@ extension WebConsole {
     /// `GET /sign-in/sso`: remembers a new attempt and sends the browser to the issuer.
     @Sendable func ssoStart(_ request: Request, context: APIRequestContext) async throws -> Response {
         guard let oidc else { throw APIError(.notFound, "not_found", "single sign-on is not configured here", hint: "sign in with an API token") }
-        let endpoints = try await ConsoleSSOEndpoints.discover(oidc.settings.issuer)
+        let endpoints: ConsoleSSOEndpoints.Endpoints
+        do { endpoints = try await ConsoleSSOEndpoints.discover(oidc.settings.issuer) } catch let refusal as OIDCRefusal {
+            context.logger.error("console single sign-on cannot start", metadata: ["devdb.error": "\(refusal.message)"])
+            return try refusedSignIn("Single sign-on cannot start: \(refusal.message). \(refusal.hint.prefix(1).uppercased() + refusal.hint.dropFirst()).", status: .badGateway)
+        }
         let attempt = ConsoleSSOAttempt(state: TokenSecrets.randomHex(16), nonce: TokenSecrets.randomHex(16),
-                                        verifier: TokenSecrets.randomHex(32), redirectURI: Self.callbackURI(request))
+                                        verifier: TokenSecrets.randomHex(32), redirectURI: Self.callbackURI(request, consoleURL: oidc.settings.consoleURL))
         let id = TokenSecrets.randomHex(32)
         let json = String(decoding: try JSONEncoder().encode(attempt), as: UTF8.self)
         try await sessions.storage.save(Self.ssoKey(id), json, seconds: Self.ssoSeconds)
@@ -62,16 +67,19 @@ extension WebConsole {
     @Sendable func ssoCallback(_ request: Request, context: APIRequestContext) async throws -> Response {
         guard let oidc else { throw APIError(.notFound, "not_found", "single sign-on is not configured here", hint: "sign in with an API token") }
         let q = request.uri.queryParameters
-        guard let id = request.cookieValue(Self.ssoCookieName), id.count == 64, let attempt = try await takeAttempt(id) else {
+        guard let id = request.cookieValue(Self.ssoCookieName), id.count == 64, let attempt = try await Self.takeAttempt(id, from: sessions.storage) else {
             return try refusedSignIn("That single sign-on attempt expired or was started in another browser. Sign in again.", status: .badRequest)
         }
-        if let error = q.get("error") {
-            let detail = q.get("error_description").map { ": \($0)" } ?? ""
-            return try refusedSignIn("The identity provider did not sign you in (\(error)\(detail)). Try again, or sign in with an API token.", status: .unauthorized)
-        }
+        // State first: until it matches, the answer may come from anyone (a link on another
+        // site), who must not be able to cancel this sign-in or put words on the page.
         guard let state = q.get("state"), constantTimeEqual(String(state), attempt.state) else {
             context.logger.warning("console single sign-on refused: state mismatch")
             return try refusedSignIn("Sign-in refused: the answer from the identity provider does not belong to the sign-in started here (state mismatch). Sign in again.", status: .forbidden)
+        }
+        if let error = q.get("error") {
+            // The answer's query is form-encoded (RFC 6749 4.1.2.1): a `+` there is a space.
+            let detail = q.get("error_description").map { ": " + $0.replacingOccurrences(of: "+", with: " ") } ?? ""
+            return try refusedSignIn("The identity provider did not sign you in (\(error)\(detail)). Try again, or sign in with an API token.", status: .unauthorized)
         }
         guard let code = q.get("code"), !code.isEmpty else {
             return try refusedSignIn("The identity provider sent no code. Sign in again.", status: .badRequest)
@@ -119,20 +127,23 @@ extension WebConsole {
         return r
     }
 
-    /// Reads and deletes an attempt: each is used once, whatever the outcome.
-    private func takeAttempt(_ id: String) async throws -> ConsoleSSOAttempt? {
-        guard let text = try await sessions.storage.load(Self.ssoKey(id)) else { return nil }
-        try await sessions.storage.remove(Self.ssoKey(id))
+    /// Reads and deletes an attempt in one step: each is used once, whatever the outcome, even
+    /// when two callbacks carry the same cookie at the same time.
+    static func takeAttempt(_ id: String, from storage: any ConsoleSessionStorage) async throws -> ConsoleSSOAttempt? {
+        guard let text = try await storage.take(ssoKey(id)) else { return nil }
         return try? JSONDecoder().decode(ConsoleSSOAttempt.self, from: Data(text.utf8))
     }
 
     /// Where the issuer sends the browser back: this console's own address (register it at the
-    /// issuer). https unless the console is reached on loopback or a proxy says otherwise.
-    static func callbackURI(_ request: Request) -> String {
+    /// issuer). `--console-url` when set; otherwise from the request's Host (which any client
+    /// chooses, hence the option), https unless on loopback or a proxy's X-Forwarded-Proto says
+    /// exactly http or https.
+    static func callbackURI(_ request: Request, consoleURL: String?) -> String {
+        if let consoleURL { return consoleURL + ssoPath + "/callback" }
         let host = request.head.authority ?? request.headers[HTTPField.Name("Host")!] ?? "127.0.0.1"
         let forwarded = request.headers.first { $0.name.canonicalName == "x-forwarded-proto" }?.value
         let loopback = host.hasPrefix("127.") || host.hasPrefix("localhost") || host.hasPrefix("[::1]")
-        let scheme = forwarded ?? (loopback ? "http" : "https")
+        let scheme = forwarded.flatMap { ["http", "https"].contains($0) ? $0 : nil } ?? (loopback ? "http" : "https")
         return "\(scheme)://\(host)\(ssoPath)/callback"
     }
 
@@ -147,18 +158,43 @@ extension WebConsole {
     }
 }
 
-/// The issuer's authorization and token endpoints (its discovery document), and the code
+/// The issuer's authorization and token endpoints (its discovery document, cached), and the code
 /// exchange at the token endpoint.
 enum ConsoleSSOEndpoints {
-    struct Endpoints { let authorization: String; let token: String }
+    struct Endpoints: Sendable { let authorization: String; let token: String }
 
-    static func discover(_ issuer: String) async throws -> Endpoints {
+    /// How long a discovery document is used before it is fetched again: `GET /sign-in/sso`
+    /// needs no sign-in, so without a cache anyone could make the API hammer the issuer.
+    static let discoverySeconds: Double = 300
+    /// Endpoints by issuer, with when they were fetched (tests put some there).
+    static let cache = Mutex<[String: (at: Date, endpoints: Endpoints)]>([:])
+
+    static func discover(_ issuer: String, now: Date = Date()) async throws -> Endpoints {
+        if let hit = cache.withLock({ $0[issuer] }), now.timeIntervalSince(hit.at) < discoverySeconds { return hit.endpoints }
         let url = issuer.hasSuffix("/") ? issuer + ".well-known/openid-configuration" : issuer + "/.well-known/openid-configuration"
         let doc = try await json(URLRequest(url: URL(string: url)!, timeoutInterval: 10), what: "discovery document at \(url)")
+        let found = try endpoints(in: doc)
+        cache.withLock { $0[issuer] = (now, found) }
+        return found
+    }
+
+    /// The two endpoints of a discovery document, each https (plain http only on loopback, the
+    /// rule of --oidc-issuer): the browser is sent to one, the client secret to the other.
+    static func endpoints(in doc: [String: Any]) throws -> Endpoints {
         guard let a = doc["authorization_endpoint"] as? String, let t = doc["token_endpoint"] as? String else {
             throw OIDCRefusal(message: "the issuer's discovery document has no authorization or token endpoint", hint: "an admin should check --oidc-issuer")
         }
+        for (what, endpoint) in [("authorization_endpoint", a), ("token_endpoint", t)] where !secure(endpoint) {
+            throw OIDCRefusal(message: "the issuer's discovery document names \(what) \"\(endpoint)\", which is not https",
+                              hint: "an admin should check --oidc-issuer: DevDB sends the client secret and the sign-in only over https (plain http only on loopback)")
+        }
         return Endpoints(authorization: a, token: t)
+    }
+
+    /// https, or http to a loopback host.
+    static func secure(_ endpoint: String) -> Bool {
+        guard let url = URL(string: endpoint), let scheme = url.scheme?.lowercased(), let host = url.host else { return false }
+        return scheme == "https" || (scheme == "http" && ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host))
     }
 
     /// `grant_type=authorization_code` with the PKCE verifier; the client secret (if configured)

@@ -11,6 +11,8 @@ protocol ConsoleSessionStorage: Sendable {
     /// The JSON under `key`, or nil when there is none (ended, or past its lifetime).
     func load(_ key: String) async throws -> String?
     func remove(_ key: String) async throws
+    /// The JSON under `key`, removed in the same step: of two concurrent takes, one gets it.
+    func take(_ key: String) async throws -> String?
     func tokenExists(hash: String) async throws -> Bool
 }
 
@@ -36,6 +38,11 @@ struct RedisConsoleSessionStorage: ConsoleSessionStorage {
 
     func remove(_ key: String) async throws {
         try await command(["DEL", key])
+    }
+
+    /// GETDEL (Redis 6.2+): one command, so no second take can read between a GET and a DEL.
+    func take(_ key: String) async throws -> String? {
+        try await command(["GETDEL", key]).string
     }
 
     func tokenExists(hash: String) async throws -> Bool {
@@ -72,6 +79,13 @@ final class MemoryConsoleSessionStorage: ConsoleSessionStorage {
 
     func remove(_ key: String) async throws {
         _ = sessions.withLock { $0.removeValue(forKey: key) }
+    }
+
+    func take(_ key: String) async throws -> String? {
+        sessions.withLock { s in
+            guard let entry = s.removeValue(forKey: key), entry.expires > Date() else { return nil }
+            return entry.json
+        }
     }
 
     func tokenExists(hash: String) async throws -> Bool {
