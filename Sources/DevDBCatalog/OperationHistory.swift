@@ -60,6 +60,20 @@ extension CatalogEngine {
     }
 }
 
+extension CatalogEngine {
+    /// Deletes every legacy history stream, a thousand keys a transaction.
+    func removeLegacyOperationStreams() throws -> Int {
+        let keys = try backend.scan(OperationHistory.legacyKey("*"))
+        var start = 0
+        while start < keys.count {
+            let chunk = Array(keys[start..<min(keys.count, start + 1000)])
+            start += chunk.count
+            _ = try commit(Transaction(writes: [.delete(chunk)]))
+        }
+        return keys.count
+    }
+}
+
 extension CatalogEngineStore {
     public func operations(of name: String, limit: Int) async throws -> [OperationRecord] {
         try await perform { try $0.operations(of: name, limit: limit) }

@@ -227,6 +227,27 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible {
         else { try #require(store as? MemoryCatalogStore).memory.write([.delete(keys)]) }
     }
 
+    /// The history streams of an earlier version go (once a start, by reconcile); the history
+    /// lists and everything else stay.
+    @Test(arguments: StoreKind.allCases) func legacyOperationStreamsAreRemoved(kind: StoreKind) async throws {
+        let (store, server) = try kind.make()
+        defer { server?.stop() }
+        _ = try await readyDatabase(store, "a", port: 7001)
+        let legacy = ["devdb:database:a:operations", "devdb:database:gone:operations"]
+        if let server {
+            let redis = try RedisClient(url: try RedisURL(parsing: server.url))
+            for k in legacy { _ = try redis.command(["XADD", k, "*", "e", "{}"]) }
+        } else {
+            try #require(store as? MemoryCatalogStore).memory.write(legacy.map { .streamAdd($0, value: "{}", maxLength: 50, approximate: false) })
+        }
+        let history = try await store.operations(of: "a", limit: 50)
+        #expect(!history.isEmpty)
+        #expect(try await store.removeLegacyOperationStreams() == 2)
+        #expect(try await store.removeLegacyOperationStreams() == 0)
+        #expect(try await store.operations(of: "a", limit: 50) == history)
+        #expect(try await store.database("a") != nil)
+    }
+
     /// The passes' reads of many records (the hibernator's ready set, reconcile's whole catalog)
     /// keep what they decoded last time; every change is still seen on the next read.
     @Test(arguments: StoreKind.allCases) func repeatedPassReadsSeeEveryChange(kind: StoreKind) async throws {

@@ -19,7 +19,14 @@ struct Reconciler: Service, ControlPlanePart {
                 // Redis may not be up yet: keep trying, the API answers 503 meanwhile.
                 var backoff = Backoff(initial: 0.5, cap: 10)
                 while !Task.isCancelled && !Task.isShuttingDownGracefully {
-                    do { try await reconcile(); return } catch {
+                    do {
+                        try await reconcile()
+                        // Once a start: the stream an earlier version kept each history in.
+                        if let n = try? await catalog.removeLegacyOperationStreams(), n > 0 {
+                            logger.info("removed the operation streams of an earlier version (the history is a list now)", metadata: ["devdb.keys": "\(n)"])
+                        }
+                        return
+                    } catch {
                         logger.error("recovery after start failed; retrying", metadata: ["devdb.error": "\(error)"])
                         try? await Task.sleep(nanoseconds: Backoff.nanoseconds(backoff.next()))
                     }
@@ -159,7 +166,10 @@ struct Reconciler: Service, ControlPlanePart {
             let read = records[name] ?? RecordAsRead(value: nil, raw: nil)
             if let d = read.value, DatabaseLifecycle.hasRoute(d.state) {
                 let route = routes[name]
-                if route?.host != d.backendHost || route?.port != d.backendPort { await record(name, .routeRepair, .bestEffort) }
+                func differs(_ d: DatabaseRecord) -> Bool { route?.host != d.backendHost || route?.port != d.backendPort }
+                // The record read at the start of the pass may be older than the route: repair
+                // only what the record says now.
+                if differs(d), let now = try await catalog.database(name), differs(now) { await record(name, .routeRepair, .bestEffort) }
                 continue
             }
             if try await catalog.removeRoute(name, ifDatabaseIs: read.raw) { removed.append("route \(name)") }

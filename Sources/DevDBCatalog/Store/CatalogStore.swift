@@ -57,6 +57,9 @@ public protocol DatabaseStore: Sendable {
     func databasesAsRead(_ names: [String]) async throws -> [String: RecordAsRead<DatabaseRecord>]
     /// Every database's record with its raw text, by name (reconcile's one read of the catalog).
     func allDatabasesAsRead() async throws -> [String: RecordAsRead<DatabaseRecord>]
+    /// Deletes the operation-history streams an earlier version kept (`devdb:database:*:operations`);
+    /// how many there were.
+    func removeLegacyOperationStreams() async throws -> Int
     func databases(owner: String?) async throws -> [DatabaseRecord]
     /// Databases in name order after `after`, that `keep` accepts, at most `limit` (nil: all),
     /// reading the owner's or project's index (or everyone's) and only the records the page needs.

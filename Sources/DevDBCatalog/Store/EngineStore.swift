@@ -50,6 +50,7 @@ extension CatalogEngineStore {
     public func databasesAsRead(_ names: [String]) async throws -> [String: RecordAsRead<DatabaseRecord>] {
         try await perform { try $0.databasesAsRead(names) }
     }
+    public func removeLegacyOperationStreams() async throws -> Int { try await perform { try $0.removeLegacyOperationStreams() } }
     public func allDatabasesAsRead() async throws -> [String: RecordAsRead<DatabaseRecord>] {
         try await perform { try $0.allDatabasesAsRead() }
     }
