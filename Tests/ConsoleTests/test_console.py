@@ -13,7 +13,7 @@ os.environ.setdefault("SE_AVOID_STATS", "true")  # Selenium Manager must not rea
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from devdb_stack import ROOT, Browserless, Stack
@@ -71,7 +71,22 @@ class ConsoleTests(unittest.TestCase):
             Select(form.find_element(By.NAME, name)).select_by_visible_text(text)
         page = self.driver.find_element(By.TAG_NAME, "html")
         form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        WebDriverWait(self.driver, 30).until(staleness_of(page))  # the answer page has loaded
+        WebDriverWait(self.driver, 30).until(lambda d: self.left(page))  # the answer page has loaded
+
+    @staticmethod
+    def left(element):
+        """True once `element`'s document is gone. Chromium answers a question about an element
+        of the document being replaced either as stale or, mid-navigation, with "Node with given
+        id does not belong to the document" (seen in CI): both mean the page has moved on."""
+        try:
+            element.is_enabled()
+            return False
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as e:
+            if "does not belong to the document" in str(e):
+                return True
+            raise
 
     def live_state(self, name):
         return self.driver.find_element(By.CSS_SELECTOR, f"[data-live-state='{name}']").text
