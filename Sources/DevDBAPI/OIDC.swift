@@ -10,6 +10,13 @@ import Logging
 /// Single sign-on: the OpenID Connect issuer whose ID tokens the API takes as bearer credentials
 /// (as the Kubernetes API server does with `--oidc-issuer-url`).
 public struct OIDCSettings: Sendable {
+    /// https, or plain http to a loopback host (tests): the one rule for the issuer, its
+    /// endpoints and the console's address, which carry sign-ins and the client secret.
+    public static func isSecure(_ url: URL) -> Bool {
+        guard let scheme = url.scheme?.lowercased(), let host = url.host else { return false }
+        return scheme == "https" || (scheme == "http" && ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host))
+    }
+
     /// The claim that names a user.
     public enum UserClaim: String, Sendable, CaseIterable {
         case email, preferredUsername = "preferred_username", sub

@@ -58,18 +58,11 @@ extension CatalogEngine {
         let rows = try backend.list(OperationHistory.key(name)).suffix(max(1, limit)).reversed()
         return rows.compactMap { try? Self.decode(OperationRecord.self, $0, key: OperationHistory.key(name)) }
     }
-}
 
-extension CatalogEngine {
     /// Deletes every legacy history stream, a thousand keys a transaction.
     func removeLegacyOperationStreams() throws -> Int {
         let keys = try backend.scan(OperationHistory.legacyKey("*"))
-        var start = 0
-        while start < keys.count {
-            let chunk = Array(keys[start..<min(keys.count, start + 1000)])
-            start += chunk.count
-            _ = try commit(Transaction(writes: [.delete(chunk)]))
-        }
+        for chunk in keys.chunks(of: 1000) { _ = try commit(Transaction(writes: [.delete(Array(chunk))])) }
         return keys.count
     }
 }

@@ -287,7 +287,7 @@ struct APICommand: AsyncParsableCommand {
         guard let url = URL(string: issuer), let scheme = url.scheme, ["https", "http"].contains(scheme), url.host != nil else {
             throw ValidationError("--oidc-issuer must be the issuer's URL, e.g. https://accounts.google.com, not \"\(issuer)\"")
         }
-        if scheme == "http", !["127.0.0.1", "localhost", "::1"].contains(url.host ?? "") {
+        if !OIDCSettings.isSecure(url) {
             throw ValidationError("--oidc-issuer must use https (plain http only on loopback, for tests), not \"\(issuer)\"")
         }
         guard let clientID = oidcClientID, !clientID.isEmpty else {
@@ -306,7 +306,7 @@ struct APICommand: AsyncParsableCommand {
                 throw ValidationError("--console-url must be the console's address without a path, e.g. https://devdb.example.com, not \"\(consoleURL)\"")
             }
             // The session cookies are Secure: a browser keeps them only over https (or loopback).
-            if scheme == "http", !["127.0.0.1", "localhost", "::1"].contains(url.host ?? "") {
+            if !OIDCSettings.isSecure(url) {
                 throw ValidationError("--console-url must use https (plain http only on loopback, for tests), not \"\(consoleURL)\"")
             }
             s.consoleURL = trimmed

@@ -192,10 +192,7 @@ enum ConsoleSSOEndpoints {
     }
 
     /// https, or http to a loopback host.
-    static func secure(_ endpoint: String) -> Bool {
-        guard let url = URL(string: endpoint), let scheme = url.scheme?.lowercased(), let host = url.host else { return false }
-        return scheme == "https" || (scheme == "http" && ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host))
-    }
+    static func secure(_ endpoint: String) -> Bool { URL(string: endpoint).map(OIDCSettings.isSecure) ?? false }
 
     /// `grant_type=authorization_code` with the PKCE verifier; the client secret (if configured)
     /// as HTTP Basic, as RFC 6749 prefers. Returns the `id_token`.

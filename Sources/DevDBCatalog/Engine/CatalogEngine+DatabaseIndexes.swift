@@ -51,18 +51,10 @@ extension CatalogEngine {
         return try records(names).filter { ($0.expiresAt ?? .distantFuture) <= now }
     }
 
-    /// Records of `names`, 2,000 keys a read; absent ones are left out. With `decodedBy`, a
-    /// record whose text that cache saw last time is not decoded again.
+    /// Records of `names` in their order (absent ones left out), read as `databasesAsRead` reads.
     private func records(_ names: [String], decodedBy cache: DecodedRecords? = nil) throws -> [DatabaseRecord] {
-        var texts: [(key: String, text: String)] = []
-        var start = 0
-        while start < names.count {
-            let keys = names[start..<min(names.count, start + 2000)].map(Key.database)
-            start += keys.count
-            for (key, text) in zip(keys, try backend.getMany(keys)) { if let text { texts.append((key, text)) } }
-        }
-        if let cache { return try cache.decode(texts) }
-        return try texts.map { try Self.decode(DatabaseRecord.self, $0.text, key: $0.key) }
+        let read = try databasesAsRead(names, decodedBy: cache)
+        return names.compactMap { read[$0]?.value }
     }
 
     /// The indexes as they should be for these records.

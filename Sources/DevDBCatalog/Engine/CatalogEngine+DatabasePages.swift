@@ -10,6 +10,15 @@ public struct DatabasePage: Sendable {
     public var next: String?
 }
 
+extension DatabasePage {
+    /// A page of at most `limit` of `records` (read one past the page, to know there is a next).
+    init(cutting records: [DatabaseRecord], to limit: Int?) {
+        guard let limit, records.count > limit else { self.init(records: records, next: nil); return }
+        let page = Array(records.prefix(limit))
+        self.init(records: page, next: page.last?.name)
+    }
+}
+
 extension CatalogEngine {
     /// Records after `after` (exclusive, by name) that `keep` accepts, at most `limit` of them.
     func databasePage(owner: String?, project: String?, after: String?, limit: Int?,
@@ -42,9 +51,7 @@ extension CatalogEngine {
                 if records.count == wanted { break }
             }
         }
-        guard let limit, records.count > limit else { return DatabasePage(records: records, next: nil) }
-        records.removeLast(records.count - limit)
-        return DatabasePage(records: records, next: records.last?.name)
+        return DatabasePage(cutting: records, to: limit)
     }
 
     /// A page of everyone's databases through `devdb:databases:by-name`: reads names after
@@ -65,8 +72,6 @@ extension CatalogEngine {
             guard names.count == chunk, let last = names.last else { break }
             cursor = last
         }
-        guard records.count > limit else { return DatabasePage(records: records, next: nil) }
-        records.removeLast(records.count - limit)
-        return DatabasePage(records: records, next: records.last?.name)
+        return DatabasePage(cutting: records, to: limit)
     }
 }

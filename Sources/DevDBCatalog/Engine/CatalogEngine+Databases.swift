@@ -37,17 +37,12 @@ extension CatalogEngine {
         return RecordAsRead(value: d, raw: raw)
     }
 
-    /// Many records with the text each was read as, 2,000 keys a read (absent names: nil, nil).
+    /// Many records with the text each was read as (absent names: nil, nil).
     func databasesAsRead(_ names: [String], decodedBy cache: DecodedRecords? = nil) throws -> [String: RecordAsRead<DatabaseRecord>] {
         var out: [String: RecordAsRead<DatabaseRecord>] = [:]
         var read: [(name: String, key: String, text: String)] = []
-        var start = 0
-        while start < names.count {
-            let chunk = Array(names[start..<min(names.count, start + 2000)])
-            start += chunk.count
-            for (name, text) in zip(chunk, try backend.getMany(chunk.map(Key.database))) {
-                if let text { read.append((name, Key.database(name), text)) } else { out[name] = RecordAsRead(value: nil, raw: nil) }
-            }
+        for (name, text) in zip(names, try backend.getMany(names.map(Key.database))) {
+            if let text { read.append((name, Key.database(name), text)) } else { out[name] = RecordAsRead(value: nil, raw: nil) }
         }
         let records = try cache.map { try $0.decode(read.map { ($0.key, $0.text) }) }
             ?? read.map { try Self.decode(DatabaseRecord.self, $0.text, key: $0.key) }

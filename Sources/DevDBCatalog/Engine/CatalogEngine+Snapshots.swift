@@ -38,19 +38,11 @@ extension CatalogEngine {
     }
 
     func allSnapshots() throws -> [(SnapshotRecord, String)] {
-        // Keys from one SCAN, records in reads of 2,000 (not a round trip per snapshot).
+        // Keys from one SCAN, records by MGET (not a round trip per snapshot).
         let keys = try backend.scan("devdb:snapshot:*").filter { !$0.hasSuffix(":users") }.sorted()
-        var out: [(SnapshotRecord, String)] = []
-        var start = 0
-        while start < keys.count {
-            let chunk = Array(keys[start..<min(keys.count, start + 2000)])
-            start += chunk.count
-            for (key, text) in zip(chunk, try backend.getMany(chunk)) {
-                guard let text else { continue }
-                out.append((try Self.decode(SnapshotRecord.self, text, key: key), text))
-            }
+        return try zip(keys, try backend.getMany(keys)).compactMap { key, text in
+            try text.map { (try Self.decode(SnapshotRecord.self, $0, key: key), $0) }
         }
-        return out
     }
 
     func failSnapshot(_ s: SnapshotRecord, raw: String, reason: String) throws -> Bool {

@@ -32,10 +32,12 @@ final class RedisBackend: CatalogBackend {
 
     func get(_ key: String) throws -> String? { try cmd(["GET", key]).string }
 
+    /// `MGET`s of 2,000 keys: a read of thousands of records blocks Redis a moment at a time.
     func getMany(_ keys: [String]) throws -> [String?] {
-        guard !keys.isEmpty else { return [] }
-        guard case .array(let items) = try cmd(["MGET"] + keys) else { return keys.map { _ in nil } }
-        return items.map(\.string)
+        try keys.chunks(of: 2000).flatMap { chunk -> [String?] in
+            guard case .array(let items) = try cmd(["MGET"] + chunk) else { return chunk.map { _ in nil } }
+            return items.map(\.string)
+        }
     }
 
     func setMembers(_ key: String) throws -> [String] {
@@ -50,10 +52,7 @@ final class RedisBackend: CatalogBackend {
     /// Pipelines of 1,000 (a hibernator pass costs one round trip per 1,000 databases, not one each).
     func hashes(_ keys: [String]) throws -> [[String: String]] {
         var out: [[String: String]] = []
-        var start = 0
-        while start < keys.count {
-            let chunk = Array(keys[start..<min(keys.count, start + 1000)])
-            start += chunk.count
+        for chunk in keys.chunks(of: 1000) {
             let client = redis.client
             let replies = try mapped("HGETALL") { () throws(RedisError) in try client.pipeline(chunk.map { ["HGETALL", $0] }) }
             out += replies.map { (try? $0.get())?.fieldMap ?? [:] }
